@@ -1,0 +1,89 @@
+"""The `prov` command line. Thin: each command parses options, calls one library function and prints.
+
+Errors: a `ProvenanceError` prints one line `prov: error: ...` to stderr and exits with its exit code
+(1 = a check failed, 2 = could not run). `--debug` (anywhere on the command line) shows the traceback instead.
+Command groups live in sibling modules (`chain`, `store`, `train`, ...), each exposing `COMMANDS`; they import
+heavy libraries (web3, torch) inside the command functions so `prov --version` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+import click
+
+from provenance import __version__
+from provenance.errors import ProvenanceError
+
+# Sibling modules that contribute commands. Each defines COMMANDS: list[click.Command].
+_COMMAND_MODULES = ("core", "chain", "store", "train", "verify", "demo", "attest")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="prov")
+def cli() -> None:
+    """prov: verifiable training provenance for fine-tuned language models.
+
+    Add --debug anywhere to see a traceback instead of a one-line error.
+    """
+
+
+def _register() -> None:
+    for name in _COMMAND_MODULES:
+        qualified = f"{__name__}.{name}"
+        try:
+            module = importlib.import_module(qualified)
+        except ModuleNotFoundError as exc:
+            if exc.name == qualified:  # that command group is not part of this build
+                continue
+            raise
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        cli.main(args=args, prog_name="prov", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("prov: aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        if debug:
+            raise
+        exc.show()
+        return 2
+    except ProvenanceError as exc:
+        if debug:
+            raise
+        click.echo(f"prov: error: {_one_line(str(exc))}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("prov: interrupted", err=True)
+        return 130
+    except Exception as exc:  # an unexpected failure still gets one line; --debug shows where
+        if debug:
+            raise
+        click.echo(
+            f"prov: internal error: {type(exc).__name__}: {_one_line(str(exc))} (rerun with --debug for a traceback)",
+            err=True,
+        )
+        return 2
+    return 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

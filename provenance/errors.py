@@ -1,0 +1,84 @@
+"""The error hierarchy. Every failure a user can cause or meet is one of these, with a one-line message.
+
+`ProvenanceError` is the base; `VerificationError` and its subclasses are failed checks and carry what was
+expected and what was found (hex for digests). The CLI prints `str(error)` on one line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bytes | bytearray):
+        return value.hex()
+    return str(value)
+
+
+class ProvenanceError(Exception):
+    """Base of every error prov raises on purpose. Its message is one line that says what to do."""
+
+    exit_code = 2
+
+
+class UsageError(ProvenanceError):
+    """Bad input from the user: a missing path, a malformed file, a wrong option."""
+
+
+class FormatError(ProvenanceError):
+    """A file or document at a trust boundary does not parse as the format it claims to be."""
+
+
+class ConfigError(ProvenanceError):
+    """A configuration file or value is invalid; the message names the field."""
+
+
+class ChainError(ProvenanceError):
+    """The chain could not be reached or answered something unusable."""
+
+
+class StoreError(ProvenanceError):
+    """The artifact store could not be reached or does not hold what was asked for."""
+
+
+class VerificationError(ProvenanceError):
+    """A check failed. Carries what was expected and what was found."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, expected: Any = None, found: Any = None) -> None:
+        self.expected = expected
+        self.found = found
+        detail = ""
+        if expected is not None or found is not None:
+            detail = f" (expected {_show(expected)}, found {_show(found)})"
+        super().__init__(message + detail)
+
+
+class DigestMismatch(VerificationError):
+    """Content hashed to a different digest than the one it was committed under."""
+
+
+class RootMismatch(VerificationError):
+    """A Merkle root recomputed from data differs from the committed root."""
+
+
+class ProofError(VerificationError):
+    """An inclusion or consistency proof is malformed or does not verify."""
+
+
+class TamperedRecord(VerificationError):
+    """A stored step-log record no longer matches what was written."""
+
+    def __init__(self, message: str, *, index: int, expected: Any = None, found: Any = None) -> None:
+        self.index = index
+        super().__init__(message, expected=expected, found=found)
+
+
+class TornTail(ProvenanceError):
+    """The step log ends in a partially written record (a crash mid-append). Nothing before it is lost."""
+
+    def __init__(self, message: str, *, valid_records: int, torn_bytes: int) -> None:
+        self.valid_records = valid_records
+        self.torn_bytes = torn_bytes
+        super().__init__(message)
