@@ -78,6 +78,8 @@ class TamperedRecord(VerificationError):
 class TornTail(ProvenanceError):
     """The step log ends in a partially written record (a crash mid-append). Nothing before it is lost."""
 
+    exit_code = 1
+
     def __init__(self, message: str, *, valid_records: int, torn_bytes: int) -> None:
         self.valid_records = valid_records
         self.torn_bytes = torn_bytes

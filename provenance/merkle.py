@@ -45,7 +45,7 @@ def root(leaf_hashes: Sequence[bytes]) -> bytes:
     while len(level) > 1:
         odd = level[-1] if len(level) & 1 else None
         it = iter(level)
-        level = [sha(prefix + a + b).digest() for a, b in zip(it, it)]
+        level = [sha(prefix + a + b).digest() for a, b in zip(it, it, strict=False)]
         if odd is not None:
             level.append(odd)
     return level[0]

@@ -1,0 +1,192 @@
+"""Digest, canonical JSON, batch/step/manifest encodings. Golden files pin every persisted format's bytes:
+a change of format must be deliberate (regenerate with `python -m tests.provenance.golden_cases`, and bump the
+version in the format name)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+import pytest
+import safetensors.numpy
+from hypothesis import given
+from hypothesis import strategies as st
+
+from provenance import canonical, merkle
+from provenance.errors import FormatError, UsageError
+from provenance.hashing import BLOCK_SIZE, Digest, hash_file, hash_stream
+from provenance.manifest import (
+    MANIFEST_NAME,
+    CheckpointManifest,
+    decode_run_manifest,
+    hash_directory,
+    run_manifest_digest,
+)
+from provenance.records import StepRecord, batch_digest
+
+from .golden_cases import CASES, GOLDEN, batch_bytes, checkpoint_manifest, run_manifest, step_record
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_golden_bytes(name: str) -> None:
+    assert CASES[name]() == (GOLDEN / name).read_bytes(), f"format of {name} changed"
+
+
+# --- Digest ---------------------------------------------------------------------------------------------
+
+def test_digest_known_answer_and_text_form() -> None:
+    # SHA-256("abc") from FIPS 180-2, appendix B.1.
+    d = Digest.of(b"abc")
+    assert str(d) == "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert Digest.parse(str(d)) == d
+    assert Digest.from_hex("0x" + d.hex) == d
+
+
+@pytest.mark.parametrize("text", [
+    "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",          # no algorithm
+    "sha256:BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD",   # upper case
+    "sha256:ba7816bf",                                                           # short
+    "sha512:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",   # other algorithm
+    "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad ",  # trailing space
+    "",
+])
+def test_digest_parse_is_strict(text: str) -> None:
+    with pytest.raises(FormatError):
+        Digest.parse(text)
+
+
+@pytest.mark.parametrize("size", [0, 1, BLOCK_SIZE - 1, BLOCK_SIZE, BLOCK_SIZE + 1, 2 * BLOCK_SIZE + 17])
+def test_hash_file_matches_hashlib_at_block_boundaries(tmp_path, size: int) -> None:
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    seen: list[tuple[int, int]] = []
+    assert hash_file(path, progress=lambda d, t: seen.append((d, t))).value == hashlib.sha256(data).digest()
+    assert (seen[-1] == (size, size)) if size else not seen
+    assert hash_stream(io.BytesIO(data), block_size=1000).value == hashlib.sha256(data).digest()
+
+
+def test_hash_file_errors_are_one_line(tmp_path) -> None:
+    with pytest.raises(UsageError, match="no such file"):
+        hash_file(tmp_path / "missing")
+    with pytest.raises(UsageError, match="is a directory"):
+        hash_file(tmp_path)
+
+
+# --- canonical JSON -------------------------------------------------------------------------------------
+
+def test_canonical_sorts_keys_and_rejects_floats() -> None:
+    assert canonical.encode({"b": 1, "a": [True, None, "é"]}) == '{"a":[true,null,"é"],"b":1}'.encode()
+    for bad in ({"x": 1.5}, {"x": float("nan")}, {1: 2}, {"x": b"bytes"}, {"x": 2**64}):
+        with pytest.raises(FormatError):
+            canonical.encode(bad)
+
+
+def test_canonical_decode_rejects_bad_input() -> None:
+    for bad in (b"{", b"\xff\xfe", b'{"a":1.5}', b'{"a":NaN}'):
+        with pytest.raises(FormatError):
+            canonical.decode(bad)
+    with pytest.raises(FormatError, match="canonical"):
+        canonical.decode(b'{"b":1, "a":2}', strict=True)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_canonical_roundtrip(value: object) -> None:
+    data = canonical.encode(value)
+    assert canonical.encode(canonical.decode(data, strict=True)) == data
+
+
+# --- batch and step records -----------------------------------------------------------------------------
+
+def test_batch_encoding_is_valid_safetensors_with_metadata() -> None:
+    data = batch_bytes()
+    tensors = safetensors.numpy.load(data)
+    assert tensors["input_ids"].tolist() == np.arange(12).reshape(3, 4).tolist()
+    assert len(data) % 8 == 0  # header padded to 8 bytes, then 3 tensors of 96 bytes
+
+
+def test_batch_digest_depends_on_every_part() -> None:
+    ids = np.arange(8, dtype=np.int64).reshape(2, 4)
+    base = batch_digest(step=1, indices=[1, 2], tensors={"input_ids": ids})
+    assert batch_digest(step=2, indices=[1, 2], tensors={"input_ids": ids}) != base
+    assert batch_digest(step=1, indices=[1, 3], tensors={"input_ids": ids}) != base
+    assert batch_digest(step=1, indices=[1, 2], tensors={"input_ids": ids.astype(np.int32)}) != base
+    assert batch_digest(step=1, indices=[1, 2], tensors={"input_ids": ids.reshape(4, 2)}) != base
+    assert batch_digest(step=1, indices=[1, 2], tensors={"input_ids": np.asfortranarray(ids)}) == base
+
+
+def test_step_record_roundtrip_and_leaf() -> None:
+    rec = step_record()
+    parsed = StepRecord.from_json(canonical.decode(rec.encode()))
+    assert parsed == rec
+    assert rec.leaf_hash() == merkle.hash_leaf((GOLDEN / "step.v1.json").read_bytes())
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda d: d.pop("loss"),
+    lambda d: d.update(extra=1),
+    lambda d: d.update(step=-1),
+    lambda d: d.update(lr="1e-3"),          # not repr form ("0.001")
+    lambda d: d.update(batch="sha256:00"),
+    lambda d: d.update(format="prov.step.v0"),
+])
+def test_step_record_rejects_malformed(mutate) -> None:
+    value = step_record().to_json()
+    mutate(value)
+    with pytest.raises(FormatError):
+        StepRecord.from_json(value)
+
+
+# --- manifests ------------------------------------------------------------------------------------------
+
+def test_checkpoint_digest_is_the_rfc6962_root_of_sorted_entries() -> None:
+    manifest = checkpoint_manifest()
+    expected = merkle.root_of_data(e.leaf() for e in manifest.files)
+    assert manifest.digest().value == expected
+    assert CheckpointManifest.decode((GOLDEN / "checkpoint.v1.json").read_bytes()).digest() == manifest.digest()
+
+
+def test_hash_directory(tmp_path) -> None:
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "z.bin").write_bytes(b"z")
+    (tmp_path / "a.json").write_bytes(b"{}")
+    (tmp_path / MANIFEST_NAME).write_bytes(b"ignored")
+    manifest = hash_directory(tmp_path)
+    assert [f.path for f in manifest.files] == ["a.json", "b/z.bin"]
+    before = manifest.digest()
+    (tmp_path / "b" / "z.bin").write_bytes(b"Z")
+    assert hash_directory(tmp_path).digest() != before
+    (tmp_path / "link").symlink_to(tmp_path / "a.json")
+    with pytest.raises(UsageError, match="regular files"):
+        hash_directory(tmp_path)
+
+
+@pytest.mark.parametrize("bad", [
+    b'{"files":[{"digest":"sha256:00","path":"a","size":1}],"format":"prov.checkpoint.v1"}',
+    b'{"files":[{"digest":"' + str(Digest.of(b"")).encode() + b'","path":"../x","size":1}],'
+    b'"format":"prov.checkpoint.v1"}',
+    b'{"files":[],"format":"prov.checkpoint.v2"}',
+    b"not json",
+])
+def test_checkpoint_manifest_rejects_malformed(bad: bytes) -> None:
+    with pytest.raises(FormatError):
+        CheckpointManifest.decode(bad)
+
+
+def test_run_manifest_digest_and_validation() -> None:
+    doc = run_manifest()
+    data = (GOLDEN / "run.v1.json").read_bytes()
+    assert decode_run_manifest(data) == doc
+    assert run_manifest_digest(doc) == Digest.of(data)
+    doc2 = dict(doc)
+    del doc2["dataset"]
+    with pytest.raises(FormatError, match="dataset"):
+        run_manifest_digest(doc2)
