@@ -1,0 +1,383 @@
+"""The anchoring outbox: stores and anchors a run's artifacts without ever blocking or killing training.
+
+Jobs live as canonical-JSON files in `<run_dir>/outbox/jobs/` (one per action, numbered in the order they must
+reach the chain: the run's registration, then checkpoints 0, 1, 2, ...). A worker thread sends them in order,
+retrying transient failures (unreachable node, timeout) with exponential backoff capped at `MAX_BACKOFF`;
+a permanent failure (a revert from the registry, a store refusing content) stops the queue and is shown by
+`prov anchor status`. Every job is idempotent: before sending, the worker asks the chain whether the same
+registration/checkpoint is already there (a crash between sending and recording "done" is safe), so nothing is
+ever sent twice. Jobs survive restarts; `prov anchor flush RUN_DIR` (or a resumed `prov train`) finishes them.
+One process at a time works a run's outbox (an exclusive `flock` on `outbox/lock`).
+
+The destination is recorded in `outbox/target.json` when the outbox is opened: `{"chain": RPC URL | "tester" |
+null, "registry": address | null, "store": store spec | null}`; null chain and store mean anchoring is off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from provenance import canonical
+from provenance.errors import ChainError, FormatError, ProvenanceError, StoreError, UsageError
+from provenance.fsutil import atomic_write
+from provenance.hashing import Digest, hash_file
+from provenance.manifest import decode_run_manifest, hash_directory
+
+OUTBOX = "outbox"
+MAX_BACKOFF = 60.0
+EPSILON_SCALE = 10**6
+NON_PRIVATE_EPSILON = 2**64 - 1  # the on-chain sentinel for a non-private run ("ε = ∞")
+
+
+def epsilon_to_micro(epsilon: float | None) -> int:
+    """ε as the registry's fixed point (micro-ε), rounded up so a commitment never understates the loss."""
+    if epsilon is None or math.isinf(epsilon):
+        return NON_PRIVATE_EPSILON
+    if epsilon < 0 or math.isnan(epsilon):
+        raise FormatError(f"epsilon must be >= 0, got {epsilon}")
+    return min(math.ceil(epsilon * EPSILON_SCALE), NON_PRIVATE_EPSILON - 1)
+
+
+@dataclass(frozen=True)
+class Target:
+    chain: str | None
+    registry: str | None
+    store: str | None
+
+    @property
+    def enabled(self) -> bool:
+        return self.chain is not None or self.store is not None
+
+
+@dataclass
+class Job:
+    seq: int
+    kind: str  # "register" | "checkpoint"
+    index: int  # checkpoint index; -1 for the registration
+    path: str  # run.json or the checkpoint directory, relative to the run directory
+    state: str = "pending"  # pending | done | failed
+    attempts: int = 0
+    error: str = ""
+    cid: str = ""
+    tx: str = ""
+    block: int = 0
+
+    @property
+    def name(self) -> str:
+        return "registration" if self.kind == "register" else f"checkpoint {self.index}"
+
+    def file(self, jobs_dir: Path) -> Path:
+        return jobs_dir / f"{self.seq:06d}-{self.kind}.json"
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("seq", "kind", "index", "path", "state", "attempts", "error",
+                                              "cid", "tx", "block")}
+
+
+class PermanentAnchorError(ProvenanceError):
+    """The chain or store refused a job in a way retrying cannot fix."""
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if getattr(exc, "transient", None) is not None:
+        return bool(exc.transient)  # type: ignore[attr-defined]
+    if isinstance(exc, ChainError | StoreError):
+        # Typed contract reverts are permanent; reach problems (connection, timeout) are not.
+        name = type(exc).__name__.lower()
+        return any(w in name for w in ("unreachable", "timeout", "connection", "unavailable", "dropped"))
+    return isinstance(exc, OSError | TimeoutError)
+
+
+class Outbox:
+    """A run's durable anchoring queue. Open with `Outbox.open(run_dir, chain=..., store=...)`."""
+
+    def __init__(self, run_dir: Path, target: Target, lock_fd: int) -> None:
+        self.run_dir = run_dir
+        self.dir = run_dir / OUTBOX
+        self.jobs_dir = self.dir / "jobs"
+        self.target = target
+        self._lock_fd = lock_fd
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stop = False
+        self._registry: Any = None
+        self._store: Any = None
+        self._next_try = 0.0
+        self._backoff = 1.0
+        self.last_error = ""
+
+    # --- opening ------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, run_dir: str | os.PathLike[str], *, chain: str | None = None, registry: str | None = None,
+             store: str | None = None, reuse_target: bool = False, wait_lock: float = 0.0) -> Outbox:
+        """Open (creating) a run's outbox. With `reuse_target`, the destination recorded earlier is used."""
+        root = Path(run_dir)
+        if not root.is_dir():
+            raise UsageError(f"{root}: not a run directory")
+        box = root / OUTBOX
+        (box / "jobs").mkdir(parents=True, exist_ok=True)
+        target_file = box / "target.json"
+        if reuse_target and target_file.exists():
+            doc = canonical.decode(target_file.read_bytes(), source=str(target_file))
+            target = Target(chain=doc.get("chain"), registry=doc.get("registry"), store=doc.get("store"))
+        else:
+            target = Target(chain=chain, registry=registry, store=store)
+            atomic_write(target_file, canonical.encode(
+                {"chain": target.chain, "registry": target.registry, "store": target.store}))
+        fd = os.open(box / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + wait_lock
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise UsageError(f"{root}: another prov process (a running trainer?) is anchoring this run; "
+                                     "wait for it to finish or stop it") from None
+                time.sleep(0.2)
+        return cls(root, target, fd)
+
+    # --- queueing -----------------------------------------------------------------------------------
+
+    def jobs(self) -> list[Job]:
+        out = []
+        for path in sorted(self.jobs_dir.glob("*.json")):
+            doc = canonical.decode(path.read_bytes(), source=str(path))
+            out.append(Job(**doc))
+        return out
+
+    def _save(self, job: Job) -> None:
+        atomic_write(job.file(self.jobs_dir), canonical.encode(job.to_json()))
+
+    def _enqueue(self, kind: str, index: int, path: Path) -> None:
+        if not self.target.enabled:
+            return
+        rel = path.resolve().relative_to(self.run_dir.resolve()).as_posix()
+        with self._cond:
+            existing = self.jobs()
+            if any(j.kind == kind and j.index == index for j in existing):
+                return  # already queued (a resumed run re-enqueues): idempotent
+            self._save(Job(seq=len(existing), kind=kind, index=index, path=rel))
+            self._cond.notify_all()
+
+    def enqueue_run(self, *, run_id: bytes, manifest_path: Path) -> None:
+        doc = decode_run_manifest(Path(manifest_path).read_bytes(), source=str(manifest_path))
+        if bytes.fromhex(doc["run_id"]) != run_id:
+            raise UsageError(f"{manifest_path}: run id does not match the run being anchored")
+        self._enqueue("register", -1, Path(manifest_path))
+
+    def enqueue_checkpoint(self, *, index: int, checkpoint_dir: Path) -> None:
+        self._enqueue("checkpoint", index, Path(checkpoint_dir))
+
+    # --- status -------------------------------------------------------------------------------------
+
+    def pending(self) -> list[Job]:
+        return [j for j in self.jobs() if j.state != "done"]
+
+    def status_line(self) -> str:
+        if not self.target.enabled:
+            return "anchoring off"
+        jobs = self.jobs()
+        done = sum(j.state == "done" for j in jobs)
+        failed = [j for j in jobs if j.state == "failed"]
+        if failed:
+            return f"anchoring stopped at {failed[0].name}: {failed[0].error}"
+        line = f"anchored {done}/{len(jobs)}"
+        if self.last_error and done < len(jobs):
+            line += f" (retrying: {self.last_error})"
+        return line
+
+    def is_registered(self) -> bool:
+        return any(j.kind == "register" and j.state == "done" for j in self.jobs())
+
+    # --- the worker ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Send jobs in a background daemon thread until `close()`."""
+        if self._thread is None and self.target.enabled:
+            self._thread = threading.Thread(target=self._loop, name="prov-outbox", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                if self._stop:
+                    return
+                wait = max(0.0, self._next_try - time.monotonic())
+                if wait or not self.pending():
+                    self._cond.wait(timeout=wait or 1.0)
+                    continue
+            self.step()
+
+    def step(self) -> bool:
+        """Try the first pending job once. Returns True when nothing is left to send."""
+        jobs = self.pending()
+        if not jobs:
+            return True
+        job = jobs[0]
+        if job.state == "failed":
+            return False
+        job.attempts += 1
+        try:
+            self._send(job)
+        except Exception as exc:  # recorded, never raised into training
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            if _is_transient(exc):
+                self.last_error = message
+                self._next_try = time.monotonic() + self._backoff
+                self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+                job.error = message
+            else:
+                job.state, job.error = "failed", message
+            self._save(job)
+            return False
+        job.state, job.error = "done", ""
+        self._save(job)
+        self.last_error = ""
+        self._backoff = 1.0
+        with self._cond:
+            self._cond.notify_all()
+        return not self.pending()
+
+    def wait_registered(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self.is_registered():
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.target.enabled or any(j.state == "failed" for j in self.jobs()):
+                    return self.is_registered()
+                self._cond.wait(timeout=min(left, 0.2))
+        return True
+
+    def flush(self, timeout: float) -> bool:
+        """Send everything pending (in this thread when no worker runs). True when all is anchored."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            jobs = self.pending()
+            if not jobs:
+                return True
+            if any(j.state == "failed" for j in jobs):
+                return False
+            if self._thread is None:
+                wait = self._next_try - time.monotonic()
+                if wait > 0:
+                    time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+                    continue
+                self.step()
+            else:
+                with self._cond:
+                    self._cond.wait(timeout=0.2)
+        return not self.pending()
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        if self._lock_fd >= 0:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- sending one job ----------------------------------------------------------------------------
+
+    def _clients(self) -> tuple[Any, Any]:
+        if self._store is None and self.target.store is not None:
+            from provenance.store import open_store
+
+            self._store = open_store(self.target.store)
+        if self._registry is None and self.target.chain is not None:
+            from provenance.chain import connect
+
+            self._registry = connect(self.target.chain, registry=self.target.registry)
+            if self.target.registry is None:
+                # Only the in-process tester chain may deploy on the fly; it vanishes with the process.
+                if self.target.chain != "tester":
+                    raise PermanentAnchorError("no registry address configured: run `prov chain deploy` first")
+                self._registry = self._registry.deploy()
+        return self._store, self._registry
+
+    def _send(self, job: Job) -> None:
+        store, registry = self._clients()
+        path = self.run_dir / job.path
+        if job.kind == "register":
+            self._send_registration(job, path, store, registry)
+        else:
+            self._send_checkpoint(job, path, store, registry)
+
+    def _send_registration(self, job: Job, path: Path, store: Any, registry: Any) -> None:
+        data = path.read_bytes()
+        doc = decode_run_manifest(data, source=str(path))
+        if store is not None and not job.cid:
+            job.cid = store.put_bytes(data)
+            store.pin(job.cid)
+            self._save(job)
+        if registry is None:
+            return
+        run_id = bytes.fromhex(doc["run_id"])
+        digest = Digest.of(data)
+        existing = registry.get_run(run_id)
+        if existing is not None:
+            if existing.manifest_digest != digest:
+                raise PermanentAnchorError(f"run {doc['run_id'][:16]} is already registered with another manifest")
+            job.tx, job.block = existing.tx_hash, existing.block_number
+            return
+        tx = registry.register_run(
+            run_id,
+            manifest_digest=digest,
+            base_model_digest=Digest.parse(doc["base_model"]["digest"]),
+            dataset_root=Digest.parse(doc["dataset"]["root"]),
+            noise_seed_commitment=Digest.parse(doc["secrets"]["noise_seed_commitment"]),
+            manifest_cid=job.cid,
+        )
+        job.tx, job.block = tx.tx_hash, tx.block_number
+
+    def _send_checkpoint(self, job: Job, path: Path, store: Any, registry: Any) -> None:
+        state = canonical.decode((path / "state.json").read_bytes(), source=str(path / "state.json"))
+        if store is not None and not job.cid:
+            job.cid = store.put_directory(path)
+            store.pin(job.cid)
+            self._save(job)
+        if registry is None:
+            return
+        run_doc = decode_run_manifest((self.run_dir / "run.json").read_bytes())
+        run_id = bytes.fromhex(run_doc["run_id"])
+        weights = hash_file(path / "adapter_model.safetensors")
+        checkpoint = hash_directory(path).digest()
+        epsilon = state.get("epsilon")
+        values = {
+            "index": job.index,
+            "weights_digest": weights,
+            "checkpoint_digest": checkpoint,
+            "log_size": int(state["log_size"]),
+            "log_root": bytes.fromhex(state["log_root"]),
+            "epsilon_micro": epsilon_to_micro(None if epsilon is None else float(epsilon)),
+            "manifest_cid": job.cid,
+        }
+        existing = registry.get_checkpoint(run_id, job.index)
+        if existing is not None:
+            if existing.weights_digest != weights or existing.checkpoint_digest != checkpoint:
+                raise PermanentAnchorError(f"checkpoint {job.index} is already committed with other digests")
+            job.tx, job.block = existing.tx_hash, existing.block_number
+            return
+        tx = registry.commit_checkpoint(run_id, **values)
+        job.tx, job.block = tx.tx_hash, tx.block_number
