@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import math
 import os
 import threading
 import time
@@ -26,26 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from provenance import canonical
-from provenance.errors import ChainError, FormatError, ProvenanceError, StoreError, UsageError
+from provenance.errors import ProvenanceError, UsageError
 from provenance.fsutil import atomic_write
 from provenance.hashing import Digest, hash_file
 from provenance.manifest import decode_run_manifest, hash_directory
 
 OUTBOX = "outbox"
 MAX_BACKOFF = 60.0
-EPSILON_SCALE = 10**6
-NON_PRIVATE_EPSILON = 2**64 - 1  # the on-chain sentinel for a non-private run ("ε = ∞")
-
-
-def epsilon_to_micro(epsilon: float | None) -> int:
-    """ε as the registry's fixed point (micro-ε), rounded up so a commitment never understates the loss."""
-    if epsilon is None or math.isinf(epsilon):
-        return NON_PRIVATE_EPSILON
-    if epsilon < 0 or math.isnan(epsilon):
-        raise FormatError(f"epsilon must be >= 0, got {epsilon}")
-    return min(math.ceil(epsilon * EPSILON_SCALE), NON_PRIVATE_EPSILON - 1)
-
-
 @dataclass(frozen=True)
 class Target:
     chain: str | None
@@ -87,19 +73,20 @@ class PermanentAnchorError(ProvenanceError):
 
 
 def _is_transient(exc: BaseException) -> bool:
-    if getattr(exc, "transient", None) is not None:
-        return bool(exc.transient)  # type: ignore[attr-defined]
-    if isinstance(exc, ChainError | StoreError):
-        # Typed contract reverts are permanent; reach problems (connection, timeout) are not.
-        name = type(exc).__name__.lower()
-        return any(w in name for w in ("unreachable", "timeout", "connection", "unavailable", "dropped"))
-    return isinstance(exc, OSError | TimeoutError)
+    """Reach problems are retried; refusals (a registry revert, a conflicting record, a bad config) are not."""
+    from provenance._chain import errors as chain_errors
+    from provenance.store import StoreUnavailable, StoreWriteError
+
+    transient = (chain_errors.RpcUnreachable, chain_errors.TransactionTimeout, chain_errors.TransactionDropped,
+                 chain_errors.InsufficientFunds, StoreUnavailable, StoreWriteError, TimeoutError, ConnectionError)
+    return isinstance(exc, transient)
 
 
 class Outbox:
     """A run's durable anchoring queue. Open with `Outbox.open(run_dir, chain=..., store=...)`."""
 
-    def __init__(self, run_dir: Path, target: Target, lock_fd: int) -> None:
+    def __init__(self, run_dir: Path, target: Target, lock_fd: int, *, registry_client: Any = None,
+                 store_client: Any = None) -> None:
         self.run_dir = run_dir
         self.dir = run_dir / OUTBOX
         self.jobs_dir = self.dir / "jobs"
@@ -108,8 +95,8 @@ class Outbox:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stop = False
-        self._registry: Any = None
-        self._store: Any = None
+        self._registry: Any = registry_client
+        self._store: Any = store_client
         self._next_try = 0.0
         self._backoff = 1.0
         self.last_error = ""
@@ -118,9 +105,20 @@ class Outbox:
 
     @classmethod
     def open(cls, run_dir: str | os.PathLike[str], *, chain: str | None = None, registry: str | None = None,
-             store: str | None = None, reuse_target: bool = False, wait_lock: float = 0.0) -> Outbox:
-        """Open (creating) a run's outbox. With `reuse_target`, the destination recorded earlier is used."""
+             store: str | None = None, reuse_target: bool = False, wait_lock: float = 0.0,
+             registry_client: Any = None, store_client: Any = None) -> Outbox:
+        """Open (creating) a run's outbox. With `reuse_target`, the destination recorded earlier is used.
+
+        A chain needs a store (the registry records content addresses): `store` defaults to "local" then.
+        `registry_client`/`store_client` inject already-open clients (an in-process "tester" chain exists only
+        inside the process that made it, so a trainer and a verifier in one process must share one).
+        """
         root = Path(run_dir)
+        if chain is not None and store is None:
+            store = "local"
+        if registry_client is not None:
+            chain = chain or registry_client.transport.rpc_url
+            registry = registry or registry_client.address
         if not root.is_dir():
             raise UsageError(f"{root}: not a run directory")
         box = root / OUTBOX
@@ -145,7 +143,7 @@ class Outbox:
                     raise UsageError(f"{root}: another prov process (a running trainer?) is anchoring this run; "
                                      "wait for it to finish or stop it") from None
                 time.sleep(0.2)
-        return cls(root, target, fd)
+        return cls(root, target, fd, registry_client=registry_client, store_client=store_client)
 
     # --- queueing -----------------------------------------------------------------------------------
 
@@ -308,12 +306,13 @@ class Outbox:
         if self._registry is None and self.target.chain is not None:
             from provenance.chain import connect
 
-            self._registry = connect(self.target.chain, registry=self.target.registry)
-            if self.target.registry is None:
+            registry = connect(self.target.chain, registry=self.target.registry)
+            if registry.address is None:
                 # Only the in-process tester chain may deploy on the fly; it vanishes with the process.
                 if self.target.chain != "tester":
                     raise PermanentAnchorError("no registry address configured: run `prov chain deploy` first")
-                self._registry = self._registry.deploy()
+                registry.deploy()
+            self._registry = registry
         return self._store, self._registry
 
     def _send(self, job: Job) -> None:
@@ -328,56 +327,41 @@ class Outbox:
         data = path.read_bytes()
         doc = decode_run_manifest(data, source=str(path))
         if store is not None and not job.cid:
-            job.cid = store.put_bytes(data)
-            store.pin(job.cid)
+            job.cid = store.put_bytes(data, pin=True)
             self._save(job)
         if registry is None:
             return
-        run_id = bytes.fromhex(doc["run_id"])
-        digest = Digest.of(data)
-        existing = registry.get_run(run_id)
-        if existing is not None:
-            if existing.manifest_digest != digest:
-                raise PermanentAnchorError(f"run {doc['run_id'][:16]} is already registered with another manifest")
-            job.tx, job.block = existing.tx_hash, existing.block_number
-            return
         tx = registry.register_run(
-            run_id,
-            manifest_digest=digest,
+            bytes.fromhex(doc["run_id"]),
+            manifest_digest=Digest.of(data),
             base_model_digest=Digest.parse(doc["base_model"]["digest"]),
             dataset_root=Digest.parse(doc["dataset"]["root"]),
             noise_seed_commitment=Digest.parse(doc["secrets"]["noise_seed_commitment"]),
             manifest_cid=job.cid,
+            idempotent=True,
         )
         job.tx, job.block = tx.tx_hash, tx.block_number
 
     def _send_checkpoint(self, job: Job, path: Path, store: Any, registry: Any) -> None:
         state = canonical.decode((path / "state.json").read_bytes(), source=str(path / "state.json"))
         if store is not None and not job.cid:
-            job.cid = store.put_directory(path)
-            store.pin(job.cid)
+            job.cid = store.put_directory(path, pin=True)
             self._save(job)
         if registry is None:
             return
+        from provenance.chain import epsilon_to_micro
+
         run_doc = decode_run_manifest((self.run_dir / "run.json").read_bytes())
-        run_id = bytes.fromhex(run_doc["run_id"])
-        weights = hash_file(path / "adapter_model.safetensors")
-        checkpoint = hash_directory(path).digest()
         epsilon = state.get("epsilon")
-        values = {
-            "index": job.index,
-            "weights_digest": weights,
-            "checkpoint_digest": checkpoint,
-            "log_size": int(state["log_size"]),
-            "log_root": bytes.fromhex(state["log_root"]),
-            "epsilon_micro": epsilon_to_micro(None if epsilon is None else float(epsilon)),
-            "manifest_cid": job.cid,
-        }
-        existing = registry.get_checkpoint(run_id, job.index)
-        if existing is not None:
-            if existing.weights_digest != weights or existing.checkpoint_digest != checkpoint:
-                raise PermanentAnchorError(f"checkpoint {job.index} is already committed with other digests")
-            job.tx, job.block = existing.tx_hash, existing.block_number
-            return
-        tx = registry.commit_checkpoint(run_id, **values)
+        tx = registry.commit_checkpoint(
+            bytes.fromhex(run_doc["run_id"]),
+            index=job.index,
+            weights_digest=hash_file(path / "adapter_model.safetensors"),
+            checkpoint_digest=hash_directory(path).digest(),
+            log_size=int(state["log_size"]),
+            log_root=Digest(bytes.fromhex(state["log_root"])),
+            epsilon_micro=epsilon_to_micro(None if epsilon is None else float(epsilon)),
+            manifest_cid=job.cid,
+            idempotent=True,
+        )
         job.tx, job.block = tx.tx_hash, tx.block_number
