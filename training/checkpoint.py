@@ -1,0 +1,223 @@
+"""Checkpoint directories: written crash-safely, hashed, and read back (safetensors and JSON only, never pickle).
+
+`<run_dir>/checkpoints/<index:06d>/` holds exactly:
+
+- `adapter_model.safetensors`: the LoRA tensors as PEFT names them; `__metadata__` = {"format": "pt",
+  "prov.run_id": <64 hex>, "prov.checkpoint": "<index>", "prov.step": "<steps done>"}. Its SHA-256 is the
+  **weights digest**. Written by `training.tensorfile` (sorted header, sorted tensors): the bytes are a pure
+  function of the tensors and metadata (no timestamps; the safetensors library's metadata order is not stable).
+- `adapter_config.json`: PEFT's adapter config, base path replaced by the base-model digest (`training.model`).
+- `optimizer.safetensors`: every tensor of the optimizer state, named `<param name>/<key>` (e.g. AdamW's
+  `exp_avg`, `exp_avg_sq`, `step`).
+- `state.json` (canonical JSON, `prov.trainstate.v1`), top-level keys:
+  `format`, `run_id` (hex), `checkpoint` (index), `step` (= steps done = `log_size`), `log_size`, `log_root` (hex
+  RFC 6962 root of the step log at `log_size`), `epsilon` (repr string; null for non-private), `delta` (repr or null),
+  `weights` (`sha256:` of adapter_model.safetensors), `accountant` ({"name", "history": [[σ repr, q repr, steps]]}
+  or null), `optimizer` ({"name", "param_names": [...], "state_keys": [...]}), `rng` ({"torch_cpu": hex of
+  `torch.get_rng_state()`}), `sampler` ({"format": "prov.poisson.v1", "dataset_size", "sample_rate" repr,
+  "next_step"}).
+- `steps.jsonl`: the step-log lines for steps [previous checkpoint's log_size, log_size).
+- `prov-checkpoint.json`: `hash_directory(dir).encode()`, excluded from its own digest.
+
+Index 0 is the adapter right after LoRA init (log size 0). A directory is built as `checkpoints/.tmp-<index>-<pid>`,
+every file fsynced, then renamed into place, so a checkpoint directory under its final name is always complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from provenance import canonical
+from provenance.errors import FormatError, UsageError
+from provenance.fsutil import fsync_dir
+from provenance.hashing import Digest
+from provenance.manifest import MANIFEST_NAME, CheckpointManifest, hash_directory
+from provenance.steplog import StepLog
+from training import faults, tensorfile
+from training.engine import Engine
+from training.model import adapter_config_bytes, adapter_state, load_adapter_state
+
+STATE_FORMAT = "prov.trainstate.v1"
+CHECKPOINTS = "checkpoints"
+ADAPTER_FILE = "adapter_model.safetensors"
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+STATE_FILE = "state.json"
+SEGMENT_FILE = "steps.jsonl"
+CHECKPOINT_FILES = frozenset({ADAPTER_FILE, ADAPTER_CONFIG_FILE, OPTIMIZER_FILE, STATE_FILE, SEGMENT_FILE})
+
+
+def checkpoint_dir(run_dir: Path, index: int) -> Path:
+    return run_dir / CHECKPOINTS / f"{index:06d}"
+
+
+def adapter_bytes(engine: Engine, *, run_id: str, index: int, step: int) -> bytes:
+    """The exact bytes of `adapter_model.safetensors` for the engine's current weights."""
+    metadata = {"format": "pt", "prov.checkpoint": str(index), "prov.run_id": run_id, "prov.step": str(step)}
+    return tensorfile.encode(adapter_state(engine.peft_model), metadata)
+
+
+def optimizer_tensors(engine: Engine) -> tuple[dict[str, torch.Tensor], list[str]]:
+    tensors: dict[str, torch.Tensor] = {}
+    keys: set[str] = set()
+    for name, p in engine.named_params:
+        for key, value in engine.base_optimizer.state.get(p, {}).items():
+            if not isinstance(value, torch.Tensor):
+                raise FormatError(f"optimizer state {name}/{key} is not a tensor; cannot checkpoint it safely")
+            tensors[f"{name}/{key}"] = value.detach().to("cpu").contiguous().clone()
+            keys.add(key)
+    return tensors, sorted(keys)
+
+
+def state_document(engine: Engine, *, run_id: str, index: int, log: StepLog | None, weights: Digest,
+                   state_keys: list[str]) -> dict[str, Any]:
+    plan = engine.plan
+    step = engine.next_step
+    eps = engine.epsilon()
+    accountant = None
+    if engine.accountant is not None:
+        accountant = {"history": [[repr(float(s)), repr(float(q)), int(n)] for s, q, n in engine.accountant.history],
+                      "name": plan.accountant}
+    return {
+        "accountant": accountant,
+        "checkpoint": index,
+        "delta": None if plan.delta is None else repr(plan.delta),
+        "epsilon": None if eps is None else repr(eps),
+        "format": STATE_FORMAT,
+        "log_root": (log.root_at(step) if log is not None else b"\0" * 32).hex(),
+        "log_size": step,
+        "optimizer": {"name": plan.optimizer.name, "param_names": [n for n, _ in engine.named_params],
+                      "state_keys": state_keys},
+        "rng": {"torch_cpu": bytes(torch.get_rng_state().numpy().tobytes()).hex()},
+        "run_id": run_id,
+        "sampler": {"dataset_size": plan.dataset_size, "format": "prov.poisson.v1", "next_step": step,
+                    "sample_rate": repr(plan.sample_rate)},
+        "step": step,
+        "weights": str(weights),
+    }
+
+
+def _write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_checkpoint(run_dir: Path, *, index: int, engine: Engine, log: StepLog, run_id: str,
+                     base_model_digest: str, segment_start: int) -> Path:
+    """Write checkpoint `index` for the engine's current state; returns its final directory."""
+    root = run_dir / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    final = checkpoint_dir(run_dir, index)
+    if final.exists():
+        raise UsageError(f"{final}: checkpoint {index} already exists")
+    log.sync()
+    tmp = root / f".tmp-{index:06d}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    adapter = adapter_bytes(engine, run_id=run_id, index=index, step=engine.next_step)
+    _write(tmp / ADAPTER_FILE, adapter)
+    faults.point("checkpoint-write", index)
+    _write(tmp / ADAPTER_CONFIG_FILE, adapter_config_bytes(engine.peft_model, base_model_digest=base_model_digest))
+    tensors, keys = optimizer_tensors(engine)
+    _write(tmp / OPTIMIZER_FILE, tensorfile.encode(tensors, {"format": "prov.optimizer.v1"}))
+    state = state_document(engine, run_id=run_id, index=index, log=log, weights=Digest.of(adapter), state_keys=keys)
+    _write(tmp / STATE_FILE, canonical.encode(state))
+    _write(tmp / SEGMENT_FILE, log.segment(segment_start, engine.next_step))
+    _write(tmp / MANIFEST_NAME, hash_directory(tmp).encode())
+    fsync_dir(tmp)
+    os.rename(tmp, final)
+    fsync_dir(root)
+    return final
+
+
+# --- reading ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    path: Path
+    state: dict[str, Any]
+    adapter: dict[str, torch.Tensor]
+    optimizer: dict[str, torch.Tensor]
+    digest: Digest
+    weights: Digest
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> LoadedCheckpoint:
+    """Read and check a checkpoint directory: its manifest must match its files; only safetensors/JSON parsed."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    p = Path(path)
+    manifest_path = p / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise UsageError(f"{p}: not a checkpoint directory (no {MANIFEST_NAME})")
+    stored = CheckpointManifest.decode(manifest_path.read_bytes(), source=str(manifest_path))
+    actual = hash_directory(p)
+    if actual != stored:
+        raise FormatError(f"{p}: files do not match {MANIFEST_NAME} (incomplete or altered checkpoint)")
+    names = {entry.path for entry in stored.files}
+    if names != CHECKPOINT_FILES:
+        raise FormatError(f"{p}: checkpoint files differ from the expected set ({sorted(names ^ CHECKPOINT_FILES)})")
+    state = canonical.decode((p / STATE_FILE).read_bytes(), source=str(p / STATE_FILE), strict=True)
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise FormatError(f"{p / STATE_FILE}: not a {STATE_FORMAT} document")
+    try:
+        adapter = load((p / ADAPTER_FILE).read_bytes())
+        optimizer = load((p / OPTIMIZER_FILE).read_bytes())
+    except SafetensorError as exc:
+        raise FormatError(f"{p}: unreadable safetensors ({exc})") from None
+    return LoadedCheckpoint(p, state, adapter, optimizer, stored.digest(), stored.file(ADAPTER_FILE).digest)
+
+
+def restore(engine: Engine, checkpoint: LoadedCheckpoint) -> None:
+    """Put the engine in exactly the state the checkpoint recorded (weights, optimizer, RNG, accountant, step)."""
+    state = checkpoint.state
+    load_adapter_state(engine.peft_model, checkpoint.adapter)
+    names = [n for n, _ in engine.named_params]
+    if state["optimizer"]["param_names"] != names:
+        raise FormatError(f"{checkpoint.path}: optimizer parameters differ from the model's LoRA parameters")
+    engine.base_optimizer.state.clear()
+    for name, p in engine.named_params:
+        entries = {k.split("/", 1)[1]: v.clone() for k, v in checkpoint.optimizer.items() if k.split("/", 1)[0] == name}
+        if entries:
+            engine.base_optimizer.state[p] = entries
+    torch.set_rng_state(torch.frombuffer(bytearray(bytes.fromhex(state["rng"]["torch_cpu"])), dtype=torch.uint8))
+    if engine.accountant is not None:
+        history = state["accountant"]["history"] if state.get("accountant") else []
+        engine.accountant.history = [(float(s), float(q), int(n)) for s, q, n in history]
+    engine.next_step = int(state["step"])
+    engine.sync_guard()
+
+
+def complete_checkpoints(run_dir: Path) -> list[int]:
+    """Indices of checkpoint directories under their final names (each was renamed into place whole)."""
+    root = run_dir / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    out = []
+    for child in root.iterdir():
+        if child.is_dir() and child.name.isdigit() and len(child.name) == 6 and (child / MANIFEST_NAME).is_file():
+            out.append(int(child.name))
+    return sorted(out)
+
+
+def clear_partial(run_dir: Path) -> list[Path]:
+    """Remove temp directories left by a checkpoint write that was killed (they were never committed)."""
+    root = run_dir / CHECKPOINTS
+    removed = []
+    if root.is_dir():
+        for child in root.iterdir():
+            if child.name.startswith(".tmp-"):
+                shutil.rmtree(child)
+                removed.append(child)
+    return removed

@@ -1,0 +1,194 @@
+"""The resolved training plan: every number a step depends on, as recorded in the run manifest's `training`.
+
+The trainer resolves a `TrainConfig` against the dataset (sample rate q = batch_size / N, δ default
+`1 / N**1.1`, noise multiplier from a target ε) into a `Plan`, writes `plan.to_json()` into the run manifest, and
+then — like the verifier's replay — trains from `Plan.from_json(manifest["training"])`, so a replay can never use a
+number the manifest does not commit to. Floats are stored as `repr` strings (exact round trip).
+
+Learning-rate schedule (`lr_at`): linear warmup from lr/warmup over `warmup_steps`, then `constant`, `linear`
+decay to `min_lr_ratio * lr` at the last step, or `cosine` decay to the same floor. Pure function of the step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from provenance.errors import ConfigError, FormatError
+from training.config import LoraSettings, OptimizerConfig, ScheduleConfig, TrainConfig, _build
+
+DEFAULT_NOISE_MULTIPLIER = 1.0
+LOSS_DEFINITION = (
+    "per-sample mean token cross-entropy (next-token, labels -100 ignored); batch loss = mean over samples"
+)
+NOISE_DEFINITION = "prov.noise.v1: torch.Generator seeded HMAC-SHA256(noise_seed, b'noise' || uint64_be(step))[:8]"
+DROPOUT_DEFINITION = "prov.dropout.v1: torch.manual_seed(HMAC-SHA256(noise_seed, b'dropout' || uint64_be(step))[:8])"
+
+
+def default_delta(dataset_size: int) -> float:
+    """δ when none is configured: 1 / N**1.1 (strictly below 1/N, as DP guidance asks)."""
+    return 1.0 / float(dataset_size) ** 1.1
+
+
+@dataclass(frozen=True)
+class Plan:
+    mode: str  # "dp" | "non-private"
+    noise_multiplier: float | None
+    max_grad_norm: float | None
+    sample_rate: float
+    expected_batch_size: int
+    delta: float | None
+    accountant: str | None
+    target_epsilon: float | None
+    epsilon_budget: float | None
+    steps: int
+    checkpoint_every: int
+    seed: int
+    dataset_size: int
+    lora: LoraSettings
+    optimizer: OptimizerConfig
+    schedule: ScheduleConfig
+
+    @property
+    def private(self) -> bool:
+        return self.mode == "dp"
+
+    def lr_at(self, step: int) -> float:
+        base = self.optimizer.lr
+        warm = self.schedule.warmup_steps
+        if warm and step < warm:
+            return base * (step + 1) / warm
+        if self.schedule.name == "constant":
+            return base
+        span = max(1, self.steps - warm - 1)
+        progress = min(1.0, (step - warm) / span)
+        floor = self.schedule.min_lr_ratio
+        if self.schedule.name == "linear":
+            factor = 1.0 - (1.0 - floor) * progress
+        else:  # cosine
+            factor = floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return base * factor
+
+    def to_json(self) -> dict[str, Any]:
+        def f(x: float | None) -> str | None:
+            return None if x is None else repr(float(x))
+
+        return {
+            "batch": {"expected_batch_size": self.expected_batch_size, "sampler": "prov.poisson.v1"},
+            "checkpoint_every": self.checkpoint_every,
+            "dataset_size": self.dataset_size,
+            "dp": {
+                "accountant": self.accountant,
+                "delta": f(self.delta),
+                "epsilon_budget": f(self.epsilon_budget),
+                "max_grad_norm": f(self.max_grad_norm),
+                "mode": self.mode,
+                "noise_multiplier": f(self.noise_multiplier),
+                "sample_rate": f(self.sample_rate),
+                "secure_mode": False,
+                "target_epsilon": f(self.target_epsilon),
+            },
+            "dropout": DROPOUT_DEFINITION,
+            "lora": {"alpha": self.lora.alpha, "dropout": f(self.lora.dropout), "r": self.lora.r,
+                     "target_modules": list(self.lora.target_modules)},
+            "loss": LOSS_DEFINITION,
+            "noise": NOISE_DEFINITION,
+            "optimizer": {k: (f(v) if isinstance(v, float) else v) for k, v in vars(self.optimizer).items()},
+            "schedule": {k: (f(v) if isinstance(v, float) else v) for k, v in vars(self.schedule).items()},
+            "seed": self.seed,
+            "steps": self.steps,
+        }
+
+    @classmethod
+    def from_json(cls, value: Any) -> Plan:
+        """Rebuild the plan from a run manifest's `training` section (read at a trust boundary)."""
+        try:
+            dp = value["dp"]
+
+            def f(x: Any) -> float | None:
+                return None if x is None else float(x)
+
+            lora = value["lora"]
+            return cls(
+                mode=dp["mode"],
+                noise_multiplier=f(dp["noise_multiplier"]),
+                max_grad_norm=f(dp["max_grad_norm"]),
+                sample_rate=float(dp["sample_rate"]),
+                expected_batch_size=int(value["batch"]["expected_batch_size"]),
+                delta=f(dp["delta"]),
+                accountant=dp["accountant"],
+                target_epsilon=f(dp["target_epsilon"]),
+                epsilon_budget=f(dp["epsilon_budget"]),
+                steps=int(value["steps"]),
+                checkpoint_every=int(value["checkpoint_every"]),
+                seed=int(value["seed"]),
+                dataset_size=int(value["dataset_size"]),
+                lora=LoraSettings(r=int(lora["r"]), alpha=int(lora["alpha"]), dropout=float(lora["dropout"]),
+                                  target_modules=tuple(lora["target_modules"])),
+                optimizer=_build(OptimizerConfig, value["optimizer"], "training.optimizer"),
+                schedule=_build(ScheduleConfig, value["schedule"], "training.schedule"),
+            )
+        except (KeyError, TypeError, ValueError, ConfigError) as exc:
+            raise FormatError(f"run manifest: training section is incomplete or malformed ({exc})") from None
+
+
+def resolve(cfg: TrainConfig, *, dataset_size: int) -> Plan:
+    """Turn a config into a plan for a dataset of `dataset_size` examples (may compute the noise multiplier)."""
+    t = cfg.training
+    q = t.sample_rate if t.sample_rate is not None else min(1.0, t.batch_size / dataset_size)
+    expected = max(1, round(q * dataset_size))
+    common: dict[str, Any] = {
+        "sample_rate": q, "expected_batch_size": expected, "steps": t.steps, "checkpoint_every": t.checkpoint_every,
+        "seed": t.seed, "dataset_size": dataset_size, "lora": cfg.lora, "optimizer": cfg.optimizer,
+        "schedule": cfg.schedule,
+    }
+    if not cfg.dp.enabled:
+        return Plan(mode="non-private", noise_multiplier=None, max_grad_norm=None, delta=None, accountant=None,
+                    target_epsilon=None, epsilon_budget=None, **common)
+    delta = cfg.dp.delta if cfg.dp.delta is not None else default_delta(dataset_size)
+    if cfg.dp.target_epsilon is not None:
+        from opacus.accountants.utils import get_noise_multiplier
+
+        try:
+            sigma = float(get_noise_multiplier(target_epsilon=cfg.dp.target_epsilon, target_delta=delta,
+                                               sample_rate=q, steps=t.steps, accountant=cfg.dp.accountant))
+        except ValueError as exc:
+            raise ConfigError(f"dp.target_epsilon: cannot reach ε={cfg.dp.target_epsilon} ({exc})") from None
+    else:
+        sigma = cfg.dp.noise_multiplier if cfg.dp.noise_multiplier is not None else DEFAULT_NOISE_MULTIPLIER
+    budget = cfg.dp.epsilon_budget if cfg.dp.epsilon_budget is not None else cfg.dp.target_epsilon
+    plan = Plan(mode="dp", noise_multiplier=sigma, max_grad_norm=cfg.dp.max_grad_norm, delta=delta,
+                accountant=cfg.dp.accountant, target_epsilon=cfg.dp.target_epsilon, epsilon_budget=budget, **common)
+    if cfg.dp.epsilon_budget is not None:
+        planned = epsilon_after(plan, plan.steps)
+        if planned is not None and planned > cfg.dp.epsilon_budget:
+            raise ConfigError(f"dp.epsilon_budget: the planned run spends ε={planned:.3f} > budget "
+                              f"{cfg.dp.epsilon_budget} (raise the noise multiplier or lower training.steps)")
+    return plan
+
+
+def make_accountant(plan: Plan, history: list[tuple[float, float, int]] | None = None) -> Any:
+    from opacus.accountants import create_accountant
+
+    accountant = create_accountant(plan.accountant or "prv")
+    accountant.history = list(history or [])
+    return accountant
+
+
+def epsilon_of(plan: Plan, accountant: Any) -> float | None:
+    """ε spent so far at the plan's δ (None for a non-private run; 0.0 before the first step)."""
+    if not plan.private:
+        return None
+    if not accountant.history:
+        return 0.0
+    assert plan.delta is not None
+    return float(accountant.get_epsilon(delta=plan.delta))
+
+
+def epsilon_after(plan: Plan, steps: int) -> float | None:
+    """ε the run will have spent after `steps` steps (constant σ and q, so it is known in advance)."""
+    if not plan.private or steps == 0:
+        return None if not plan.private else 0.0
+    assert plan.noise_multiplier is not None
+    return epsilon_of(plan, make_accountant(plan, [(plan.noise_multiplier, plan.sample_rate, steps)]))

@@ -1,0 +1,91 @@
+"""The run directory's documents: the run manifest (`run.json`), local settings (`local.json`), and the run id.
+
+Run directory (default `<state_dir>/runs/<run_id[:16]>`): `run.json` (prov.run.v1, canonical JSON), `secrets.json`
+(0600), `local.json` (this machine's paths and anchoring settings: not committed, needed by `--resume`),
+`steps.jsonl` (the step log), `checkpoints/<index:06d>/`, and `outbox/` (owned by `provenance.anchor`).
+
+Run id: `SHA-256(b"prov.run_id.v1\\x00" || canonical(manifest without "run_id"))`, as 64 hex. Fresh secrets make
+it unique per run (their commitments are in the manifest); the same secrets and config give the same id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from provenance import canonical
+from provenance.errors import FormatError, UsageError
+from provenance.fsutil import atomic_write
+from provenance.manifest import RUN_FORMAT, decode_run_manifest, encode_run_manifest
+from training.config import AnchorConfig, _build
+
+RUN_FILE = "run.json"
+LOCAL_FILE = "local.json"
+LOCAL_FORMAT = "prov.runlocal.v1"
+RUN_ID_LABEL = b"prov.run_id.v1\x00"
+
+
+def run_id_of(body: dict[str, Any]) -> str:
+    """The run id of a manifest body (any `run_id` key in it is ignored)."""
+    rest = {k: v for k, v in body.items() if k != "run_id"}
+    return hashlib.sha256(RUN_ID_LABEL + canonical.encode(rest)).hexdigest()
+
+
+def build_manifest(*, base_model: dict[str, Any], dataset: dict[str, Any], secrets: dict[str, str],
+                   training: dict[str, Any], config: dict[str, Any], software: dict[str, str],
+                   determinism: dict[str, Any]) -> dict[str, Any]:
+    """Assemble the prov.run.v1 document and fill in its run id."""
+    body: dict[str, Any] = {
+        "base_model": base_model,
+        "checkpoint_format": "prov.trainstate.v1",
+        "config": config,
+        "dataset": dataset,
+        "determinism": determinism,
+        "format": RUN_FORMAT,
+        "secrets": secrets,
+        "software": {"versions": software},
+        "training": training,
+    }
+    body["run_id"] = run_id_of(body)
+    return body
+
+
+def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> Path:
+    path = run_dir / RUN_FILE
+    atomic_write(path, encode_run_manifest(manifest))
+    return path
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / RUN_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{run_dir}: not a run directory (no {RUN_FILE})") from None
+    manifest = decode_run_manifest(data, source=str(path))
+    if run_id_of(manifest) != manifest["run_id"]:
+        raise FormatError(f"{path}: run_id does not match the manifest's content (altered manifest)")
+    return manifest
+
+
+def write_local(run_dir: Path, *, model_dir: Path, data_path: Path, anchor: AnchorConfig) -> None:
+    doc = {
+        "anchor": {k: (repr(v) if isinstance(v, float) else v) for k, v in vars(anchor).items()},
+        "data": str(data_path.resolve()),
+        "format": LOCAL_FORMAT,
+        "model": str(model_dir.resolve()),
+    }
+    atomic_write(run_dir / LOCAL_FILE, canonical.encode(doc) + b"\n")
+
+
+def read_local(run_dir: Path) -> tuple[Path, Path, AnchorConfig]:
+    path = run_dir / LOCAL_FILE
+    try:
+        doc = canonical.decode(path.read_bytes(), source=str(path))
+    except FileNotFoundError:
+        raise UsageError(f"{run_dir}: no {LOCAL_FILE}; cannot tell where the model and data are") from None
+    if not isinstance(doc, dict) or doc.get("format") != LOCAL_FORMAT:
+        raise FormatError(f"{path}: not a {LOCAL_FORMAT} document")
+    anchor = _build(AnchorConfig, doc.get("anchor", {}), "anchor")
+    return Path(doc["model"]), Path(doc["data"]), anchor
