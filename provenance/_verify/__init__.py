@@ -1,0 +1,1 @@
+"""Internals of `provenance.verify`: the check bookkeeping, the privacy recomputation, and replay."""

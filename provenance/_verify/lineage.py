@@ -1,0 +1,141 @@
+"""Walk a run's committed checkpoints: fetch each one's manifest, state and step-log segment from the store, check
+them against the chain, and rebuild the step log, checking its root at every committed size and the RFC 6962
+consistency of each committed tree with the next (history never rewritten).
+
+Only three small files per checkpoint are fetched (`prov-checkpoint.json`, `state.json`, `steps.jsonl`), each
+checked against the manifest, whose digest is checked against the chain; weights and optimizer state are fetched
+only for the checkpoint being verified and for replay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from provenance import canonical, merkle
+from provenance._verify.checks import CheckFailed
+from provenance.hashing import Digest
+from provenance.manifest import MANIFEST_NAME, CheckpointManifest
+from provenance.records import StepRecord
+from provenance.steplog import parse_records
+
+STATE_FILE = "state.json"
+SEGMENT_FILE = "steps.jsonl"
+ADAPTER_FILE = "adapter_model.safetensors"
+
+
+@dataclass(frozen=True)
+class CheckpointFiles:
+    record: Any  # provenance.chain.CheckpointRecord
+    manifest: CheckpointManifest
+    listing: dict[str, str]
+    state: dict[str, Any]
+    segment: bytes
+
+
+def _verified_file(store: Any, listing: dict[str, str], manifest: CheckpointManifest, name: str, where: str) -> bytes:
+    if name not in listing:
+        raise CheckFailed(f"{where}: {name} is missing from the stored checkpoint", expected=name, found="nothing")
+    data: bytes = store.get_bytes(listing[name])
+    found = Digest.of(data)
+    expected = manifest.file(name).digest
+    if found != expected:
+        raise CheckFailed(f"{where}: {name} differs from the checkpoint manifest", expected=expected, found=found)
+    return data
+
+
+def fetch_checkpoint(store: Any, record: Any) -> CheckpointFiles:
+    """The manifest, state and log segment of one committed checkpoint, each checked (CIDs by the store)."""
+    where = f"checkpoint {record.index}"
+    listing: dict[str, str] = store.list_directory(record.manifest_cid)
+    if MANIFEST_NAME not in listing:
+        raise CheckFailed(f"{where}: the stored checkpoint has no {MANIFEST_NAME}", expected=MANIFEST_NAME,
+                          found=", ".join(sorted(listing)))
+    manifest = CheckpointManifest.decode(store.get_bytes(listing[MANIFEST_NAME]), source=f"{where} manifest")
+    if manifest.digest() != record.checkpoint_digest:
+        raise CheckFailed(f"{where}: the stored manifest is not the one committed on chain",
+                          expected=record.checkpoint_digest, found=manifest.digest())
+    stored = set(listing) - {MANIFEST_NAME}
+    listed = {f.path for f in manifest.files}
+    if stored != listed:
+        raise CheckFailed(f"{where}: stored files differ from its manifest", expected=sorted(listed),
+                          found=sorted(stored))
+    if manifest.file(ADAPTER_FILE).digest != record.weights_digest:
+        raise CheckFailed(f"{where}: its adapter is not the committed weights", expected=record.weights_digest,
+                          found=manifest.file(ADAPTER_FILE).digest)
+    state = canonical.decode(_verified_file(store, listing, manifest, STATE_FILE, where), source=f"{where} state")
+    segment = _verified_file(store, listing, manifest, SEGMENT_FILE, where)
+    if state.get("log_size") != record.log_size or state.get("log_root") != record.log_root.hex:
+        raise CheckFailed(f"{where}: its state does not match the commitment",
+                          expected=f"log size {record.log_size}, root {record.log_root.hex}",
+                          found=f"log size {state.get('log_size')}, root {state.get('log_root')}")
+    return CheckpointFiles(record, manifest, listing, state, segment)
+
+
+def check_history(records: list[Any], *, run: Any) -> None:
+    """Indices 0..k in order, log sizes never shrink, ε never decreases (the contract enforces these too)."""
+    for position, record in enumerate(records):
+        if record.index != position or record.run_id != run.run_id:
+            raise CheckFailed("checkpoints are not sequential", expected=position, found=record.index)
+        if position:
+            before = records[position - 1]
+            if record.log_size < before.log_size:
+                raise CheckFailed(f"checkpoint {position}'s log is shorter than the previous one",
+                                  expected=f">= {before.log_size}", found=record.log_size)
+            if record.epsilon_micro < before.epsilon_micro:
+                raise CheckFailed(f"ε decreased at checkpoint {position}", expected=f">= {before.epsilon}",
+                                  found=record.epsilon)
+
+
+def rebuild_log(files: list[CheckpointFiles]) -> list[StepRecord]:
+    """Concatenate the segments, checking each committed root and each consistency between commitments."""
+    records: list[StepRecord] = []
+    leaves: list[bytes] = []
+    rng = merkle.CompactRange()
+    previous: tuple[int, bytes] | None = None
+    for item in files:
+        record = item.record
+        where = f"checkpoint {record.index}'s log segment"
+        segment = parse_records(item.segment, first_step=len(records), source=where)
+        if len(records) + len(segment) != record.log_size:
+            raise CheckFailed(f"{where} does not reach the committed log size", expected=record.log_size,
+                              found=len(records) + len(segment))
+        for step in segment:
+            leaf = step.leaf_hash()
+            leaves.append(leaf)
+            rng.append(leaf)
+        records.extend(segment)
+        root = rng.root()
+        if root != record.log_root.value:
+            raise CheckFailed(f"the step log up to checkpoint {record.index} does not match its committed root",
+                              expected=record.log_root.hex, found=root.hex())
+        if previous is not None:
+            size1, root1 = previous
+            proof = merkle.consistency_proof(size1, leaves)
+            merkle.verify_consistency(size1, len(leaves), proof, root1, root)
+        previous = (len(leaves), root)
+    return records
+
+
+def check_committers(records: list[Any], events: list[Any], *, run: Any) -> int:
+    """Each checkpoint was committed by the owner or by a writer authorised (and not revoked) at that time."""
+    writers: set[str] = set()
+    timeline = sorted(
+        [(e.block_number, e.log_index, e) for e in events if e.args.get("runId") == run.run_id],
+        key=lambda t: (t[0], t[1]),
+    )
+    by_block = sorted(records, key=lambda r: r.block_number)
+    position = 0
+    for record in by_block:
+        while position < len(timeline) and timeline[position][0] <= record.block_number:
+            event = timeline[position][2]
+            if event.name == "WriterAuthorized":
+                writers.add(str(event.args["writer"]).lower())
+            elif event.name == "WriterRevoked":
+                writers.discard(str(event.args["writer"]).lower())
+            position += 1
+        committer = record.committer.lower()
+        if committer != run.owner.lower() and committer not in writers:
+            raise CheckFailed(f"checkpoint {record.index} was committed by an account that may not write this run",
+                              expected=f"{run.owner} or an authorised writer", found=record.committer)
+    return len(writers)

@@ -1,0 +1,60 @@
+"""`prov verify PATH`: the auditor's verdict on an adapter file or checkpoint directory.
+
+Exit codes: 0 verified, 1 a check failed, 2 could not run (bad input, unreachable node, missing content).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.command("verify")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--rpc", "rpc_url", help="Chain RPC URL (default: the project config's, from `prov chain up`).")
+@click.option("--registry", help="Registry contract address (default: the project config's).")
+@click.option("--store", "store_spec", help="Artifact store: local, local:DIR or kubo:ADDR (default: project config).")
+@click.option("--run", "run_id", help="Also require the file to belong to this run id (64 hex).")
+@click.option("--base-model", type=click.Path(path_type=Path), help="Base model directory to compare and replay on.")
+@click.option("--data", type=click.Path(path_type=Path), help="The training data (JSONL or text), for auditors.")
+@click.option("--secrets", type=click.Path(path_type=Path), help="The run's secrets.json (dataset key, noise seed).")
+@click.option("--replay", default="1", show_default=True,
+              help="Segments to re-run bit for bit (a number, or 'all'); needs --data, --secrets, --base-model.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report (docs/report-schema.md).")
+@click.option("--report", "html_path", type=click.Path(path_type=Path), help="Write the HTML audit report here.")
+def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_spec: str | None,
+                   run_id: str | None, base_model: Path | None, data: Path | None, secrets: Path | None,
+                   replay: str, as_json: bool, html_path: Path | None) -> None:
+    """Prove an adapter's lineage against the registry and the store, and print the verdict."""
+    from provenance.chain import connect, parse_run_id
+    from provenance.errors import UsageError
+    from provenance.report import render_text, write_html
+    from provenance.store import open_store
+    from provenance.verify import VerifyOptions, verify
+
+    if replay != "all" and not (replay.isdigit()):
+        raise UsageError(f"--replay takes a number of segments or 'all', not {replay!r}")
+    if not path.exists():
+        raise UsageError(f"{path}: no such file or directory")
+    options = VerifyOptions(base_model=base_model, data=data, secrets=secrets, replay=replay,
+                            expected_run=parse_run_id(run_id) if run_id else None)
+    client = connect(rpc_url, registry=registry)
+    if client.address is None:
+        raise UsageError("no registry address: pass --registry or run `prov chain deploy` in this project")
+    with open_store(store_spec) as store:
+        report = verify(path, registry=client, store=store, options=options)
+    if html_path is not None:
+        write_html(report, html_path)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        click.echo(render_text(report, color=sys.stdout.isatty()))
+        if html_path is not None:
+            click.echo(f"\nHTML report: {html_path}")
+    raise click.exceptions.Exit(int(report["exit_code"]))
+
+
+COMMANDS = [verify_command]
