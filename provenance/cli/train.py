@@ -1,0 +1,145 @@
+"""Training commands: `prov train` (new run or `--resume`) and `prov init-model --tiny`.
+
+Thin wrappers over `training.trainer.train/resume` and `training.tiny.build_tiny_model`; torch and the trainer
+are imported inside the commands so `prov` starts without them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from provenance.errors import UsageError
+
+# CLI option name -> dotted config field it overrides.
+_OVERRIDES = {
+    "model": "model.path",
+    "data": "data.path",
+    "out": "out",
+    "steps": "training.steps",
+    "checkpoint_every": "training.checkpoint_every",
+    "batch_size": "training.batch_size",
+    "max_length": "data.max_length",
+    "noise_multiplier": "dp.noise_multiplier",
+    "target_epsilon": "dp.target_epsilon",
+    "delta": "dp.delta",
+    "max_grad_norm": "dp.max_grad_norm",
+    "accountant": "dp.accountant",
+    "lr": "optimizer.lr",
+    "lora_r": "lora.r",
+    "threads": "training.threads",
+    "seed": "training.seed",
+    "chain": "anchor.chain",
+    "store": "anchor.store",
+}
+
+
+@click.command("train")
+@click.argument("config", required=False, type=click.Path(path_type=Path))
+@click.option("--model", type=click.Path(path_type=Path), help="Local Hugging Face model directory.")
+@click.option("--data", type=click.Path(path_type=Path), help="Training data (.jsonl or plain text).")
+@click.option("--out", type=click.Path(path_type=Path), help="Run directory (default <state>/runs/<run id>).")
+@click.option("--steps", type=int, help="Optimizer steps.")
+@click.option("--checkpoint-every", type=int, help="Steps between checkpoints.")
+@click.option("--batch-size", type=int, help="Expected Poisson batch size (sample rate = batch size / N).")
+@click.option("--max-length", type=int, help="Tokens per example (truncate/pad).")
+@click.option("--noise-multiplier", type=float, help="DP noise multiplier σ.")
+@click.option("--target-epsilon", type=float, help="Compute σ to spend this ε over the run.")
+@click.option("--delta", type=float, help="DP δ (default 1/N^1.1).")
+@click.option("--max-grad-norm", type=float, help="Per-sample clipping norm C.")
+@click.option("--accountant", type=click.Choice(["prv", "rdp"]), help="Privacy accountant.")
+@click.option("--non-private", is_flag=True, help="Train without DP (recorded as non-private), for comparison.")
+@click.option("--lr", type=float, help="Learning rate.")
+@click.option("--lora-r", type=int, help="LoRA rank.")
+@click.option("--threads", type=int, help="Torch threads (recorded; replay must use the same).")
+@click.option("--seed", type=int, help="Seed of the LoRA initialisation.")
+@click.option("--chain", help='Anchor on this chain: "tester" or an RPC URL (default: project config).')
+@click.option("--store", help='Artifact store: "local" or "kubo:<addr>" (default: project config).')
+@click.option("--no-anchor", is_flag=True, help="Do not anchor or pin (provenance is still recorded locally).")
+@click.option("--secrets", "secrets_file", type=click.Path(path_type=Path),
+              help="Use these secrets (prov.secrets.v1 JSON) instead of fresh random ones.")
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
+              help="Continue the run in this directory from its last complete checkpoint.")
+@click.option("--quiet", is_flag=True, help="No progress output (the summary is still printed).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def train_command(config: Path | None, non_private: bool, no_anchor: bool, secrets_file: Path | None,
+                  resume_dir: Path | None, quiet: bool, as_json: bool, **options: Any) -> None:
+    """Fine-tune a LoRA adapter with DP-SGD, recording provenance as it trains.
+
+    With no arguments, trains the tiny demo model (`prov init-model --tiny` first) on the bundled demo data.
+    """
+    from training import config as cfgmod
+    from training import trainer
+    from training.seeds import Secrets
+
+    if resume_dir is not None:
+        given = [name for name, value in options.items() if value is not None and name not in ("chain", "store")]
+        if config is not None or given or non_private or secrets_file is not None:
+            raise UsageError("--resume continues a run with its recorded settings; only --no-anchor, --chain, "
+                             "--store and --quiet may be combined with it")
+        anchor = None
+        if no_anchor or options.get("chain") or options.get("store"):
+            _, _, local = _read_local(resume_dir)
+            anchor = cfgmod.with_overrides(cfgmod.TrainConfig(anchor=local), {
+                "anchor.enabled": False if no_anchor else None,
+                "anchor.chain": options.get("chain"), "anchor.store": options.get("store"),
+            }).anchor
+        result = trainer.resume(resume_dir, quiet=quiet, anchor=anchor)
+    else:
+        cfg = cfgmod.load_config(config)
+        overrides = {field: options.get(name) for name, field in _OVERRIDES.items()}
+        for key in ("model.path", "data.path", "out"):
+            if overrides.get(key) is not None:
+                overrides[key] = str(overrides[key])
+        if non_private:
+            overrides["dp.enabled"] = False
+        if no_anchor:
+            overrides["anchor.enabled"] = False
+        if options.get("noise_multiplier") is not None and options.get("target_epsilon") is not None:
+            raise UsageError("give --noise-multiplier or --target-epsilon, not both")
+        cfg = cfgmod.with_overrides(cfg, overrides)
+        secrets = Secrets.load(secrets_file) if secrets_file is not None else None
+        result = trainer.train(cfg, secrets=secrets, quiet=quiet)
+    summary = {
+        "anchored": result.anchored,
+        "checkpoints": len(result.checkpoints),
+        "epsilon": None if result.epsilon is None else repr(result.epsilon),
+        "run_dir": str(result.run_dir),
+        "run_id": result.run_id,
+        "steps": result.steps,
+        "weights": str(result.weights),
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+        return
+    eps = "non-private" if result.epsilon is None else f"ε = {result.epsilon:.4f}"
+    click.echo(f"run {result.run_id}\n  dir      {result.run_dir}\n  steps    {result.steps}, "
+               f"{len(result.checkpoints)} checkpoints, {eps}\n  adapter  {result.weights}\n"
+               f"  anchored {'yes' if result.anchored else 'pending (prov anchor flush)'}")
+
+
+def _read_local(run_dir: Path) -> Any:
+    from training.runinfo import read_local
+
+    return read_local(run_dir)
+
+
+@click.command("init-model")
+@click.argument("directory", required=False, type=click.Path(path_type=Path))
+@click.option("--tiny", is_flag=True, required=True, help="Build the tiny Llama demo model (the only kind).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Weight initialisation seed.")
+@click.option("--force", is_flag=True, help="Overwrite a non-empty directory.")
+def init_model_command(directory: Path | None, tiny: bool, seed: int, force: bool) -> None:
+    """Build a tiny Llama-architecture model + tokenizer locally (default: <state>/models/tiny)."""
+    from training.tiny import build_tiny_model
+    from training.trainer import default_model_dir
+
+    target = directory if directory is not None else default_model_dir()
+    path = build_tiny_model(target, seed=seed, overwrite=force)
+    click.echo(f"tiny model written to {path}")
+
+
+COMMANDS = [train_command, init_model_command]
