@@ -14,12 +14,12 @@ import pytest
 
 pytest.importorskip("torch", reason="the verifier's replay tests need the train extra (scripts/setup installs it)")
 
-from provenance import canonical  # noqa: E402
-from provenance.anchor import Outbox  # noqa: E402
-from provenance.chain import NotARegistry, Registry, Unauthorized, WeightsAlreadyCommitted, connect  # noqa: E402
-from provenance.manifest import MANIFEST_NAME, hash_directory  # noqa: E402
-from provenance.store import open_store  # noqa: E402
-from provenance.verify import VerifyOptions, verify  # noqa: E402
+from provenance import canonical
+from provenance.anchor import Outbox
+from provenance.chain import NotARegistry, Registry, Unauthorized, WeightsAlreadyCommitted, connect
+from provenance.manifest import MANIFEST_NAME, hash_directory
+from provenance.store import open_store
+from provenance.verify import VerifyOptions, verify
 
 pytestmark = pytest.mark.replay
 
