@@ -1,0 +1,465 @@
+"""Audit reports of `prov verify`: check the report dict, render it as terminal text or as one HTML file.
+
+The report dict (format `prov.verify-report.v1`, documented in docs/report-schema.md) is exactly what
+`prov verify --json` prints. Its values may come from untrusted sources (manifests fetched from IPFS), so the HTML
+escapes every value taken from the report, loads no external resource and runs no script.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import re
+import string
+import textwrap
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from provenance.errors import FormatError
+from provenance.fsutil import atomic_write
+
+FORMAT = "prov.verify-report.v1"
+WIDTH = 100
+EXIT_CODES = {"verified": 0, "failed": 1, "error": 2}
+VERDICT_WORDS = {"verified": "VERIFIED", "failed": "FAILED", "error": "COULD NOT VERIFY"}
+# Banner colours; the browser test looks for them in the screenshot.
+VERDICT_COLORS = {"verified": "#17803a", "failed": "#c0262d", "error": "#b35c00"}
+_STATUS_WORDS = {"passed": "passed", "failed": "FAILED", "skipped": "skipped"}
+_ANSI = {"verified": "1;32", "passed": "32", "failed": "1;31", "error": "1;33", "skipped": "33", "head": "1"}
+# Control characters and bidirectional overrides: untrusted text must not drive a terminal or reorder what is shown.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+# --- validation -------------------------------------------------------------------------------------------------
+
+class _Opt:
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+
+class _List:
+    def __init__(self, item: Any) -> None:
+        self.item = item
+
+
+class _Tuple:
+    def __init__(self, *items: Any) -> None:
+        self.items = items
+
+
+class _Enum:
+    def __init__(self, *values: Any) -> None:
+        self.values = values
+
+
+class _Pat:
+    def __init__(self, pattern: str, what: str, parse: Callable[[str], object] = str) -> None:
+        self.regex, self.what, self.parse = re.compile(pattern), what, parse
+
+
+_DIGEST = _Pat(r"sha256:[0-9a-f]{64}", "a digest 'sha256:<64 hex>'")
+_ADDRESS = _Pat(r"0x[0-9a-fA-F]{40}", "an address '0x<40 hex>'")
+_HASH = _Pat(r"0x[0-9a-fA-F]{64}", "a hash '0x<64 hex>'")
+_HEX = _Pat(r"(0x)?[0-9a-fA-F]+", "hex text")
+_TIME = _Pat(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)", "an ISO-8601 time with a zone",
+             lambda text: datetime.fromisoformat(text.replace("Z", "+00:00")))
+_STATUS = _Enum("passed", "failed", "skipped")
+
+_SCHEMA: dict[str, Any] = {
+    "format": _Enum(FORMAT), "verdict": _Enum(*EXIT_CODES), "verdict_text": str, "exit_code": int,
+    "generated_at": _TIME, "prov_version": str,
+    "subject": {"path": str, "kind": _Enum("adapter", "checkpoint"), "weights_digest": _Opt(_DIGEST)},
+    "chain": {"rpc_url": _Opt(str), "chain_id": _Opt(int), "registry": _Opt(_ADDRESS)},
+    "store": {"backend": _Opt(str)},
+    "run": _Opt({
+        "run_id": _HEX, "owner": _ADDRESS, "register_tx": _HASH, "register_block": int,
+        "register_time": _Opt(_TIME), "manifest_cid": str, "manifest_digest": _DIGEST,
+        "base_model": {"digest": _DIGEST, "name": _Opt(str)}, "dataset_root": _DIGEST,
+        "examples": _Opt(int), "steps_planned": _Opt(int)}),
+    "dp": _Opt({
+        "mode": _Enum("dp", "non-private"), "noise_multiplier": _Opt(float), "max_grad_norm": _Opt(float),
+        "sample_rate": _Opt(float), "delta": _Opt(float), "accountant": _Opt(str), "epsilon_budget": _Opt(float),
+        "epsilon_committed": _Opt(float), "epsilon_recomputed": _Opt(float), "steps": int}),
+    "lineage": _List({
+        "index": int, "step": int, "log_size": int, "log_root": _HEX, "weights_digest": _DIGEST,
+        "checkpoint_digest": _DIGEST, "epsilon": _Opt(float), "manifest_cid": str, "tx": _HASH, "block": int,
+        "time": _Opt(_TIME), "committer": _ADDRESS, "is_subject": bool}),
+    "checks": _List({"id": str, "title": str, "status": _STATUS, "summary": str,
+                     "expected": _Opt(str), "found": _Opt(str)}),
+    "series": {"step": _List(int), "loss": _List(float), "epsilon": _List(_Tuple(int, float))},
+    "replay": _Opt({
+        "seed_block": int, "seed_hash": _HASH, "requested": _Pat(r"all|[1-9][0-9]*", "'all' or a count"),
+        "segments": _List({
+            "from_index": int, "to_index": int, "steps": _Tuple(int, int), "status": _STATUS, "bitwise": bool,
+            "weight_distance": _Opt(float),
+            "first_divergence": _Opt({"step": int, "field": str, "expected": str, "found": str})})}),
+    "not_checked": _List(str),
+}
+
+
+def _bad(where: str, what: str, value: Any) -> FormatError:
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return FormatError(f"invalid report: field {where!r} must be {what}, got {shown}")
+
+
+def _check(value: Any, spec: Any, where: str) -> None:
+    if isinstance(spec, _Opt):
+        if value is None:
+            return
+        spec = spec.inner
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            raise _bad(where or "report", "an object", value)
+        for key, sub in spec.items():
+            path = f"{where}.{key}" if where else key
+            if key not in value:
+                raise FormatError(f"invalid report: field {path!r} is missing")
+            _check(value[key], sub, path)
+    elif isinstance(spec, _List | _Tuple):
+        if not isinstance(value, list | tuple) or (isinstance(spec, _Tuple) and len(value) != len(spec.items)):
+            raise _bad(where, "a list" if isinstance(spec, _List) else f"a pair {list(spec.items)}", value)
+        for i, item in enumerate(value):
+            _check(item, spec.item if isinstance(spec, _List) else spec.items[i], f"{where}[{i}]")
+    elif isinstance(spec, _Enum):
+        if isinstance(value, bool) or value not in spec.values:
+            raise _bad(where, "one of " + ", ".join(map(repr, spec.values)), value)
+    elif isinstance(spec, _Pat):
+        if not isinstance(value, str) or not spec.regex.fullmatch(value):
+            raise _bad(where, spec.what, value)
+        try:
+            spec.parse(value)  # e.g. a well-shaped but impossible date
+        except ValueError:
+            raise _bad(where, spec.what, value) from None
+    elif spec is float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise _bad(where, "a finite number", value)
+    elif isinstance(value, bool) != (spec is bool) or not isinstance(value, spec):
+        raise _bad(where, {str: "text", int: "an integer", bool: "true or false"}[spec], value)
+
+
+def validate_report(report: dict[str, Any]) -> None:
+    """Raise FormatError naming the first missing or invalid field, or a verdict that contradicts the checks."""
+    _check(report, _SCHEMA, "")
+    verdict, statuses = report["verdict"], [c["status"] for c in report["checks"]]
+    if report["exit_code"] != EXIT_CODES[verdict]:
+        raise _bad("exit_code", f"{EXIT_CODES[verdict]} for verdict {verdict!r}", report["exit_code"])
+    if (verdict == "verified") == ("failed" in statuses) and verdict != "error":
+        raise _bad("verdict", "'failed' exactly when a check failed", verdict)
+    ids = [c["id"] for c in report["checks"]]
+    if len(set(ids)) != len(ids):
+        raise _bad("checks", "a list with distinct ids", ids)
+    if len(report["series"]["loss"]) != len(report["series"]["step"]):
+        raise _bad("series.loss", f"as long as series.step ({len(report['series']['step'])})", "…")
+    if sum(bool(c["is_subject"]) for c in report["lineage"]) > 1:
+        raise _bad("lineage", "a list with at most one is_subject entry", "several")
+
+
+# --- shared wording ---------------------------------------------------------------------------------------------
+
+def _clean(value: Any) -> Any:
+    """A copy of a report with unsafe characters in its text shown as escapes (`\\x1b`, `\\u202e`)."""
+    if isinstance(value, str):
+        return _UNSAFE.sub(lambda m: ascii(m.group())[1:-1], value)
+    if isinstance(value, dict):
+        return {key: _clean(item) for key, item in value.items()}
+    return [_clean(item) for item in value] if isinstance(value, list) else value
+
+
+def _num(value: Any) -> str:
+    """A number as a person writes it: `1.0`, `0.05`, `1e-05`, `3.215`; `—` for unknown."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        text = repr(value)
+        return text if len(text) <= 7 else f"{value:.4g}"
+    return str(value)
+
+
+def _when(value: str | None) -> str:
+    if value is None:
+        return "—"
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _short(value: str, keep: int = 8) -> str:
+    body = value.removeprefix("sha256:")
+    return body if len(body) <= 2 * keep + 2 else f"{body[:keep + 2 * body.startswith('0x')]}…{body[-4:]}"
+
+
+def _counts(report: dict[str, Any]) -> str:
+    statuses = [c["status"] for c in report["checks"]]
+    parts = [f"{statuses.count(s)} {s}" for s in ("passed", "failed", "skipped")]
+    return f"{len(statuses)} checks: " + ", ".join(parts)
+
+
+def privacy_sentence(dp: dict[str, Any] | None) -> str:
+    """The privacy guarantee in one or two plain sentences."""
+    if dp is None:
+        return "Differential privacy: unknown (the run's privacy settings could not be read)."
+    if dp["mode"] == "non-private":
+        return "Not private: trained without differential privacy."
+    committed, recomputed, budget = dp["epsilon_committed"], dp["epsilon_recomputed"], dp["epsilon_budget"]
+    eps = recomputed if recomputed is not None else committed
+    parts = [f"(ε = {_num(eps)}, δ = {_num(dp['delta'])})-DP for each training example" if eps is not None
+             else "trained with DP-SGD, but no ε was recorded"]
+    if dp["accountant"]:
+        parts.append(f"{dp['accountant'].upper()} accountant")
+    for key, label in (("noise_multiplier", "noise multiplier"), ("max_grad_norm", "clipping")):
+        if dp[key] is not None:
+            parts.append(f"{label} {_num(dp[key])}")
+    rate = f"sample rate {_num(dp['sample_rate'])} over " if dp["sample_rate"] is not None else ""
+    parts.append(f"{rate}{dp['steps']} steps")
+    text = "Differential privacy: " + ", ".join(parts) + "."
+    if committed is not None and recomputed is not None and not math.isclose(committed, recomputed, rel_tol=1e-6):
+        text += f" The trainer committed ε = {_num(committed)}; recomputed from its parameters: {_num(recomputed)}."
+    if budget is None:
+        return text + " No ε budget was set."
+    if eps is None:
+        return text + f" Budget {_num(budget)}: unknown whether it was kept."
+    return text + f" Budget {_num(budget)}: " + ("within budget." if eps <= budget else "OVER BUDGET.")
+
+
+# --- terminal text ----------------------------------------------------------------------------------------------
+
+def _wrap(text: str, indent: int, first: str = "") -> list[str]:
+    pad = " " * indent
+    return textwrap.wrap(text, WIDTH, initial_indent=first or pad, subsequent_indent=pad) or [first.rstrip()]
+
+
+def _text_lineage(report: dict[str, Any]) -> list[str]:
+    lineage, run = report["lineage"], report["run"]
+    if not lineage:
+        return ["Lineage: none (no registry record was found for this file)."]
+    base = run["base_model"] if run else None
+    named = f"{base['name'] or 'unnamed'} ({_short(base['digest'], 12)})" if base else "unknown"
+    lines, eps = ["Lineage", f"  base model  {named}"], any(c["epsilon"] is not None for c in lineage)
+    subject = next((i for i, c in enumerate(lineage) if c["is_subject"]), None)
+    shown = {0, *range(max(0, len(lineage) - 4), len(lineage))} if len(lineage) > 8 else set(range(len(lineage)))
+    shown |= {subject} if subject is not None else set()
+    iw, sw = (max(len(str(c[k])) for c in lineage) for k in ("index", "step"))
+    last = -1
+    for i in sorted(shown):
+        if i - last > 1:
+            lines.append(f"  … {i - last - 1} more …")
+        c, last = lineage[i], i
+        line = (f"  → checkpoint {c['index']:>{iw}}  step {c['step']:>{sw}}  "
+                + (f"ε {_num(c['epsilon']):<7} " if eps else "") + f"block {c['block']}  {_when(c['time'])}")
+        lines.append(line + ("  ← this file" if c["is_subject"] else ""))
+    if len(lineage) - 1 > last:
+        lines.append(f"  … {len(lineage) - 1 - last} more …")
+    if subject is None:
+        lines.append(f"  → this file  {report['subject']['weights_digest'] or '(not hashed)'}")
+    return lines
+
+
+def render_text(report: dict[str, Any], *, color: bool = False) -> str:
+    """The terminal summary: verdict, one line per check, lineage, privacy, and what was not checked."""
+    validate_report(report)
+    report = _clean(report)
+
+    def paint(text: str, key: str) -> str:
+        return f"\033[{_ANSI[key]}m{text}\033[0m" if color else text
+
+    verdict, subject, run = report["verdict"], report["subject"], report["run"]
+    lines = [f"{paint(VERDICT_WORDS[verdict], verdict)} — {report['verdict_text']}", _counts(report), ""]
+    lines += _wrap(subject["path"], 9, "File     ")
+    lines.append(f"Weights  {subject['weights_digest'] or '(not hashed)'}")
+    if run:
+        lines.append(f"Run      {_short(run['run_id'])}, registered by {_short(run['owner'])} "
+                     f"in block {run['register_block']}")
+    tw = min(24, max((len(c["title"]) for c in report["checks"]), default=0))
+    lines += ["", paint("Checks", "head")]
+    for c in report["checks"]:
+        head = f"  {paint(_STATUS_WORDS[c['status']].ljust(7), c['status'])}  {c['title']:<{tw}}  "
+        lines += _wrap(c["summary"] or "(no reason given)", 13 + tw, head)
+        for label in ("expected", "found"):
+            if c["status"] == "failed" and c[label] is not None:
+                lines += _wrap(c[label], 21, f"           {label:<9} ")
+    lines += ["", *_text_lineage(report), "", *_wrap(privacy_sentence(report["dp"]), 0), ""]
+    lines.append("Not checked:" + ("" if report["not_checked"] else " nothing."))
+    for item in report["not_checked"]:
+        lines += _wrap(item, 4, "  - ")
+    return "\n".join(lines) + "\n"
+
+
+# --- HTML -------------------------------------------------------------------------------------------------------
+
+def _e(value: Any) -> str:
+    """Escape a report value for HTML text or a quoted attribute; None becomes a muted dash."""
+    return '<span class="none">—</span>' if value is None else html.escape(str(value), quote=True)
+
+
+def _hx(value: str | None, keep: int = 8) -> str:
+    """A long hex value shortened, with the whole value in the title attribute (and in the JSON report)."""
+    if value is None or len(_short(value, keep)) == len(value.removeprefix("sha256:")):
+        return f'<span class="hex">{_e(value)}</span>'
+    return f'<span class="hex" title="{_e(value)}">{_e(_short(value, keep))}</span>'
+
+
+def _full(value: str | None) -> str:
+    return f'<span class="hex full">{_e(value)}</span>'
+
+
+def _dl(rows: Sequence[tuple[str, str]]) -> str:
+    return '<dl class="facts">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
+
+
+def _table(head: Sequence[str], rows: Sequence[tuple[str, Sequence[str]]], cls: str, empty: str = "") -> str:
+    if not rows:
+        return f'<p class="empty">{empty or "Nothing to show."}</p>'
+    th = "".join(f"<th>{h}</th>" for h in head)
+    body = "".join(f'<tr class="{a}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>" for a, cells in rows)
+    return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _pill(status: str) -> str:
+    return f'<span class="pill {_e(status)}">{_e(_STATUS_WORDS.get(status, status))}</span>'
+
+
+def _ticks(lo: float, hi: float, *, whole: bool = False) -> list[float]:
+    raw = ((hi - lo) or abs(hi) or 1.0) / 4
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw * 0.999)
+    step = max(step, 1.0) if whole else step
+    first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+    return [k * step for k in range(first, max(last, first + 1) + 1)]
+
+
+def _chart(points: Sequence[Sequence[float]], *, name: str, limit: float | None = None, zero: bool = False) -> str:
+    """An inline SVG line chart of (step, value) points, with an optional dashed limit line."""
+    pts = [(float(x), float(y)) for x, y in points]
+    if not pts:
+        return f'<p class="empty">No {_e(name)} values were recorded.</p>'
+    w, h, left, right, top, bottom = 520, 230, 54, 14, 14, 40
+    ys = [y for _, y in pts] + ([limit] if limit is not None else []) + ([0.0] if zero else [])
+    xt = _ticks(min(x for x, _ in pts), max(x for x, _ in pts), whole=True)
+    yt = _ticks(min(ys), max(ys))
+
+    def sx(x: float) -> float:
+        return left + (x - xt[0]) / (xt[-1] - xt[0]) * (w - left - right)
+
+    def sy(y: float) -> float:
+        return h - bottom - (y - yt[0]) / (yt[-1] - yt[0]) * (h - top - bottom)
+
+    out = [f'<svg class="chart" viewBox="0 0 {w} {h}" role="img" aria-label="{_e(name)} by training step">']
+    for y in yt:
+        out.append(f'<line class="grid" x1="{left}" x2="{w - right}" y1="{sy(y):.1f}" y2="{sy(y):.1f}"/>'
+                   f'<text class="tick" x="{left - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">{y:g}</text>')
+    for x in xt:
+        out.append(f'<text class="tick" x="{sx(x):.1f}" y="{h - bottom + 16}" text-anchor="middle">{x:g}</text>')
+    out.append(f'<text class="axis" x="{(left + w - right) / 2}" y="{h - 4}" text-anchor="middle">training step</text>')
+    if limit is not None:
+        out.append(f'<line class="limit" x1="{left}" x2="{w - right}" y1="{sy(limit):.1f}" y2="{sy(limit):.1f}"/>'
+                   f'<text class="limit-label" x="{w - right - 4}" y="{sy(limit) - 5:.1f}" text-anchor="end">'
+                   f"budget {_e(_num(limit))}</text>")
+    line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
+    out.append(f'<polyline class="series" points="{line}"/>')
+    if len(pts) <= 60:
+        out += [f'<circle class="dot" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3"/>' for x, y in pts]
+    return "".join(out) + "</svg>"
+
+
+def _run_facts(report: dict[str, Any]) -> str:
+    run, subject = report["run"], report["subject"]
+    rows = [("File", _e(subject["path"])), ("Kind", _e(subject["kind"])),
+            ("Weights digest", _full(subject["weights_digest"]))]
+    if run is None:
+        return _dl(rows) + '<p class="empty">No registry record was found for this file.</p>'
+    base = run["base_model"]
+    rows += [("Run id", _full(run["run_id"])), ("Owner", _full(run["owner"])),
+             ("Registered", f"block {_e(run['register_block'])} · {_e(_when(run['register_time']))}"),
+             ("Registration tx", _full(run["register_tx"])), ("Run manifest CID", _full(run["manifest_cid"])),
+             ("Run manifest digest", _full(run["manifest_digest"])), ("Base model", _e(base["name"])),
+             ("Base model digest", _full(base["digest"])), ("Dataset root", _full(run["dataset_root"])),
+             ("Training examples", _e(run["examples"])), ("Planned steps", _e(run["steps_planned"]))]
+    return _dl(rows)
+
+
+def _checks(report: dict[str, Any]) -> str:
+    """The checks table; the expected/found columns only when some check has evidence to show."""
+    evidence = any(c["expected"] is not None or c["found"] is not None for c in report["checks"])
+    rows = [(f"check {_e(c['status'])}", [_pill(c["status"]), _e(c["title"]), _e(c["summary"])]
+             + ([_full(c["expected"]), _full(c["found"])] if evidence else [])) for c in report["checks"]]
+    return _table(["Status", "Check", "Summary"] + ["Expected", "Found"] * evidence, rows, "checks")
+
+
+def _lineage(report: dict[str, Any]) -> str:
+    rows = [("subject" if c["is_subject"] else "", [
+        _e(c["index"]) + ('<span class="tag">this file</span>' if c["is_subject"] else ""), _e(c["step"]),
+        _e(c["log_size"]), _hx(c["log_root"]), _hx(c["weights_digest"]),
+        _hx(c["checkpoint_digest"]), _e(_num(c["epsilon"])), _hx(c["manifest_cid"], 6), _hx(c["tx"], 6),
+        _e(c["block"]), _e(_when(c["time"]).removesuffix(" UTC")), _hx(c["committer"], 6)])
+        for c in report["lineage"]]
+    head = ["#", "Step", "Log size", "Log root", "Weights", "Checkpoint", "ε", "Manifest CID", "Tx", "Block",
+            "Time (UTC)", "Committer"]
+    note = ('<p class="note">Long values are shortened: hover for the full value, or see <code>prov verify --json'
+            "</code>. The highlighted row is the file that was verified.</p>") if rows else ""
+    return note + _table(head, rows, "lineage", "No checkpoints: no registry record was found for this file.")
+
+
+def _privacy(report: dict[str, Any]) -> str:
+    dp, text = report["dp"], f'<p class="lead">{_e(privacy_sentence(report["dp"]))}</p>'
+    if dp is None or dp["mode"] != "dp":
+        return text
+    keys = [("Accountant", "accountant"), ("Noise multiplier", "noise_multiplier"), ("Clipping norm",
+            "max_grad_norm"), ("Sample rate", "sample_rate"), ("δ", "delta"), ("Steps", "steps"),
+            ("ε committed", "epsilon_committed"), ("ε recomputed", "epsilon_recomputed"), ("ε budget",
+            "epsilon_budget")]
+    rows = [(label, _e(_num(dp[k]).upper() if k == "accountant" else _num(dp[k]))) for label, k in keys]
+    return text + _dl(rows).replace('class="facts"', 'class="facts params"')
+
+
+def _replay(report: dict[str, Any]) -> str:
+    replay = report["replay"]
+    if replay is None:
+        return '<p class="empty">No training steps were replayed.</p>'
+    intro = (f"<p>Segments were chosen from the hash of block {_e(replay['seed_block'])} "
+             f"({_hx(replay['seed_hash'])}), a value not known when the checkpoints were committed. "
+             f"Requested: {_e(replay['requested'])}.</p>")
+    rows = []
+    for s in replay["segments"]:
+        d = s["first_divergence"]
+        first = (f"step {_e(d['step'])}, {_e(d['field'])}<br>expected {_full(d['expected'])}<br>"
+                 f"found {_full(d['found'])}") if d else "none"
+        rows.append((f"check {_e(s['status'])}", [
+            f"checkpoint {_e(s['from_index'])} → {_e(s['to_index'])}",
+            f"{_e(s['steps'][0])}–{_e(s['steps'][1] - 1)}", _pill(s["status"]),
+            "yes" if s["bitwise"] else "no", _e(_num(s["weight_distance"])), first]))
+    head = ["Segment", "Steps", "Result", "Bit for bit", "Weight distance", "First divergence"]
+    return intro + _table(head, rows, "replay", "No segments were replayed.")
+
+
+def _template(name: str) -> str:
+    return resources.files("provenance").joinpath("templates", name).read_text(encoding="utf-8")
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """One self-contained HTML page an auditor can file: inline CSS and SVG, no scripts, no external resources."""
+    validate_report(report)
+    report = _clean(report)
+    verdict, dp, series, chain = report["verdict"], report["dp"], report["series"], report["chain"]
+    css = string.Template(_template("report.css")).substitute(
+        {k: VERDICT_COLORS[k] for k in ("verified", "failed", "error")})
+    items = "".join(f"<li>{_e(item)}</li>" for item in report["not_checked"])
+    return string.Template(_template("report.html")).substitute(
+        css=css, verdict=verdict, word=_e(VERDICT_WORDS[verdict]), sentence=_e(report["verdict_text"]),
+        counts=_e(_counts(report)), title=_e(f"{VERDICT_WORDS[verdict]}: {report['subject']['path']}"),
+        facts=_run_facts(report), checks=_checks(report), privacy=_privacy(report),
+        not_checked=f"<ul>{items}</ul>" if items else '<p class="empty">Nothing: every check ran.</p>',
+        eps_chart=_chart(series["epsilon"], name="ε", limit=dp and dp["epsilon_budget"], zero=True),
+        loss_chart=_chart(list(zip(series["step"], series["loss"], strict=True)), name="loss"),
+        replay=_replay(report), lineage=_lineage(report),
+        evidence=_dl([("Chain id", _e(chain["chain_id"])), ("RPC URL", _e(chain["rpc_url"])),
+                      ("Registry contract", _full(chain["registry"])),
+                      ("Artifact store", _e(report["store"]["backend"]))]),
+        generated=_e(_when(report["generated_at"])), version=_e(report["prov_version"]), format=_e(FORMAT),
+        exit_code=_e(report["exit_code"]))
+
+
+def write_html(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Render the report and write it to `path` atomically (readers never see half a file)."""
+    atomic_write(path, render_html(report).encode("utf-8"))
