@@ -51,7 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     try:
-        cli.main(args=args, prog_name="prov", standalone_mode=False)
+        # Without standalone mode click *returns* the code of a `click.exceptions.Exit` raised by a command.
+        code = cli.main(args=args, prog_name="prov", standalone_mode=False)
+        if isinstance(code, int):
+            return code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.Abort:

@@ -29,6 +29,7 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
                    run_id: str | None, base_model: Path | None, data: Path | None, secrets: Path | None,
                    replay: str, as_json: bool, html_path: Path | None) -> None:
     """Prove an adapter's lineage against the registry and the store, and print the verdict."""
+    from provenance._verify.subject import read_safetensors_metadata
     from provenance.chain import connect, parse_run_id
     from provenance.errors import UsageError
     from provenance.report import render_text, write_html
@@ -39,8 +40,12 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
         raise UsageError(f"--replay takes a number of segments or 'all', not {replay!r}")
     if not path.exists():
         raise UsageError(f"{path}: no such file or directory")
+    if path.is_file():
+        read_safetensors_metadata(path)  # a pickle or truncated file is refused before touching the network
     options = VerifyOptions(base_model=base_model, data=data, secrets=secrets, replay=replay,
                             expected_run=parse_run_id(run_id) if run_id else None)
+    if rpc_url is None:
+        _ensure_local_chain()
     client = connect(rpc_url, registry=registry)
     if client.address is None:
         raise UsageError("no registry address: pass --registry or run `prov chain deploy` in this project")
@@ -55,6 +60,23 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
         if html_path is not None:
             click.echo(f"\nHTML report: {html_path}")
     raise click.exceptions.Exit(int(report["exit_code"]))
+
+
+def _ensure_local_chain() -> None:
+    """If this project's chain is its own local anvil (`prov chain up`, `prov demo`) and it is not running,
+    restart it from its saved state on the recorded port, so a later verification finds the same registry."""
+    from urllib.parse import urlparse
+
+    from provenance.chain import start_local_chain
+    from provenance.config import get_section
+
+    section = get_section("chain")
+    if not (section.get("local") and section.get("rpc_url")):
+        return
+    node = start_local_chain(port=urlparse(section["rpc_url"]).port or 8545)
+    if not node.already_running:
+        click.echo(f"note: restarted the project's anvil from its saved state at {node.rpc_url} "
+                   f"(pid {node.pid}; stop it with `prov chain down`)", err=True)
 
 
 COMMANDS = [verify_command]

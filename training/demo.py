@@ -1,0 +1,136 @@
+"""`prov demo`: the whole product on embedded defaults, end to end, in one directory.
+
+In DIR (default `./prov-demo`): start a local anvil with its state persisted in `DIR/.prov/chain` (or, if anvil
+is not installed, the in-process py-evm chain, saying so), deploy the registry, build the tiny model and copy the
+demo dataset, train a DP-SGD LoRA adapter with several checkpoints (anchored and stored through the outbox as it
+trains, local store in `DIR/.prov/store`), verify the final adapter with bitwise replay of sampled segments (terminal
+summary, `DIR/report.html`, `DIR/report.json`), then flip one byte of a copy of the adapter and show that
+verification fails, and why. anvil is stopped at the end; its state stays, so `cd DIR && prov verify
+adapter_model.safetensors ...` later, in a new process, restarts it from that state and finds the same registry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from provenance import config
+from provenance.errors import ProvenanceError
+
+Echo = Callable[[str], None]
+
+
+def _start_chain(home: Path, echo: Echo) -> tuple[Any, bool]:
+    """The registry client on the demo's anvil (deploying once per DIR), or on py-evm when anvil is absent."""
+    from provenance._chain.anvil import find_anvil
+    from provenance.chain import connect, deploy_and_record, start_local_chain
+
+    if find_anvil() is None:
+        echo("anvil is not installed (scripts/setup installs it): using the in-process py-evm chain instead; "
+             "nothing on it outlives this process")
+        registry = connect("tester", use_config=False)
+        registry.deploy()
+        return registry, False
+    node = start_local_chain(home=home, port=0)
+    echo(f"chain     anvil {'running' if node.already_running else 'started'} at {node.rpc_url} "
+         f"(pid {node.pid}, state in {node.state_file})")
+    section = config.get_section("chain", home)
+    if section.get("registry"):
+        try:
+            registry = connect(home=home)
+            echo(f"registry  {registry.address} (deployed earlier, found in the persisted chain state)")
+            return registry, True
+        except ProvenanceError:
+            pass  # the chain state was lost: deploy again
+    registry, info = deploy_and_record(home=home)
+    echo(f"registry  deployed ProvenanceRegistry at {registry.address} (tx {info.tx_hash[:18]}…, "
+         f"{info.gas_used:,} gas)")
+    return registry, True
+
+
+def _train(out: Path, home: Path, *, persistent: bool, registry: Any, store: Any, steps: int, every: int,
+           echo: Echo) -> Any:
+    from training.config import TrainConfig, with_overrides
+    from training.data import DEMO_DATA
+    from training.tiny import build_tiny_model
+    from training.trainer import train
+
+    model = out / "model"
+    if not (model / "config.json").exists():
+        build_tiny_model(model)
+    data = out / "data.jsonl"
+    shutil.copyfile(DEMO_DATA, data)
+    echo(f"model     tiny Llama (random init, fixed seed) in {model}; data {data} ")
+    overrides: dict[str, Any] = {"model.path": str(model), "data.path": str(data), "training.steps": steps,
+                                 "training.checkpoint_every": every, "training.threads": 2,
+                                 "anchor.enabled": persistent, "anchor.flush_timeout": 120.0}
+    result = train(with_overrides(TrainConfig(), overrides), quiet=False)
+    if not persistent:  # py-evm lives in this process only: anchor through an outbox sharing our client
+        from provenance.anchor import Outbox
+
+        with Outbox.open(result.run_dir, chain="tester", registry_client=registry, store_client=store) as box:
+            box.enqueue_run(run_id=bytes.fromhex(result.run_id), manifest_path=result.run_dir / "run.json")
+            for index in result.checkpoints:
+                box.enqueue_checkpoint(index=index, checkpoint_dir=result.run_dir / "checkpoints" / f"{index:06d}")
+            box.flush(timeout=120)
+    return result
+
+
+def run_demo(out: Path, *, steps: int = 30, checkpoint_every: int = 10, replay: str = "2",
+             echo: Echo = print) -> int:
+    """Run the demo in `out`. Returns 0 when the honest adapter verified and the tampered one failed."""
+    from provenance.report import render_text, write_html
+    from provenance.store import open_store
+    from provenance.verify import VerifyOptions, verify
+
+    started = time.monotonic()
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    home = out / config.STATE_DIR_NAME
+    os.environ[config.ENV_HOME] = str(home)  # every part (trainer, outbox, verifier) uses DIR's state
+    config.update_section("store", {"spec": "local"}, home)
+    registry, persistent = _start_chain(home, echo)
+    try:
+        store = open_store("local", home=home)
+        result = _train(out, home, persistent=persistent, registry=registry, store=store, steps=steps,
+                        every=checkpoint_every, echo=echo)
+        run_dir: Path = result.run_dir
+        final = run_dir / "checkpoints" / f"{result.checkpoints[-1]:06d}" / "adapter_model.safetensors"
+        adapter = out / "adapter_model.safetensors"
+        shutil.copyfile(final, adapter)
+        echo(f"\ntrained   {result.steps} steps, checkpoints {result.checkpoints}, ε = {result.epsilon:.4g}; "
+             f"anchored: {result.anchored or not persistent}\nadapter   {adapter} (a copy of the final checkpoint's)")
+        options = VerifyOptions(base_model=out / "model", data=out / "data.jsonl", secrets=run_dir / "secrets.json",
+                                replay=replay)
+        echo("\n== prov verify adapter_model.safetensors (with the data and secrets an auditor is given)\n")
+        report = verify(adapter, registry=registry, store=store, options=options)
+        write_html(report, out / "report.html")
+        (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        echo(render_text(report))
+        tampered = out / "tampered-adapter.safetensors"
+        data = bytearray(adapter.read_bytes())
+        data[-3] ^= 0x01  # one bit of one weight
+        tampered.write_bytes(bytes(data))
+        echo("\n== prov verify tampered-adapter.safetensors (one bit of one weight flipped)\n")
+        bad = verify(tampered, registry=registry, store=store)
+        echo(render_text(bad))
+    finally:
+        if persistent:
+            from provenance.chain import stop_local_chain
+
+            stop_local_chain(home=home)
+    ok = report["exit_code"] == 0 and bad["exit_code"] != 0
+    echo(f"\nreport    {out / 'report.html'} (HTML audit report), {out / 'report.json'}")
+    echo(f"done in {time.monotonic() - started:.0f} s: honest adapter {report['verdict']}, tampered copy "
+         f"{bad['verdict']}.")
+    if persistent:
+        rel = run_dir.relative_to(out)
+        echo(f"\nVerify again later, in a new process (anvil restarts from its saved state):\n"
+             f"  cd {out} && prov verify adapter_model.safetensors --base-model model --data data.jsonl "
+             f"--secrets {rel}/secrets.json --report report.html")
+    return 0 if ok else 1
