@@ -254,7 +254,7 @@ def _verdict_text(verdict: str, st: _State) -> str:
         return "This adapter's lineage checks out against the on-chain record."
     if verdict == "failed":
         return f"{len(failed)} check(s) failed: {', '.join(c.id for c in failed)}."
-    return f"Verification could not complete: {st.checks.error or 'the file has no on-chain record'}."
+    return f"{st.checks.error or 'no on-chain record was found for this file'}."
 
 
 def _report(st: _State, registry: Any, store: Any, options: VerifyOptions) -> dict[str, Any]:

@@ -70,6 +70,8 @@ def _train(out: Path, home: Path, *, persistent: bool, registry: Any, store: Any
                                  "training.checkpoint_every": every, "training.threads": 2,
                                  "anchor.enabled": persistent, "anchor.flush_timeout": 120.0}
     result = train(with_overrides(TrainConfig(), overrides), quiet=False)
+    if result.run_dir is None:
+        raise ProvenanceError("training recorded no run directory")
     if not persistent:  # py-evm lives in this process only: anchor through an outbox sharing our client
         from provenance.anchor import Outbox
 
