@@ -12,6 +12,7 @@ decay to `min_lr_ratio * lr` at the last step, or `cosine` decay to the same flo
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,11 +151,13 @@ def resolve(cfg: TrainConfig, *, dataset_size: int) -> Plan:
     if cfg.dp.target_epsilon is not None:
         from opacus.accountants.utils import get_noise_multiplier
 
-        try:
-            sigma = float(get_noise_multiplier(target_epsilon=cfg.dp.target_epsilon, target_delta=delta,
-                                               sample_rate=q, steps=t.steps, accountant=cfg.dp.accountant))
-        except ValueError as exc:
-            raise ConfigError(f"dp.target_epsilon: cannot reach ε={cfg.dp.target_epsilon} ({exc})") from None
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Optimal order is the largest alpha.*")
+            try:
+                sigma = float(get_noise_multiplier(target_epsilon=cfg.dp.target_epsilon, target_delta=delta,
+                                                   sample_rate=q, steps=t.steps, accountant=cfg.dp.accountant))
+            except ValueError as exc:
+                raise ConfigError(f"dp.target_epsilon: cannot reach ε={cfg.dp.target_epsilon} ({exc})") from None
     else:
         sigma = cfg.dp.noise_multiplier if cfg.dp.noise_multiplier is not None else DEFAULT_NOISE_MULTIPLIER
     budget = cfg.dp.epsilon_budget if cfg.dp.epsilon_budget is not None else cfg.dp.target_epsilon

@@ -6,7 +6,8 @@ before step 0 but never waited on past `anchor.register_timeout`), write checkpo
 for each step: run it, append its record to the step log (written before the next step starts), and every
 `checkpoint_every` steps and at the end write a checkpoint and hand it to the outbox.
 
-`resume(run_dir)` restarts from the last complete checkpoint: partial checkpoint temp dirs are removed, the step
+`resume(run_dir)` restarts from the last complete checkpoint (checkpoint 0 is rebuilt if the run died before it was
+in place: it depends only on the manifest): partial checkpoint temp dirs are removed, the step
 log is rewound to that checkpoint's size (`StepLog.truncate`: cut records are set aside, not destroyed), every
 complete checkpoint is handed to the outbox again (idempotent by index), and the remaining steps are re-run;
 determinism makes them reproduce what a run without the crash would have recorded.
@@ -179,25 +180,29 @@ def resume(run_dir: str | Path, *, quiet: bool = False, anchor: AnchorConfig | N
         raise UsageError(f"{data_path}: dataset differs from the run's (dataset root mismatch)")
     ckpt.clear_partial(run_dir)
     complete = ckpt.complete_checkpoints(run_dir)
-    if not complete:
-        raise UsageError(f"{run_dir}: no complete checkpoint to resume from; start a new run")
-    last = ckpt.read_checkpoint(ckpt.checkpoint_dir(run_dir, complete[-1]))
-    size = int(last.state["log_size"])
-    log = StepLog.open(run_dir, repair=True)
-    if log.size < size:
-        log.close()
-        raise FormatError(f"{run_dir}: step log has {log.size} steps but checkpoint {complete[-1]} committed {size}")
-    log.truncate(size)
-    if log.root().hex() != last.state["log_root"]:
-        log.close()
-        raise FormatError(f"{run_dir}: step log root differs from checkpoint {complete[-1]}'s committed root")
     engine = load_engine(manifest, secrets, model_dir, examples=examples)
-    ckpt.restore(engine, last)
+    log = StepLog.open(run_dir, repair=True)
+    if complete:
+        last = ckpt.read_checkpoint(ckpt.checkpoint_dir(run_dir, complete[-1]))
+        size = int(last.state["log_size"])
+        if log.size < size:
+            log.close()
+            raise FormatError(f"{run_dir}: step log has {log.size} steps; checkpoint {complete[-1]} committed {size}")
+        log.truncate(size)
+        if log.root().hex() != last.state["log_root"]:
+            log.close()
+            raise FormatError(f"{run_dir}: step log root differs from checkpoint {complete[-1]}'s committed root")
+        ckpt.restore(engine, last)
+    else:  # killed before checkpoint 0 was in place: it is a function of the manifest, so rebuild it
+        log.truncate(0)
+        ckpt.write_checkpoint(run_dir, index=0, engine=engine, log=log, run_id=manifest["run_id"],
+                              base_model_digest=manifest["base_model"]["digest"], segment_start=0)
+        complete = [0]
+    size = engine.next_step
     progress = Progress(total=engine.plan.steps, quiet=quiet, stream=stream, start_step=size)
     progress.message(f"resuming run {manifest['run_id'][:16]} at step {size} (checkpoint {complete[-1]})")
     outbox = open_outbox(run_dir, anchor, reuse_target=anchor == local_anchor)
     outbox.enqueue_run(run_id=bytes.fromhex(manifest["run_id"]), manifest_path=run_dir / "run.json")
     for i in complete:
         outbox.enqueue_checkpoint(index=i, checkpoint_dir=ckpt.checkpoint_dir(run_dir, i))
-    progress.epsilon = None if last.state["epsilon"] is None else float(last.state["epsilon"])
     return _loop(run_dir, engine, manifest, log, outbox, progress, anchor, last_index=complete[-1])

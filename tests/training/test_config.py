@@ -74,7 +74,7 @@ def test_overrides_replace_fields_and_the_other_noise_setting() -> None:
     assert cfg.dp.noise_multiplier == 3.0 and cfg.training.steps == 5
     cfg2 = with_overrides(cfg, {"dp.target_epsilon": 4.0})
     assert cfg2.dp.target_epsilon == 4.0 and cfg2.dp.noise_multiplier is None
-    with pytest.raises(ConfigError, match="training.stepz"):
+    with pytest.raises(ConfigError, match=r"training\.stepz"):
         with_overrides(cfg, {"training.stepz": 1})
 
 

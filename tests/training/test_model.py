@@ -58,7 +58,7 @@ def test_model_directory_errors(tiny_model_dir: Path, tmp_path: Path) -> None:
         check_model_dir(tmp_path / "file")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(UsageError, match="no config.json"):
+    with pytest.raises(UsageError, match=r"no config\.json"):
         check_model_dir(empty)
     pickled = tmp_path / "pickled"
     shutil.copytree(tiny_model_dir, pickled)
