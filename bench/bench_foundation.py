@@ -12,11 +12,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import interleaved, row, show  # noqa: E402
-from provenance import merkle  # noqa: E402
-from provenance.hashing import Digest, hash_file  # noqa: E402
-from provenance.records import StepRecord  # noqa: E402
-from provenance.steplog import StepLog  # noqa: E402
+from bench.common import interleaved, row, show
+from provenance import merkle
+from provenance.hashing import Digest, hash_file
+from provenance.records import StepRecord
+from provenance.steplog import StepLog
 
 
 def bench_file_hash(size: int) -> dict[str, Any]:

@@ -18,23 +18,22 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-from safetensors.numpy import save  # noqa: E402
+import numpy as np
+from safetensors.numpy import save
 
-from bench.common import row, show  # noqa: E402
-from provenance import canonical  # noqa: E402
-from provenance.anchor import Outbox  # noqa: E402
-from provenance.chain import connect  # noqa: E402
-from provenance.hashing import Digest, hash_file  # noqa: E402
-from provenance.manifest import MANIFEST_NAME, encode_run_manifest, hash_directory  # noqa: E402
-from provenance.records import StepRecord  # noqa: E402
-from provenance.steplog import StepLog  # noqa: E402
-from provenance.store import open_store  # noqa: E402
-from provenance.verify import VerifyOptions, verify  # noqa: E402
+from bench.common import row, show
+from provenance import canonical
+from provenance.anchor import Outbox
+from provenance.chain import connect
+from provenance.hashing import Digest, hash_file
+from provenance.manifest import MANIFEST_NAME, encode_run_manifest, hash_directory
+from provenance.records import StepRecord
+from provenance.steplog import StepLog
+from provenance.store import open_store
+from provenance.verify import VerifyOptions, verify
 
 
 def synthetic_run(root: Path, *, steps: int, checkpoints: int) -> Path:
-    from training.plan import make_accountant  # noqa: F401  (opacus present: ε is recomputed for real)
     from opacus.accountants import create_accountant
 
     run = root / "run"
