@@ -1,0 +1,56 @@
+// Behaviour shared by several ProvenanceRegistry functions (OpenZeppelin's `.behavior.js` shape): every write
+// names the run it touches, and each must refuse unknown runs, callers without the right and finalized runs.
+"use strict";
+
+const { expect } = require("chai");
+const { ethers } = require("hardhat");
+const { loadFixture } = require("@nomicfoundation/hardhat-network-helpers");
+
+const UNKNOWN_RUN = ethers.id("prov test: a run nobody registered");
+
+/**
+ * `fixture` resolves to { registry, runId, owner, writer, stranger } with `writer` authorised on `runId`.
+ * `send(registry, signer, runId)` performs the write under test.
+ * `ownerOnly`: whether an authorised writer is refused too (authorise/revoke are the owner's alone).
+ */
+function shouldGuardRunWrites(fixture, send, { ownerOnly }) {
+  describe("write guard", function () {
+    it("reverts for a run that was never registered", async function () {
+      const { registry, owner } = await loadFixture(fixture);
+      await expect(send(registry, owner, UNKNOWN_RUN))
+        .to.be.revertedWithCustomError(registry, "ProvenanceRegistryUnknownRun")
+        .withArgs(UNKNOWN_RUN);
+    });
+
+    it("reverts for a caller that is neither the owner nor an authorised writer", async function () {
+      const { registry, runId, stranger } = await loadFixture(fixture);
+      await expect(send(registry, stranger, runId))
+        .to.be.revertedWithCustomError(registry, "ProvenanceRegistryUnauthorized")
+        .withArgs(stranger.address, runId);
+    });
+
+    if (ownerOnly) {
+      it("reverts for an authorised writer (owner only)", async function () {
+        const { registry, runId, writer } = await loadFixture(fixture);
+        await expect(send(registry, writer, runId))
+          .to.be.revertedWithCustomError(registry, "ProvenanceRegistryUnauthorized")
+          .withArgs(writer.address, runId);
+      });
+    } else {
+      it("accepts an authorised writer", async function () {
+        const { registry, runId, writer } = await loadFixture(fixture);
+        await expect(send(registry, writer, runId)).not.to.be.reverted;
+      });
+    }
+
+    it("reverts once the run is finalized", async function () {
+      const { registry, runId, owner } = await loadFixture(fixture);
+      await registry.connect(owner).finalizeRun(runId);
+      await expect(send(registry, owner, runId))
+        .to.be.revertedWithCustomError(registry, "ProvenanceRegistryRunFinalized")
+        .withArgs(runId);
+    });
+  });
+}
+
+module.exports = { shouldGuardRunWrites, UNKNOWN_RUN };
