@@ -1,0 +1,285 @@
+"""Chain errors: connection and configuration problems, transaction outcomes, and one class per custom error of
+ProvenanceRegistry, decoded from the 4-byte selector of the revert data on every backend.
+
+Backends report a revert differently: py-evm (eth-tester) raises with the raw revert bytes as an argument of an
+inner exception and a Python bytes repr in the outer message; anvil and Hardhat return a JSON-RPC error whose
+`data` holds the hex (sometimes nested in an object). `revert_from_exception` digs through all of them.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+from provenance.errors import ChainError
+
+_PREFIX = "ProvenanceRegistry"
+_HEX = re.compile(r"0x([0-9a-fA-F]{8,})")
+_BYTES_REPR = re.compile(r"""b(['"]).*\1""")
+_ERROR_STRING = bytes.fromhex("08c379a0")  # Error(string)
+_PANIC = bytes.fromhex("4e487b71")  # Panic(uint256)
+
+
+class RpcUnreachable(ChainError):
+    """The JSON-RPC endpoint does not answer."""
+
+
+class WrongChainId(ChainError):
+    """The endpoint serves another chain than the one expected."""
+
+
+class NoContract(ChainError):
+    """There is no contract at the registry address."""
+
+
+class NotARegistry(ChainError):
+    """The contract at the registry address is not this ProvenanceRegistry."""
+
+
+class RegistryNotConfigured(ChainError):
+    """No registry address was given or recorded in the project config."""
+
+
+class SignerError(ChainError):
+    """No usable signing key (missing, malformed, or a keystore that does not open)."""
+
+
+class InsufficientFunds(ChainError):
+    """The signing account cannot pay for the transaction."""
+
+
+class TransactionError(ChainError):
+    """A sent transaction did not succeed; `tx_hash` names it."""
+
+    def __init__(self, message: str, *, tx_hash: str) -> None:
+        self.tx_hash = tx_hash
+        super().__init__(message)
+
+
+class TransactionDropped(TransactionError):
+    """A sent transaction disappeared from the node before it was mined."""
+
+
+class TransactionTimeout(TransactionError):
+    """A sent transaction is still pending after the receipt timeout (it may still be mined)."""
+
+
+class TransactionFailed(TransactionError):
+    """A transaction was mined with status 0 and no reason could be decoded."""
+
+
+class InconsistentChain(ChainError):
+    """The node's events do not match the record hash the registry stores (a reorg or a lying node)."""
+
+
+class CheckpointConflict(ChainError):
+    """An idempotent retry found the index (or run) already committed with different values."""
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bytes) and len(value) == 32:
+        return value.hex()
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    return str(value)
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class RegistryRevert(ChainError):
+    """The registry refused a call with one of its custom errors. `values` holds the error's arguments by their
+    Solidity names; each is also an attribute in snake case (`run_id`, `expected`, ...)."""
+
+    solidity: ClassVar[str] = ""
+    template: ClassVar[str] = "the registry reverted"
+
+    def __init__(self, values: dict[str, Any] | None = None, *, tx_hash: str | None = None) -> None:
+        self.values = dict(values or {})
+        self.tx_hash = tx_hash
+        for name, value in self.values.items():
+            setattr(self, _snake(name), value)
+        message = self.template.format(**{k: _show(v) for k, v in self.values.items()}) + self._detail()
+        if tx_hash:
+            message += f" (transaction {tx_hash})"
+        super().__init__(message)
+
+    def _detail(self) -> str:
+        return ""
+
+
+class Unauthorized(RegistryRevert):
+    solidity = f"{_PREFIX}Unauthorized"
+    template = "{caller} may not write to run {runId}: only its owner (or, to commit, a writer it authorised) may"
+
+
+class RunAlreadyRegistered(RegistryRevert):
+    solidity = f"{_PREFIX}RunAlreadyRegistered"
+    template = "run {runId} is already registered (owner {owner})"
+
+
+class UnknownRun(RegistryRevert):
+    solidity = f"{_PREFIX}UnknownRun"
+    template = "run {runId} is not registered in this registry"
+
+
+class InvalidRunId(RegistryRevert):
+    solidity = f"{_PREFIX}InvalidRunId"
+    template = "run id {runId} is reserved; use 32 random bytes"
+
+
+class EmptyContentAddress(RegistryRevert):
+    solidity = f"{_PREFIX}EmptyContentAddress"
+    template = "run {runId}: the manifest content address (CID) is empty"
+
+
+class InvalidWriter(RegistryRevert):
+    solidity = f"{_PREFIX}InvalidWriter"
+    template = "run {runId}: {writer} cannot be authorised as a writer"
+
+
+class RunFinalized(RegistryRevert):
+    solidity = f"{_PREFIX}RunFinalized"
+    template = "run {runId} is finalized: nothing more can be written to it"
+
+
+class NonSequentialIndex(RegistryRevert):
+    solidity = f"{_PREFIX}NonSequentialIndex"
+    template = "run {runId}: the next checkpoint index is {expected}, not {given}"
+
+    @property
+    def already_committed(self) -> bool:
+        """True when the index given is one the run already has (a retried commit), not a gap."""
+        return int(self.values["given"]) < int(self.values["expected"])
+
+    def _detail(self) -> str:
+        if self.already_committed:
+            return f" (checkpoint {self.values['given']} is already committed; retries can pass idempotent=True)"
+        return ""
+
+
+class LogShrank(RegistryRevert):
+    solidity = f"{_PREFIX}LogShrank"
+    template = "run {runId}: the step log cannot shrink from {previousSize} to {givenSize} entries"
+
+
+class EpsilonDecreased(RegistryRevert):
+    solidity = f"{_PREFIX}EpsilonDecreased"
+    template = "run {runId}: ε spent cannot decrease from {previousMicro} to {givenMicro} micro-ε"
+
+
+class WeightsAlreadyCommitted(RegistryRevert):
+    solidity = f"{_PREFIX}WeightsAlreadyCommitted"
+    template = "weights sha256:{weightsDigest} are already committed as checkpoint {index} of run {runId}"
+
+
+class UnknownCheckpoint(RegistryRevert):
+    solidity = f"{_PREFIX}UnknownCheckpoint"
+    template = "run {runId} has no checkpoint {index} (it has {count})"
+
+
+class RecordMismatch(RegistryRevert):
+    solidity = f"{_PREFIX}RecordMismatch"
+    template = "checkpoint {index} of run {runId}: the record given hashes to {given}, the registry holds {stored}"
+
+
+class InvalidProof(RegistryRevert):
+    solidity = f"{_PREFIX}InvalidProof"
+    template = "malformed inclusion proof: {proofLength} nodes for leaf {leafIndex} of a {treeSize}-leaf tree"
+
+
+class OtherRevert(RegistryRevert):
+    """A revert that is not one of the registry's custom errors (Error(string), Panic(uint256), or unknown)."""
+
+    template = "the contract reverted: {reason}"
+
+
+REVERT_CLASSES: tuple[type[RegistryRevert], ...] = (
+    Unauthorized, RunAlreadyRegistered, UnknownRun, InvalidRunId, EmptyContentAddress, InvalidWriter, RunFinalized,
+    NonSequentialIndex, LogShrank, EpsilonDecreased, WeightsAlreadyCommitted, UnknownCheckpoint, RecordMismatch,
+    InvalidProof,
+)
+_BY_NAME = {cls.solidity: cls for cls in REVERT_CLASSES}
+
+
+class RevertDecoder:
+    """Maps 4-byte selectors of the ABI's custom errors to the Python classes above."""
+
+    def __init__(self, abi_errors: list[dict[str, Any]]) -> None:
+        from eth_utils import keccak
+
+        self._by_selector: dict[bytes, tuple[type[RegistryRevert], list[str], list[str]]] = {}
+        for item in abi_errors:
+            cls = _BY_NAME.get(item["name"])
+            if cls is None:
+                raise ChainError(f"registry ABI error {item['name']} has no Python class; update provenance")
+            types = [i["type"] for i in item["inputs"]]
+            selector = keccak(text=f"{item['name']}({','.join(types)})")[:4]
+            self._by_selector[selector] = (cls, [i["name"] for i in item["inputs"]], types)
+
+    def decode(self, data: bytes, *, tx_hash: str | None = None) -> RegistryRevert | None:
+        """The typed error for revert `data`, or None if `data` is not a revert payload this knows."""
+        from eth_abi import decode
+        from eth_abi.exceptions import DecodingError
+        from eth_utils import to_checksum_address
+
+        selector, body = data[:4], data[4:]
+        try:
+            if selector in self._by_selector:
+                cls, names, types = self._by_selector[selector]
+                values = [to_checksum_address(v) if t == "address" else v
+                          for t, v in zip(types, decode(types, body), strict=True)]
+                return cls(dict(zip(names, values, strict=True)), tx_hash=tx_hash)
+            if selector == _ERROR_STRING:
+                return OtherRevert({"reason": decode(["string"], body)[0]}, tx_hash=tx_hash)
+            if selector == _PANIC:
+                return OtherRevert({"reason": f"panic 0x{decode(['uint256'], body)[0]:02x}"}, tx_hash=tx_hash)
+        except DecodingError:
+            return None
+        return None
+
+    def from_exception(self, exc: BaseException, *, tx_hash: str | None = None) -> RegistryRevert | None:
+        """The typed error hidden anywhere in `exc` (its data, arguments, message, or chained exceptions)."""
+        for payload in _payloads(exc):
+            decoded = self.decode(payload, tx_hash=tx_hash)
+            if decoded is not None:
+                return decoded
+        return None
+
+
+def _payloads(exc: BaseException) -> Iterator[bytes]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield from _candidates(getattr(current, "data", None))
+        for arg in current.args:
+            yield from _candidates(arg)
+        current = current.__cause__ or current.__context__
+
+
+def _candidates(value: Any, depth: int = 0) -> Iterator[bytes]:
+    if depth > 4 or value is None:
+        return
+    if isinstance(value, bytes | bytearray):
+        yield bytes(value)
+    elif isinstance(value, str):
+        for match in _HEX.finditer(value):
+            if len(match.group(1)) % 2 == 0:
+                yield bytes.fromhex(match.group(1))
+        for match in _BYTES_REPR.finditer(value):  # eth-tester: "execution reverted: b'...'"
+            try:
+                literal = ast.literal_eval(match.group(0))
+            except (ValueError, SyntaxError):
+                continue
+            if isinstance(literal, bytes):
+                yield literal
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _candidates(item, depth + 1)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _candidates(item, depth + 1)

@@ -1,0 +1,119 @@
+"""Signing keys: from an argument, the `PROV_PRIVATE_KEY` environment variable, an encrypted keystore file
+(password in `PROV_KEYSTORE_PASSWORD`), or — only on a local dev chain — its well-known dev accounts.
+
+A key is never logged or printed: `Signer` shows only its address and where the key came from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from provenance._chain.errors import SignerError
+
+ENV_KEY = "PROV_PRIVATE_KEY"
+ENV_KEYSTORE_PASSWORD = "PROV_KEYSTORE_PASSWORD"
+# Anvil's and Hardhat's default chain id, and their public dev mnemonic (known to everyone: local use only).
+LOCAL_CHAIN_ID = 31337
+DEV_MNEMONIC = "test test test test test test test test test test test junk"
+
+
+@dataclass(frozen=True)
+class Signer:
+    """A local account and a description of where its key came from (for messages; never the key)."""
+
+    account: Any = field(repr=False)
+    source: str
+
+    @property
+    def address(self) -> str:
+        return str(self.account.address)
+
+    def __repr__(self) -> str:
+        return f"Signer({self.address}, {self.source})"
+
+
+def from_private_key(key: str | bytes, *, source: str) -> Signer:
+    from eth_account import Account
+
+    try:
+        return Signer(Account.from_key(key), source)
+    except (ValueError, TypeError):
+        raise SignerError(f"the private key from {source} is not a valid 32-byte hex key") from None
+
+
+def from_keystore(path: str | os.PathLike[str], password: str | None = None) -> Signer:
+    """Decrypt a keystore (Web3 Secret Storage JSON); the password defaults to `$PROV_KEYSTORE_PASSWORD`."""
+    from eth_account import Account
+
+    p = Path(path)
+    password = os.environ.get(ENV_KEYSTORE_PASSWORD) if password is None else password
+    if password is None:
+        raise SignerError(f"keystore {p}: set {ENV_KEYSTORE_PASSWORD} to its password")
+    try:
+        document = json.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SignerError(f"keystore {p}: cannot read ({exc.strerror or exc})") from None
+    except ValueError:
+        raise SignerError(f"keystore {p}: not a JSON keystore file") from None
+    try:
+        key = Account.decrypt(document, password)
+    except ValueError:
+        raise SignerError(f"keystore {p}: wrong password or corrupt keystore") from None
+    except (KeyError, TypeError):
+        raise SignerError(f"keystore {p}: not a Web3 Secret Storage keystore") from None
+    return Signer(Account.from_key(key), f"keystore {p}")
+
+
+def write_keystore(path: str | os.PathLike[str], key: str | bytes, password: str, *,
+                   scrypt_n: int | None = None) -> str:
+    """Encrypt `key` into a new keystore file (mode 0600); returns the account address. `scrypt_n` lowers the
+    scrypt work factor (tests only: the default, 2^18, is what protects a stolen file)."""
+    from eth_account import Account
+
+    document = Account.encrypt(key, password, kdf="scrypt", iterations=scrypt_n)  # type: ignore[arg-type]
+    p = Path(path)
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(document, f)
+    return str(Account.from_key(key).address)
+
+
+def dev_signer(index: int = 0) -> Signer:
+    """Dev account `index` of anvil and Hardhat (derived from their public mnemonic)."""
+    from eth_account import Account
+
+    Account.enable_unaudited_hdwallet_features()
+    account = Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+    return Signer(account, f"local dev account {index} (well-known key: local chains only)")
+
+
+def resolve(
+    key: str | bytes | Signer | None = None,
+    *,
+    keystore: str | os.PathLike[str] | None = None,
+    chain_id: int | None = None,
+    dev_key: bytes | None = None,
+) -> Signer:
+    """The signer to use, first match wins: `key`, `keystore`, `$PROV_PRIVATE_KEY`, then — only on a local dev
+    chain — `dev_key` (the in-process chain's funded key) or anvil's dev account 0."""
+    if isinstance(key, Signer):
+        return key
+    if key is not None:
+        return from_private_key(key, source="the key argument")
+    if keystore is not None:
+        return from_keystore(keystore)
+    env = os.environ.get(ENV_KEY)
+    if env:
+        return from_private_key(env.strip(), source=f"${ENV_KEY}")
+    if dev_key is not None:
+        return from_private_key(dev_key, source="the in-process chain's funded account 0")
+    if chain_id == LOCAL_CHAIN_ID:
+        return dev_signer(0)
+    raise SignerError(
+        f"no signing key: set {ENV_KEY}, or pass --keystore FILE with {ENV_KEYSTORE_PASSWORD} set "
+        f"(dev accounts are used only on a local chain, id {LOCAL_CHAIN_ID})"
+    )
