@@ -232,7 +232,7 @@ class Registry:
         values = {"weights_digest": weights_digest, "checkpoint_digest": checkpoint_digest, "log_size": log_size,
                   "log_root": log_root, "epsilon_micro": epsilon_micro, "manifest_cid": manifest_cid}
         what = f"checkpoint {index} of run {rid.hex()}"
-        if idempotent and index < self.get_run(rid).checkpoint_count:
+        if idempotent and index < self._view(self.contract.functions.getRun(rid))[4]:  # checkpointCount
             return self._same_or_conflict(self.get_checkpoint(rid, index), values, what)
         call = self.contract.functions.commitCheckpoint(
             rid, index, weights_digest.value, checkpoint_digest.value, log_size, log_root.value, epsilon_micro,
@@ -356,6 +356,7 @@ class Registry:
 
     # --- helpers ----------------------------------------------------------------------------------------------
 
+    @wrap_rpc
     def _view(self, fn: Any) -> Any:
         try:
             return fn.call()
