@@ -13,6 +13,7 @@ import pytest
 from provenance import chain, config
 from provenance._chain.anvil import find_anvil
 from provenance.cli import main
+from tests.fixtures.chain import missing
 from tests.provenance.test_chain import checkpoint_values, run_values
 
 
@@ -65,7 +66,7 @@ def test_down_without_a_chain(project: Path, capsys: pytest.CaptureFixture[str])
 @pytest.mark.chain
 def test_up_deploy_down_up_keeps_the_records(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     if find_anvil() is None:
-        pytest.skip("anvil is not installed: run `npm ci` at the repo root; CI installs it")
+        missing("anvil is not installed: run `npm ci` at the repo root")
     code, out, _ = run_cli(capsys, "chain", "up", "--port", "0")
     try:
         assert code == 0
