@@ -293,7 +293,7 @@ def test_insufficient_funds(registry: Registry) -> None:
         poor.register_run(chain.new_run_id(), **run_values())
 
 
-def test_writes_without_a_registry_address(chain_backend: ChainBackend) -> None:
+def test_calls_without_a_registry_address(chain_backend: ChainBackend) -> None:
     unbound = chain_backend.connect()
     with pytest.raises(chain.RegistryNotConfigured, match="prov chain deploy"):
         unbound.get_run(chain.new_run_id())

@@ -102,8 +102,10 @@ def test_every_error_message_is_one_line_with_its_values() -> None:
         if "bytes32" in types:
             assert RUN.hex() in message, message
         if "address" in types:
-            assert getattr(decoded, "caller", None) or getattr(decoded, "writer", None) or decoded.values
             assert addr.lower() in message.lower(), message
+        for arg in item["inputs"]:  # every value is also an attribute, in snake case
+            snake = re.sub(r"(?<!^)(?=[A-Z])", "_", arg["name"]).lower()
+            assert getattr(decoded, snake) == decoded.values[arg["name"]]
 
 
 @pytest.mark.parametrize(("epsilon", "micro"), [
