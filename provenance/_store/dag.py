@@ -1,0 +1,260 @@
+"""Reading UnixFS DAGs block by block from any block source, checking structure as well as hashes.
+
+Every function takes `get`, a callable returning a block's bytes already verified against its CID (the
+stores' `get_block`), so nothing here ever sees unverified content. Names from a fetched directory are
+checked before they touch the file system (no `..`, no `/`, no duplicates).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from provenance._store.unixfs import (
+    DIRECTORY,
+    FILE,
+    HAMT_SHARD,
+    SYMLINK,
+    UNIXFS_RAW,
+    Link,
+    Node,
+    decode_links,
+    decode_node,
+)
+from provenance.cid import DAG_PB, RAW, Cid
+from provenance.errors import FormatError, UsageError
+from provenance.fsutil import fsync_dir
+
+GetBlock = Callable[[Cid], bytes]
+MAX_DEPTH = 64  # Kubo's trees are ~log174(size) deep; anything deeper is hostile or broken
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would race with other threads)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def default_mode(*, directory: bool) -> int:
+    """The mode a plain open()/mkdir() would give: temp files and folders start private (0600/0700)."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
+class NotAFile(UsageError):
+    """The CID names a directory (or something else) where a file was asked for."""
+
+
+class NotADirectory(UsageError):
+    """The CID names a file where a directory was asked for."""
+
+
+def stat(get: GetBlock, cid: Cid) -> tuple[str, int]:
+    """`("file", size)` or `("directory", entries)` for a root, fetching only the root block."""
+    block = get(cid)
+    if cid.codec == RAW:
+        return "file", len(block)
+    node = decode_node(block, where=f"block {cid}")
+    if node.type == DIRECTORY:
+        return "directory", len(node.links)
+    if node.type in (FILE, UNIXFS_RAW):
+        size = node.filesize if node.filesize is not None else len(node.data) + sum(node.blocksizes)
+        return "file", size
+    return _unsupported(cid, node), 0
+
+
+def _unsupported(cid: Cid, node: Node) -> str:
+    if node.type == HAMT_SHARD:
+        raise FormatError(f"{cid} is a HAMT-sharded directory, which prov does not read")
+    if node.type == SYMLINK:
+        raise FormatError(f"{cid} is a UnixFS symlink, which prov does not follow")
+    raise FormatError(f"{cid} has unsupported UnixFS type {node.type}")
+
+
+def iter_file(get: GetBlock, cid: Cid) -> Iterator[bytes]:
+    """The content of the file `cid`, in order, one block at a time (streaming; memory stays ~1 block)."""
+    if cid.codec == DAG_PB:
+        node = decode_node(get(cid), where=f"block {cid}")
+        if node.type == DIRECTORY:
+            raise NotAFile(f"{cid} is a directory, not a file")
+        if node.type not in (FILE, UNIXFS_RAW):
+            _unsupported(cid, node)
+        yield from _file_node(get, cid, node, 0)
+    else:
+        yield get(cid)
+
+
+def _file_node(get: GetBlock, cid: Cid, node: Node, depth: int) -> Iterator[bytes]:
+    if depth > MAX_DEPTH:
+        raise FormatError(f"file DAG under {cid} is deeper than {MAX_DEPTH} levels")
+    if node.blocksizes and len(node.blocksizes) != len(node.links):
+        raise FormatError(f"block {cid}: {len(node.links)} links but {len(node.blocksizes)} blocksizes")
+    total = 0
+    if node.data:
+        total += len(node.data)
+        yield node.data
+    for index, link in enumerate(node.links):
+        child, _ = Cid.from_bytes(link.cid)
+        produced = 0
+        for piece in _file_child(get, child, depth + 1):
+            produced += len(piece)
+            yield piece
+        if node.blocksizes and produced != node.blocksizes[index]:
+            raise FormatError(f"block {cid}: child {child} holds {produced} bytes, blocksizes says "
+                              f"{node.blocksizes[index]}")
+        total += produced
+    if node.filesize is not None and total != node.filesize:
+        raise FormatError(f"block {cid}: file holds {total} bytes, filesize says {node.filesize}")
+
+
+def _file_child(get: GetBlock, cid: Cid, depth: int) -> Iterator[bytes]:
+    if cid.codec == RAW:
+        yield get(cid)
+        return
+    node = decode_node(get(cid), where=f"block {cid}")
+    if node.type not in (FILE, UNIXFS_RAW):
+        raise FormatError(f"block {cid} inside a file is UnixFS type {node.type}, not a file node")
+    yield from _file_node(get, cid, node, depth)
+
+
+def read_directory(get: GetBlock, cid: Cid) -> list[tuple[str, Cid]]:
+    """The entries of directory `cid` as `(name, cid)`, names checked safe to create on disk."""
+    if cid.codec != DAG_PB:
+        raise NotADirectory(f"{cid} is a file, not a directory")
+    node = decode_node(get(cid), where=f"block {cid}")
+    if node.type in (FILE, UNIXFS_RAW):
+        raise NotADirectory(f"{cid} is a file, not a directory")
+    if node.type != DIRECTORY:
+        _unsupported(cid, node)
+    return _entries(cid, node.links)
+
+
+def _entries(cid: Cid, links: list[Link]) -> list[tuple[str, Cid]]:
+    seen: set[str] = set()
+    entries = []
+    for link in links:
+        name = link.name
+        if not name or name in (".", "..") or "/" in name or "\0" in name or "\\" in name:
+            raise FormatError(f"directory {cid} has an unsafe entry name {name!r}")
+        if name in seen:
+            raise FormatError(f"directory {cid} lists {name!r} twice")
+        seen.add(name)
+        entries.append((name, Cid.from_bytes(link.cid)[0]))
+    return entries
+
+
+def write_file(get: GetBlock, cid: Cid, dest: Path) -> int:
+    """Stream file `cid` into `dest` atomically (temp file beside it, fsync, rename). Returns bytes written."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            written = _copy(get, cid, out)
+            os.fchmod(out.fileno(), default_mode(directory=False))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+        fsync_dir(dest.parent)
+        return written
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _copy(get: GetBlock, cid: Cid, out: object) -> int:
+    written = 0
+    write = out.write  # type: ignore[attr-defined]
+    for piece in iter_file(get, cid):
+        write(piece)
+        written += len(piece)
+    return written
+
+
+def write_directory(get: GetBlock, cid: Cid, dest: Path) -> int:
+    """Recreate directory `cid` at `dest` (which must not exist): built in a temp folder, then renamed.
+
+    Returns the number of files written. On any failure nothing is left at `dest`.
+    """
+    dest = Path(dest)
+    if dest.exists() or dest.is_symlink():
+        raise UsageError(f"{dest} already exists; choose a new path for the directory")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"))
+    try:
+        count = _fill_directory(get, cid, tmp, 0)
+        tmp.chmod(default_mode(directory=True))
+        os.replace(tmp, dest)
+        fsync_dir(dest.parent)
+        return count
+    except BaseException:
+        _remove_tree(tmp)
+        raise
+
+
+def _fill_directory(get: GetBlock, cid: Cid, target: Path, depth: int) -> int:
+    if depth > MAX_DEPTH:
+        raise FormatError(f"directory DAG under {cid} is deeper than {MAX_DEPTH} levels")
+    count = 0
+    for name, child in read_directory(get, cid):
+        path = target / name
+        kind = "file" if child.codec == RAW else stat(get, child)[0]
+        if kind == "directory":
+            path.mkdir()
+            count += _fill_directory(get, child, path, depth + 1)
+        else:
+            with path.open("xb") as out:
+                _copy(get, child, out)
+                out.flush()
+                os.fsync(out.fileno())
+            count += 1
+    fsync_dir(target)
+    return count
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def iter_dag(get: GetBlock, root: Cid) -> Iterator[tuple[Cid, bytes]]:
+    """Every block of the DAG under `root`, depth-first pre-order, each once (the order CAR export uses)."""
+    stack = [root]
+    seen: set[Cid] = set()
+    while stack:
+        cid = stack.pop()
+        if cid in seen:
+            continue
+        seen.add(cid)
+        block = get(cid)
+        yield cid, block
+        if cid.codec == DAG_PB:
+            links = decode_links(block, where=f"block {cid}")
+            stack.extend(Cid.from_bytes(link.cid)[0] for link in reversed(links))
+
+
+def walk_links(get: GetBlock, root: Cid, exists: Callable[[Cid], bool]) -> Iterator[Cid]:
+    """Every CID under `root`, reading only dag-pb nodes; raw leaves are checked with `exists` (cheap)."""
+    stack = [root]
+    seen: set[Cid] = set()
+    while stack:
+        cid = stack.pop()
+        if cid in seen:
+            continue
+        seen.add(cid)
+        if cid.codec == DAG_PB:
+            links = decode_links(get(cid), where=f"block {cid}")
+            stack.extend(Cid.from_bytes(link.cid)[0] for link in reversed(links))
+        elif not exists(cid):
+            get(cid)  # raises the store's not-found error, naming the CID
+        yield cid
