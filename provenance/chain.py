@@ -303,10 +303,44 @@ class Registry:
             return None
         return self._checkpoint_at(bytes(rid), index, block, bytes(record_hash))
 
-    def checkpoints(self, run_id: RunId) -> list[CheckpointRecord]:
-        """Every checkpoint of a run, in index order (one look-up each; each checked against storage)."""
+    @wrap_rpc
+    def checkpoints(self, run_id: RunId, *, limit: int | None = None) -> list[CheckpointRecord]:
+        """The run's checkpoints 0..n-1 in index order (the first `limit` of them if given).
+
+        One `eth_getLogs` for all their events (filtered by run id, from the registration block), each matched to
+        the block and record hash the registry stores; a checkpoint whose event the range query did not return
+        (a provider capping ranges) is looked up on its own.
+        """
         rid = parse_run_id(run_id)
-        return [self.get_checkpoint(rid, i) for i in range(self.get_run(rid).checkpoint_count)]
+        run = self.get_run(rid)
+        count = run.checkpoint_count if limit is None else min(limit, run.checkpoint_count)
+        if count == 0:
+            return []
+        logs = self.contract.events.CheckpointCommitted.get_logs(argument_filters={"runId": rid},
+                                                                  from_block=run.block_number)
+        by_index = {int(log["args"]["index"]): log for log in logs}
+        records = []
+        for index in range(count):
+            _, _, block, stored = self._view(self.contract.functions.getCheckpoint(rid, index))
+            event = by_index.get(index)
+            if event is None or int(event["blockNumber"]) != block:
+                records.append(self._checkpoint_at(rid, index, block, bytes(stored)))
+            else:
+                records.append(self._record_from_event(rid, index, block, bytes(stored), event))
+        return records
+
+    @wrap_rpc
+    def writer_events(self, run_id: RunId, *, from_block: int = 0) -> list[RegistryEvent]:
+        """The run's WriterAuthorized / WriterRevoked events, in chain order."""
+        rid = parse_run_id(run_id)
+        found = [
+            RegistryEvent(name, dict(log["args"]), log["blockNumber"], log["transactionHash"].to_0x_hex(),
+                          log["logIndex"])
+            for name in ("WriterAuthorized", "WriterRevoked")
+            for log in getattr(self.contract.events, name).get_logs(argument_filters={"runId": rid},
+                                                                      from_block=from_block)
+        ]
+        return sorted(found, key=lambda e: (e.block_number, e.log_index))
 
     @wrap_rpc
     def events(self, *, from_block: int = 0, to_block: int | str = "latest") -> list[RegistryEvent]:
@@ -378,6 +412,9 @@ class Registry:
 
     def _checkpoint_at(self, rid: bytes, index: int, block: int, stored: bytes) -> CheckpointRecord:
         event = self._event_at("CheckpointCommitted", block, {"runId": rid, "index": index})
+        return self._record_from_event(rid, index, block, stored, event)
+
+    def _record_from_event(self, rid: bytes, index: int, block: int, stored: bytes, event: Any) -> CheckpointRecord:
         a = event["args"]
         record = CheckpointRecord(
             run_id=rid, index=index, weights_digest=Digest(a["weightsDigest"]),

@@ -152,7 +152,7 @@ def _check_checkpoint(st: _State, store: Any, tmp: Path) -> None:
 
 def _check_lineage(st: _State, registry: Any, store: Any) -> None:
     with st.checks.run("history"):
-        records = registry.checkpoints(st.run.run_id)[: st.record.index + 1]
+        records = registry.checkpoints(st.run.run_id, limit=st.record.index + 1)
         walk.check_history(records, run=st.run)
         st.lineage = records
         st.checks.passed("history", f"{len(records)} checkpoints in order; logs and ε never decrease")
@@ -167,8 +167,8 @@ def _check_lineage(st: _State, registry: Any, store: Any) -> None:
         st.checks.passed("step_log", f"{len(st.steps)} steps; all {len(files)} committed roots match, each "
                                      "extending the last")
     with st.checks.run("committers"):
-        events = registry.events(from_block=st.run.block_number)
-        writers = walk.check_committers(st.lineage, events, run=st.run)
+        writers = walk.check_committers(
+            st.lineage, lambda: registry.writer_events(st.run.run_id, from_block=st.run.block_number), run=st.run)
         extra = f" or one of {writers} authorised writer(s)" if writers else ""
         st.checks.passed("committers", f"all sent by the owner{extra}")
 

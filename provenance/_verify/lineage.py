@@ -9,6 +9,7 @@ only for the checkpoint being verified and for replay.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,8 +118,12 @@ def rebuild_log(files: list[CheckpointFiles]) -> list[StepRecord]:
     return records
 
 
-def check_committers(records: list[Any], events: list[Any], *, run: Any) -> int:
-    """Each checkpoint was committed by the owner or by a writer authorised (and not revoked) at that time."""
+def check_committers(records: list[Any], fetch_events: Callable[[], list[Any]], *, run: Any) -> int:
+    """Each checkpoint was committed by the owner or by a writer authorised (and not revoked) at that time.
+    Writer events are fetched (`fetch_events`) only when some checkpoint was not committed by the owner."""
+    if all(r.committer.lower() == run.owner.lower() for r in records):
+        return 0
+    events = fetch_events()
     writers: set[str] = set()
     timeline = sorted(
         [(e.block_number, e.log_index, e) for e in events if e.args.get("runId") == run.run_id],
