@@ -33,6 +33,19 @@ def _open(ctx: click.Context) -> Store:
     return open_store(ctx.obj["spec"], timeout=ctx.obj["timeout"])
 
 
+@store_group.command("use")
+@click.argument("spec")
+def use_command(spec: str) -> None:
+    """Record SPEC as this project's store (config "store"), after checking it opens and answers."""
+    from provenance.config import update_section
+    from provenance.store import open_store
+
+    with open_store(spec) as store:
+        store.has(store.put_bytes(b"", pin=False))  # a round trip: reachable and writable
+    update_section("store", {"spec": spec})
+    click.echo(f"project store: {spec}")
+
+
 @store_group.command("put")
 @click.argument("path", type=click.Path(path_type=Path, exists=True))
 @click.option("--no-pin", is_flag=True, help="Do not pin (the content may be garbage-collected).")

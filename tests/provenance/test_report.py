@@ -404,7 +404,10 @@ def test_write_html_is_atomic_and_replaces(tmp_path: Path) -> None:
 def _chromium() -> str:
     found = shutil.which("chromium") or ("/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None)
     if found is None:
-        pytest.skip("Debian chromium not installed: apt-get install chromium (scripts/setup installs it)")
+        reason = "Debian chromium not installed: apt-get install chromium (scripts/setup installs it)"
+        if os.environ.get("PROV_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{reason} (PROV_REQUIRE_BROWSER=1: scripts/test requires it)")
+        pytest.skip(reason)
     return found
 
 
