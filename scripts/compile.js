@@ -1,9 +1,11 @@
 #!/usr/bin/env node
-// Compiles contracts/ with the pinned solc-js (no download) and writes the artifact shipped inside the Python
-// package: provenance/contracts/ProvenanceRegistry.json (ABI + creation and runtime bytecode).
+// Compiles contracts/ with the pinned solc-js (no download) and writes the artifacts shipped inside the Python
+// package: provenance/contracts/ProvenanceRegistry.json and AttestationRegistry.json (ABI + creation and runtime
+// bytecode). Each contract is compiled from its own sources only, so adding a contract never changes another's
+// artifact.
 //
-//   node scripts/compile.js           write the artifact
-//   node scripts/compile.js --check   fail (exit 1) if the shipped artifact differs from a fresh compile
+//   node scripts/compile.js           write the artifacts
+//   node scripts/compile.js --check   fail (exit 1) if a shipped artifact differs from a fresh compile
 //
 // hardhat.config.js imports SOLC_SETTINGS from here, so Hardhat and this script compile identically. Metadata is
 // left out of the bytecode (no CBOR trailer), so the bytecode depends only on the sources and these settings.
@@ -13,9 +15,15 @@ const fs = require("fs");
 const path = require("path");
 
 const ROOT = path.resolve(__dirname, "..");
-const CONTRACT = "ProvenanceRegistry";
-const SOURCE_NAMES = ["contracts/IProvenanceRegistry.sol", "contracts/ProvenanceRegistry.sol"];
-const ARTIFACT = path.join(ROOT, "provenance", "contracts", `${CONTRACT}.json`);
+const CONTRACTS = {
+  ProvenanceRegistry: ["contracts/IProvenanceRegistry.sol", "contracts/ProvenanceRegistry.sol"],
+  AttestationRegistry: [
+    "contracts/IProvenanceRegistry.sol",
+    "contracts/IAttestationRegistry.sol",
+    "contracts/AttestationRegistry.sol",
+  ],
+};
+const artifactPath = (contract) => path.join(ROOT, "provenance", "contracts", `${contract}.json`);
 
 const SOLC_SETTINGS = {
   evmVersion: "cancun",
@@ -23,10 +31,10 @@ const SOLC_SETTINGS = {
   metadata: { bytecodeHash: "none", appendCBOR: false },
 };
 
-function compile() {
+function compile(CONTRACT = "ProvenanceRegistry") {
   const solc = require("solc");
   const sources = {};
-  for (const name of SOURCE_NAMES) {
+  for (const name of CONTRACTS[CONTRACT]) {
     sources[name] = { content: fs.readFileSync(path.join(ROOT, name), "utf8") };
   }
   const input = {
@@ -59,36 +67,46 @@ function render(artifact) {
   return `${JSON.stringify(artifact, null, 2)}\n`;
 }
 
-function main(argv) {
-  const fresh = render(compile());
-  if (argv.includes("--check")) {
-    let shipped = "";
-    try {
-      shipped = fs.readFileSync(ARTIFACT, "utf8");
-    } catch (err) {
-      console.error(`check-artifact: cannot read ${path.relative(ROOT, ARTIFACT)}: ${err.message}`);
-      return 1;
-    }
-    if (shipped !== fresh) {
-      const a = JSON.parse(shipped);
-      const b = JSON.parse(fresh);
-      const differing = Object.keys(b).filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]));
-      console.error(
-        `check-artifact: ${path.relative(ROOT, ARTIFACT)} differs from a fresh compile ` +
-          `(fields: ${differing.join(", ") || "formatting"}); run \`node scripts/compile.js\` and commit it`,
-      );
-      return 1;
-    }
-    console.log(`check-artifact: ${path.relative(ROOT, ARTIFACT)} matches a fresh compile`);
-    return 0;
+function check(contract, fresh) {
+  const ARTIFACT = artifactPath(contract);
+  let shipped = "";
+  try {
+    shipped = fs.readFileSync(ARTIFACT, "utf8");
+  } catch (err) {
+    console.error(`check-artifact: cannot read ${path.relative(ROOT, ARTIFACT)}: ${err.message}`);
+    return 1;
   }
-  fs.mkdirSync(path.dirname(ARTIFACT), { recursive: true });
-  fs.writeFileSync(ARTIFACT, fresh);
-  console.log(`wrote ${path.relative(ROOT, ARTIFACT)}`);
+  if (shipped !== fresh) {
+    const a = JSON.parse(shipped);
+    const b = JSON.parse(fresh);
+    const differing = Object.keys(b).filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]));
+    console.error(
+      `check-artifact: ${path.relative(ROOT, ARTIFACT)} differs from a fresh compile ` +
+        `(fields: ${differing.join(", ") || "formatting"}); run \`node scripts/compile.js\` and commit it`,
+    );
+    return 1;
+  }
+  console.log(`check-artifact: ${path.relative(ROOT, ARTIFACT)} matches a fresh compile`);
   return 0;
 }
 
-module.exports = { SOLC_SETTINGS, compile };
+function main(argv) {
+  let status = 0;
+  for (const contract of Object.keys(CONTRACTS)) {
+    const fresh = render(compile(contract));
+    if (argv.includes("--check")) {
+      status = check(contract, fresh) || status;
+      continue;
+    }
+    const ARTIFACT = artifactPath(contract);
+    fs.mkdirSync(path.dirname(ARTIFACT), { recursive: true });
+    fs.writeFileSync(ARTIFACT, fresh);
+    console.log(`wrote ${path.relative(ROOT, ARTIFACT)}`);
+  }
+  return status;
+}
+
+module.exports = { SOLC_SETTINGS, CONTRACTS, compile };
 
 if (require.main === module) {
   process.exitCode = main(process.argv.slice(2));
