@@ -271,11 +271,10 @@ def render_text(report: dict[str, Any], *, color: bool = False) -> str:
     if run:
         lines.append(f"Run      {_short(run['run_id'])}, registered by {_short(run['owner'])} "
                      f"in block {run['register_block']}")
-    tw = min(24, max((len(c["title"]) for c in report["checks"]), default=0))
     lines += ["", paint("Checks", "head")]
     for c in report["checks"]:
-        head = f"  {paint(_STATUS_WORDS[c['status']].ljust(7), c['status'])}  {c['title']:<{tw}}  "
-        lines += _wrap(c["summary"] or "(no reason given)", 13 + tw, head)
+        lines.append(f"  {paint(_STATUS_WORDS[c['status']].ljust(7), c['status'])}  {c['title']}")
+        lines += _wrap(c["summary"] or "(no reason given)", 11)
         for label in ("expected", "found"):
             if c["status"] == "failed" and c[label] is not None:
                 lines += _wrap(c[label], 21, f"           {label:<9} ")
