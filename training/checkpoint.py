@@ -76,10 +76,10 @@ def optimizer_tensors(engine: Engine) -> tuple[dict[str, torch.Tensor], list[str
 
 
 def state_document(engine: Engine, *, run_id: str, index: int, log: StepLog | None, weights: Digest,
-                   state_keys: list[str]) -> dict[str, Any]:
+                   state_keys: list[str], epsilon: float | None) -> dict[str, Any]:
     plan = engine.plan
     step = engine.next_step
-    eps = engine.epsilon()
+    eps = epsilon
     accountant = None
     if engine.accountant is not None:
         accountant = {"history": [[repr(float(s)), repr(float(q)), int(n)] for s, q, n in engine.accountant.history],
@@ -111,8 +111,12 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def write_checkpoint(run_dir: Path, *, index: int, engine: Engine, log: StepLog, run_id: str,
-                     base_model_digest: str, segment_start: int) -> Path:
-    """Write checkpoint `index` for the engine's current state; returns its final directory."""
+                     base_model_digest: str, segment_start: int, epsilon: float | None) -> Path:
+    """Write checkpoint `index` for the engine's current state; returns its final directory.
+
+    `epsilon`: ε spent so far (None for non-private), which the trainer precomputes (`plan.EpsilonSchedule`);
+    it equals `engine.epsilon()`.
+    """
     root = run_dir / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = checkpoint_dir(run_dir, index)
@@ -129,7 +133,8 @@ def write_checkpoint(run_dir: Path, *, index: int, engine: Engine, log: StepLog,
     _write(tmp / ADAPTER_CONFIG_FILE, adapter_config_bytes(engine.peft_model, base_model_digest=base_model_digest))
     tensors, keys = optimizer_tensors(engine)
     _write(tmp / OPTIMIZER_FILE, tensorfile.encode(tensors, {"format": "prov.optimizer.v1"}))
-    state = state_document(engine, run_id=run_id, index=index, log=log, weights=Digest.of(adapter), state_keys=keys)
+    state = state_document(engine, run_id=run_id, index=index, log=log, weights=Digest.of(adapter), state_keys=keys,
+                             epsilon=epsilon)
     _write(tmp / STATE_FILE, canonical.encode(state))
     _write(tmp / SEGMENT_FILE, log.segment(segment_start, engine.next_step))
     _write(tmp / MANIFEST_NAME, hash_directory(tmp).encode())

@@ -195,3 +195,38 @@ def epsilon_after(plan: Plan, steps: int) -> float | None:
         return None if not plan.private else 0.0
     assert plan.noise_multiplier is not None
     return epsilon_of(plan, make_accountant(plan, [(plan.noise_multiplier, plan.sample_rate, steps)]))
+
+
+def checkpoint_steps(plan: Plan) -> list[int]:
+    """Steps done at checkpoints 0, 1, 2, ...: 0, every k steps, and the last step."""
+    points = list(range(0, plan.steps, plan.checkpoint_every))
+    return [*points, plan.steps]
+
+
+class EpsilonSchedule:
+    """ε at each checkpoint step, computed ahead of time on a worker thread (the PRV accountant takes ~0.1 s).
+
+    With σ and q fixed, the accountant's history after n steps is exactly `[(σ, q, n)]`, so `epsilon_after(plan, n)`
+    is the same number `Engine.epsilon()` gives at step n; computing it early only moves the work off the
+    training thread.
+    """
+
+    def __init__(self, plan: Plan, steps: list[int]) -> None:
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        self.plan = plan
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prov-epsilon") if plan.private else None
+        self._futures: dict[int, Future[float | None]] = {}
+        if self._pool is not None:
+            for n in steps:
+                self._futures[n] = self._pool.submit(epsilon_after, plan, n)
+
+    def at(self, steps: int) -> float | None:
+        if not self.plan.private:
+            return None
+        future = self._futures.get(steps)
+        return future.result() if future is not None else epsilon_after(self.plan, steps)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)

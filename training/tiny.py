@@ -47,8 +47,9 @@ def train_tokenizer(texts: Sequence[str], *, vocab_size: int = 512) -> object:
 
 
 def build_tiny_model(directory: str | os.PathLike[str], *, seed: int = 0, texts: Sequence[str] | None = None,
-                     overwrite: bool = False) -> Path:
-    """Write a tiny model + tokenizer to `directory` and return it."""
+                     overwrite: bool = False, sizes: dict[str, int] | None = None) -> Path:
+    """Write a tiny model + tokenizer to `directory` and return it. `sizes` overrides `TINY_DEFAULTS` entries
+    (e.g. a wider, deeper model for benchmarks)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -60,9 +61,13 @@ def build_tiny_model(directory: str | os.PathLike[str], *, seed: int = 0, texts:
     target.mkdir(parents=True, exist_ok=True)
     quiet_libraries()
     corpus = list(texts) if texts is not None else load_examples(DEMO_DATA)
-    tokenizer = train_tokenizer(corpus, vocab_size=TINY_DEFAULTS["vocab_size"])
+    dims = {**TINY_DEFAULTS, **(sizes or {})}
+    unknown = set(dims) - set(TINY_DEFAULTS)
+    if unknown:
+        raise UsageError(f"unknown tiny-model size field(s): {', '.join(sorted(unknown))}")
+    tokenizer = train_tokenizer(corpus, vocab_size=dims["vocab_size"])
     config = LlamaConfig(
-        **TINY_DEFAULTS,
+        **dims,
         bos_token_id=1,
         eos_token_id=2,
         pad_token_id=0,

@@ -15,6 +15,8 @@ determinism makes them reproduce what a run without the crash would have recorde
 
 from __future__ import annotations
 
+import fcntl
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -31,7 +33,7 @@ from training.data import DEMO_DATA, dataset_root, dataset_summary, load_example
 from training.engine import Engine, load_engine
 from training.model import quiet_libraries
 from training.modelfiles import base_model_summary, check_model_dir
-from training.plan import resolve
+from training.plan import EpsilonSchedule, Plan, checkpoint_steps, epsilon_after, resolve
 from training.progress import Progress
 from training.runinfo import build_manifest, read_local, read_manifest, write_local, write_manifest
 from training.seeds import SECRETS_NAME, Secrets
@@ -51,6 +53,25 @@ class TrainResult:
 def default_model_dir() -> Path:
     """Where `prov init-model --tiny` puts the demo model when given no directory."""
     return subdir("models", create=False) / "tiny"
+
+
+LOCK_FILE = "train.lock"
+
+
+def _lock_run(run_dir: Path) -> int:
+    """Hold an exclusive lock on the run so a second `prov train --resume` cannot interleave steps with ours."""
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UsageError(f"{run_dir}: another prov train is running on this run") from None
+    return fd
+
+
+def _unlock_run(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
 
 
 def _new_run_dir(out: Path | None, run_id: str) -> Path:
@@ -74,6 +95,17 @@ def train(cfg: TrainConfig, *, secrets: Secrets | None = None, quiet: bool = Fal
     secrets = secrets or Secrets.generate()
     threads = determinism.apply_threads(cfg.training.threads)
     plan = resolve(cfg, dataset_size=len(examples))
+    settings = determinism.settings(threads=threads, dtype=cfg.model.dtype,
+                                    attn_implementation=cfg.model.attn_implementation)
+    progress = Progress(total=plan.steps, quiet=quiet, stream=stream)
+    if not provenance:  # the same steps with nothing hashed, logged, checkpointed or anchored
+        bare = {"training": plan.to_json(), "determinism": settings, "dataset": {"max_length": cfg.data.max_length}}
+        engine = load_engine(bare, secrets, model_dir, examples=examples, record=False)
+        for k in range(plan.steps):
+            result = engine.step(k)
+            progress.update(k + 1, result.record.loss)
+        progress.finish()
+        return TrainResult(None, "", plan.steps, [], None, engine.epsilon(), False)
     manifest = build_manifest(
         base_model=base_model_summary(model_dir),
         dataset=dataset_summary(examples, secrets.dataset_key, path=data_path, max_length=cfg.data.max_length,
@@ -82,42 +114,46 @@ def train(cfg: TrainConfig, *, secrets: Secrets | None = None, quiet: bool = Fal
         training=plan.to_json(),
         config=cfg.committed_json(),
         software=determinism.software_versions(),
-        determinism=determinism.settings(threads=threads, dtype=cfg.model.dtype,
-                                         attn_implementation=cfg.model.attn_implementation),
+        determinism=settings,
     )
-    engine = load_engine(manifest, secrets, model_dir, examples=examples, record=provenance)
-    progress = Progress(total=plan.steps, quiet=quiet, stream=stream)
-    if not provenance:
-        for k in range(plan.steps):
-            result = engine.step(k)
-            progress.update(k + 1, result.record.loss)
-        progress.finish()
-        return TrainResult(None, manifest["run_id"], plan.steps, [], None, engine.epsilon(), False)
     run_dir = _new_run_dir(Path(cfg.out) if cfg.out else None, manifest["run_id"])
+    lock = _lock_run(run_dir)
+    try:
+        return _start(run_dir, manifest, cfg, secrets, model_dir, data_path, examples, plan, progress)
+    finally:
+        _unlock_run(lock)
+
+
+def _start(run_dir: Path, manifest: dict[str, Any], cfg: TrainConfig, secrets: Secrets, model_dir: Path,
+           data_path: Path, examples: list[str], plan: Plan, progress: Progress) -> TrainResult:
+    """Write the run's documents and checkpoint 0, hand them to the outbox, then train (run lock held)."""
     secrets.save(run_dir / SECRETS_NAME)
     write_local(run_dir, model_dir=model_dir, data_path=data_path, anchor=cfg.anchor)
     manifest_path = write_manifest(run_dir, manifest)
     progress.message(f"run {manifest['run_id'][:16]} in {run_dir}")
     outbox = open_outbox(run_dir, cfg.anchor)
     outbox.enqueue_run(run_id=bytes.fromhex(manifest["run_id"]), manifest_path=manifest_path)
-    if not outbox.wait_registered(timeout=cfg.anchor.register_timeout):
-        progress.message("run registration still pending; training continues (the outbox retries)")
+    # registration is sent while the model loads and checkpoint 0 is written; waited for (bounded) before step 0
+    schedule = EpsilonSchedule(plan, checkpoint_steps(plan))
+    engine = load_engine(manifest, secrets, model_dir, examples=examples)
     log = StepLog.open(run_dir)
     first = ckpt.write_checkpoint(run_dir, index=0, engine=engine, log=log, run_id=manifest["run_id"],
-                                  base_model_digest=manifest["base_model"]["digest"], segment_start=0)
+                                  base_model_digest=manifest["base_model"]["digest"], segment_start=0,
+                                  epsilon=schedule.at(0))
     outbox.enqueue_checkpoint(index=0, checkpoint_dir=first)
-    return _loop(run_dir, engine, manifest, log, outbox, progress, cfg.anchor, last_index=0)
+    if not outbox.wait_registered(timeout=cfg.anchor.register_timeout):
+        progress.message("run registration still pending; training continues (the outbox retries)")
+    return _loop(run_dir, engine, manifest, log, outbox, progress, cfg.anchor, schedule, last_index=0)
 
 
-def _loop(run_dir: Path, engine: Engine, manifest: dict[str, Any], log: StepLog, outbox: OutboxLike, progress: Progress,
-          anchor: AnchorConfig, *, last_index: int) -> TrainResult:
+def _loop(run_dir: Path, engine: Engine, manifest: dict[str, Any], log: StepLog, outbox: OutboxLike,
+          progress: Progress, anchor: AnchorConfig, schedule: EpsilonSchedule, *, last_index: int) -> TrainResult:
     plan = engine.plan
     run_id = manifest["run_id"]
     index = last_index
     segment_start = engine.next_step
     progress.anchor = outbox.status_line()
-    if progress.epsilon is None:
-        progress.epsilon = engine.epsilon()
+    progress.epsilon = schedule.at(engine.next_step) if engine.next_step == 0 else progress.epsilon
     quiet_libraries()  # warning filters again: libraries on the outbox thread may have reset them
     loss = 0.0
     try:
@@ -132,12 +168,12 @@ def _loop(run_dir: Path, engine: Engine, manifest: dict[str, Any], log: StepLog,
                 index += 1
                 path = ckpt.write_checkpoint(run_dir, index=index, engine=engine, log=log, run_id=run_id,
                                              base_model_digest=manifest["base_model"]["digest"],
-                                             segment_start=segment_start)
+                                             segment_start=segment_start, epsilon=schedule.at(done))
                 segment_start = done
                 faults.point("checkpoint-done", index)
                 outbox.enqueue_checkpoint(index=index, checkpoint_dir=path)
                 faults.point("anchor", index)
-                progress.epsilon = engine.epsilon()
+                progress.epsilon = schedule.at(done)
                 progress.anchor = outbox.status_line()
                 progress.update(done, loss, force=True)
             else:
@@ -148,6 +184,7 @@ def _loop(run_dir: Path, engine: Engine, manifest: dict[str, Any], log: StepLog,
         if not anchored:
             progress.message(f"anchoring pending ({progress.anchor}); run `prov anchor flush` later")
     finally:
+        schedule.close()
         log.close()
         outbox.close()
     final = ckpt.checkpoint_dir(run_dir, index)
@@ -161,6 +198,17 @@ def resume(run_dir: str | Path, *, quiet: bool = False, anchor: AnchorConfig | N
            stream: TextIO | None = None) -> TrainResult:
     """Continue a run from its last complete checkpoint with the same step log (see the module docstring)."""
     run_dir = Path(run_dir)
+    if not (run_dir / "run.json").is_file():
+        raise UsageError(f"{run_dir}: not a run directory (no run.json)")
+    lock = _lock_run(run_dir)
+    try:
+        return _resume_locked(run_dir, quiet=quiet, anchor=anchor, stream=stream)
+    finally:
+        _unlock_run(lock)
+
+
+def _resume_locked(run_dir: Path, *, quiet: bool, anchor: AnchorConfig | None,
+                   stream: TextIO | None) -> TrainResult:
     manifest = read_manifest(run_dir)
     secrets = Secrets.load(run_dir / SECRETS_NAME)
     secrets.check_commitments(manifest["secrets"])
@@ -196,7 +244,8 @@ def resume(run_dir: str | Path, *, quiet: bool = False, anchor: AnchorConfig | N
     else:  # killed before checkpoint 0 was in place: it is a function of the manifest, so rebuild it
         log.truncate(0)
         ckpt.write_checkpoint(run_dir, index=0, engine=engine, log=log, run_id=manifest["run_id"],
-                              base_model_digest=manifest["base_model"]["digest"], segment_start=0)
+                              base_model_digest=manifest["base_model"]["digest"], segment_start=0,
+                              epsilon=epsilon_after(engine.plan, 0))
         complete = [0]
     size = engine.next_step
     progress = Progress(total=engine.plan.steps, quiet=quiet, stream=stream, start_step=size)
@@ -205,4 +254,11 @@ def resume(run_dir: str | Path, *, quiet: bool = False, anchor: AnchorConfig | N
     outbox.enqueue_run(run_id=bytes.fromhex(manifest["run_id"]), manifest_path=run_dir / "run.json")
     for i in complete:
         outbox.enqueue_checkpoint(index=i, checkpoint_dir=ckpt.checkpoint_dir(run_dir, i))
-    return _loop(run_dir, engine, manifest, log, outbox, progress, anchor, last_index=complete[-1])
+    schedule = EpsilonSchedule(engine.plan, [n for n in checkpoint_steps(engine.plan) if n > size])
+    progress.epsilon = None if not complete else _float_or_none(
+        ckpt.read_checkpoint(ckpt.checkpoint_dir(run_dir, complete[-1])).state["epsilon"])
+    return _loop(run_dir, engine, manifest, log, outbox, progress, anchor, schedule, last_index=complete[-1])
+
+
+def _float_or_none(text: str | None) -> float | None:
+    return None if text is None else float(text)

@@ -32,7 +32,7 @@ def safetensors_metadata(path: Path) -> dict[str, str]:
 def test_run_directory_layout_and_manifest(tiny_run: Any, fixed_secrets: Any) -> None:
     run_dir: Path = tiny_run.run_dir
     assert {p.name for p in run_dir.iterdir()} == {"run.json", "secrets.json", "local.json", "steps.jsonl",
-                                                   "checkpoints"}
+                                                   "checkpoints", "train.lock"}
     assert stat.S_IMODE((run_dir / "secrets.json").stat().st_mode) == 0o600
     raw = (run_dir / "run.json").read_bytes()
     manifest = decode_run_manifest(raw)
@@ -179,6 +179,19 @@ def test_non_private_runs_are_recorded_as_such(tiny_config: Any, fixed_secrets: 
     state = read_checkpoint(result.run_dir / "checkpoints" / "000001").state
     assert state["epsilon"] is None and state["accountant"] is None
     assert result.epsilon is None
+
+
+def test_a_run_cannot_be_trained_twice_at_once(tiny_run: Any, tmp_path: Path) -> None:
+    from training.trainer import _lock_run, _unlock_run, resume
+
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run.run_dir, copy)
+    held = _lock_run(copy)
+    try:
+        with pytest.raises(UsageError, match="another prov train is running"):
+            resume(copy, quiet=True)
+    finally:
+        _unlock_run(held)
 
 
 def test_existing_run_directory_is_refused(tiny_run: Any, tiny_config: Any, fixed_secrets: Any) -> None:
