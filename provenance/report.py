@@ -416,9 +416,12 @@ def _replay(report: dict[str, Any]) -> str:
     replay = report["replay"]
     if replay is None:
         return '<p class="empty">No training steps were replayed.</p>'
+    last_commit = max((c["block"] for c in report["lineage"]), default=-1)
+    unpredictable = ("a value not known when the checkpoints were committed" if replay["seed_block"] > last_commit
+                     else "the block of the last commitment itself, as no later block existed yet (a later "
+                          "verification draws from a later, unpredictable block)")
     intro = (f"<p>Segments were chosen from the hash of block {_e(replay['seed_block'])} "
-             f"({_hx(replay['seed_hash'])}), a value not known when the checkpoints were committed. "
-             f"Requested: {_e(replay['requested'])}.</p>")
+             f"({_hx(replay['seed_hash'])}), {unpredictable}. Requested: {_e(replay['requested'])}.</p>")
     rows = []
     for s in replay["segments"]:
         d = s["first_divergence"]

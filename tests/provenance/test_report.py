@@ -487,3 +487,13 @@ def test_headless_chromium_renders_the_report(tmp_path: Path, verdict: str) -> N
     assert sum(min(p) > 235 for p in pixels) > 500, "no white verdict text on the banner"
     others = [c for v, c in rpt.VERDICT_COLORS.items() if v != verdict]
     assert not any(_near(p, c) for c in others for p in pixels[::7]), "another verdict's colour is showing"
+
+
+def test_html_says_when_the_replay_seed_was_not_a_later_block() -> None:
+    report = sample_report()
+    last = max(c["block"] for c in report["lineage"])
+    report["replay"]["seed_block"] = last + 1
+    assert "a value not known when the checkpoints were committed" in render_html(report)
+    report["replay"]["seed_block"] = last
+    page = render_html(report)
+    assert "no later block existed yet" in page and "a value not known" not in page
