@@ -46,8 +46,8 @@ class Target:
 @dataclass
 class Job:
     seq: int
-    kind: str  # "register" | "checkpoint"
-    index: int  # checkpoint index; -1 for the registration
+    kind: str  # "register" | "checkpoint" | "finalize"
+    index: int  # checkpoint index; -1 for the registration and the finalization
     path: str  # run.json or the checkpoint directory, relative to the run directory
     state: str = "pending"  # pending | done | failed
     attempts: int = 0
@@ -58,7 +58,9 @@ class Job:
 
     @property
     def name(self) -> str:
-        return "registration" if self.kind == "register" else f"checkpoint {self.index}"
+        if self.kind == "checkpoint":
+            return f"checkpoint {self.index}"
+        return "registration" if self.kind == "register" else "finalization"
 
     def file(self, jobs_dir: Path) -> Path:
         return jobs_dir / f"{self.seq:06d}-{self.kind}.json"
@@ -176,6 +178,10 @@ class Outbox:
 
     def enqueue_checkpoint(self, *, index: int, checkpoint_dir: Path) -> None:
         self._enqueue("checkpoint", index, Path(checkpoint_dir))
+
+    def enqueue_finalize(self) -> None:
+        """Close the run on chain once everything queued before is anchored (no checkpoint can follow)."""
+        self._enqueue("finalize", -1, self.run_dir / "run.json")
 
     # --- status -------------------------------------------------------------------------------------
 
@@ -320,8 +326,19 @@ class Outbox:
         path = self.run_dir / job.path
         if job.kind == "register":
             self._send_registration(job, path, store, registry)
+        elif job.kind == "finalize":
+            self._send_finalize(job, path, registry)
         else:
             self._send_checkpoint(job, path, store, registry)
+
+    def _send_finalize(self, job: Job, path: Path, registry: Any) -> None:
+        if registry is None:
+            return
+        run_id = bytes.fromhex(decode_run_manifest(path.read_bytes(), source=str(path))["run_id"])
+        if registry.get_run(run_id).finalized:  # idempotent: a crash after sending is safe
+            return
+        tx = registry.finalize_run(run_id)
+        job.tx, job.block = tx.tx_hash, tx.block_number
 
     def _send_registration(self, job: Job, path: Path, store: Any, registry: Any) -> None:
         data = path.read_bytes()

@@ -72,14 +72,20 @@ def _train(out: Path, home: Path, *, persistent: bool, registry: Any, store: Any
     result = train(with_overrides(TrainConfig(), overrides), quiet=False)
     if result.run_dir is None:
         raise ProvenanceError("training recorded no run directory")
-    if not persistent:  # py-evm lives in this process only: anchor through an outbox sharing our client
-        from provenance.anchor import Outbox
+    from provenance.anchor import Outbox
 
-        with Outbox.open(result.run_dir, chain="tester", registry_client=registry, store_client=store) as box:
+    # py-evm lives in this process only: anchor through an outbox sharing our client. Either way, close the run
+    # on chain once it is anchored (its block also gives the verifier a hash nobody knew at commit time).
+    clients = {} if persistent else {"chain": "tester", "registry_client": registry, "store_client": store}
+    with Outbox.open(result.run_dir, reuse_target=persistent, **clients) as box:
+        if not persistent:
             box.enqueue_run(run_id=bytes.fromhex(result.run_id), manifest_path=result.run_dir / "run.json")
             for index in result.checkpoints:
                 box.enqueue_checkpoint(index=index, checkpoint_dir=result.run_dir / "checkpoints" / f"{index:06d}")
-            box.flush(timeout=120)
+        box.enqueue_finalize()
+        if not box.flush(timeout=120):
+            raise ProvenanceError(f"anchoring did not finish: {box.status_line()}")
+        echo(f"anchored  {box.status_line()} (registration, {len(result.checkpoints)} checkpoints, finalization)")
     return result
 
 

@@ -62,4 +62,19 @@ def flush(run_dir: Path | None, timeout: float) -> None:
             raise click.exceptions.Exit(1)
 
 
+@anchor_group.command("finalize")
+@click.argument("run_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds to keep retrying.")
+def finalize(run_dir: Path | None, timeout: float) -> None:
+    """Close a finished run on chain (after its pending anchors): nothing can be committed to it afterwards."""
+    from provenance.anchor import Outbox
+
+    with Outbox.open(_run_dir(run_dir), reuse_target=True, wait_lock=5.0) as box:
+        box.enqueue_finalize()
+        done = box.flush(timeout=timeout)
+        click.echo(f"{box.run_dir}: {box.status_line()}")
+        if not done:
+            raise click.exceptions.Exit(1)
+
+
 COMMANDS = [anchor_group]

@@ -130,3 +130,23 @@ def test_a_conflicting_commit_stops_the_queue(tmp_path: Path, clients) -> None:
         assert box.flush(timeout=30) is False
         assert "anchoring stopped at checkpoint 0" in box.status_line()
         assert "already committed with other values" in box.status_line()
+
+
+def test_finalize_is_queued_last_and_idempotent(tmp_path: Path, clients) -> None:
+    registry, store = clients
+    run_dir, run_id = make_run(tmp_path, checkpoints=2)
+    with Outbox.open(run_dir, chain="tester", registry_client=registry, store_client=store) as box:
+        box.enqueue_run(run_id=run_id, manifest_path=run_dir / "run.json")
+        box.enqueue_checkpoint(index=0, checkpoint_dir=run_dir / "checkpoints" / "000000")
+        box.enqueue_finalize()
+        box.enqueue_finalize()  # queued once
+        assert [j.name for j in box.jobs()] == ["registration", "checkpoint 0", "finalization"]
+        assert box.flush(timeout=60)
+        finalized_in = box.jobs()[-1].block
+    assert registry.get_run(run_id).finalized and finalized_in > registry.get_checkpoint(run_id, 0).block_number
+    with Outbox.open(run_dir, reuse_target=True, registry_client=registry, store_client=store) as box:
+        job_file = sorted((run_dir / "outbox" / "jobs").glob("*.json"))[-1]
+        doc = json.loads(job_file.read_bytes())
+        doc["state"] = "pending"
+        job_file.write_bytes(canonical.encode(doc))
+        assert box.flush(timeout=60)  # already finalized on chain: done without sending
