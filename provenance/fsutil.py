@@ -5,7 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
+
+from provenance.errors import UsageError
 
 
 def fsync_dir(path: Path) -> None:
@@ -35,3 +39,22 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, durable: bool = T
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def open_input(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Open a file for reading (unbuffered); errors *opening* it become one-line UsageErrors naming the path.
+    Errors inside the `with` body (e.g. a full disk while storing what is read) pass through unchanged."""
+    p = Path(path)
+    try:
+        stream = p.open("rb", buffering=0)
+    except IsADirectoryError:
+        raise UsageError(f"{p} is a directory, not a file") from None
+    except FileNotFoundError:
+        raise UsageError(f"{p}: no such file") from None
+    except PermissionError:
+        raise UsageError(f"{p}: permission denied") from None
+    except OSError as exc:
+        raise UsageError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    with stream:
+        yield stream

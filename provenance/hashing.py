@@ -10,9 +10,8 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from provenance.errors import FormatError, UsageError
+from provenance.errors import FormatError
 
 ALGORITHM = "sha256"
 DIGEST_SIZE = 32
@@ -97,16 +96,7 @@ def hash_stream(
 
 def hash_file(path: str | os.PathLike[str], *, progress: ProgressCallback | None = None) -> Digest:
     """SHA-256 of a file's bytes. A missing or unreadable path is a one-line UsageError."""
-    p = Path(path)
-    try:
-        with p.open("rb", buffering=0) as f:
-            total = os.fstat(f.fileno()).st_size
-            return hash_stream(f, total=total, progress=progress)
-    except IsADirectoryError:
-        raise UsageError(f"{p} is a directory, not a file") from None
-    except FileNotFoundError:
-        raise UsageError(f"{p}: no such file") from None
-    except PermissionError:
-        raise UsageError(f"{p}: permission denied") from None
-    except OSError as exc:
-        raise UsageError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    from provenance.fsutil import open_input
+
+    with open_input(path) as f:
+        return hash_stream(f, total=os.fstat(f.fileno()).st_size, progress=progress)

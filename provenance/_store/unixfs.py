@@ -14,16 +14,16 @@ CID is computed, in one read of the input.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from provenance.cid import DAG_PB, RAW, BlockSink, Cid, cid_bytes, decode_varint, encode_varint
 from provenance.errors import FormatError, UsageError
+from provenance.fsutil import open_input
 
 CHUNK_SIZE = 262_144
 MAX_LINKS = 174
@@ -198,23 +198,6 @@ def _fill(stream: BinaryIO, view: memoryview) -> int:
             break
         filled += n
     return filled
-
-
-@contextlib.contextmanager
-def open_input(path: Path) -> Iterator[BinaryIO]:
-    """Open a file to add, turning the usual OS errors into one-line UsageErrors naming the path."""
-    try:
-        stream = path.open("rb", buffering=0)
-    except IsADirectoryError:
-        raise UsageError(f"{path} is a directory, not a file") from None
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except PermissionError:
-        raise UsageError(f"{path}: permission denied") from None
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    with stream:
-        yield stream
 
 
 def build_directory(path: Path, *, sink: BlockSink | None = None) -> Built:
