@@ -32,33 +32,43 @@ _DTYPES: dict[str, str] = {
 }
 
 
-def encode_batch(*, step: int, indices: Sequence[int], tensors: Mapping[str, Any]) -> bytes:
-    """The canonical bytes of one step's batch: its step number, dataset indices and tensors as fed."""
-    if step < 0:
-        raise FormatError(f"batch step must be >= 0, got {step}")
-    header: dict[str, Any] = {
-        "__metadata__": {
-            "format": BATCH_FORMAT,
-            "indices": canonical.encode([int(i) for i in indices]).decode(),
-            "step": str(int(step)),
-        }
-    }
+def encode_safetensors(entries: Mapping[str, tuple[str, Sequence[int], bytes]], metadata: Mapping[str, str]) -> bytes:
+    """Deterministic safetensors bytes: the one writer of that layout (batches here, checkpoint files in training).
+
+    `entries` maps a tensor name to (safetensors dtype code, shape, C-order little-endian bytes). Layout: 8-byte
+    little-endian header length, canonical-JSON header (sorted keys, no whitespace) padded with spaces to a multiple
+    of 8, then the tensors' bytes in sorted name order. Valid for every safetensors reader.
+    """
+    header: dict[str, Any] = {"__metadata__": dict(metadata)}
     chunks: list[bytes] = []
     offset = 0
-    for name in sorted(tensors):
+    for name in sorted(entries):
         if name == "__metadata__":
             raise FormatError("a tensor may not be named __metadata__")
-        array = np.asarray(tensors[name])
-        dtype = _DTYPES.get(array.dtype.name)
-        if dtype is None:
-            raise FormatError(f"batch tensor {name!r}: unsupported dtype {array.dtype.name}")
-        data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
-        header[name] = {"data_offsets": [offset, offset + len(data)], "dtype": dtype, "shape": list(array.shape)}
+        dtype, shape, data = entries[name]
+        header[name] = {"data_offsets": [offset, offset + len(data)], "dtype": dtype, "shape": list(shape)}
         chunks.append(data)
         offset += len(data)
     head = canonical.encode(header)
     head += b" " * (-len(head) % 8)
     return struct.pack("<Q", len(head)) + head + b"".join(chunks)
+
+
+def encode_batch(*, step: int, indices: Sequence[int], tensors: Mapping[str, Any]) -> bytes:
+    """The canonical bytes of one step's batch: its step number, dataset indices and tensors as fed."""
+    if step < 0:
+        raise FormatError(f"batch step must be >= 0, got {step}")
+    entries: dict[str, tuple[str, Sequence[int], bytes]] = {}
+    for name, value in tensors.items():
+        array = np.asarray(value)
+        dtype = _DTYPES.get(array.dtype.name)
+        if dtype is None:
+            raise FormatError(f"batch tensor {name!r}: unsupported dtype {array.dtype.name}")
+        data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+        entries[name] = (dtype, array.shape, data)
+    metadata = {"format": BATCH_FORMAT, "indices": canonical.encode([int(i) for i in indices]).decode(),
+                "step": str(int(step))}
+    return encode_safetensors(entries, metadata)
 
 
 def batch_digest(*, step: int, indices: Sequence[int], tensors: Mapping[str, Any]) -> Digest:
