@@ -27,14 +27,14 @@ _VOLATILE_TOP = ("generated_at", "prov_version", "store", "exit_code", "verdict_
 _VOLATILE_NESTED = {"subject": ("path", "kind"), "chain": ("rpc_url",)}
 
 
-def _stable(value: Any) -> Any:
+def stable_json(value: Any) -> Any:
     """`value` with floats as their repr strings (canonical JSON has no floats)."""
     if isinstance(value, float):
         return repr(value) if math.isfinite(value) else str(value)
     if isinstance(value, dict):
-        return {k: _stable(v) for k, v in value.items()}
+        return {k: stable_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_stable(v) for v in value]
+        return [stable_json(v) for v in value]
     return value
 
 
@@ -45,7 +45,7 @@ def verification_digest(report: dict[str, Any]) -> Digest:
     for section, fields in _VOLATILE_NESTED.items():
         if isinstance(kept.get(section), dict):
             kept[section] = {k: v for k, v in kept[section].items() if k not in fields}
-    return Digest.of(canonical.encode(_stable(kept)))
+    return Digest.of(canonical.encode(stable_json(kept)))
 
 
 @dataclass(frozen=True)
