@@ -48,6 +48,21 @@ def test_replay_of_a_partial_segment_and_per_step_weights(tiny_run: Any, fixed_s
         replay_segment(path, batches=examples, secrets=Secrets.generate(), base_model_dir=tiny_model_dir)
 
 
+def test_replay_refuses_a_different_cpu_unless_told(tiny_run: Any, fixed_secrets: Any, tiny_model_dir: Path) -> None:
+    from training.runinfo import read_manifest
+
+    manifest = read_manifest(tiny_run.run_dir)
+    manifest["determinism"] = {**manifest["determinism"], "cpu_capability": "SOME_OTHER_CPU"}
+    path = tiny_run.run_dir / "checkpoints" / "000002"
+    examples = load_examples(DEMO_DATA)
+    with pytest.raises(UsageError, match="would not be bitwise: cpu_capability"):
+        replay_segment(path, batches=examples, secrets=fixed_secrets, base_model_dir=tiny_model_dir,
+                       run_manifest=manifest)
+    result = replay_segment(path, batches=examples, secrets=fixed_secrets, base_model_dir=tiny_model_dir,
+                            run_manifest=manifest, check_environment=False)
+    assert result.weights == read_checkpoint(tiny_run.run_dir / "checkpoints" / "000003").weights
+
+
 def test_a_tampered_batch_is_found_at_its_step(tiny_run: Any, fixed_secrets: Any, tiny_model_dir: Path) -> None:
     """Feed the logged batches, but change one token in the second step: that step's record and the final
     weights diverge while the first step still matches (what the verifier's bisection relies on)."""
