@@ -1,0 +1,168 @@
+"""Standard exports of a checkpoint's provenance: an in-toto Statement v1 with a SLSA Provenance v1 predicate, and
+a model-signing-style manifest of the checkpoint's files (an in-toto Statement listing every file's SHA-256).
+
+Inputs are local: the checkpoint directory (hashed here), the run manifest (`run.json` of the run directory, or
+given), and optionally the on-chain records (registration and checkpoint) for times and anchors.
+
+Specs followed (field names and shapes, written from the published documents):
+- in-toto Statement v1: https://github.com/in-toto/attestation/blob/main/spec/v1/statement.md
+- ResourceDescriptor v1: https://github.com/in-toto/attestation/blob/main/spec/v1/resource_descriptor.md
+- SLSA Provenance v1: https://slsa.dev/spec/v1.0/provenance
+- OpenSSF model signing v1.0 (`https://model_signing/signature/v1.0`, "files" serialization).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from provenance import canonical
+from provenance.errors import UsageError
+from provenance.manifest import MANIFEST_NAME, hash_directory, validate_run_manifest
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
+MODEL_SIGNING = "https://model_signing/signature/v1.0"
+BUILD_TYPE = "https://github.com/prov-dev/prov/dp-sgd-lora/v1"
+BUILDER_PREFIX = "https://github.com/prov-dev/prov/trainer"
+ADAPTER_FILE = "adapter_model.safetensors"
+
+
+def _iso(timestamp: int | None) -> str | None:
+    if not timestamp:
+        return None
+    return _dt.datetime.fromtimestamp(timestamp, _dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _sha(digest: Any) -> dict[str, str]:
+    """A ResourceDescriptor digest set from a Digest or its `sha256:<hex>` text."""
+    return {"sha256": str(digest).removeprefix("sha256:")}
+
+
+def find_run_manifest(checkpoint: Path) -> Path:
+    """`run.json` of the run directory holding `checkpoint` (`<run>/checkpoints/<index>/`)."""
+    for candidate in (checkpoint.parent.parent / "run.json", checkpoint.parent / "run.json"):
+        if candidate.is_file():
+            return candidate
+    raise UsageError(f"{checkpoint}: cannot find the run manifest (run.json); pass it with --run-manifest")
+
+
+def load_run_manifest(path: Path) -> dict[str, Any]:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return validate_run_manifest(canonical.decode(data, source=str(path)), source=str(path))
+
+
+def model_signing_manifest(checkpoint: Path, *, name: str | None = None) -> dict[str, Any]:
+    """A model-signing-style Statement over every file of `checkpoint` (sorted POSIX paths, SHA-256 each). Its
+    subject digest is SHA-256 over the concatenated raw file digests in path order (the "files" serialization)."""
+    manifest = hash_directory(checkpoint)
+    root = hashlib.sha256(b"".join(f.digest.value for f in manifest.files)).hexdigest()
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": name or checkpoint.name, "digest": {"sha256": root}}],
+        "predicateType": MODEL_SIGNING,
+        "predicate": {
+            "serialization": {"method": "files", "hash_type": "sha256", "allow_symlinks": False,
+                              "ignore_paths": [MANIFEST_NAME]},
+            "resources": [{"name": f.path, "algorithm": "sha256", "digest": f.digest.value.hex()}
+                          for f in manifest.files],
+        },
+    }
+
+
+def _external(manifest: dict[str, Any]) -> dict[str, Any]:
+    training = dict(manifest["training"])
+    dp = training.pop("dp", {})
+    base = manifest["base_model"]
+    dataset = manifest["dataset"]
+    out = {
+        "base_model": {"name": base.get("name"), "digest": base.get("digest")},
+        "dataset": {"root": dataset.get("root"), "size": dataset.get("size"),
+                    "commitment": "RFC 6962 root over salted per-example leaves"},
+        "hyperparameters": training,
+        "dp": dp,
+    }
+    for key in ("lora", "optimizer", "schedule"):
+        if key in manifest:
+            out[key] = manifest[key]
+    return out
+
+
+def _dependencies(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    base = manifest["base_model"]
+    deps = [{"name": base.get("name") or "base-model", "digest": _sha(base["digest"]),
+             "annotations": {"role": "base-model"}}]
+    deps.append({"name": "dataset", "digest": _sha(manifest["dataset"]["root"]),
+                 "annotations": {"role": "dataset-root", "merkle": "rfc6962"}})
+    return deps
+
+
+def _byproducts(checkpoint_manifest: Any, manifest: dict[str, Any], record: Any, run: Any,
+                chain_id: int | None, registry: str | None) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = [{"name": "checkpoint-manifest", "digest": _sha(checkpoint_manifest.digest()),
+                                    "mediaType": "application/vnd.prov.checkpoint.v1+json"}]
+    if record is not None:
+        items.append({"name": "step-log", "digest": _sha(record.log_root),
+                      "annotations": {"tree_size": record.log_size, "merkle": "rfc6962"}})
+        items.append({"name": "checkpoint", "uri": f"ipfs://{record.manifest_cid}",
+                      "digest": _sha(record.checkpoint_digest)})
+        items.append({"name": "anchor:checkpoint", "uri": f"eip155:{chain_id}:{registry}",
+                      "annotations": {"tx": record.tx_hash, "block": record.block_number, "index": record.index,
+                                      "committer": record.committer}})
+    if run is not None:
+        items.append({"name": "run-manifest", "uri": f"ipfs://{run.manifest_cid}", "digest": _sha(run.manifest_digest)})
+        items.append({"name": "anchor:run", "uri": f"eip155:{chain_id}:{registry}",
+                      "annotations": {"tx": run.tx_hash, "block": run.block_number, "owner": run.owner}})
+    return items
+
+
+def slsa_statement(checkpoint: Path, *, run_manifest: Path | None = None, registry: Any = None) -> dict[str, Any]:
+    """The in-toto Statement v1 / SLSA Provenance v1 for `checkpoint` (a checkpoint directory).
+
+    With `registry` (a provenance.chain.Registry), the checkpoint's on-chain record gives start/finish times
+    (registration and commit blocks), the trainer identity (the committing account) and the anchors.
+    """
+    from provenance import __version__
+    from provenance.hashing import hash_file
+
+    if not (checkpoint / ADAPTER_FILE).is_file():
+        raise UsageError(f"{checkpoint}: a checkpoint directory must contain {ADAPTER_FILE}")
+    manifest = load_run_manifest(run_manifest or find_run_manifest(checkpoint))
+    weights = hash_file(checkpoint / ADAPTER_FILE)
+    files = hash_directory(checkpoint)
+    record = run = None
+    if registry is not None:
+        record = registry.find_by_weights(weights)
+        if record is not None:
+            run = registry.get_run(record.run_id)
+    builder = f"{BUILDER_PREFIX}@{record.committer}" if record is not None else BUILDER_PREFIX
+    metadata: dict[str, Any] = {"invocationId": manifest["run_id"]}
+    if run is not None and record is not None:
+        metadata["startedOn"] = _iso(run.block_timestamp)
+        metadata["finishedOn"] = _iso(record.block_timestamp)
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": ADAPTER_FILE, "digest": _sha(weights)}],
+        "predicateType": SLSA_PROVENANCE,
+        "predicate": {
+            "buildDefinition": {
+                "buildType": BUILD_TYPE,
+                "externalParameters": _external(manifest),
+                "internalParameters": {"run_id": manifest["run_id"], "software": manifest["software"],
+                                       "determinism": manifest["determinism"],
+                                       "noise_seed_commitment": manifest["secrets"].get("noise_seed_commitment")},
+                "resolvedDependencies": _dependencies(manifest),
+            },
+            "runDetails": {
+                "builder": {"id": builder, "version": {"prov": __version__}},
+                "metadata": metadata,
+                "byproducts": _byproducts(files, manifest, record, run,
+                                          getattr(registry, "chain_id", None), getattr(registry, "address", None)),
+            },
+        },
+    }
