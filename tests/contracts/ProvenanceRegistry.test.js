@@ -299,12 +299,14 @@ describe("ProvenanceRegistry", function () {
     it("leaves nothing writable: commit, authorise and revoke all revert", async function () {
       const { registry, runId, owner, writer } = await loadFixture(committedRunFixture);
       await registry.connect(owner).finalizeRun(runId);
-      for (const tx of [
-        commit(registry, owner, runId, 2, checkpoint(2)),
-        registry.connect(owner).authorizeWriter(runId, writer.address),
-        registry.connect(owner).revokeWriter(runId, writer.address),
+      // Thunks: each transaction is sent only when awaited, so no rejection is left unhandled meanwhile.
+      for (const sendTx of [
+        () => commit(registry, owner, runId, 2, checkpoint(2)),
+        () => registry.connect(owner).authorizeWriter(runId, writer.address),
+        () => registry.connect(owner).revokeWriter(runId, writer.address),
       ]) {
-        await expect(tx).to.be.revertedWithCustomError(registry, "ProvenanceRegistryRunFinalized").withArgs(runId);
+        await expect(sendTx()).to.be.revertedWithCustomError(registry, "ProvenanceRegistryRunFinalized")
+          .withArgs(runId);
       }
     });
 
