@@ -84,7 +84,7 @@ def check_statement(statement: dict[str, Any], predicate_schema: str) -> None:
 
 
 RUN_ID = "ab" * 32
-MANIFEST = {
+MANIFEST: dict[str, Any] = {
     "format": "prov.run.v1", "run_id": RUN_ID,
     "base_model": {"name": "tiny-llama", "digest": str(Digest.of(b"base"))},
     "dataset": {"root": str(Digest.of(b"dataset")), "size": 64},
