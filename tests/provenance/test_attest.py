@@ -181,3 +181,14 @@ def test_key_registered_twice_is_refused(env: Env) -> None:
     with pytest.raises(E.KeyAlreadyRegistered) as info:
         env.auditors[2].register_auditor(env.keys[0])
     assert info.value.values["auditor"] == env.addresses[0]
+
+
+def test_attest_refuses_to_sign_an_unverified_checkpoint(env: Env, tmp_path: Any) -> None:
+    import struct
+
+    adapter = tmp_path / "adapter_model.safetensors"
+    header = b'{"__metadata__":{}}'
+    adapter.write_bytes(struct.pack("<Q", len(header)) + header)  # a valid, empty safetensors file never anchored
+    with pytest.raises(E.NotVerified, match="refusing to attest"):
+        attest.attest_checkpoint(adapter, registry=env.registry, store=None, key=env.keys[0],
+                                 auditor=env.addresses[0])
