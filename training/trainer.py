@@ -223,7 +223,8 @@ def _resume_locked(run_dir: Path, *, quiet: bool, anchor: AnchorConfig | None,
         raise UsageError(f"{model_dir}: base model differs from the run's (expected {manifest['base_model']['digest']},"
                          f" found {base['digest']})")
     dataset = manifest["dataset"]
-    examples = load_examples(data_path, format="auto", text_field=dataset["text_field"])
+    data_format = manifest.get("config", {}).get("data", {}).get("format", "auto")
+    examples = load_examples(data_path, format=data_format, text_field=dataset["text_field"])
     if str(dataset_root(examples, secrets.dataset_key)) != dataset["root"]:
         raise UsageError(f"{data_path}: dataset differs from the run's (dataset root mismatch)")
     ckpt.clear_partial(run_dir)
