@@ -21,12 +21,17 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> None:
-    """Write `data` to `path` so that readers see either the old file or the whole new one, never a mix."""
+def atomic_write(path: str | os.PathLike[str], data: bytes, *, durable: bool = True, mode: int = 0o644) -> None:
+    """Write `data` to `path` so that readers see either the old file or the whole new one, never a mix.
+
+    The file gets exactly `mode` before any byte is written (the process umask is not read: changing it to read it
+    would race other threads): pass 0o600 for secrets, which are then never readable by others, even briefly.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")  # created 0600
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             if durable:

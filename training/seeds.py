@@ -101,12 +101,7 @@ class Secrets:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the secrets file with mode 0600 (created private; never world-readable, even briefly)."""
         target = Path(path)
-        old = os.umask(0o077)
-        try:
-            atomic_write(target, canonical.encode(self.to_json()) + b"\n")
-        finally:
-            os.umask(old)
-        os.chmod(target, stat.S_IRUSR | stat.S_IWUSR)
+        atomic_write(target, canonical.encode(self.to_json()) + b"\n", mode=stat.S_IRUSR | stat.S_IWUSR)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Secrets:

@@ -9,13 +9,12 @@ load it) whose bytes are a pure function of the tensors and metadata.
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 
-from provenance import canonical
 from provenance.errors import FormatError
+from provenance.records import encode_safetensors
 
 _DTYPES = {
     torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
@@ -25,21 +24,14 @@ _DTYPES = {
 
 
 def encode(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
-    """The safetensors bytes of `tensors` with string `metadata`, in the fixed layout described above."""
-    header: dict[str, object] = {"__metadata__": dict(metadata)}
-    chunks: list[bytes] = []
-    offset = 0
-    for name in sorted(tensors):
-        if name == "__metadata__":
-            raise FormatError("a tensor may not be named __metadata__")
-        tensor = tensors[name].detach().to("cpu").contiguous()
+    """The safetensors bytes of `tensors` with string `metadata`, in the fixed layout described above
+    (written by `provenance.records.encode_safetensors`, the one writer of that layout)."""
+    entries: dict[str, tuple[str, Sequence[int], bytes]] = {}
+    for name, value in tensors.items():
+        tensor = value.detach().to("cpu").contiguous()
         dtype = _DTYPES.get(tensor.dtype)
         if dtype is None:
             raise FormatError(f"tensor {name!r}: unsupported dtype {tensor.dtype}")
         data = tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
-        header[name] = {"data_offsets": [offset, offset + len(data)], "dtype": dtype, "shape": list(tensor.shape)}
-        chunks.append(data)
-        offset += len(data)
-    head = canonical.encode(header)
-    head += b" " * (-len(head) % 8)
-    return struct.pack("<Q", len(head)) + head + b"".join(chunks)
+        entries[name] = (dtype, tuple(tensor.shape), data)
+    return encode_safetensors(entries, metadata)

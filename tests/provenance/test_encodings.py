@@ -190,3 +190,15 @@ def test_run_manifest_digest_and_validation() -> None:
     del doc2["dataset"]
     with pytest.raises(FormatError, match="dataset"):
         run_manifest_digest(doc2)
+
+
+def test_atomic_write_modes(tmp_path) -> None:
+    import stat
+
+    from provenance.fsutil import atomic_write
+
+    atomic_write(tmp_path / "public.json", b"{}")
+    atomic_write(tmp_path / "secret.json", b"{}", mode=0o600)
+    assert stat.S_IMODE((tmp_path / "public.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "secret.json").stat().st_mode) == 0o600
+    assert not list(tmp_path.glob(".*.tmp"))
