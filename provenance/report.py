@@ -256,6 +256,21 @@ def _text_lineage(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _signers(item: dict[str, Any]) -> str:
+    return ", ".join(f"{s['name'] or 'unnamed'} ({_short(s['auditor'])})" for s in item["signers"])
+
+
+def _text_attestations(report: dict[str, Any]) -> list[str]:
+    items = report["attestations"] or []
+    if not items:
+        return ["Auditor attestations: none anchored for this checkpoint."]
+    lines = ["Auditor attestations (they inform; the verdict above is about the lineage)"]
+    for a in items:
+        state = "valid" if a["valid"] else f"INVALID: {a['reason']}"
+        lines += _wrap(f"#{a['number']} by {_signers(a)}, block {a['block']}: {state}", 4, "  - ")
+    return lines
+
+
 def render_text(report: dict[str, Any], *, color: bool = False) -> str:
     """The terminal summary: verdict, one line per check, lineage, privacy, and what was not checked."""
     validate_report(report)
@@ -279,6 +294,7 @@ def render_text(report: dict[str, Any], *, color: bool = False) -> str:
             if c["status"] == "failed" and c[label] is not None:
                 lines += _wrap(c[label], 21, f"           {label:<9} ")
     lines += ["", *_text_lineage(report), "", *_wrap(privacy_sentence(report["dp"]), 0), ""]
+    lines += [*_text_attestations(report), ""] if report.get("attestations") is not None else []
     lines.append("Not checked:" + ("" if report["not_checked"] else " nothing."))
     for item in report["not_checked"]:
         lines += _wrap(item, 4, "  - ")
@@ -435,6 +451,17 @@ def _replay(report: dict[str, Any]) -> str:
     return intro + _table(head, rows, "replay", "No segments were replayed.")
 
 
+def _attestations_html(report: dict[str, Any]) -> str:
+    items = report.get("attestations")
+    if items is None:
+        return '<p class="empty">No attestation registry was consulted.</p>'
+    rows = [(f"check {'passed' if a['valid'] else 'failed'}", [
+        _e(a["number"]), _e(_signers(a)), _pill("passed" if a["valid"] else "failed"), _e(a["reason"]),
+        _e(a["block"]), _hx(a["tx"]), _e(a["report_cid"])]) for a in items]
+    head = ["#", "Auditors", "Signature", "Why invalid", "Block", "Tx", "Report CID"]
+    return _table(head, rows, "attestations", "No auditor has attested this checkpoint.")
+
+
 def _template(name: str) -> str:
     return resources.files("provenance").joinpath("templates", name).read_text(encoding="utf-8")
 
@@ -454,7 +481,7 @@ def render_html(report: dict[str, Any]) -> str:
         not_checked=f"<ul>{items}</ul>" if items else '<p class="empty">Nothing: every check ran.</p>',
         eps_chart=_chart(series["epsilon"], name="ε", limit=dp and dp["epsilon_budget"], zero=True),
         loss_chart=_chart(list(zip(series["step"], series["loss"], strict=True)), name="loss"),
-        replay=_replay(report), lineage=_lineage(report),
+        replay=_replay(report), lineage=_lineage(report), attestations=_attestations_html(report),
         evidence=_dl([("Chain id", _e(chain["chain_id"])), ("RPC URL", _e(chain["rpc_url"])),
                       ("Registry contract", _full(chain["registry"])),
                       ("Artifact store", _e(report["store"]["backend"]))]),

@@ -41,6 +41,7 @@ class VerifyOptions:
     secrets: Path | None = None
     replay: str = "1"  # a number of segments, or "all"; "0" replays nothing
     expected_run: bytes | None = None
+    attestations: str | None = None  # AttestationRegistry address (default: the project config's, if any)
 
 
 def _iso(timestamp: int | None) -> str | None:
@@ -65,6 +66,7 @@ class _State:
     steps: list[Any] | None = None
     privacy: privacy.PrivacyResult | None = None
     replay: dict[str, Any] | None = None
+    attestations: list[dict[str, Any]] | None = None
 
 
 def verify(path: str | Path, *, registry: Any, store: Any, options: VerifyOptions | None = None,
@@ -89,8 +91,22 @@ def verify(path: str | Path, *, registry: Any, store: Any, options: VerifyOption
 
                 st.replay = check_data_and_replay(st, registry=registry, store=store, options=options,
                                                   workdir=Path(tmp))
+            st.attestations = _attestations(st, registry, options)
         st.checks.skip_rest("not run: the file has no on-chain record")
     return _report(st, registry, store, options)
+
+
+def _attestations(st: _State, registry: Any, options: VerifyOptions) -> list[dict[str, Any]] | None:
+    """Auditors' anchored attestations of this checkpoint (informative: they do not change the verdict, which is
+    about the lineage). None when the BLS extra is absent or no AttestationRegistry is known."""
+    import importlib.util
+
+    if importlib.util.find_spec("py_ecc") is None:
+        return None
+    from provenance.attest import attestations_for
+
+    found = attestations_for(registry, st.subject.weights_digest, address=options.attestations)
+    return found if found or options.attestations else None
 
 
 def _check_record(st: _State, registry: Any, options: VerifyOptions) -> None:
@@ -274,5 +290,5 @@ def _report(st: _State, registry: Any, store: Any, options: VerifyOptions) -> di
         "series": {"step": [s.step for s in steps], "loss": [s.loss for s in steps],
                    "epsilon": [[r.log_size, _eps(r.epsilon)] for r in (st.lineage or [])
                                if not math.isinf(r.epsilon)]},
-        "replay": st.replay, "not_checked": not_checked,
+        "replay": st.replay, "not_checked": not_checked, "attestations": st.attestations,
     }

@@ -23,11 +23,13 @@ import click
 @click.option("--secrets", type=click.Path(path_type=Path), help="The run's secrets.json (dataset key, noise seed).")
 @click.option("--replay", default="1", show_default=True,
               help="Segments to re-run bit for bit (a number, or 'all'); needs --data, --secrets, --base-model.")
+@click.option("--attestations", "attestations", metavar="ADDRESS",
+              help="AttestationRegistry to read auditors' attestations from (default: the project config's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report (docs/report-schema.md).")
 @click.option("--report", "html_path", type=click.Path(path_type=Path), help="Write the HTML audit report here.")
 def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_spec: str | None,
                    run_id: str | None, base_model: Path | None, data: Path | None, secrets: Path | None,
-                   replay: str, as_json: bool, html_path: Path | None) -> None:
+                   replay: str, attestations: str | None, as_json: bool, html_path: Path | None) -> None:
     """Prove an adapter's lineage against the registry and the store, and print the verdict."""
     from provenance._verify.subject import read_safetensors_metadata
     from provenance.chain import connect, parse_run_id
@@ -43,7 +45,7 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
     if path.is_file():
         read_safetensors_metadata(path)  # a pickle or truncated file is refused before touching the network
     options = VerifyOptions(base_model=base_model, data=data, secrets=secrets, replay=replay,
-                            expected_run=parse_run_id(run_id) if run_id else None)
+                            expected_run=parse_run_id(run_id) if run_id else None, attestations=attestations)
     if rpc_url is None:
         _ensure_local_chain()
     client = connect(rpc_url, registry=registry)
