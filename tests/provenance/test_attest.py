@@ -22,6 +22,9 @@ from provenance._attest.statement import Statement
 from provenance.chain import connect
 from provenance.hashing import Digest
 
+# py-ecc pairings cost ~0.3 s each: the module takes ~20 s, so it runs with the slow tests (CI runs them all).
+pytestmark = pytest.mark.slow
+
 RUN = bytes(range(32))
 
 
