@@ -279,3 +279,20 @@ def test_registry_address_that_is_not_our_contract(env: Env, anchored: Path) -> 
                                                          ).constructor(), what="deploy other")
     with pytest.raises(NotARegistry):
         Registry(env.registry.transport, tx["contractAddress"])
+
+
+def test_unmatchable_determinism_reports_weight_distance(env: Env, anchored: Path, tiny_model_dir: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """This CPU cannot be changed in a test, so the determinism check is made to report a mismatch (what it does
+    on a machine whose CPU kernels differ from the recorded ones): replay still runs, but reports the weight
+    distance instead of a bitwise verdict, and the check says why."""
+    from training import determinism
+
+    monkeypatch.setattr(determinism, "check", lambda manifest: ["cpu_capability: recorded AVX512, here AVX2"])
+    report = env.verify(last(anchored) / "adapter_model.safetensors", replay="1",
+                        **data_options(anchored, tiny_model_dir))
+    replay = next(c for c in report["checks"] if c["id"] == "replay")
+    assert replay["status"] == "skipped" and "cannot match the recorded determinism" in replay["summary"]
+    [segment] = report["replay"]["segments"]
+    assert segment["bitwise"] is False and segment["weight_distance"] == pytest.approx(0.0, abs=1e-12)
+    assert report["verdict"] == "verified"  # nothing failed; the replay is reported as not bitwise
