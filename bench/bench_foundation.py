@@ -74,16 +74,17 @@ def bench_steplog_append(n: int = 2000) -> tuple[float, float]:
 
 
 def tiny_step_seconds() -> float | None:
-    """Median seconds of one DP-SGD step of the real trainer on the tiny model (batch 16 x 128 tokens, 2 threads),
-    or None when the training extra is not installed."""
+    """Median seconds of one DP-SGD step of the real trainer on bench_train's model and batch (the same step the
+    training benchmarks time), or None when the training extra is not installed."""
     import importlib.util
 
     if importlib.util.find_spec("torch") is None:
         return None
-    from bench.bench_train import _engines, _model
+    from bench.bench_train import BATCH, _engines, _model
 
     with tempfile.TemporaryDirectory() as tmp:
-        dp, _, indices = _engines(_model(Path(tmp)))
+        (dp,) = _engines(_model(Path(tmp)), (True,))
+        indices = list(range(BATCH))
         batch = dp.batches(0, indices)
         times = []
         for k in range(8):
