@@ -21,6 +21,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import row, show
 from provenance import chain, merkle
 from provenance.hashing import Digest
 
@@ -68,8 +69,9 @@ def commit_gas(registry: chain.Registry, run_id: bytes, index: int, steps: int) 
     return info.gas_used
 
 
-def run() -> list[dict[str, Any]]:
-    """Measure on a fresh in-process py-evm chain; one row per checkpoint interval, plus the target check."""
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    """Measure on a fresh in-process py-evm chain; one row per checkpoint interval, plus the target check.
+    Gas is deterministic, so `quick` changes nothing."""
     registry = chain.connect(chain.TESTER, use_config=False)
     registry.deploy()
     run_id = os.urandom(32)
@@ -82,27 +84,16 @@ def run() -> list[dict[str, Any]]:
     for index, steps in enumerate(STEPS_PER_CHECKPOINT):
         gas = commit_gas(registry, run_id, index, steps)
         commits.append(gas)
-        baseline = per_step * steps
-        rows.append({"name": f"gas per checkpoint of {steps} steps (naive: every batch digest on chain)",
-                     "value": gas, "baseline": round(baseline), "ratio": round(baseline / gas, 3), "unit": "gas"})
-    worst = max(commits)
-    rows.append({"name": "worst commitCheckpoint gas vs the 90k target", "value": worst, "baseline": GAS_TARGET,
-                 "ratio": round(GAS_TARGET / worst, 3), "unit": "gas"})
-    rows.append({"name": "naive gas per step (one transaction per batch digest)", "value": round(per_step),
-                 "baseline": round(per_step), "ratio": 1.0, "unit": "gas"})
-    rows.append({"name": "registerRun gas (once per run)", "value": register.gas_used, "baseline": None,
-                 "ratio": None, "unit": "gas"})
+        rows.append(row(f"commitCheckpoint gas for {steps} steps vs naive (every batch digest on chain)", gas,
+                        round(per_step * steps), unit="gas", target="report",
+                        note=f"(naive: {round(per_step):,} gas per step)"))
+    rows.append(row("worst commitCheckpoint gas vs the 90,000 target", max(commits), GAS_TARGET, unit="gas",
+                    target="<= 1.0", note=f"(registerRun, once per run: {register.gas_used:,} gas)"))
     return rows
 
 
 def main() -> int:
-    rows = run()
-    width = max(len(r["name"]) for r in rows)
-    print(f"{'benchmark'.ljust(width)}  {'prov':>9}  {'baseline':>10}  {'ratio':>8}")
-    for r in rows:
-        baseline = "" if r["baseline"] is None else f"{r['baseline']:>10,}"
-        ratio = "" if r["ratio"] is None else f"{r['ratio']:>7.2f}x"
-        print(f"{r['name'].ljust(width)}  {r['value']:>9,}  {baseline:>10}  {ratio:>8}")
+    show(run())
     return 0
 
 

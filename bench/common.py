@@ -32,4 +32,4 @@ def row(name: str, value: float, baseline: float, *, unit: str, target: str = ""
 def show(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         print(f"{r['name']}: {r['value']:.4g} {r['unit']} vs baseline {r['baseline']:.4g} {r['unit']}"
-              f" -> ratio {r['ratio']:.3f} (target {r['target'] or 'report'}) {r['note']}")
+              f" -> ratio {r['ratio']:.3f} (target {r.get('target') or 'report'}) {r.get('note', '')}")
