@@ -30,7 +30,11 @@ import click
 def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_spec: str | None,
                    run_id: str | None, base_model: Path | None, data: Path | None, secrets: Path | None,
                    replay: str, attestations: str | None, as_json: bool, html_path: Path | None) -> None:
-    """Prove an adapter's lineage against the registry and the store, and print the verdict."""
+    """Prove an adapter's lineage against the registry and the store, and print the verdict.
+
+    PATH is an adapter weights file (adapter_model.safetensors) or a checkpoint directory. Exit codes: 0 verified,
+    1 a check failed, 2 could not run (bad input, unreachable node, content missing from the store).
+    """
     from provenance._verify.subject import read_safetensors_metadata
     from provenance.chain import connect, parse_run_id
     from provenance.errors import UsageError
