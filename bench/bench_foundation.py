@@ -101,7 +101,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     if step is None:
         step, note = 0.13, "(training extra absent: FACTS.md's measured 0.13 s tiny-model step used as baseline)"
     else:
-        note = "(baseline: a measured DP-SGD step on the tiny model)"
+        note = "(baseline: a measured DP-SGD step, batch 16 x 128 tokens, bench_train's model)"
     rows.append(row("step-log append, fsync every step, vs one training step", per_append, step,
                     unit="s", target="< 0.01", note=note))
     rows.append(row("step-log append, fsync at checkpoints only, vs one training step", per_append_nosync, step,

@@ -392,15 +392,7 @@ class Registry:
 
     @wrap_rpc
     def _view(self, fn: Any) -> Any:
-        try:
-            return fn.call()
-        except Exception as exc:
-            if isinstance(exc, OSError):
-                raise
-            decoded = self.transport.decoder.from_exception(exc)
-            if decoded is None:
-                raise
-            raise decoded from None
+        return self.transport.view(fn)
 
     def _event_at(self, name: str, block: int, filters: dict[str, Any]) -> Any:
         logs = getattr(self.contract.events, name).get_logs(argument_filters=filters, from_block=block,

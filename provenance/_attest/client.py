@@ -157,15 +157,7 @@ class AttestationClient:
 
     @wrap_rpc
     def _view(self, fn: Any) -> Any:
-        try:
-            return fn.call()
-        except Exception as exc:
-            if isinstance(exc, OSError):
-                raise
-            decoded = self.transport.decoder.from_exception(exc)
-            if decoded is None:
-                raise
-            raise decoded from None
+        return self.transport.view(fn)
 
     @wrap_rpc
     def auditor(self, address: str) -> Auditor | None:

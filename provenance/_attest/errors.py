@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from provenance._chain.errors import RegistryRevert, RevertDecoder
-from provenance.errors import ChainError, ProvenanceError, VerificationError
+from provenance.errors import ProvenanceError, VerificationError
 
 _PREFIX = "AttestationRegistry"
 
@@ -86,17 +86,7 @@ class AttestationRevertDecoder(RevertDecoder):
     """The registry's selector decoder, mapping AttestationRegistry's custom errors to the classes above."""
 
     def __init__(self, abi_errors: list[dict[str, Any]]) -> None:
-        from eth_utils import keccak
-
-        by_name = {cls.solidity: cls for cls in REVERT_CLASSES}
-        self._by_selector = {}
-        for item in abi_errors:
-            cls = by_name.get(item["name"])
-            if cls is None:
-                raise ChainError(f"attestation ABI error {item['name']} has no Python class; update provenance")
-            types = [i["type"] for i in item["inputs"]]
-            selector = keccak(text=f"{item['name']}({','.join(types)})")[:4]
-            self._by_selector[selector] = (cls, [i["name"] for i in item["inputs"]], types)
+        super().__init__(abi_errors, REVERT_CLASSES, contract="attestation")
 
 
 # --- off-chain rejections ------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 from provenance.errors import ChainError
@@ -208,14 +208,17 @@ _BY_NAME = {cls.solidity: cls for cls in REVERT_CLASSES}
 class RevertDecoder:
     """Maps 4-byte selectors of the ABI's custom errors to the Python classes above."""
 
-    def __init__(self, abi_errors: list[dict[str, Any]]) -> None:
+    def __init__(self, abi_errors: list[dict[str, Any]], classes: Sequence[type[RegistryRevert]] = (),
+                 *, contract: str = "registry") -> None:
+        """`classes`: the typed errors of the contract whose ABI errors these are (default: ProvenanceRegistry's)."""
         from eth_utils import keccak
 
+        by_name = {cls.solidity: cls for cls in classes} if classes else _BY_NAME
         self._by_selector: dict[bytes, tuple[type[RegistryRevert], list[str], list[str]]] = {}
         for item in abi_errors:
-            cls = _BY_NAME.get(item["name"])
+            cls = by_name.get(item["name"])
             if cls is None:
-                raise ChainError(f"registry ABI error {item['name']} has no Python class; update provenance")
+                raise ChainError(f"{contract} ABI error {item['name']} has no Python class; update provenance")
             types = [i["type"] for i in item["inputs"]]
             selector = keccak(text=f"{item['name']}({','.join(types)})")[:4]
             self._by_selector[selector] = (cls, [i["name"] for i in item["inputs"]], types)

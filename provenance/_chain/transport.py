@@ -105,6 +105,18 @@ class Transport:
             raise WrongChainId(f"{self.rpc_url} serves chain id {self.chain_id}, expected {chain_id} "
                                "(wrong network, or a local chain restarted without its state)")
 
+    def view(self, fn: Any) -> Any:
+        """Call a contract view function, turning a custom-error revert into its typed Python error."""
+        try:
+            return fn.call()
+        except Exception as exc:
+            if isinstance(exc, OSError):
+                raise
+            decoded = self.decoder.from_exception(exc)
+            if decoded is None:
+                raise
+            raise decoded from None
+
     def dev_keys(self) -> list[bytes]:
         """The funded keys of the in-process chain (empty on JSON-RPC backends)."""
         if self.rpc_url != TESTER:
