@@ -18,9 +18,10 @@ from tests.provenance.test_attest import make_key
 pytestmark = pytest.mark.chain
 
 
+# Only the anvil backend: this test is about anvil's revert format (py-evm is covered by test_attest.py).
+@pytest.mark.parametrize("chain_backend", ["anvil"], indirect=True)
 def test_register_attest_and_rejections_on_anvil(chain_backend: Any) -> None:
-    if chain_backend.name != "anvil":
-        pytest.skip("this test is about anvil's revert format (py-evm is covered by test_attest.py)")
+    assert chain_backend.name == "anvil"
     reg = chain_backend.connect()
     reg.deploy()
     run = Digest.of(b"anvil run").value
