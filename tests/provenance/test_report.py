@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from provenance import _report_schema as schema
 from provenance import report as rpt
 from provenance.errors import FormatError
 from provenance.report import privacy_sentence, render_html, render_text, validate_report, write_html
@@ -125,10 +126,10 @@ def test_renderers_refuse_a_malformed_report(render: Callable[[dict[str, Any]], 
 
 def _schema_paths(spec: Any, prefix: str = "") -> list[str]:
     """Every field path the validator knows, as the docs write them (`lineage[].tx`)."""
-    while isinstance(spec, rpt._Opt | rpt._List):
-        if isinstance(spec, rpt._List):
+    while isinstance(spec, schema._Opt | schema._List):
+        if isinstance(spec, schema._List):
             prefix += "[]"
-        spec = spec.inner if isinstance(spec, rpt._Opt) else spec.item
+        spec = spec.inner if isinstance(spec, schema._Opt) else spec.item
     if not isinstance(spec, dict):
         return []
     out = []
@@ -140,7 +141,7 @@ def _schema_paths(spec: Any, prefix: str = "") -> list[str]:
 
 def test_docs_describe_every_field_and_their_example_validates() -> None:
     text = DOC.read_text(encoding="utf-8")
-    missing = [p for p in _schema_paths(rpt._SCHEMA) if f"`{p}`" not in text]
+    missing = [p for p in _schema_paths(schema._SCHEMA) if f"`{p}`" not in text]
     assert not missing, f"docs/report-schema.md does not describe {missing}"
     example = re.search(r"```json\n(.*?)\n```", text, re.S)
     assert example is not None
