@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from provenance._verify import lineage as walk
 from provenance._verify import privacy
 from provenance._verify.checks import CheckFailed, Checks
 from provenance._verify.subject import Subject, load_subject
+from provenance.errors import ProvenanceError
 from provenance.hashing import Digest
 from provenance.manifest import decode_run_manifest
 
@@ -67,6 +68,7 @@ class _State:
     privacy: privacy.PrivacyResult | None = None
     replay: dict[str, Any] | None = None
     attestations: list[dict[str, Any]] | None = None
+    notes: list[str] = field(default_factory=list)  # extra "not checked" lines
 
 
 def verify(path: str | Path, *, registry: Any, store: Any, options: VerifyOptions | None = None,
@@ -105,7 +107,11 @@ def _attestations(st: _State, registry: Any, options: VerifyOptions) -> list[dic
         return None
     from provenance.attest import attestations_for
 
-    found = attestations_for(registry, st.subject.weights_digest, address=options.attestations)
+    try:
+        found = attestations_for(registry, st.subject.weights_digest, address=options.attestations)
+    except ProvenanceError as exc:  # informative only: never let it abort the lineage verdict
+        st.notes.append(f"attestations: could not be read ({' '.join(str(exc).split())})")
+        return None
     return found if found or options.attestations else None
 
 
@@ -275,7 +281,7 @@ def _verdict_text(verdict: str, st: _State) -> str:
 
 def _report(st: _State, registry: Any, store: Any, options: VerifyOptions) -> dict[str, Any]:
     verdict, code = st.checks.verdict()
-    not_checked = [f"{c.id}: {c.summary}" for c in st.checks.items.values() if c.status == "skipped"]
+    not_checked = [f"{c.id}: {c.summary}" for c in st.checks.items.values() if c.status == "skipped"] + st.notes
     steps = st.steps or []
     return {
         "format": REPORT_FORMAT, "verdict": verdict, "verdict_text": _verdict_text(verdict, st), "exit_code": code,
