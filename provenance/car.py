@@ -10,9 +10,7 @@ Reading is strict and one-line on failure: a truncated section, a header that is
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -20,7 +18,7 @@ from typing import Any, BinaryIO
 
 from provenance.cid import Cid, decode_varint, encode_varint, verify_block
 from provenance.errors import FormatError, UsageError
-from provenance.fsutil import fsync_dir
+from provenance.fsutil import atomic_output
 
 MAX_HEADER = 1 << 20
 MAX_SECTION = 8 << 20  # Kubo's blocks are ≤ 1 MiB (ours ≤ 256 KiB + a node); refuse to buffer absurd claims
@@ -51,29 +49,16 @@ def write_car(path: str | os.PathLike[str], roots: Sequence[Cid], blocks: Iterab
     """Write a CAR v1 file atomically (temp file beside it, fsync, rename). Returns the number of blocks."""
     from provenance._store.dag import default_mode
 
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     count = 0
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(encode_header(roots))
-            for cid, block in blocks:
-                binary = bytes(cid)
-                out.write(encode_varint(len(binary) + len(block)))
-                out.write(binary)
-                out.write(block)
-                count += 1
-            os.fchmod(out.fileno(), default_mode(directory=False))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-        fsync_dir(target.parent)
-        return count
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path, mode=default_mode(directory=False), suffix=".part") as out:
+        out.write(encode_header(roots))
+        for cid, block in blocks:
+            binary = bytes(cid)
+            out.write(encode_varint(len(binary) + len(block)))
+            out.write(binary)
+            out.write(block)
+            count += 1
+    return count
 
 
 class CarReader:

@@ -21,22 +21,26 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes, *, durable: bool = True, mode: int = 0o644) -> None:
-    """Write `data` to `path` so that readers see either the old file or the whole new one, never a mix.
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str], *, mode: int = 0o644, durable: bool = True,
+                  suffix: str = ".tmp") -> Iterator[BinaryIO]:
+    """A binary file to write that appears at `path` only when the block ends without error: readers see either
+    the old file or the whole new one, never a mix; on error the temp file beside it is removed.
 
     The file gets exactly `mode` before any byte is written (the process umask is not read: changing it to read it
     would race other threads): pass 0o600 for secrets, which are then never readable by others, even briefly.
+    With `durable`, the data and the rename are fsynced.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")  # created 0600
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)  # created 0600
     try:
         os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, "wb") as out:
+            yield out
             if durable:
-                f.flush()
-                os.fsync(f.fileno())
+                out.flush()
+                os.fsync(out.fileno())
         os.replace(tmp, target)
         if durable:
             fsync_dir(target.parent)
@@ -44,6 +48,12 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, durable: bool = T
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes, *, durable: bool = True, mode: int = 0o644) -> None:
+    """Write `data` to `path` atomically (see `atomic_output`)."""
+    with atomic_output(path, mode=mode, durable=durable) as out:
+        out.write(data)
 
 
 @contextlib.contextmanager

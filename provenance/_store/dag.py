@@ -7,7 +7,6 @@ checked before they touch the file system (no `..`, no `/`, no duplicates).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from provenance._store.unixfs import (
 )
 from provenance.cid import DAG_PB, RAW, Cid
 from provenance.errors import FormatError, UsageError
-from provenance.fsutil import fsync_dir
+from provenance.fsutil import atomic_output, fsync_dir
 
 GetBlock = Callable[[Cid], bytes]
 MAX_DEPTH = 64  # Kubo's trees are ~log174(size) deep; anything deeper is hostile or broken
@@ -153,22 +152,8 @@ def _entries(cid: Cid, links: list[Link]) -> list[tuple[str, Cid]]:
 
 def write_file(get: GetBlock, cid: Cid, dest: Path) -> int:
     """Stream file `cid` into `dest` atomically (temp file beside it, fsync, rename). Returns bytes written."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            written = _copy(get, cid, out)
-            os.fchmod(out.fileno(), default_mode(directory=False))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-        fsync_dir(dest.parent)
-        return written
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_output(dest, mode=default_mode(directory=False), suffix=".part") as out:
+        return _copy(get, cid, out)
 
 
 def _copy(get: GetBlock, cid: Cid, out: object) -> int:
