@@ -166,19 +166,8 @@ class Registry:
 
     @wrap_rpc
     def _bind(self, address: str) -> None:
-        from web3 import Web3
-
-        if not Web3.is_address(address):
-            raise RegistryNotConfigured(f"{address!r} is not an address")
-        checksum = Web3.to_checksum_address(address)
-        code = bytes(self.web3.eth.get_code(checksum))
-        where = f"{checksum} on {self.transport.rpc_url} (chain {self.chain_id})"
-        if not code:
-            raise NoContract(f"no contract at {where}; deploy one with `prov chain deploy`")
-        if code != self._artifact.deployed_bytecode:
-            raise NotARegistry(f"the contract at {where} is not this version of ProvenanceRegistry "
-                               "(its code differs from the packaged artifact)")
-        self._contract = self.web3.eth.contract(address=checksum, abi=self._artifact.abi)
+        self._contract = self.transport.contract_at(address, self._artifact, name="ProvenanceRegistry",
+                                                    hint="; deploy one with `prov chain deploy`")
 
     @property
     def contract(self) -> Any:

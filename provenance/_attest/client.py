@@ -18,7 +18,7 @@ from provenance._attest import bls
 from provenance._attest.errors import AttestationRevertDecoder
 from provenance._attest.keys import PublicKey, SecretKey
 from provenance._chain.artifact import Artifact
-from provenance._chain.errors import InconsistentChain, NoContract, NotARegistry, RegistryNotConfigured
+from provenance._chain.errors import InconsistentChain, NotARegistry, RegistryNotConfigured
 from provenance._chain.records import TxInfo
 from provenance._chain.transport import wrap_rpc
 from provenance.errors import ChainError
@@ -106,17 +106,9 @@ class AttestationClient:
 
     @wrap_rpc
     def _bind(self, address: str) -> None:
-        from web3 import Web3
-
-        if not Web3.is_address(address):
-            raise RegistryNotConfigured(f"{address!r} is not an address")
-        checksum = Web3.to_checksum_address(address)
-        code = bytes(self.web3.eth.get_code(checksum))
-        if not code:
-            raise NoContract(f"no contract at {checksum} (chain {self.transport.chain_id})")
-        if code != self._artifact.deployed_bytecode:
-            raise NotARegistry(f"the contract at {checksum} is not this version of AttestationRegistry")
-        contract = self.web3.eth.contract(address=checksum, abi=self._artifact.abi)
+        contract = self.transport.contract_at(address, self._artifact, name="AttestationRegistry",
+                                              hint="; deploy one with `prov attest-deploy`")
+        checksum = contract.address
         bound = contract.functions.provenanceRegistry().call()
         if bound != self.registry.address:
             raise NotARegistry(f"the AttestationRegistry at {checksum} attests registry {bound}, "

@@ -105,6 +105,26 @@ class Transport:
             raise WrongChainId(f"{self.rpc_url} serves chain id {self.chain_id}, expected {chain_id} "
                                "(wrong network, or a local chain restarted without its state)")
 
+    def contract_at(self, address: str, artifact: Any, *, name: str, hint: str = "") -> Any:
+        """The web3 contract at `address`, refusing an invalid address (RegistryNotConfigured), an address with no
+        code (NoContract) and code that is not exactly the packaged `artifact` (NotARegistry)."""
+        from web3 import Web3
+
+        from provenance._chain.errors import NoContract, NotARegistry, RegistryNotConfigured
+
+        if not Web3.is_address(address):
+            raise RegistryNotConfigured(f"{address!r} is not an address")
+        checksum = Web3.to_checksum_address(address)
+        with rpc_errors(self.rpc_url):
+            code = bytes(self.web3.eth.get_code(checksum))
+        where = f"{checksum} on {self.rpc_url} (chain {self.chain_id})"
+        if not code:
+            raise NoContract(f"no contract at {where}{hint}")
+        if code != artifact.deployed_bytecode:
+            raise NotARegistry(f"the contract at {where} is not this version of {name} "
+                               "(its code differs from the packaged artifact)")
+        return self.web3.eth.contract(address=checksum, abi=artifact.abi)
+
     def view(self, fn: Any) -> Any:
         """Call a contract view function, turning a custom-error revert into its typed Python error."""
         try:
