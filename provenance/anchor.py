@@ -75,13 +75,11 @@ class PermanentAnchorError(ProvenanceError):
 
 
 def _is_transient(exc: BaseException) -> bool:
-    """Reach problems are retried; refusals (a registry revert, a conflicting record, a bad config) are not."""
-    from provenance._chain import errors as chain_errors
-    from provenance.store import StoreUnavailable, StoreWriteError
-
-    transient = (chain_errors.RpcUnreachable, chain_errors.TransactionTimeout, chain_errors.TransactionDropped,
-                 chain_errors.InsufficientFunds, StoreUnavailable, StoreWriteError, TimeoutError, ConnectionError)
-    return isinstance(exc, transient)
+    """Reach problems are retried; refusals (a registry revert, a conflicting record, a bad config) are not.
+    Each error class says which it is (`ProvenanceError.transient`)."""
+    if isinstance(exc, ProvenanceError):
+        return exc.transient
+    return isinstance(exc, TimeoutError | ConnectionError)
 
 
 class Outbox:

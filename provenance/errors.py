@@ -1,7 +1,17 @@
 """The error hierarchy. Every failure a user can cause or meet is one of these, with a one-line message.
 
-`ProvenanceError` is the base; `VerificationError` and its subclasses are failed checks and carry what was
-expected and what was found (hex for digests). The CLI prints `str(error)` on one line and exits non-zero.
+`ProvenanceError` is the base. Each class says what it is through two class attributes, so no caller re-lists
+classes to decide what to do with an error:
+
+- `exit_code`: what the CLI exits with. `EXIT_OK` 0; `EXIT_FAILED` 1 when a check failed or a request was
+  *rejected* (by a check off chain or by a contract revert on chain: the same rejection has the same code in both
+  places); `EXIT_ERROR` 2 when the command could not run (bad input, unreachable node, missing content);
+  `EXIT_INCONCLUSIVE` 3 only for `prov verify` when a check could not be decided here (never "verified").
+- `transient`: True when retrying later can succeed (an unreachable node, a timeout, a store that is down); the
+  anchoring outbox retries exactly those and stops on every other error.
+
+`VerificationError` and its subclasses are failed checks and carry what was expected and what was found (hex for
+digests). The CLI prints `str(error)` on one line and exits with `exit_code`.
 """
 
 from __future__ import annotations
@@ -15,10 +25,23 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_ERROR = 2
+EXIT_INCONCLUSIVE = 3
+
+
 class ProvenanceError(Exception):
     """Base of every error prov raises on purpose. Its message is one line that says what to do."""
 
-    exit_code = 2
+    exit_code: int = EXIT_ERROR
+    transient: bool = False
+
+
+class Rejected(ProvenanceError):
+    """A request was refused by a rule (an off-chain check or a contract revert): retrying will not help."""
+
+    exit_code = EXIT_FAILED
 
 
 class UsageError(ProvenanceError):
@@ -37,14 +60,24 @@ class ChainError(ProvenanceError):
     """The chain could not be reached or answered something unusable."""
 
 
+class ChainUnavailable(ChainError):
+    """The chain node did not answer in time (or at all); retrying later can succeed."""
+
+    transient = True
+
+
 class StoreError(ProvenanceError):
     """The artifact store could not be reached or does not hold what was asked for."""
 
 
-class VerificationError(ProvenanceError):
-    """A check failed. Carries what was expected and what was found."""
+class StoreUnavailable(StoreError):
+    """The store (a Kubo node) did not answer; retrying later can succeed."""
 
-    exit_code = 1
+    transient = True
+
+
+class VerificationError(Rejected):
+    """A check failed. Carries what was expected and what was found."""
 
     def __init__(self, message: str, *, expected: Any = None, found: Any = None) -> None:
         self.expected = expected
@@ -78,7 +111,7 @@ class TamperedRecord(VerificationError):
 class TornTail(ProvenanceError):
     """The step log ends in a partially written record (a crash mid-append). Nothing before it is lost."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
     def __init__(self, message: str, *, valid_records: int, torn_bytes: int) -> None:
         self.valid_records = valid_records

@@ -22,7 +22,7 @@ from typing import Any
 from provenance import car
 from provenance._store import dag
 from provenance.cid import Cid, CidMismatch, parse_cid, verify_block
-from provenance.errors import StoreError
+from provenance.errors import StoreError, StoreUnavailable
 from provenance.hashing import ProgressCallback
 
 __all__ = [
@@ -41,10 +41,6 @@ __all__ = [
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 """`get_bytes` refuses content larger than this unless called with a larger `max_size` (or None)."""
-
-
-class StoreUnavailable(StoreError):
-    """The backend cannot be reached (daemon down, connection refused, no answer in time)."""
 
 
 class StoreAddressError(StoreError):
@@ -69,6 +65,8 @@ class ContentTooLarge(StoreError):
 
 class StoreWriteError(StoreError):
     """The store could not write (disk full, permissions). Nothing partial was left pinned or visible."""
+
+    transient = True
 
 
 class UnexpectedCid(StoreError):

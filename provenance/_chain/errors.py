@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
-from provenance.errors import ChainError
+from provenance.errors import EXIT_FAILED, ChainError, ChainUnavailable
 
 _PREFIX = "ProvenanceRegistry"
 _HEX = re.compile(r"0x([0-9a-fA-F]{8,})")
@@ -22,7 +22,7 @@ _ERROR_STRING = bytes.fromhex("08c379a0")  # Error(string)
 _PANIC = bytes.fromhex("4e487b71")  # Panic(uint256)
 
 
-class RpcUnreachable(ChainError):
+class RpcUnreachable(ChainUnavailable):
     """The JSON-RPC endpoint does not answer."""
 
 
@@ -47,7 +47,9 @@ class SignerError(ChainError):
 
 
 class InsufficientFunds(ChainError):
-    """The signing account cannot pay for the transaction."""
+    """The signing account cannot pay for the transaction (retried: someone may fund it)."""
+
+    transient = True
 
 
 class TransactionError(ChainError):
@@ -61,9 +63,13 @@ class TransactionError(ChainError):
 class TransactionDropped(TransactionError):
     """A sent transaction disappeared from the node before it was mined."""
 
+    transient = True
+
 
 class TransactionTimeout(TransactionError):
     """A sent transaction is still pending after the receipt timeout (it may still be mined)."""
+
+    transient = True
 
 
 class TransactionFailed(TransactionError):
@@ -96,6 +102,7 @@ class RegistryRevert(ChainError):
 
     solidity: ClassVar[str] = ""
     template: ClassVar[str] = "the registry reverted"
+    exit_code = EXIT_FAILED  # a rejection, like the same rule failing off chain
 
     def __init__(self, values: dict[str, Any] | None = None, *, tx_hash: str | None = None) -> None:
         self.values = dict(values or {})
