@@ -56,7 +56,7 @@ def _config(model: Path, out: Path | None, steps: int, every: int, *, anchor: bo
 
 
 def bench_provenance(root: Path, *, steps: int, every: int, rounds: int) -> dict[str, Any]:
-    from training.seeds import Secrets
+    from provenance.secrets import Secrets
     from training.trainer import train
 
     model = _model(root)
@@ -81,11 +81,12 @@ def bench_provenance(root: Path, *, steps: int, every: int, rounds: int) -> dict
 
 
 def _engines(model: Path, modes: tuple[bool, ...] = (True, False)) -> list[Any]:
+    from provenance.dataset import load_examples
+    from provenance.secrets import Secrets
     from training import determinism
-    from training.data import DEMO_DATA, load_examples
+    from training.data import DEMO_DATA
     from training.engine import load_engine
     from training.plan import resolve
-    from training.seeds import Secrets
 
     determinism.apply_threads(THREADS)
     secrets = Secrets.generate()

@@ -118,10 +118,10 @@ def bench_replay_vs_training(steps: int = 12) -> dict[str, Any]:
     """Train `steps` steps with provenance (anchoring off), then replay them all from checkpoint 0."""
     import os
 
+    from provenance.secrets import Secrets
     from training.config import TrainConfig, with_overrides
     from training.replay import replay_segment
     from training.runinfo import read_local
-    from training.seeds import Secrets
     from training.tiny import build_tiny_model
     from training.trainer import train
 
@@ -138,7 +138,7 @@ def bench_replay_vs_training(steps: int = 12) -> dict[str, Any]:
         t_train = time.perf_counter() - t0
         assert result.run_dir is not None
         _, data, _ = read_local(result.run_dir)
-        from training.data import load_examples
+        from provenance.dataset import load_examples
 
         t0 = time.perf_counter()
         replayed = replay_segment(result.run_dir / "checkpoints" / "000000", steps=steps,

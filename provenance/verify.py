@@ -200,7 +200,7 @@ def _check_base_model(st: _State, options: VerifyOptions) -> None:
         st.checks.skipped("base_model", "no --base-model given: the registered digest is reported, not compared")
         return
     with st.checks.run("base_model"):
-        from training.modelfiles import base_model_manifest
+        from provenance.basemodel import base_model_manifest
 
         found = base_model_manifest(options.base_model).digest()
         if found != st.run.base_model_digest:

@@ -26,11 +26,12 @@ import torch.nn.functional as F
 
 from provenance.errors import ProvenanceError
 from provenance.records import StepRecord, batch_digest
+from provenance.sampler import poisson_indices
+from provenance.secrets import Secrets
 from training.data import IGNORE_INDEX, Batch, TokenizedDataset, tokenize
 from training.model import add_lora, load_base_model, trainable_parameters
+from training.noise import noise_generator
 from training.plan import Plan, epsilon_of, make_accountant
-from training.sampler import poisson_indices
-from training.seeds import Secrets
 
 BatchSource = Callable[[int, Sequence[int]], Batch]
 """Called as `batches(step, indices)`; returns the int64 arrays fed for those dataset indices."""
@@ -133,7 +134,7 @@ class Engine:
                     p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)  # type: ignore[attr-defined]
             else:
                 clipped = self._clipped_fraction(n)
-            self.optimizer.generator = self.secrets.noise_generator(step)
+            self.optimizer.generator = noise_generator(self.secrets, step)
             self.optimizer.step()
             assert self.accountant is not None and self.plan.noise_multiplier is not None
             self.accountant.step(noise_multiplier=self.plan.noise_multiplier, sample_rate=self.plan.sample_rate)

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
+from provenance.basemodel import check_model_dir
 from provenance.errors import UsageError
 from training.config import LoraSettings
-from training.modelfiles import check_model_dir
 
 
 def quiet_libraries() -> None:

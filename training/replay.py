@@ -26,12 +26,12 @@ from typing import Any
 from provenance.errors import ProvenanceError, UsageError
 from provenance.hashing import Digest
 from provenance.records import StepRecord
+from provenance.secrets import Secrets
 from training import determinism
 from training.checkpoint import adapter_bytes, read_checkpoint, restore
 from training.data import Batch, TokenizedDataset
 from training.engine import BatchSource, load_engine
 from training.runinfo import read_manifest
-from training.seeds import Secrets
 
 GivenBatches = Sequence[tuple[Sequence[int], Batch]]
 BatchesArg = TokenizedDataset | Sequence[str] | Callable[[int, Sequence[int]], Batch] | GivenBatches
@@ -153,7 +153,7 @@ def _no_source(step: int, indices: Sequence[int]) -> Batch:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m training.replay CHECKPOINT --model DIR --data FILE [--secrets FILE] [--steps N]`: JSON out."""
-    from training.data import load_examples
+    from provenance.dataset import load_examples
 
     parser = argparse.ArgumentParser(prog="python -m training.replay")
     parser.add_argument("checkpoint")

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from provenance.dataset import load_examples
 from provenance.errors import UsageError
-from training.data import DEMO_DATA, load_examples
+from training.data import DEMO_DATA
 
 TINY_DEFAULTS: dict[str, Any] = {
     "vocab_size": 512,

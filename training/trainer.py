@@ -21,22 +21,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from provenance.basemodel import base_model_summary, check_model_dir
 from provenance.config import subdir
+from provenance.dataset import dataset_root, dataset_summary, load_examples
 from provenance.errors import FormatError, UsageError
 from provenance.hashing import Digest
+from provenance.secrets import SECRETS_NAME, Secrets
 from provenance.steplog import StepLog
 from training import checkpoint as ckpt
 from training import determinism, faults
 from training.anchoring import OutboxLike, open_outbox
 from training.config import AnchorConfig, TrainConfig
-from training.data import DEMO_DATA, dataset_root, dataset_summary, load_examples
+from training.data import DEMO_DATA
 from training.engine import Engine, load_engine
 from training.model import quiet_libraries
-from training.modelfiles import base_model_summary, check_model_dir
 from training.plan import EpsilonSchedule, Plan, checkpoint_steps, epsilon_after, resolve
 from training.progress import Progress
 from training.runinfo import build_manifest, read_local, read_manifest, write_local, write_manifest
-from training.seeds import SECRETS_NAME, Secrets
 
 
 @dataclass(frozen=True)

@@ -69,8 +69,8 @@ def check_data_and_replay(st: Any, *, registry: Any, store: Any, options: Any, w
         checks.skipped("dataset", "the training extra is not installed (pip install torch==2.13.0 'prov[train]')")
         checks.skipped("replay", "the training extra is not installed")
         return None
-    from training.data import dataset_root, load_examples
-    from training.seeds import Secrets
+    from provenance.dataset import dataset_root, load_examples
+    from provenance.secrets import Secrets
 
     secrets = Secrets.load(options.secrets)
     manifest = st.manifest

@@ -71,9 +71,9 @@ def train_command(config: Path | None, non_private: bool, no_anchor: bool, secre
 
     With no arguments, trains the tiny demo model (`prov init-model --tiny` first) on the bundled demo data.
     """
+    from provenance.secrets import Secrets
     from training import config as cfgmod
     from training import trainer
-    from training.seeds import Secrets
 
     if resume_dir is not None:
         given = [name for name, value in options.items() if value is not None and name not in ("chain", "store")]

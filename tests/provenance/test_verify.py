@@ -112,7 +112,7 @@ def test_one_byte_changed_in_the_adapter(env: Env, anchored: Path, tmp_path: Pat
 
 def test_adapter_from_another_run(env: Env, anchored: Path, tiny_config: Callable[..., Any],
                                   isolated_state: Path) -> None:
-    from training.seeds import Secrets
+    from provenance.secrets import Secrets
     from training.trainer import train
 
     other = train(tiny_config(env.tmp / "other"), secrets=Secrets(bytes(32 * [7]), bytes(32 * [9])), quiet=True)

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from provenance import merkle
+from provenance.dataset import dataset_root, example_leaf, load_examples
 from provenance.errors import FormatError, UsageError
-from training.data import DEMO_DATA, dataset_root, example_leaf, load_examples
+from training.data import DEMO_DATA
 
 KEY = bytes(range(32))
 

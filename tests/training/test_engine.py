@@ -10,16 +10,17 @@ from typing import Any
 import pytest
 import torch
 
+from provenance.dataset import load_examples
 from provenance.errors import ConfigError
 from training.config import TrainConfig, with_overrides
-from training.data import DEMO_DATA, load_examples
+from training.data import DEMO_DATA
 from training.engine import TrainingGuardError, load_engine, per_sample_loss
 from training.plan import Plan, epsilon_after, resolve
 
 
 def _engine(tiny_config: Any, fixed_secrets: Any, tiny_model_dir: Path, **overrides: Any) -> Any:
+    from provenance.basemodel import base_model_summary
     from training import determinism
-    from training.modelfiles import base_model_summary
 
     cfg = tiny_config(None, **overrides)
     plan = resolve(cfg, dataset_size=256)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from provenance.basemodel import base_model_manifest, base_model_summary, check_model_dir
 from provenance.errors import UsageError
 from provenance.hashing import hash_file
-from training.modelfiles import base_model_manifest, base_model_summary, check_model_dir
 
 
 def test_tiny_model_has_expected_files_and_reloads(tiny_model_dir: Path) -> None:

@@ -11,12 +11,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from provenance.dataset import load_examples
 from provenance.errors import UsageError
+from provenance.secrets import Secrets
 from provenance.steplog import StepLog
 from training.checkpoint import read_checkpoint
-from training.data import DEMO_DATA, load_examples
+from training.data import DEMO_DATA
 from training.replay import replay_segment
-from training.seeds import Secrets
 
 
 def test_replay_from_every_checkpoint_reproduces_the_next(tiny_run: Any, fixed_secrets: Any,
@@ -68,8 +69,8 @@ def test_a_tampered_batch_is_found_at_its_step(tiny_run: Any, fixed_secrets: Any
     weights diverge while the first step still matches (what the verifier's bisection relies on)."""
     from transformers import AutoTokenizer
 
+    from provenance.sampler import poisson_indices
     from training.data import tokenize
-    from training.sampler import poisson_indices
 
     run_dir: Path = tiny_run.run_dir
     log = StepLog.open(run_dir, create=False)

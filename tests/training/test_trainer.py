@@ -149,7 +149,7 @@ def test_resume_refuses_a_changed_dataset(tiny_run: Any, tmp_path: Path) -> None
 
 def test_empty_poisson_batches_are_real_steps(tiny_config: Any, fixed_secrets: Any, tmp_path: Path,
                                               isolated_state: Path) -> None:
-    from training.sampler import poisson_indices
+    from provenance.sampler import poisson_indices
     from training.trainer import train
 
     rate = 0.004  # about one example a step from 256

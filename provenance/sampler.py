@@ -17,7 +17,7 @@ import hashlib
 
 import numpy as np
 
-from training.seeds import SAMPLE_LABEL, step_key
+from provenance.secrets import SAMPLE_LABEL, step_key
 
 SAMPLER_FORMAT = "prov.poisson.v1"
 

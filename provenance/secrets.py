@@ -1,4 +1,5 @@
-"""The run's two secrets, their public commitments, and every value derived from them.
+"""The run's two secrets, their public commitments, and every value derived from them (no torch: the verifier
+recomputes every derivation; the trainer's torch-side uses live in `training`).
 
 `noise_seed` (32 bytes) drives the DP noise, the Poisson sampler and LoRA dropout; `dataset_key` (32 bytes) salts
 the dataset root. Both are kept in `<run_dir>/secrets.json` (mode 0600) and revealed only to an auditor. They never
@@ -20,15 +21,12 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from provenance import canonical
 from provenance.errors import FormatError, UsageError
 from provenance.fsutil import atomic_write
 from provenance.hashing import Digest
-
-if TYPE_CHECKING:
-    import torch
 
 SECRETS_NAME = "secrets.json"
 SECRETS_FORMAT = "prov.secrets.v1"
@@ -82,14 +80,6 @@ class Secrets:
         for name, value in mine.items():
             if manifest_secrets.get(name) != value:
                 raise UsageError(f"the secrets do not match the run manifest's {name}")
-
-    def noise_generator(self, step: int) -> torch.Generator:
-        """The generator step `step` draws its Gaussian noise from (reseeded for every step)."""
-        import torch
-
-        gen = torch.Generator()
-        gen.manual_seed(seed_of(step_key(self.noise_seed, NOISE_LABEL, step)))
-        return gen
 
     def dropout_seed(self, step: int) -> int:
         """The global torch seed set right before step `step` (LoRA dropout masks)."""
