@@ -57,7 +57,7 @@ def synthetic_run(root: Path, *, steps: int, checkpoints: int) -> Path:
         start = log.size
         for k in range(start, min(start + (every if index else 0), steps)):
             log.append(StepRecord(step=k, batch=Digest.of(k.to_bytes(8, "big")), examples=100, lr=1e-3,
-                                  loss=2.0 - k * 1e-4, clipped_fraction=0.5, noise_index=k))
+                                  noise_index=k, stats=Digest.of(k.to_bytes(8, 'big') + b's')))
         ck = run / "checkpoints" / f"{index:06d}"
         ck.mkdir(parents=True)
         tensors = {"lora_A": rng.standard_normal((8, 64), dtype=np.float32),

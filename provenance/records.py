@@ -1,21 +1,25 @@
-"""Canonical encodings of what happens in one optimizer step: the batch and the step record.
+"""Canonical encodings of what happens in one optimizer step: step records, step statistics, and the v1 batch.
 
-Batch encoding `prov.batch.v1`: a valid safetensors file written by this module alone (so its bytes never depend
-on a library version): 8-byte little-endian header length, canonical-JSON header padded with spaces to a multiple
-of 8, then each tensor's C-order little-endian bytes in sorted name order. The header's `__metadata__` holds the
-format name, the step and the dataset indices. Verifying a batch digest needs numpy, not torch.
+Step record `prov.step.v2` (written since 0.2): step, salted batch commitment (`prov.batch.v2`, see
+`provenance.batches`), example count, lr, noise index, and a hiding commitment to the step's private statistics
+(`prov.stats.v1`): loss and clipped fraction are never published. `prov.step.v1` (runs before 0.2) carried loss and
+clipped fraction in clear; it is still parsed, so old runs stay auditable. A record's Merkle leaf is
+`H(0x00 || canonical(record))`. Floats are stored as their `repr` strings. docs/formats.md has every definition.
 
-Step record `prov.step.v1`: canonical JSON; floats are stored as their `repr` strings. Its Merkle leaf is
-`H(0x00 || canonical(record))`.
+Batch encoding `prov.batch.v1` (legacy, unsalted): a valid safetensors file written by `encode_safetensors`: 8-byte
+little-endian header length, canonical-JSON header padded with spaces to a multiple of 8, then each tensor's
+C-order little-endian bytes in sorted name order; `__metadata__` holds the format name, step and dataset indices.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -23,8 +27,10 @@ from provenance import canonical, merkle
 from provenance.errors import FormatError
 from provenance.hashing import Digest
 
-BATCH_FORMAT = "prov.batch.v1"
-STEP_FORMAT = "prov.step.v1"
+BATCH_FORMAT_V1 = "prov.batch.v1"
+STEP_FORMAT_V1 = "prov.step.v1"
+STEP_FORMAT = "prov.step.v2"
+STATS_FORMAT = "prov.stats.v1"
 
 _DTYPES: dict[str, str] = {
     "bool": "BOOL", "uint8": "U8", "int8": "I8", "int16": "I16", "int32": "I32", "int64": "I64",
@@ -54,7 +60,7 @@ def encode_safetensors(entries: Mapping[str, tuple[str, Sequence[int], bytes]], 
     return struct.pack("<Q", len(head)) + head + b"".join(chunks)
 
 
-def encode_batch(*, step: int, indices: Sequence[int], tensors: Mapping[str, Any]) -> bytes:
+def encode_batch_v1(*, step: int, indices: Sequence[int], tensors: Mapping[str, Any]) -> bytes:
     """The canonical bytes of one step's batch: its step number, dataset indices and tensors as fed."""
     if step < 0:
         raise FormatError(f"batch step must be >= 0, got {step}")
@@ -66,13 +72,13 @@ def encode_batch(*, step: int, indices: Sequence[int], tensors: Mapping[str, Any
             raise FormatError(f"batch tensor {name!r}: unsupported dtype {array.dtype.name}")
         data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
         entries[name] = (dtype, array.shape, data)
-    metadata = {"format": BATCH_FORMAT, "indices": canonical.encode([int(i) for i in indices]).decode(),
+    metadata = {"format": BATCH_FORMAT_V1, "indices": canonical.encode([int(i) for i in indices]).decode(),
                 "step": str(int(step))}
     return encode_safetensors(entries, metadata)
 
 
-def batch_digest(*, step: int, indices: Sequence[int], tensors: Mapping[str, Any]) -> Digest:
-    return Digest.of(encode_batch(step=step, indices=indices, tensors=tensors))
+def batch_digest_v1(*, step: int, indices: Sequence[int], tensors: Mapping[str, Any]) -> Digest:
+    return Digest.of(encode_batch_v1(step=step, indices=indices, tensors=tensors))
 
 
 def _float_text(value: float, field: str) -> str:
@@ -93,10 +99,74 @@ def _parse_float(text: Any, field: str) -> float:
     return value
 
 
+def _check_count(value: Any, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise FormatError(f"step record field {field} must be a non-negative integer")
+    return value
+
+
+def _check_fields(value: Any, expected: set[str], format_name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise FormatError("step record must be a JSON object")
+    if value.get("format") != format_name:
+        raise FormatError(f"unknown step record format {value.get('format')!r} (expected {format_name})")
+    if set(value) != expected:
+        raise FormatError(
+            f"step record fields differ: missing {sorted(expected - set(value))}, "
+            f"unexpected {sorted(set(value) - expected)}"
+        )
+    return value
+
+
+# Fields of a step that do not depend on floating point: they must match exactly in any environment.
+EXACT_FIELDS = ("batch", "examples", "lr", "noise_index")
+
+
 @dataclass(frozen=True, slots=True)
 class StepRecord:
-    """One optimizer step as logged. `examples` is the Poisson batch size (may be 0)."""
+    """One optimizer step as logged (`prov.step.v2`). `examples` is the Poisson batch size (may be 0); `stats` is
+    the salted commitment to the step's loss and clipped fraction (`stats_commitment`)."""
 
+    format: ClassVar[str] = STEP_FORMAT
+    step: int
+    batch: Digest
+    examples: int
+    lr: float
+    noise_index: int
+    stats: Digest
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "batch": str(self.batch),
+            "examples": self.examples,
+            "format": STEP_FORMAT,
+            "lr": _float_text(self.lr, "lr"),
+            "noise_index": self.noise_index,
+            "stats": str(self.stats),
+            "step": self.step,
+        }
+
+    def encode(self) -> bytes:
+        return canonical.encode(self.to_json())
+
+    def leaf_hash(self) -> bytes:
+        return merkle.hash_leaf(self.encode())
+
+    @classmethod
+    def from_json(cls, value: Any) -> StepRecord:
+        """Parse a v2 record read from a trust boundary; every field is checked."""
+        v = _check_fields(value, {"batch", "examples", "format", "lr", "noise_index", "stats", "step"}, STEP_FORMAT)
+        return cls(step=_check_count(v["step"], "step"), batch=Digest.parse(v["batch"]),
+                   examples=_check_count(v["examples"], "examples"), lr=_parse_float(v["lr"], "lr"),
+                   noise_index=_check_count(v["noise_index"], "noise_index"), stats=Digest.parse(v["stats"]))
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecordV1:
+    """A step as logged by runs before 0.2 (`prov.step.v1`): loss and clipped fraction in clear, no stats
+    commitment. Read-only: kept so old runs stay auditable."""
+
+    format: ClassVar[str] = STEP_FORMAT_V1
     step: int
     batch: Digest
     examples: int
@@ -110,7 +180,7 @@ class StepRecord:
             "batch": str(self.batch),
             "clipped_fraction": _float_text(self.clipped_fraction, "clipped_fraction"),
             "examples": self.examples,
-            "format": STEP_FORMAT,
+            "format": STEP_FORMAT_V1,
             "loss": _float_text(self.loss, "loss"),
             "lr": _float_text(self.lr, "lr"),
             "noise_index": self.noise_index,
@@ -124,27 +194,56 @@ class StepRecord:
         return merkle.hash_leaf(self.encode())
 
     @classmethod
-    def from_json(cls, value: Any) -> StepRecord:
-        """Parse a record read from a trust boundary; every field is checked."""
-        if not isinstance(value, dict):
-            raise FormatError("step record must be a JSON object")
-        expected = {"batch", "clipped_fraction", "examples", "format", "loss", "lr", "noise_index", "step"}
-        if set(value) != expected:
-            raise FormatError(
-                f"step record fields differ: missing {sorted(expected - set(value))}, "
-                f"unexpected {sorted(set(value) - expected)}"
-            )
-        if value["format"] != STEP_FORMAT:
-            raise FormatError(f"unknown step record format {value['format']!r} (expected {STEP_FORMAT})")
-        for field in ("step", "examples", "noise_index"):
-            if not isinstance(value[field], int) or isinstance(value[field], bool) or value[field] < 0:
-                raise FormatError(f"step record field {field} must be a non-negative integer")
-        return cls(
-            step=value["step"],
-            batch=Digest.parse(value["batch"]),
-            examples=value["examples"],
-            lr=_parse_float(value["lr"], "lr"),
-            loss=_parse_float(value["loss"], "loss"),
-            clipped_fraction=_parse_float(value["clipped_fraction"], "clipped_fraction"),
-            noise_index=value["noise_index"],
-        )
+    def from_json(cls, value: Any) -> StepRecordV1:
+        v = _check_fields(value, {"batch", "clipped_fraction", "examples", "format", "loss", "lr", "noise_index",
+                                  "step"}, STEP_FORMAT_V1)
+        return cls(step=_check_count(v["step"], "step"), batch=Digest.parse(v["batch"]),
+                   examples=_check_count(v["examples"], "examples"), lr=_parse_float(v["lr"], "lr"),
+                   loss=_parse_float(v["loss"], "loss"),
+                   clipped_fraction=_parse_float(v["clipped_fraction"], "clipped_fraction"),
+                   noise_index=_check_count(v["noise_index"], "noise_index"))
+
+
+AnyStepRecord = StepRecord | StepRecordV1
+
+
+def step_record_from_json(value: Any) -> AnyStepRecord:
+    """Parse a step record of any known format (v2, or v1 from runs before 0.2)."""
+    if isinstance(value, dict) and value.get("format") == STEP_FORMAT_V1:
+        return StepRecordV1.from_json(value)
+    return StepRecord.from_json(value)
+
+
+# --- step statistics (prov.stats.v1) ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StepStats:
+    """The private statistics of one step: what `StepRecord.stats` commits to. Never published."""
+
+    step: int
+    loss: float
+    clipped_fraction: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"clipped_fraction": _float_text(self.clipped_fraction, "clipped_fraction"),
+                "loss": _float_text(self.loss, "loss"), "step": self.step}
+
+    @classmethod
+    def from_json(cls, value: Any, *, source: str = "step statistics") -> StepStats:
+        if not isinstance(value, dict) or set(value) != {"clipped_fraction", "loss", "step"}:
+            raise FormatError(f"{source}: a line must be {{clipped_fraction, loss, step}}")
+        return cls(step=_check_count(value["step"], "step"), loss=_parse_float(value["loss"], "loss"),
+                   clipped_fraction=_parse_float(value["clipped_fraction"], "clipped_fraction"))
+
+    def commitment(self, stats_key: bytes) -> Digest:
+        return stats_commitment(stats_key, step=self.step, loss=self.loss, clipped_fraction=self.clipped_fraction)
+
+
+def stats_commitment(stats_key: bytes, *, step: int, loss: float, clipped_fraction: float) -> Digest:
+    """`H(b"prov.stats.v1\x00" || HMAC(stats_key, u64(step)) || canonical({clipped_fraction, loss}))`: hiding
+    without the stats key (derived from the noise seed), binding to the exact values."""
+    salt = hmac.new(stats_key, step.to_bytes(8, "big"), hashlib.sha256).digest()
+    body = canonical.encode({"clipped_fraction": _float_text(clipped_fraction, "clipped_fraction"),
+                             "loss": _float_text(loss, "loss")})
+    return Digest.of(STATS_FORMAT.encode() + b"\x00" + salt + body)

@@ -9,7 +9,9 @@ Derivations (byte layouts are part of the format; the verifier recomputes them):
 
 - commitment: `SHA-256(secret)` (DESIGN.md, "Noise seed"), as `sha256:<hex>`.
 - per-step key: `HMAC-SHA256(noise_seed, label || uint64_be(step))` with label `b"noise"`, `b"sample"` or
-  `b"dropout"`.
+  `b"dropout"`; the noise generator's key is its first 16 bytes (128 bits).
+- stats key `HMAC-SHA256(noise_seed, b"prov.stats.v1")`, batch key `HMAC-SHA256(dataset_key, b"prov.batch.v2")`
+  (docs/formats.md).
 - a torch seed from a key: the first 8 bytes as an unsigned big-endian integer (torch accepts all 64 bits).
 """
 
@@ -35,6 +37,8 @@ SECRET_SIZE = 32
 NOISE_LABEL = b"noise"
 SAMPLE_LABEL = b"sample"
 DROPOUT_LABEL = b"dropout"
+STATS_LABEL = b"prov.stats.v1"
+BATCH_LABEL = b"prov.batch.v2"
 
 
 def step_key(secret: bytes, label: bytes, step: int) -> bytes:
@@ -80,6 +84,18 @@ class Secrets:
         for name, value in mine.items():
             if manifest_secrets.get(name) != value:
                 raise UsageError(f"the secrets do not match the run manifest's {name}")
+
+    def noise_key(self, step: int) -> bytes:
+        """The 128-bit key of step `step`'s noise generator (`prov.noise.v2`: a Philox-4x64 key)."""
+        return step_key(self.noise_seed, NOISE_LABEL, step)[:16]
+
+    def stats_key(self) -> bytes:
+        """`HMAC(noise_seed, "prov.stats.v1")`: salts the commitments to per-step loss and clipped fraction."""
+        return hmac.new(self.noise_seed, STATS_LABEL, hashlib.sha256).digest()
+
+    def batch_key(self) -> bytes:
+        """`HMAC(dataset_key, "prov.batch.v2")`: salts the per-example leaves of every batch commitment."""
+        return hmac.new(self.dataset_key, BATCH_LABEL, hashlib.sha256).digest()
 
     def dropout_seed(self, step: int) -> int:
         """The global torch seed set right before step `step` (LoRA dropout masks)."""

@@ -25,16 +25,16 @@ from types import TracebackType
 from provenance import canonical, merkle
 from provenance.errors import FormatError, TamperedRecord, TornTail, UsageError
 from provenance.fsutil import atomic_write, fsync_dir
-from provenance.records import StepRecord
+from provenance.records import AnyStepRecord, step_record_from_json
 
 LOG_NAME = "steps.jsonl"
 
 
-def encode_line(record: StepRecord, leaf: bytes, root: bytes) -> bytes:
+def encode_line(record: AnyStepRecord, leaf: bytes, root: bytes) -> bytes:
     return canonical.encode({"leaf": leaf.hex(), "record": record.to_json(), "root": root.hex()}) + b"\n"
 
 
-def parse_records(data: bytes, *, first_step: int = 0, source: str = LOG_NAME) -> list[StepRecord]:
+def parse_records(data: bytes, *, first_step: int = 0, source: str = LOG_NAME) -> list[AnyStepRecord]:
     """Parse whole lines of a step log (or a segment of one starting at `first_step`).
 
     Only the records are trusted input here: stored leaves and roots are ignored, since the caller recomputes
@@ -42,12 +42,12 @@ def parse_records(data: bytes, *, first_step: int = 0, source: str = LOG_NAME) -
     """
     if data and not data.endswith(b"\n"):
         raise FormatError(f"{source}: ends in a partial line (truncated)")
-    records: list[StepRecord] = []
+    records: list[AnyStepRecord] = []
     for number, line in enumerate(data.splitlines(), start=1):
         value = canonical.decode(line, source=f"{source} line {number}", strict=True)
         if not isinstance(value, dict) or "record" not in value:
             raise FormatError(f"{source} line {number}: not a step-log line")
-        record = StepRecord.from_json(value["record"])
+        record = step_record_from_json(value["record"])
         expected = first_step + len(records)
         if record.step != expected:
             raise TamperedRecord(
@@ -60,7 +60,7 @@ def parse_records(data: bytes, *, first_step: int = 0, source: str = LOG_NAME) -
 class StepLog:
     """An open step log. Use `StepLog.open(dir)`; append records whose `step` equals `size`."""
 
-    def __init__(self, directory: Path, records: list[StepRecord], leaves: list[bytes], *, fsync_every: int) -> None:
+    def __init__(self, directory: Path, records: list[AnyStepRecord], leaves: list[bytes], *, fsync_every: int) -> None:
         self.directory = directory
         self.path = directory / LOG_NAME
         self._records = records
@@ -131,10 +131,10 @@ class StepLog:
     def leaf_hashes(self) -> list[bytes]:
         return list(self._leaves)
 
-    def records(self) -> Iterator[StepRecord]:
+    def records(self) -> Iterator[AnyStepRecord]:
         return iter(list(self._records))
 
-    def record(self, step: int) -> StepRecord:
+    def record(self, step: int) -> AnyStepRecord:
         return self._records[step]
 
     def segment(self, start: int, end: int) -> bytes:
@@ -152,7 +152,7 @@ class StepLog:
 
     # --- writing --------------------------------------------------------------------------------------
 
-    def append(self, record: StepRecord) -> int:
+    def append(self, record: AnyStepRecord) -> int:
         """Append one step; returns its index. The record must be the next step."""
         if self._fd is None:
             raise UsageError(f"{self.path}: step log is closed")
@@ -211,9 +211,9 @@ def _split_torn(data: bytes) -> tuple[bytes, bytes]:
     return data[:end], data[end:]
 
 
-def _check_lines(data: bytes, *, source: str) -> tuple[list[StepRecord], list[bytes]]:
+def _check_lines(data: bytes, *, source: str) -> tuple[list[AnyStepRecord], list[bytes]]:
     """Parse whole lines and check each stored leaf and root against the records (tamper detection)."""
-    records: list[StepRecord] = []
+    records: list[AnyStepRecord] = []
     leaves: list[bytes] = []
     rng = merkle.CompactRange()
     for number, line in enumerate(data.splitlines(), start=1):
@@ -222,7 +222,7 @@ def _check_lines(data: bytes, *, source: str) -> tuple[list[StepRecord], list[by
             value = canonical.decode(line, source=f"{source} line {number}", strict=True)
             if not isinstance(value, dict) or set(value) != {"leaf", "record", "root"}:
                 raise FormatError(f"{source} line {number}: not a step-log line")
-            record = StepRecord.from_json(value["record"])
+            record = step_record_from_json(value["record"])
             stored_leaf, stored_root = bytes.fromhex(value["leaf"]), bytes.fromhex(value["root"])
         except (FormatError, ValueError, TypeError) as exc:
             raise TamperedRecord(f"{source}: step {index} is unreadable: {exc}", index=index) from None

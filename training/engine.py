@@ -24,11 +24,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from provenance.batches import IGNORE_INDEX, Batch, TokenizedDataset, tokenize
 from provenance.errors import ProvenanceError
-from provenance.records import StepRecord, batch_digest
+from provenance.records import StepRecordV1 as StepRecord
+from provenance.records import batch_digest_v1 as batch_digest
 from provenance.sampler import poisson_indices
 from provenance.secrets import Secrets
-from training.data import IGNORE_INDEX, Batch, TokenizedDataset, tokenize
 from training.model import add_lora, load_base_model, trainable_parameters
 from training.noise import noise_generator
 from training.plan import Plan, epsilon_of, make_accountant

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from provenance.batches import Batch, TokenizedDataset
 from provenance.errors import ProvenanceError, UsageError
 from provenance.hashing import Digest
 from provenance.records import StepRecord
 from provenance.secrets import Secrets
 from training import determinism
 from training.checkpoint import adapter_bytes, read_checkpoint, restore
-from training.data import Batch, TokenizedDataset
 from training.engine import BatchSource, load_engine
 from training.runinfo import read_manifest
 

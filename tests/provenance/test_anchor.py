@@ -15,7 +15,7 @@ from provenance.hashing import Digest, hash_file
 from provenance.manifest import MANIFEST_NAME, encode_run_manifest, hash_directory
 from provenance.steplog import StepLog
 from provenance.store import open_store
-from tests.provenance.golden_cases import run_manifest
+from tests.fixtures.golden import run_manifest
 from tests.provenance.test_steplog import rec
 
 

@@ -1,5 +1,5 @@
 """Digest, canonical JSON, batch/step/manifest encodings. Golden files pin every persisted format's bytes:
-a change of format must be deliberate (regenerate with `python -m tests.provenance.golden_cases`, and bump the
+a change of format must be deliberate (regenerate with `python -m tests.fixtures.golden`, and bump the
 version in the format name)."""
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from provenance.manifest import (
     hash_directory,
     run_manifest_digest,
 )
-from provenance.records import StepRecord, batch_digest
-
-from .golden_cases import CASES, GOLDEN, batch_bytes, checkpoint_manifest, run_manifest, step_record
+from provenance.records import StepRecordV1 as StepRecord
+from provenance.records import batch_digest_v1 as batch_digest
+from tests.fixtures.golden import CASES, GOLDEN, batch_bytes, checkpoint_manifest, run_manifest, step_record
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -21,7 +21,7 @@ from provenance.steplog import LOG_NAME, StepLog, parse_records, verify_log
 
 def rec(i: int) -> StepRecord:
     return StepRecord(step=i, batch=Digest.of(i.to_bytes(4, "big")), examples=i % 5, lr=1e-3,
-                      loss=1.0 / (i + 1), clipped_fraction=0.5, noise_index=i)
+                      noise_index=i, stats=Digest.of(i.to_bytes(8, 'big') + b's'))
 
 
 def write_log(directory: Path, n: int) -> StepLog:
@@ -125,7 +125,7 @@ log = StepLog.open(sys.argv[1], repair=True, fsync_every=int(sys.argv[2]))
 i = log.size
 while True:
     log.append(StepRecord(step=i, batch=Digest.of(i.to_bytes(4, "big")), examples=i % 7, lr=0.001,
-                          loss=1.0 / (i + 1), clipped_fraction=0.25, noise_index=i))
+                          noise_index=i, stats=Digest.of(i.to_bytes(8, 'big') + b's')))
     print(i, flush=True)
     i += 1
 """
@@ -160,4 +160,4 @@ def test_kill_9_at_random_moments_never_loses_a_confirmed_record(tmp_path: Path)
 
 def rec_leaf(i: int) -> bytes:
     return StepRecord(step=i, batch=Digest.of(i.to_bytes(4, "big")), examples=i % 7, lr=0.001,
-                      loss=1.0 / (i + 1), clipped_fraction=0.25, noise_index=i).leaf_hash()
+                      noise_index=i, stats=Digest.of(i.to_bytes(8, 'big') + b's')).leaf_hash()

@@ -76,7 +76,7 @@ def test_bad_datasets_are_one_line_errors(tmp_path: Path) -> None:
 def test_tokenized_batches_as_fed(tiny_model_dir: Path) -> None:
     from transformers import AutoTokenizer
 
-    from training.data import tokenize
+    from provenance.batches import tokenize
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     ds = tokenize(["a short one", "a much longer example " * 20], tok, max_length=16)

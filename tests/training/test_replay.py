@@ -69,8 +69,8 @@ def test_a_tampered_batch_is_found_at_its_step(tiny_run: Any, fixed_secrets: Any
     weights diverge while the first step still matches (what the verifier's bisection relies on)."""
     from transformers import AutoTokenizer
 
+    from provenance.batches import tokenize
     from provenance.sampler import poisson_indices
-    from training.data import tokenize
 
     run_dir: Path = tiny_run.run_dir
     log = StepLog.open(run_dir, create=False)
