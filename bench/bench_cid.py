@@ -17,8 +17,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import interleaved, row, show
-from provenance.cid import bytes_cid, file_cid
 from provenance.hashing import hash_file
+from provenance.store import bytes_cid, file_cid
 
 TARGET = ">= 0.70"
 

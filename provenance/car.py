@@ -4,8 +4,10 @@ Format (ipld.io/specs/transport/car/carv1): `varint(len) || dag-cbor {"roots": [
 then sections `varint(len) || binary CID || block`. Kubo's `ipfs dag import` takes what `write_car` writes
 and keeps the same root CIDs. A CAR file's own bytes are never an identity: record root CIDs instead.
 
-Reading is strict and one-line on failure: a truncated section, a header that is not a CAR v1 header
-(CAR v2 is named as such), a block that does not hash to its CID, all raise with the file and byte offset.
+Reading is strict, bounded and one-line on failure: a truncated section, a header that is not a CAR v1 header
+(CAR v2 is named as such), a block that does not hash to its CID, all raise with the file and byte offset. The
+header is at most MAX_HEADER bytes, a section at most one block of `MAX_BLOCK_SIZE` plus its CID, and a reader
+can be given a total budget of bytes and blocks (`read_car`, which holds every block in memory, always has one).
 """
 
 from __future__ import annotations
@@ -16,12 +18,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
 
-from provenance.cid import Cid, decode_varint, encode_varint, verify_block
+from provenance._store.dag import default_mode
+from provenance.cid import MAX_BLOCK_SIZE, Cid, decode_varint, encode_varint, verify_block
 from provenance.errors import FormatError, UsageError
 from provenance.fsutil import atomic_output
 
 MAX_HEADER = 1 << 20
-MAX_SECTION = 8 << 20  # Kubo's blocks are ≤ 1 MiB (ours ≤ 256 KiB + a node); refuse to buffer absurd claims
+MAX_SECTION = MAX_BLOCK_SIZE + 128  # one block and its binary CID; refuse to buffer absurd claims
+MAX_ROOTS = 1024
+READ_CAR_MAX_BYTES = 256 << 20  # `read_car` keeps every block in memory: bound what a hostile file can make it hold
+READ_CAR_MAX_BLOCKS = 1 << 20
 _CID_TAG = 42
 
 
@@ -47,8 +53,6 @@ def _cbor_head(major: int, value: int) -> bytes:
 
 def write_car(path: str | os.PathLike[str], roots: Sequence[Cid], blocks: Iterable[tuple[Cid, bytes]]) -> int:
     """Write a CAR v1 file atomically (temp file beside it, fsync, rename). Returns the number of blocks."""
-    from provenance._store.dag import default_mode
-
     count = 0
     with atomic_output(path, mode=default_mode(directory=False), suffix=".part") as out:
         out.write(encode_header(roots))
@@ -64,8 +68,12 @@ def write_car(path: str | os.PathLike[str], roots: Sequence[Cid], blocks: Iterab
 class CarReader:
     """Reads a CAR v1 file: `roots` after opening, then iterate for verified `(cid, block)` pairs."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, max_bytes: int | None = None,
+                 max_blocks: int | None = None) -> None:
+        """`max_bytes` / `max_blocks`: refuse a file whose sections add up to more (None: only the file bounds it)."""
         self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.max_blocks = max_blocks
         try:
             self._file: BinaryIO = self.path.open("rb")
         except FileNotFoundError:
@@ -138,20 +146,29 @@ class CarReader:
         if header["version"] == 2:
             raise self._fail("this is a CAR v2 file; prov reads CAR v1 (convert it with `car` or Kubo)")
         if header["version"] != 1:
-            raise self._fail(f"unsupported CAR version {header['version']!r}")
+            raise self._fail(f"unsupported CAR version {_short(header['version'])}")
         roots = header.get("roots")
         if not isinstance(roots, list) or not all(isinstance(r, Cid) for r in roots):
             raise self._fail("CAR header roots must be a list of CIDs")
+        if len(roots) > MAX_ROOTS:
+            raise self._fail(f"CAR header lists {len(roots)} roots, more than {MAX_ROOTS}")
         self._offset += len(encode_varint(length)) + length
         return roots
 
     def __iter__(self) -> Iterator[tuple[Cid, bytes]]:
+        total = blocks = 0
         while True:
             length = self._read_length(eof_ok=True)
             if length is None:
                 return
             if length > MAX_SECTION:
                 raise self._fail(f"block section of {length} bytes exceeds the {MAX_SECTION}-byte limit")
+            total += length
+            blocks += 1
+            if self.max_bytes is not None and total > self.max_bytes:
+                raise self._fail(f"CAR file holds more than {self.max_bytes} bytes of blocks, the limit here")
+            if self.max_blocks is not None and blocks > self.max_blocks:
+                raise self._fail(f"CAR file holds more than {self.max_blocks} blocks, the limit here")
             section = self._read_exact(length, "a block section")
             try:
                 cid, start = Cid.from_bytes(section)
@@ -163,10 +180,17 @@ class CarReader:
             yield cid, block
 
 
-def read_car(path: str | os.PathLike[str]) -> tuple[list[Cid], list[tuple[Cid, bytes]]]:
-    """Roots and all blocks (verified) of a small CAR file, in file order."""
-    with CarReader(path) as reader:
+def read_car(
+    path: str | os.PathLike[str], *, max_bytes: int = READ_CAR_MAX_BYTES, max_blocks: int = READ_CAR_MAX_BLOCKS
+) -> tuple[list[Cid], list[tuple[Cid, bytes]]]:
+    """Roots and all blocks (verified) of a small CAR file, in file order; a bigger one is refused."""
+    with CarReader(path, max_bytes=max_bytes, max_blocks=max_blocks) as reader:
         return reader.roots, list(reader)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _cbor_decode(buf: bytes, pos: int, depth: int) -> tuple[Any, int]:
@@ -201,6 +225,8 @@ def _cbor_decode(buf: bytes, pos: int, depth: int) -> tuple[Any, int]:
             return raw.decode("utf-8"), pos + arg
         except UnicodeDecodeError:
             raise FormatError("text is not UTF-8") from None
+    if major in (4, 5) and arg > len(buf) - pos:  # every item takes at least one byte
+        raise FormatError("truncated")
     if major == 4:
         items = []
         for _ in range(arg):

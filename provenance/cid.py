@@ -5,9 +5,10 @@ A CID here is always CIDv1 with a SHA-256 multihash and one of two codecs: `raw`
 `parse_cid` also accepts CIDv0 (`Qm...`) and base58btc CIDv1 (`z...`), as nodes and pinning services answer
 with them, and normalises them to base32.
 
-`file_cid`, `bytes_cid` and `directory_cid` give the CID Kubo's
-`ipfs add [-r] --cid-version=1 --raw-leaves` gives (256 KiB chunks, balanced DAG, 174 links a node); the
-UnixFS and dag-pb encodings behind them live in `provenance._store.unixfs`.
+This module holds the CID primitives only (varints, the multihash, binary and text forms, block verification)
+and imports nothing else of prov's but its errors: the UnixFS / dag-pb encodings build on it
+(`provenance._store.unixfs`), never the reverse. The CID of a whole file or directory (`file_cid`, `bytes_cid`,
+`directory_cid`) is computed there and offered by `provenance.store`.
 """
 
 from __future__ import annotations
@@ -15,12 +16,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO
 
 from provenance.errors import DigestMismatch, FormatError
 
@@ -30,6 +28,8 @@ DAG_PB = 0x70
 SHA2_256 = 0x12
 SHA2_256_SIZE = 32
 CODEC_NAMES = {RAW: "raw", DAG_PB: "dag-pb"}
+MAX_BLOCK_SIZE = 2 * 1024 * 1024  # bitswap's hard limit: no IPFS node moves a bigger block (Kubo makes <= 1 MiB)
+MAX_TEXT = 256  # a sha2-256 CID is 59 characters in base32, 46-49 in base58; refuse to decode longer claims
 
 _BASE32_TEXT = re.compile(r"b[a-z2-7]+")
 _B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
@@ -158,6 +158,8 @@ def parse_cid(text: str) -> Cid:
     shown = text if len(text) <= 80 else text[:77] + "..."
     stripped = text.strip()
     try:
+        if len(stripped) > MAX_TEXT:  # base58 decoding is quadratic: never run it on unbounded input
+            raise FormatError(f"longer than {MAX_TEXT} characters")
         if stripped.startswith("Qm") and len(stripped) == 46:
             binary = _b58decode(stripped)
         elif stripped.startswith("z"):
@@ -200,32 +202,3 @@ def verify_block(cid: Cid | str, block: bytes | memoryview) -> None:
     found = hashlib.sha256(block).digest()
     if found != expected.digest:
         raise CidMismatch(expected, found=found)
-
-
-# -- whole-object CIDs -------------------------------------------------------------------------------------
-
-
-def bytes_cid(data: bytes | bytearray | memoryview) -> str:
-    """Kubo's CIDv1 (`--raw-leaves`) for a file holding exactly `data`."""
-    from provenance._store.unixfs import FileBuilder
-
-    builder = FileBuilder()
-    builder.add_all(memoryview(data))
-    return cid_text(builder.finish().cid)
-
-
-def file_cid(source: str | os.PathLike[str] | BinaryIO) -> str:
-    """Kubo's CIDv1 (`--raw-leaves`) for a file path or a binary stream, read once in large blocks."""
-    from provenance._store.unixfs import build_file, open_input
-
-    if isinstance(source, str | os.PathLike):
-        with open_input(Path(source)) as stream:
-            return cid_text(build_file(stream).cid)
-    return cid_text(build_file(source).cid)
-
-
-def directory_cid(path: str | os.PathLike[str]) -> str:
-    """Kubo's CIDv1 for `ipfs add -r --hidden --cid-version=1 --raw-leaves PATH` (see `_store.unixfs`)."""
-    from provenance._store.unixfs import build_directory
-
-    return cid_text(build_directory(Path(path)).cid)

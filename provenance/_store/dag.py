@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from provenance._store.unixfs import (
+from provenance._store.dagpb import (
     DIRECTORY,
     FILE,
     HAMT_SHARD,
@@ -28,7 +28,12 @@ from provenance.errors import FormatError, UsageError
 from provenance.fsutil import atomic_output, fsync_dir
 
 GetBlock = Callable[[Cid], bytes]
-MAX_DEPTH = 64  # Kubo's trees are ~log174(size) deep; anything deeper is hostile or broken
+MAX_DEPTH = 64  # directory nesting; a checkpoint folder is a few levels deep
+MAX_FILE_DEPTH = 32  # Kubo's file trees are ~log174(size) deep (6 levels reach petabytes): deeper is hostile
+MAX_FILE_LINKS = 1024  # Kubo's balanced DAG has at most 174 links a node
+# Kubo shards a directory (HAMT) once names + CIDs reach 256 KiB: at least 37 bytes an entry, so < 7,100 entries.
+MAX_DIRECTORY_ENTRIES = 8192
+MAX_TREE_ENTRIES = 100_000  # files and folders one write_directory creates, however a DAG reuses subtrees
 
 
 def _umask() -> int:
@@ -57,16 +62,20 @@ class NotADirectory(UsageError):
 
 
 def stat(get: GetBlock, cid: Cid) -> tuple[str, int]:
-    """`("file", size)` or `("directory", entries)` for a root, fetching only the root block."""
+    """`("file", size)` or `("directory", entries)` for a root, fetching only the root block.
+
+    A file's size is the one its root declares, checked against the root's own blocksizes; `iter_file` then
+    holds every block below to it, so a caller can refuse content by size before reading any of it.
+    """
     block = get(cid)
     if cid.codec == RAW:
         return "file", len(block)
     node = decode_node(block, where=f"block {cid}")
     if node.type == DIRECTORY:
+        _check_directory(cid, node)
         return "directory", len(node.links)
     if node.type in (FILE, UNIXFS_RAW):
-        size = node.filesize if node.filesize is not None else len(node.data) + sum(node.blocksizes)
-        return "file", size
+        return "file", _declared_size(cid, node)
     return _unsupported(cid, node), 0
 
 
@@ -78,50 +87,74 @@ def _unsupported(cid: Cid, node: Node) -> str:
     raise FormatError(f"{cid} has unsupported UnixFS type {node.type}")
 
 
-def iter_file(get: GetBlock, cid: Cid) -> Iterator[bytes]:
-    """The content of the file `cid`, in order, one block at a time (streaming; memory stays ~1 block)."""
-    if cid.codec == DAG_PB:
-        node = decode_node(get(cid), where=f"block {cid}")
-        if node.type == DIRECTORY:
-            raise NotAFile(f"{cid} is a directory, not a file")
-        if node.type not in (FILE, UNIXFS_RAW):
-            _unsupported(cid, node)
-        yield from _file_node(get, cid, node, 0)
-    else:
-        yield get(cid)
-
-
-def _file_node(get: GetBlock, cid: Cid, node: Node, depth: int) -> Iterator[bytes]:
-    if depth > MAX_DEPTH:
-        raise FormatError(f"file DAG under {cid} is deeper than {MAX_DEPTH} levels")
-    if node.blocksizes and len(node.blocksizes) != len(node.links):
+def _declared_size(cid: Cid, node: Node) -> int:
+    """The bytes a file node holds: its inline data plus its blocksizes, which its filesize (if any) must equal."""
+    if len(node.links) > MAX_FILE_LINKS:
+        raise FormatError(f"block {cid}: a file node with {len(node.links)} links (prov reads at most "
+                          f"{MAX_FILE_LINKS}; Kubo writes at most 174)")
+    if len(node.blocksizes) != len(node.links):
         raise FormatError(f"block {cid}: {len(node.links)} links but {len(node.blocksizes)} blocksizes")
-    total = 0
-    if node.data:
-        total += len(node.data)
-        yield node.data
-    for index, link in enumerate(node.links):
-        child, _ = Cid.from_bytes(link.cid)
-        produced = 0
-        for piece in _file_child(get, child, depth + 1):
-            produced += len(piece)
-            yield piece
-        if node.blocksizes and produced != node.blocksizes[index]:
-            raise FormatError(f"block {cid}: child {child} holds {produced} bytes, blocksizes says "
-                              f"{node.blocksizes[index]}")
-        total += produced
-    if node.filesize is not None and total != node.filesize:
-        raise FormatError(f"block {cid}: file holds {total} bytes, filesize says {node.filesize}")
+    total = len(node.data) + sum(node.blocksizes)
+    if node.filesize is not None and node.filesize != total:
+        raise FormatError(f"block {cid}: filesize says {node.filesize} bytes, its data and blocksizes add up "
+                          f"to {total}")
+    return total
 
 
-def _file_child(get: GetBlock, cid: Cid, depth: int) -> Iterator[bytes]:
-    if cid.codec == RAW:
+def iter_file(get: GetBlock, cid: Cid) -> Iterator[bytes]:
+    """The content of the file `cid`, in order, one block at a time (streaming; memory stays ~1 block).
+
+    Bounded by what the root declares: every node's blocksizes must add up to its filesize, each child must
+    declare exactly the size its parent gives it (a raw leaf must be exactly that long), links may not point
+    back to an ancestor, nodes hold at most MAX_FILE_LINKS links and the tree is at most MAX_FILE_DEPTH deep.
+    So a DAG can never yield more than its root's declared size: it fails on the first block that disagrees.
+    """
+    if cid.codec != DAG_PB:
         yield get(cid)
         return
     node = decode_node(get(cid), where=f"block {cid}")
+    if node.type == DIRECTORY:
+        raise NotAFile(f"{cid} is a directory, not a file")
     if node.type not in (FILE, UNIXFS_RAW):
-        raise FormatError(f"block {cid} inside a file is UnixFS type {node.type}, not a file node")
-    yield from _file_node(get, cid, node, depth)
+        _unsupported(cid, node)
+    declared = _declared_size(cid, node)
+    produced = 0
+    for piece in _file_node(get, cid, node, (cid,)):
+        produced += len(piece)
+        if produced > declared:  # unreachable while the checks below hold; kept as the last line of defence
+            raise FormatError(f"file {cid} yields more than the {declared} bytes it declares")
+        yield piece
+
+
+def _file_node(get: GetBlock, cid: Cid, node: Node, ancestors: tuple[Cid, ...]) -> Iterator[bytes]:
+    """Yield a node's bytes; `node` already passed `_declared_size`, so its blocksizes match its links."""
+    if node.data:
+        yield node.data
+    for link, expected in zip(node.links, node.blocksizes, strict=True):
+        child, _ = Cid.from_bytes(link.cid)
+        if child in ancestors:
+            raise FormatError(f"block {cid} links back to its ancestor {child}: a cycle")
+        if child.codec == RAW:
+            block = get(child)
+            if len(block) != expected:
+                raise FormatError(f"block {cid}: leaf {child} holds {len(block)} bytes, blocksizes says {expected}")
+            yield block
+            continue
+        if len(ancestors) >= MAX_FILE_DEPTH:
+            raise FormatError(f"file DAG under {ancestors[0]} is deeper than {MAX_FILE_DEPTH} levels")
+        sub = decode_node(get(child), where=f"block {child}")
+        if sub.type not in (FILE, UNIXFS_RAW):
+            raise FormatError(f"block {child} inside a file is UnixFS type {sub.type}, not a file node")
+        declared = _declared_size(child, sub)
+        if declared != expected:
+            raise FormatError(f"block {cid}: child {child} declares {declared} bytes, blocksizes says {expected}")
+        yield from _file_node(get, child, sub, (*ancestors, child))
+
+
+def _check_directory(cid: Cid, node: Node) -> None:
+    if len(node.links) > MAX_DIRECTORY_ENTRIES:
+        raise FormatError(f"directory {cid} lists {len(node.links)} entries, more than the {MAX_DIRECTORY_ENTRIES} "
+                          "a basic UnixFS directory holds")
 
 
 def read_directory(get: GetBlock, cid: Cid) -> list[tuple[str, Cid]]:
@@ -133,6 +166,7 @@ def read_directory(get: GetBlock, cid: Cid) -> list[tuple[str, Cid]]:
         raise NotADirectory(f"{cid} is a file, not a directory")
     if node.type != DIRECTORY:
         _unsupported(cid, node)
+    _check_directory(cid, node)
     return _entries(cid, node.links)
 
 
@@ -176,7 +210,7 @@ def write_directory(get: GetBlock, cid: Cid, dest: Path) -> int:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"))
     try:
-        count = _fill_directory(get, cid, tmp, 0)
+        count = _fill_directory(get, cid, tmp, 0, [0])
         tmp.chmod(default_mode(directory=True))
         os.replace(tmp, dest)
         fsync_dir(dest.parent)
@@ -186,16 +220,20 @@ def write_directory(get: GetBlock, cid: Cid, dest: Path) -> int:
         raise
 
 
-def _fill_directory(get: GetBlock, cid: Cid, target: Path, depth: int) -> int:
+def _fill_directory(get: GetBlock, cid: Cid, target: Path, depth: int, created: list[int]) -> int:
+    """Write directory `cid` into `target`; `created` counts entries made so far across the whole tree."""
     if depth > MAX_DEPTH:
         raise FormatError(f"directory DAG under {cid} is deeper than {MAX_DEPTH} levels")
     count = 0
     for name, child in read_directory(get, cid):
+        created[0] += 1
+        if created[0] > MAX_TREE_ENTRIES:
+            raise FormatError(f"directory {cid} expands to more than {MAX_TREE_ENTRIES} files and folders")
         path = target / name
         kind = "file" if child.codec == RAW else stat(get, child)[0]
         if kind == "directory":
             path.mkdir()
-            count += _fill_directory(get, child, path, depth + 1)
+            count += _fill_directory(get, child, path, depth + 1, created)
         else:
             with path.open("xb") as out:
                 _copy(get, child, out)

@@ -20,11 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from provenance import car
-from provenance._store import unixfs
-from provenance.cid import RAW, Cid, bytes_cid, cid_text, directory_cid, parse_cid
-from provenance.errors import FormatError
-from provenance.hashing import ProgressCallback
-from provenance.store import (
+from provenance._store import dagpb, unixfs
+from provenance._store.base import (
     BlockNotFound,
     NotPinned,
     Store,
@@ -33,6 +30,10 @@ from provenance.store import (
     StoreUnavailable,
     UnexpectedCid,
 )
+from provenance._store.unixfs import bytes_cid, directory_cid
+from provenance.cid import RAW, Cid, cid_text, parse_cid
+from provenance.errors import FormatError
+from provenance.hashing import ProgressCallback
 
 # ipfshttpclient 0.7 passes urllib3 a parameter it deprecated; the warning says nothing to a prov user.
 warnings.filterwarnings("ignore", message="The 'strict' parameter is no longer needed", category=FutureWarning)
@@ -227,7 +228,7 @@ class KuboStore(Store):
             for cid, block in reader:
                 present.add(cid)
                 if cid.codec != RAW:
-                    linked.update(Cid.from_bytes(link.cid)[0] for link in unixfs.decode_links(block))
+                    linked.update(Cid.from_bytes(link.cid)[0] for link in dagpb.decode_links(block))
         missing = (linked | set(roots)) - present
         if missing:
             raise BlockNotFound(sorted(map(str, missing))[0],

@@ -9,7 +9,8 @@ Layout, as `ipfs add --cid-version=1 --raw-leaves` (Kubo) and js-ipfs both make 
   Tsize the total bytes of the child's DAG.
 
 Builders hand every block to an optional sink (children before parents), so a store writes blocks while the
-CID is computed, in one read of the input.
+CID is computed, in one read of the input. `bytes_cid`, `file_cid` and `directory_cid` give the CID Kubo prints
+for whole content (`provenance.store` re-exports them). Decoding lives in `provenance._store.dagpb`.
 """
 
 from __future__ import annotations
@@ -17,13 +18,31 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from provenance.cid import DAG_PB, RAW, BlockSink, Cid, cid_bytes, decode_varint, encode_varint
-from provenance.errors import FormatError, UsageError
+from provenance._store.dagpb import (
+    DIRECTORY,
+    FILE,
+    HAMT_SHARD,
+    METADATA,
+    SYMLINK,
+    UNIXFS_RAW,
+    Link,
+    Node,
+    decode_links,
+    decode_node,
+)
+from provenance.cid import DAG_PB, RAW, BlockSink, cid_bytes, cid_text, encode_varint
+from provenance.errors import UsageError
 from provenance.fsutil import open_input
+
+__all__ = [
+    "CHUNK_SIZE", "DIRECTORY", "FILE", "HAMT_SHARD", "MAX_LINKS", "METADATA", "SYMLINK", "UNIXFS_RAW", "Built",
+    "FileBuilder", "Link", "Node", "build_directory", "build_file", "bytes_cid", "decode_links", "decode_node",
+    "directory_cid", "encode_node", "file_cid", "file_data", "open_input",
+]
 
 CHUNK_SIZE = 262_144
 MAX_LINKS = 174
@@ -32,20 +51,9 @@ READ_BLOCK = 32 * CHUNK_SIZE  # 8 MiB: per-read overhead vanishes, and every rea
 # bytes over its links) reaches 256 KiB (boxo `HAMTShardingSize`); js-ipfs shards above 1,000 entries.
 HAMT_THRESHOLD = 262_144
 
-# UnixFS Data.Type values.
-UNIXFS_RAW, DIRECTORY, FILE, METADATA, SYMLINK, HAMT_SHARD = range(6)
 _DIRECTORY_DATA = b"\x08\x01"  # UnixFS {Type: Directory}
 _RAW_PREFIX = cid_bytes(RAW, b"")
 _PB_PREFIX = cid_bytes(DAG_PB, b"")
-
-
-@dataclass(frozen=True, slots=True)
-class Link:
-    """A dag-pb link: binary CID, name (`""` inside files) and Tsize (bytes of the child's whole DAG)."""
-
-    cid: bytes
-    name: str
-    tsize: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,17 +63,6 @@ class Built:
     cid: bytes
     tsize: int
     filesize: int
-
-
-@dataclass(slots=True)
-class Node:
-    """A decoded dag-pb node with its UnixFS data."""
-
-    links: list[Link]
-    type: int
-    data: bytes = b""
-    filesize: int | None = None
-    blocksizes: list[int] = field(default_factory=list)
 
 
 # -- encoding ----------------------------------------------------------------------------------------------
@@ -253,118 +250,24 @@ def _build_dir(path: Path, sink: BlockSink | None) -> Built:
     return Built(cid, len(block) + sum(link.tsize for link in links), 0)
 
 
-# -- decoding (strict dag-pb, tolerant UnixFS extras) ------------------------------------------------------
+# -- whole-object CIDs -------------------------------------------------------------------------------------
 
 
-def decode_node(block: bytes | memoryview, *, where: str = "block") -> Node:
-    """Decode a dag-pb block and its UnixFS data. Malformed input is a FormatError naming `where`."""
-    try:
-        links, data = _decode_pbnode(memoryview(block))
-        if data is None:
-            raise FormatError("dag-pb node has no UnixFS data")
-        node = _decode_unixfs(data)
-        node.links = links
-        return node
-    except FormatError as exc:
-        raise FormatError(f"{where} is not a valid UnixFS dag-pb node: {exc}") from None
+def bytes_cid(data: bytes | bytearray | memoryview) -> str:
+    """Kubo's CIDv1 (`--raw-leaves`) for a file holding exactly `data`."""
+    builder = FileBuilder()
+    builder.add_all(memoryview(data))
+    return cid_text(builder.finish().cid)
 
 
-def decode_links(block: bytes | memoryview, *, where: str = "block") -> list[Link]:
-    """The links of any dag-pb block (UnixFS or not), for walking a DAG."""
-    try:
-        return _decode_pbnode(memoryview(block))[0]
-    except FormatError as exc:
-        raise FormatError(f"{where} is not a valid dag-pb node: {exc}") from None
+def file_cid(source: str | os.PathLike[str] | BinaryIO) -> str:
+    """Kubo's CIDv1 (`--raw-leaves`) for a file path or a binary stream, read once in large blocks."""
+    if isinstance(source, str | os.PathLike):
+        with open_input(Path(source)) as stream:
+            return cid_text(build_file(stream).cid)
+    return cid_text(build_file(source).cid)
 
 
-def _field(buf: memoryview, pos: int) -> tuple[int, int, int | memoryview, int]:
-    """Read one protobuf field at `pos`: (number, wire type, value, next). Only wire types 0, 1, 2, 5."""
-    key, pos = decode_varint(buf, pos)
-    number, wire = key >> 3, key & 7
-    if number == 0:
-        raise FormatError("protobuf field number 0")
-    if wire == 0:
-        value, pos = decode_varint(buf, pos)
-        return number, wire, value, pos
-    if wire == 2:
-        length, pos = decode_varint(buf, pos)
-        if pos + length > len(buf):
-            raise FormatError("truncated protobuf field")
-        return number, wire, buf[pos : pos + length], pos + length
-    size = {1: 8, 5: 4}.get(wire)
-    if size is None or pos + size > len(buf):
-        raise FormatError(f"unsupported or truncated protobuf wire type {wire}")
-    return number, wire, int.from_bytes(buf[pos : pos + size], "little"), pos + size
-
-
-def _decode_pbnode(buf: memoryview) -> tuple[list[Link], bytes | None]:
-    links: list[Link] = []
-    data: bytes | None = None
-    pos = 0
-    while pos < len(buf):
-        number, wire, value, pos = _field(buf, pos)
-        if wire != 2 or number not in (1, 2):
-            raise FormatError(f"unexpected PBNode field {number}")
-        assert isinstance(value, memoryview)
-        if number == 1:
-            if data is not None:
-                raise FormatError("duplicate Data field")
-            data = bytes(value)
-        else:
-            if data is not None:
-                raise FormatError("Links after Data")
-            links.append(_decode_pblink(value))
-    for link in links:
-        Cid.from_bytes(link.cid)  # every link must name a CID prov can fetch and verify
-    return links, data
-
-
-def _decode_pblink(buf: memoryview) -> Link:
-    cid: bytes | None = None
-    name = ""
-    tsize = 0
-    last = 0
-    pos = 0
-    while pos < len(buf):
-        number, wire, value, pos = _field(buf, pos)
-        if number <= last or number > 3 or wire != (0 if number == 3 else 2):
-            raise FormatError(f"unexpected or out-of-order PBLink field {number}")
-        last = number
-        if number == 1:
-            cid = bytes(value)
-        elif number == 2:
-            try:
-                name = bytes(value).decode("utf-8")
-            except UnicodeDecodeError:
-                raise FormatError("link name is not UTF-8") from None
-        else:
-            tsize = int(value)
-    if cid is None:
-        raise FormatError("link without a Hash")
-    return Link(cid, name, tsize)
-
-
-def _decode_unixfs(buf: bytes) -> Node:
-    view = memoryview(buf)
-    node = Node(links=[], type=-1)
-    pos = 0
-    while pos < len(view):
-        number, wire, value, pos = _field(view, pos)
-        if number == 1 and wire == 0:
-            node.type = int(value)
-        elif number == 2 and wire == 2:
-            node.data = bytes(value)
-        elif number == 3 and wire == 0:
-            node.filesize = int(value)
-        elif number == 4 and wire == 0:
-            node.blocksizes.append(int(value))
-        elif number == 4 and wire == 2:  # packed repeated
-            packed = value
-            assert isinstance(packed, memoryview)
-            at = 0
-            while at < len(packed):
-                size, at = decode_varint(packed, at)
-                node.blocksizes.append(size)
-    if node.type not in range(6):
-        raise FormatError("UnixFS data has no valid Type")
-    return node
+def directory_cid(path: str | os.PathLike[str]) -> str:
+    """Kubo's CIDv1 for `ipfs add -r --hidden --cid-version=1 --raw-leaves PATH` (see `build_directory`)."""
+    return cid_text(build_directory(Path(path)).cid)

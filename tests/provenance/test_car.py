@@ -157,3 +157,27 @@ def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         car.write_car(tmp_path / "x.car", [ROOT], broken())  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_total_budget_and_roots_cap(tmp_path: Path) -> None:
+    path = tmp_path / "x.car"
+    items = blocks(4)
+    car.write_car(path, [ROOT], items)
+    total = sum(len(bytes(cid)) + len(block) for cid, block in items)
+    assert car.read_car(path, max_bytes=total)[1] == items
+    with pytest.raises(FormatError, match=f"more than {total - 1} bytes"):
+        car.read_car(path, max_bytes=total - 1)
+    with pytest.raises(FormatError, match="more than 3 blocks"):
+        car.read_car(path, max_blocks=3)
+    car.write_car(path, [ROOT] * (car.MAX_ROOTS + 1), [])
+    with pytest.raises(FormatError, match="1025 roots"):
+        car.read_car(path)
+
+
+def test_huge_declared_cbor_counts_fail_fast(tmp_path: Path) -> None:
+    # A 14-byte header that declares 2^64-1 roots (and a map of 2^32 keys): refused by arithmetic, not by looping.
+    path = tmp_path / "x.car"
+    for body in (b"\xa2\x65roots\x9b" + b"\xff" * 8, b"\xba\xff\xff\xff\xff"):
+        path.write_bytes(framed(body))
+        with pytest.raises(FormatError, match="truncated"):
+            car.read_car(path)

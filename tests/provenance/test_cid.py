@@ -19,62 +19,21 @@ from provenance.cid import (
     RAW,
     Cid,
     CidMismatch,
-    bytes_cid,
     cid_text,
     decode_varint,
-    directory_cid,
     encode_varint,
-    file_cid,
     parse_cid,
     verify_block,
 )
 from provenance.errors import DigestMismatch, FormatError, UsageError
+from provenance.store import bytes_cid, directory_cid, file_cid
+from tests.fixtures.store import KNOWN_1K_CHUNK_CIDS, KNOWN_FILE_CIDS, SMALL_CHUNK, chunked_cid, kat_data
 
 CHUNK = 262_144
-
-
-def kat_data(size: int) -> bytes:
-    """The bytes every known answer below was computed over: SHAKE-256("prov-kat") truncated to `size`."""
-    return hashlib.shake_256(b"prov-kat").digest(size) if size else b""
-
-
-# Derived from the real daemon (npm ipfs@0.66.1, offline on loopback): each size's kat_data() was added with
-# `ipfs add --cid-version=1 --raw-leaves --chunker=size-262144 --cid-base=base32` over the Kubo RPC API.
-# tests/provenance/test_store_kubo.py re-derives every one of them live whenever the daemon is installed.
-KNOWN_FILE_CIDS = {
-    0: "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku",  # one empty raw leaf
-    1: "bafkreiem5bvgvzs5g2joomc6frmkyyxoxwl5hwkd4cj7k562exbwtcbenm",
-    CHUNK - 1: "bafkreiagxnbbboxnzmemf4dz4kmganox4hd4govbzv26nlphg3uqfkcjpa",
-    CHUNK: "bafkreihh6srvubttt7jjnzlvjwmkokphur23lavu3j2pynvitoy5nyieju",  # one chunk: just the raw leaf
-    CHUNK + 1: "bafybeicp6mkoyxinggvhecvh67ertchldqbvhxs2hrqfrplxtytozj2ihi",  # first dag-pb root
-    2 * CHUNK: "bafybeiee7iok7rmh6gx5aaz4lm6jc6ceq3dl6lpfzjm5hs2yxeyjryjqxa",
-    174 * CHUNK - 1: "bafybeibjibxkolp3qq2g7k7sprfunl4lcz7psfomhfzrtg5bhmb535v7wi",
-    174 * CHUNK: "bafybeibub7egblhuhcexqcc3lldbgny5lczofu65x2iccpn5oxn22amrta",  # full one-level node
-    174 * CHUNK + 1: "bafybeifhbw5yhk4f4yp4wouyeqy6wgky5aqkdqfi55wrmbzfkymfiooln4",  # first two-level tree
-    175 * CHUNK: "bafybeienszjaw4d7bltgjatayv2c5vqik5tdvwippsbps3dzmprkdzmypy",
-    175 * CHUNK + 1: "bafybeihp42w5q3puisld373fie7ojjcjx6j4t65wja5uczno44xep5kdqa",
-}
-
-# Same daemon, `--chunker=size-1024`: with 1 KiB chunks the three-level tree (174² + 1 chunks) needs only 31 MB,
-# so the level logic is checked against the daemon beyond two levels without an 8 GB file.
-SMALL_CHUNK = 1024
-KNOWN_1K_CHUNK_CIDS = {
-    174 * SMALL_CHUNK: "bafybeib44zedw7nk27rz6tseileyezcstuomq6lyeypunb62geuus2l4ka",
-    174 * SMALL_CHUNK + 1: "bafybeidw6hdtidwmjvac72wmh643s344osg3vj7w4g2vneqnjy3l3ngdnm",
-    174 * 174 * SMALL_CHUNK: "bafybeifb2uofm4uuikmqqv6xve73qr7dvmxlfp2nx4x6hqqnb4st3x7ykq",
-    174 * 174 * SMALL_CHUNK + 1: "bafybeihilk2xr7it2yumc6nlnz2ul4a55eu5o2vsukjknfqsmy7gtxit7m",
-    2 * 174 * 174 * SMALL_CHUNK + 5: "bafybeigtwbgohxwm5cd5ztlh5f3gqblziw645gwoqwug7hmxzhwpiktcee",
-}
 
 # The empty UnixFS directory, as CIDv0 and CIDv1 (the well-known pair every IPFS implementation prints).
 EMPTY_DIR_V0 = "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"
 EMPTY_DIR_V1 = "bafybeiczsscdsbs7ffqz55asqdf3smv6klcw3gofszvwlyarci47bgf354"
-
-
-def chunked_cid(data: bytes, chunk_size: int, max_links: int = unixfs.MAX_LINKS) -> str:
-    builder = unixfs.FileBuilder(chunk_size=chunk_size, max_links=max_links)
-    builder.add_all(memoryview(data))
-    return cid_text(builder.finish().cid)
 
 
 def reference_cid(data: bytes, chunk_size: int, max_links: int) -> str:

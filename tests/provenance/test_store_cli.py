@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from provenance.cid import bytes_cid, directory_cid, file_cid
 from provenance.cli import main
+from provenance.store import bytes_cid, directory_cid, file_cid
 from tests.fixtures.ipfs import make_sample_tree, tree_snapshot
 
 

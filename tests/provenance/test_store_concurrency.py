@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from provenance._store.local import LocalStore
-from provenance.cid import bytes_cid, parse_cid
+from provenance.cid import parse_cid
+from provenance.store import bytes_cid
 
 CHUNK = 262_144
 

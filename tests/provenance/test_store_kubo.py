@@ -17,7 +17,7 @@ import pytest
 from provenance import car
 from provenance._store.kubo import KuboStore, to_multiaddr
 from provenance._store.local import LocalStore
-from provenance.cid import bytes_cid, directory_cid, file_cid, parse_cid
+from provenance.cid import parse_cid
 from provenance.store import (
     BlockNotFound,
     CidMismatch,
@@ -25,10 +25,13 @@ from provenance.store import (
     StoreAddressError,
     StoreUnavailable,
     UnexpectedCid,
+    bytes_cid,
+    directory_cid,
+    file_cid,
     open_store,
 )
 from tests.fixtures.ipfs import IpfsDaemon, make_sample_tree, tree_snapshot
-from tests.provenance.test_cid import (
+from tests.fixtures.store import (
     KNOWN_1K_CHUNK_CIDS,
     KNOWN_FILE_CIDS,
     SMALL_CHUNK,

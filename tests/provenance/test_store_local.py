@@ -12,7 +12,7 @@ import pytest
 from provenance import car
 from provenance._store import dag, unixfs
 from provenance._store.local import LocalStore
-from provenance.cid import DAG_PB, RAW, Cid, bytes_cid, directory_cid, file_cid, parse_cid
+from provenance.cid import DAG_PB, RAW, Cid, parse_cid
 from provenance.config import update_section
 from provenance.errors import FormatError, UsageError
 from provenance.store import (
@@ -23,6 +23,9 @@ from provenance.store import (
     StoreAddressError,
     StoreError,
     StoreWriteError,
+    bytes_cid,
+    directory_cid,
+    file_cid,
     open_store,
 )
 from tests.fixtures.ipfs import make_sample_tree, tree_snapshot
