@@ -3,6 +3,10 @@
 UTF-8, keys sorted, no insignificant whitespace, no floats (store numbers that are not integers as strings,
 e.g. `repr(float)`, so the bytes never depend on a float printer). Booleans, null, integers, strings, lists and
 objects only. Parsing the same bytes back and re-encoding them yields identical bytes.
+
+`decode` reads bytes from a trust boundary and is bounded: at most `MAX_DOCUMENT` bytes (callers may lower it),
+nesting at most `MAX_DEPTH` deep (checked by a linear scan *before* the recursive parser runs, so a hostile
+`[[[[...` is a FormatError, never a RecursionError), integers within the canonical range, no duplicate keys.
 """
 
 from __future__ import annotations
@@ -14,6 +18,10 @@ from provenance.errors import FormatError
 
 # Integers outside this range do not survive JSON readers in other languages (JavaScript's 2^53).
 _MAX_SAFE = 2**63 - 1
+MAX_DEPTH = 64  # prov's documents nest 4 levels; Python's parser recurses once per level and fails near 1,000
+MAX_DOCUMENT = 64 << 20  # a run or checkpoint manifest is kilobytes; a step-log segment is parsed line by line
+_MAX_INT_TEXT = len(str(_MAX_SAFE)) + 1  # digits and sign: anything longer is out of range before int() runs
+_BRACKETS = bytes(range(256)).translate(None, b'"[]{}')  # every byte but these is deleted by the depth scan
 
 
 def _check(value: Any, where: str) -> None:
@@ -41,29 +49,87 @@ def _check(value: Any, where: str) -> None:
 def encode(value: Any) -> bytes:
     """The canonical bytes of `value`."""
     _check(value, "$")
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
-        "utf-8"
-    )
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (JSON's "\ud800" decodes to one) has no UTF-8 form
+        raise FormatError("canonical JSON: a string holds a lone UTF-16 surrogate, which is not text") from None
 
 
 def _reject_float(text: str) -> Any:
-    raise FormatError(f"canonical JSON: float {text} not allowed")
+    raise FormatError(f"canonical JSON: float {_short(text)} not allowed")
 
 
 def _reject_constant(text: str) -> Any:
     raise FormatError(f"canonical JSON: {text} not allowed")
 
 
-def decode(data: bytes, *, source: str = "document", strict: bool = False) -> Any:
-    """Parse JSON bytes from a trust boundary. `strict` also demands the bytes already be canonical."""
+def _parse_int(text: str) -> int:
+    if len(text) > _MAX_INT_TEXT or not -_MAX_SAFE <= (value := int(text)) <= _MAX_SAFE:
+        raise FormatError(f"canonical JSON: integer {_short(text)} is out of range")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise FormatError(f"canonical JSON: key {_short(repr(key))} appears twice in one object")
+            seen.add(key)
+    return value
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _too_deep(data: bytes) -> bool:
+    """Whether `[`/`{` outside strings nest deeper than MAX_DEPTH: a linear scan, no recursion, no parsing.
+
+    For bytes that are not valid JSON the answer may be either; the parser that runs afterwards refuses them.
+    """
+    if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
+        return False  # cannot nest deeper than it has brackets (the common case: no scan)
+    # Drop escaped backslashes, then escaped quotes, so every remaining quote opens or closes a string; keep
+    # only quotes and brackets; the even-numbered pieces between quotes lie outside strings.
+    marks = data.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _BRACKETS)
+    outside = b"".join(marks.split(b'"')[::2])
+    depth = deepest = 0
+    for byte in outside:
+        if byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest > MAX_DEPTH
+
+
+def decode(data: bytes, *, source: str = "document", strict: bool = False, max_size: int = MAX_DOCUMENT) -> Any:
+    """Parse JSON bytes from a trust boundary. `strict` also demands the bytes already be canonical.
+
+    Refused with a one-line FormatError naming `source`: more than `max_size` bytes, nesting deeper than
+    MAX_DEPTH, malformed JSON, floats, NaN/Infinity, integers outside the canonical range, duplicate keys.
+    """
+    if len(data) > max_size:
+        raise FormatError(f"{source}: {len(data)} bytes is more than the {max_size}-byte limit for a document")
+    if _too_deep(data):
+        raise FormatError(f"{source}: JSON nested deeper than {MAX_DEPTH} levels")
     try:
-        value = json.loads(
-            data.decode("utf-8"), parse_float=_reject_float, parse_constant=_reject_constant
-        )
+        value = json.loads(data.decode("utf-8"), parse_float=_reject_float, parse_constant=_reject_constant,
+                           parse_int=_parse_int, object_pairs_hook=_unique_keys)
     except UnicodeDecodeError:
         raise FormatError(f"{source}: not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise FormatError(f"{source}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    if strict and encode(value) != data:
-        raise FormatError(f"{source}: JSON is not in canonical form (sorted keys, no whitespace)")
+    except FormatError as exc:
+        raise FormatError(f"{source}: {exc}") from None
+    if strict:
+        try:
+            canonical = encode(value)
+        except FormatError as exc:
+            raise FormatError(f"{source}: {exc}") from None
+        if canonical != data:
+            raise FormatError(f"{source}: JSON is not in canonical form (sorted keys, no whitespace)")
     return value

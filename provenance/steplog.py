@@ -28,6 +28,7 @@ from provenance.fsutil import atomic_write, fsync_dir
 from provenance.records import AnyStepRecord, step_record_from_json
 
 LOG_NAME = "steps.jsonl"
+MAX_LINE = 64 * 1024  # a step line is a few hundred bytes; a longer one is refused before it is parsed
 
 
 def encode_line(record: AnyStepRecord, leaf: bytes, root: bytes) -> bytes:
@@ -44,7 +45,7 @@ def parse_records(data: bytes, *, first_step: int = 0, source: str = LOG_NAME) -
         raise FormatError(f"{source}: ends in a partial line (truncated)")
     records: list[AnyStepRecord] = []
     for number, line in enumerate(data.splitlines(), start=1):
-        value = canonical.decode(line, source=f"{source} line {number}", strict=True)
+        value = canonical.decode(line, source=f"{source} line {number}", strict=True, max_size=MAX_LINE)
         if not isinstance(value, dict) or "record" not in value:
             raise FormatError(f"{source} line {number}: not a step-log line")
         record = step_record_from_json(value["record"])
@@ -219,7 +220,7 @@ def _check_lines(data: bytes, *, source: str) -> tuple[list[AnyStepRecord], list
     for number, line in enumerate(data.splitlines(), start=1):
         index = number - 1
         try:
-            value = canonical.decode(line, source=f"{source} line {number}", strict=True)
+            value = canonical.decode(line, source=f"{source} line {number}", strict=True, max_size=MAX_LINE)
             if not isinstance(value, dict) or set(value) != {"leaf", "record", "root"}:
                 raise FormatError(f"{source} line {number}: not a step-log line")
             record = step_record_from_json(value["record"])

@@ -10,7 +10,7 @@ import io
 import numpy as np
 import pytest
 import safetensors.numpy
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from provenance import canonical, merkle
@@ -102,6 +102,72 @@ json_values = st.recursive(
 def test_canonical_roundtrip(value: object) -> None:
     data = canonical.encode(value)
     assert canonical.encode(canonical.decode(data, strict=True)) == data
+
+
+def nesting(value: object) -> int:
+    """Reference depth: how many lists/objects enclose the deepest value (a scalar is 0)."""
+    if isinstance(value, list):
+        return 1 + max(map(nesting, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(nesting, value.values()), default=0)
+    return 0
+
+
+def nested(depth: int, leaf: object = 1) -> object:
+    value = leaf
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("depth", [canonical.MAX_DEPTH - 1, canonical.MAX_DEPTH])
+def test_decode_accepts_nesting_up_to_the_limit(depth: int) -> None:
+    data = canonical.encode(nested(depth))
+    assert nesting(canonical.decode(data, strict=True)) == depth
+
+
+@pytest.mark.parametrize("data", [
+    b"[" * (canonical.MAX_DEPTH + 1) + b"]" * (canonical.MAX_DEPTH + 1),
+    b"[" * 100_000,  # would be a RecursionError in json.loads, not even well formed
+    b'{"a":' * 5_000 + b"1" + b"}" * 5_000,
+    b'["\\\\",' + b"[" * 70 + b"]" * 70 + b"]",  # an escaped backslash ends right before the closing quote
+])
+def test_decode_refuses_deep_nesting_before_parsing(data: bytes) -> None:
+    with pytest.raises(FormatError) as info:
+        canonical.decode(data, source="doc.json")
+    assert str(info.value) == f"doc.json: JSON nested deeper than {canonical.MAX_DEPTH} levels"
+
+
+def test_brackets_inside_strings_do_not_count() -> None:
+    text = "[" * 500 + '\\"{' * 100
+    assert canonical.decode(canonical.encode([text]), strict=True) == [text]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.integers(0, 9) | st.text(alphabet='[]{}"\\ab', max_size=6),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text("[]{}\"\\", max_size=3),
+                                                                                 inner, max_size=3),
+                    max_leaves=150))
+def test_depth_scan_agrees_with_the_parsed_depth(value: object) -> None:
+    data = canonical.encode(value)
+    if nesting(value) > canonical.MAX_DEPTH:
+        with pytest.raises(FormatError, match="nested deeper"):
+            canonical.decode(data)
+    else:
+        assert canonical.decode(data, strict=True) == value
+
+
+def test_decode_bounds_size_integers_and_keys() -> None:
+    with pytest.raises(FormatError, match="more than the 10-byte limit"):
+        canonical.decode(b'{"a":"0123456789"}', source="m", max_size=10)
+    for text in (b"9223372036854775808", b"-9223372036854775808", b"1" * 5_000):  # 5,000 digits: a ValueError once
+        with pytest.raises(FormatError, match="out of range"):
+            canonical.decode(text)
+    assert canonical.decode(b"-9223372036854775807") == -(2**63 - 1)
+    with pytest.raises(FormatError, match="'a' appears twice"):
+        canonical.decode(b'{"a":1,"a":2}')
+    with pytest.raises(FormatError, match="lone UTF-16 surrogate"):
+        canonical.decode(b'["\\ud800"]', strict=True)
 
 
 # --- batch and step records -----------------------------------------------------------------------------

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from provenance import merkle
-from provenance.errors import TamperedRecord, TornTail, UsageError
+from provenance.errors import FormatError, TamperedRecord, TornTail, UsageError
 from provenance.hashing import Digest
 from provenance.records import StepRecord
-from provenance.steplog import LOG_NAME, StepLog, parse_records, verify_log
+from provenance.steplog import LOG_NAME, MAX_LINE, StepLog, parse_records, verify_log
 
 
 def rec(i: int) -> StepRecord:
@@ -161,3 +161,19 @@ def test_kill_9_at_random_moments_never_loses_a_confirmed_record(tmp_path: Path)
 def rec_leaf(i: int) -> bytes:
     return StepRecord(step=i, batch=Digest.of(i.to_bytes(4, "big")), examples=i % 7, lr=0.001,
                       noise_index=i, stats=Digest.of(i.to_bytes(8, 'big') + b's')).leaf_hash()
+
+
+@pytest.mark.parametrize("line", [
+    b'{"leaf":"00","record":' + b"[" * 10_000 + b"]" * 10_000 + b',"root":"00"}',  # RecursionError before
+    b'{"leaf":"' + b"0" * (MAX_LINE + 1) + b'"}',
+])
+def test_hostile_lines_are_one_line_errors(tmp_path: Path, line: bytes) -> None:
+    with pytest.raises(FormatError) as parsed:
+        parse_records(line + b"\n", source="seg")
+    assert str(parsed.value).startswith("seg line 1: ") and "\n" not in str(parsed.value)
+    write_log(tmp_path, 2).close()
+    with (tmp_path / LOG_NAME).open("ab") as log:
+        log.write(line + b"\n")
+    with pytest.raises(TamperedRecord, match="step 2 is unreadable") as opened:
+        StepLog.open(tmp_path)
+    assert "\n" not in str(opened.value)
