@@ -88,3 +88,19 @@ def base_model_summary(directory: str | os.PathLike[str]) -> dict[str, Any]:
         "files": manifest.to_json()["files"],
         "name": Path(directory).resolve().name,
     }
+
+
+def load_tokenizer(directory: str | os.PathLike[str]) -> Any:
+    """The base model's tokenizer (Hugging Face `AutoTokenizer`, local files only; needs `transformers`, not
+    torch). The verifier tokenizes the data with it to recompute batch commitments."""
+    root = check_model_dir(directory)
+    try:
+        from transformers import AutoTokenizer
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        raise UsageError("tokenizing the data needs transformers (pip install 'prov[train]')") from None
+    hf_logging.set_verbosity_error()
+    try:
+        return AutoTokenizer.from_pretrained(root, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"{root}: cannot load its tokenizer: {' '.join(str(exc).split())[:300]}") from None

@@ -17,12 +17,13 @@ from provenance import canonical, merkle
 from provenance._verify.checks import CheckFailed
 from provenance.hashing import Digest
 from provenance.manifest import MANIFEST_NAME, CheckpointManifest
-from provenance.records import StepRecord
+from provenance.records import AnyStepRecord
 from provenance.steplog import parse_records
 
 STATE_FILE = "state.json"
 SEGMENT_FILE = "steps.jsonl"
 ADAPTER_FILE = "adapter_model.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
 
 
 @dataclass(frozen=True)
@@ -73,24 +74,59 @@ def fetch_checkpoint(store: Any, record: Any) -> CheckpointFiles:
     return CheckpointFiles(record, manifest, listing, state, segment)
 
 
-def check_history(records: list[Any], *, run: Any) -> None:
-    """Indices 0..k in order, log sizes never shrink, ε never decreases (the contract enforces these too)."""
+def check_history(records: list[Any], *, run: Any) -> list[int]:
+    """Indices 0..k in order, checkpoint 0 before any step, log sizes never shrink, ε never decreases (a v2
+    registry enforces these too). Returns the indices of checkpoints that add no step (a v1 registry allowed them;
+    `check_zero_step` then requires them to hold the previous checkpoint's state unchanged)."""
+    zero_step = []
     for position, record in enumerate(records):
         if record.index != position or record.run_id != run.run_id:
             raise CheckFailed("checkpoints are not sequential", expected=position, found=record.index)
+        if position == 0 and record.log_size != 0:
+            raise CheckFailed("checkpoint 0 must be the adapter before any training step (log size 0)",
+                              expected=0, found=record.log_size)
         if position:
             before = records[position - 1]
             if record.log_size < before.log_size:
                 raise CheckFailed(f"checkpoint {position}'s log is shorter than the previous one",
                                   expected=f">= {before.log_size}", found=record.log_size)
+            if record.log_size == before.log_size:
+                zero_step.append(position)
             if record.epsilon_micro < before.epsilon_micro:
                 raise CheckFailed(f"ε decreased at checkpoint {position}", expected=f">= {before.epsilon}",
                                   found=record.epsilon)
+    return zero_step
 
 
-def rebuild_log(files: list[CheckpointFiles]) -> list[StepRecord]:
-    """Concatenate the segments, checking each committed root and each consistency between commitments."""
-    records: list[StepRecord] = []
+_STATE_KEYS_PER_CHECKPOINT = ("checkpoint", "weights")
+
+
+def check_zero_step(store: Any, before: CheckpointFiles, after: CheckpointFiles) -> None:
+    """A checkpoint that adds no step must hold exactly the previous checkpoint's tensors and state (only its own
+    index and weights digest may differ): otherwise its weights could be anything, unreplayed."""
+    from provenance.safetensors import tensor_digest_of_bytes
+
+    where = f"checkpoint {after.record.index} adds no training step but"
+    for name in (ADAPTER_FILE, OPTIMIZER_FILE):
+        old = tensor_digest_of_bytes(_verified_file(store, before.listing, before.manifest, name, "checkpoint "
+                                                    f"{before.record.index}"))
+        new = tensor_digest_of_bytes(_verified_file(store, after.listing, after.manifest, name, "checkpoint "
+                                                    f"{after.record.index}"))
+        if old != new:
+            raise CheckFailed(f"{where} its {name} tensors differ from checkpoint {before.record.index}'s",
+                              expected=old, found=new)
+    keep = {k: v for k, v in before.state.items() if k not in _STATE_KEYS_PER_CHECKPOINT}
+    now = {k: v for k, v in after.state.items() if k not in _STATE_KEYS_PER_CHECKPOINT}
+    if keep != now:
+        changed = sorted(k for k in set(keep) | set(now) if keep.get(k) != now.get(k))
+        raise CheckFailed(f"{where} its training state differs from checkpoint {before.record.index}'s",
+                          expected="the same state", found=f"changed: {', '.join(changed)}")
+
+
+def rebuild_log(files: list[CheckpointFiles], *, step_format: str) -> tuple[list[AnyStepRecord], list[bytes]]:
+    """Concatenate the segments, checking each committed root, each consistency between commitments, and that every
+    record has the run's step format. Returns the records and their leaf hashes."""
+    records: list[AnyStepRecord] = []
     leaves: list[bytes] = []
     rng = merkle.CompactRange()
     previous: tuple[int, bytes] | None = None
@@ -98,6 +134,10 @@ def rebuild_log(files: list[CheckpointFiles]) -> list[StepRecord]:
         record = item.record
         where = f"checkpoint {record.index}'s log segment"
         segment = parse_records(item.segment, first_step=len(records), source=where)
+        for step in segment:
+            if step.format != step_format:
+                raise CheckFailed(f"{where}: step {step.step} is a {step.format} record in a {step_format} run",
+                                  expected=step_format, found=step.format)
         if len(records) + len(segment) != record.log_size:
             raise CheckFailed(f"{where} does not reach the committed log size", expected=record.log_size,
                               found=len(records) + len(segment))
@@ -115,7 +155,7 @@ def rebuild_log(files: list[CheckpointFiles]) -> list[StepRecord]:
             proof = merkle.consistency_proof(size1, leaves)
             merkle.verify_consistency(size1, len(leaves), proof, root1, root)
         previous = (len(leaves), root)
-    return records
+    return records, leaves
 
 
 def check_committers(records: list[Any], fetch_events: Callable[[], list[Any]], *, run: Any) -> int:

@@ -1,31 +1,37 @@
-"""The auditor's data checks: the dataset root recomputed from `--data` and the secrets, and bitwise replay of
-sampled segments (checkpoint j−1 → j) with the trainer's own engine (`training.replay.replay_segment`).
+"""Replay: which segments to re-run (an unpredictable beacon), running them through the replay worker with the
+recorded determinism environment, and judging each rebuilt checkpoint against the committed one.
 
-Which segments: derived from the hash of the first block *after* the verified checkpoint's commitment — a value the
-trainer could not know when it committed — as `SHA-256(block_hash || uint32_be(counter))` draws over the
-candidate segments 1..k (a partial Fisher–Yates shuffle). `--replay all` replays every segment. On a mismatch the
-replayed step records are compared with the logged ones and the first diverging step is reported (which field, what
-was logged, what replay produced). If this machine cannot match the recorded determinism settings (CPU kernels,
-threads, library versions) the replay still runs but reports the relative L2 distance between the replayed and
-committed weights instead of a bitwise verdict. Needs the `train` extra (torch) and `--base-model`.
+**Beacon.** Sampled segments are drawn from randomness the trainer could not know when it committed its last
+checkpoint: the hash of the block `confirmations` blocks after the run's *finalisation* (no commitment can follow
+it), optionally mixed with an auditor's own seed (`--beacon`), recorded in the report so anyone can redo the
+choice. A run that is not finalised can still be extended (and the sample re-rolled by its trainer): sampling it
+needs an auditor seed, else the result is inconclusive — never a fallback to a block the trainer could pick.
+`--replay all` needs no beacon. Draws: `SHA-256(seed || uint32_be(i))` over the candidates (partial Fisher–Yates).
+
+**Judgement.** A segment passes only if the rebuilt checkpoint has the committed *checkpoint digest* (adapter,
+optimizer state, RNG, sampler, accountant, log segment: every byte). Fields that do not depend on floating point
+(batch commitment, example count, lr, noise index) must match in any environment: a mismatch there is a failure
+even when the environment differs. When this machine cannot reproduce the recorded determinism settings (or the
+worker reports it ran with others), a floating-point difference is *inconclusive*, with the relative weight
+distance shown as information.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from provenance._verify.checks import CheckFailed
-from provenance.errors import UsageError
-from provenance.hashing import Digest
+from provenance.records import EXACT_FIELDS, AnyStepRecord
 
-_FIELDS = ("batch", "examples", "loss", "clipped_fraction", "lr", "noise_index")
+BEACON_LABEL = b"prov.beacon.v1"
+DEFAULT_CONFIRMATIONS = 2
 
 
-def choose_segments(seed: bytes, candidates: list[int], count: int | None) -> list[int]:
+def choose_segments(seed: bytes, candidates: Sequence[int], count: int | None) -> list[int]:
     """`count` distinct candidates (all when None) chosen by a partial Fisher–Yates shuffle driven by `seed`."""
     pool = list(candidates)
     take = len(pool) if count is None else min(count, len(pool))
@@ -36,139 +42,71 @@ def choose_segments(seed: bytes, candidates: list[int], count: int | None) -> li
     return sorted(pool[:take])
 
 
-def first_divergence(logged: list[Any], replayed: list[Any]) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class Beacon:
+    seed: bytes
+    block: int | None
+    block_hash: str | None
+    auditor_seed: str | None
+    confirmations: int
+
+    @property
+    def source(self) -> str:
+        if self.block is not None and self.auditor_seed is not None:
+            return "chain+auditor"
+        return "chain" if self.block is not None else "auditor"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"block": self.block, "hash": self.block_hash, "auditor_seed": self.auditor_seed,
+                "confirmations": self.confirmations, "source": self.source}
+
+
+def make_beacon(*, block: tuple[int, bytes] | None, auditor_seed: str | None, confirmations: int) -> Beacon:
+    """The seed of the segment draw: `SHA-256("prov.beacon.v1" || 0x00 || block hash || 0x00 || auditor seed)`."""
+    material = BEACON_LABEL + b"\x00" + (block[1] if block else b"") + b"\x00" + (auditor_seed or "").encode()
+    return Beacon(hashlib.sha256(material).digest(), block[0] if block else None,
+                  "0x" + block[1].hex() if block else None, auditor_seed, confirmations)
+
+
+def catch_probability(chosen: int, candidates: int) -> float | None:
+    """Probability that a sample of `chosen` of `candidates` segments includes one given forged segment."""
+    return None if candidates == 0 else chosen / candidates
+
+
+def first_divergence(logged: Sequence[AnyStepRecord], replayed: Sequence[AnyStepRecord],
+                     fields: Sequence[str]) -> dict[str, Any] | None:
+    """The first step and field (of `fields`) where replayed records differ from the logged ones."""
     for old, new in zip(logged, replayed, strict=False):
-        for field in _FIELDS:
-            a, b = getattr(old, field), getattr(new, field)
-            if a != b and not (isinstance(a, float) and math.isnan(a) and math.isnan(b)):
-                return {"step": old.step, "field": field, "expected": str(a), "found": str(b)}
+        for name in fields:
+            a, b = getattr(old, name, None), getattr(new, name, None)
+            if a != b and not (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)):
+                return {"step": old.step, "field": name, "expected": str(a), "found": str(b)}
     if len(logged) != len(replayed):
         return {"step": min(len(logged), len(replayed)), "field": "steps", "expected": str(len(logged)),
                 "found": str(len(replayed))}
     return None
 
 
-def _weight_distance(replayed: bytes, committed: bytes) -> float:
-    import numpy as np
-    from safetensors.numpy import load
+def exact_divergence(logged: Sequence[AnyStepRecord], replayed: Sequence[AnyStepRecord]) -> dict[str, Any] | None:
+    """Divergence in a field that does not depend on floating point (a failure in any environment)."""
+    return first_divergence(logged, replayed, EXACT_FIELDS)
 
-    a, b = load(replayed), load(committed)
+
+def all_fields(record: AnyStepRecord) -> list[str]:
+    return [name for name in record.to_json() if name not in ("format", "step")]
+
+
+def weight_distance(replayed: Path, committed: bytes) -> float | None:
+    """Relative L2 distance between two adapters' tensors (information only, for inconclusive replays)."""
+    try:
+        import numpy as np
+
+        from provenance.safetensors import read_tensors
+    except ImportError:
+        return None
+    a, b = read_tensors(replayed.read_bytes()), read_tensors(committed)
+    if set(a) != set(b):
+        return None
     num = sum(float(np.sum((a[k].astype(np.float64) - b[k].astype(np.float64)) ** 2)) for k in a)
     den = sum(float(np.sum(b[k].astype(np.float64) ** 2)) for k in b) or 1.0
     return math.sqrt(num / den)
-
-
-def check_data_and_replay(st: Any, *, registry: Any, store: Any, options: Any, workdir: Path) -> dict[str, Any] | None:
-    checks = st.checks
-    if options.data is None or options.secrets is None:
-        why = "needs --data and --secrets (the dataset key and noise seed, given only to auditors)"
-        checks.skipped("dataset", why)
-        checks.skipped("replay", why)
-        return None
-    if importlib.util.find_spec("torch") is None:
-        checks.skipped("dataset", "the training extra is not installed (pip install torch==2.13.0 'prov[train]')")
-        checks.skipped("replay", "the training extra is not installed")
-        return None
-    from provenance.dataset import dataset_root, load_examples
-    from provenance.secrets import Secrets
-
-    secrets = Secrets.load(options.secrets)
-    manifest = st.manifest
-    examples = load_examples(options.data, text_field=manifest["dataset"].get("text_field", "text"))
-    with checks.run("dataset"):
-        expected_key = manifest["secrets"].get("dataset_key_commitment")
-        if str(Digest.of(secrets.dataset_key)) != expected_key:
-            raise CheckFailed("the dataset key given does not open the run's commitment", expected=expected_key,
-                              found=Digest.of(secrets.dataset_key))
-        found = dataset_root(examples, secrets.dataset_key)
-        if found != st.run.dataset_root:
-            raise CheckFailed("the data given is not the committed training set (its salted root differs)",
-                              expected=st.run.dataset_root, found=found)
-        checks.passed("dataset", f"{len(examples)} examples; the salted root matches the commitment")
-    if options.replay == "0":
-        checks.skipped("replay", "--replay 0: no segment replayed")
-        return None
-    if options.base_model is None:
-        checks.skipped("replay", "needs --base-model (the base model's weights) to re-run training steps")
-        return None
-    return _replay(st, registry=registry, store=store, options=options, workdir=workdir, secrets=secrets,
-                   examples=examples)
-
-
-def _replay(st: Any, *, registry: Any, store: Any, options: Any, workdir: Path, secrets: Any,
-            examples: list[str]) -> dict[str, Any] | None:
-    checks = st.checks
-    lineage = st.lineage
-    candidates = [r.index for r in lineage if r.index >= 1 and r.log_size > lineage[r.index - 1].log_size]
-    after = registry.block_hash_after(st.record.block_number)
-    note = ""
-    if after is None:  # nothing mined since: fall back to the commitment's own block, and say so
-        block = registry.web3.eth.get_block(st.record.block_number)
-        after = (int(block["number"]), bytes(block["hash"]))
-        note = " (no later block yet, so the commitment's own block)"
-    count = None if options.replay == "all" else int(options.replay)
-    chosen = choose_segments(after[1], candidates, count)
-    section: dict[str, Any] = {"seed_block": after[0], "seed_hash": "0x" + after[1].hex(),
-                               "requested": options.replay, "segments": []}
-    with checks.run("replay"):
-        if secrets.noise_seed and str(Digest.of(secrets.noise_seed)) != str(st.run.noise_seed_commitment):
-            raise CheckFailed("the noise seed given does not open the run's commitment",
-                              expected=st.run.noise_seed_commitment, found=Digest.of(secrets.noise_seed))
-        failures, approximate = [], []
-        for j in chosen:
-            segment = _replay_one(j, st=st, store=store, options=options, workdir=workdir, secrets=secrets,
-                                  examples=examples)
-            section["segments"].append(segment)
-            if segment["status"] == "failed":
-                failures.append(segment)
-            elif not segment["bitwise"]:
-                approximate.append(segment)
-        if failures:
-            first = failures[0]
-            div = first["first_divergence"]
-            where = f"; first diverging step {div['step']} ({div['field']})" if div else ""
-            raise CheckFailed(f"replaying checkpoint {first['from_index']} → {first['to_index']} did not reproduce "
-                              f"the committed weights{where}", expected=div["expected"] if div else None,
-                              found=div["found"] if div else None)
-        if approximate:
-            checks.skipped("replay", "this machine cannot match the recorded determinism settings; relative weight "
-                                     "distance " + ", ".join(f"{s['weight_distance']:.2e}" for s in approximate))
-        elif not chosen:
-            checks.skipped("replay", "no segment with training steps to replay")
-        else:
-            checks.passed("replay", f"segment(s) {chosen} re-run bit for bit, chosen by block {after[0]}'s hash"
-                                    f"{note}")
-    return section
-
-
-def _replay_one(j: int, *, st: Any, store: Any, options: Any, workdir: Path, secrets: Any,
-                examples: list[str]) -> dict[str, Any]:
-    from training.replay import replay_segment
-
-    start, end = st.lineage[j - 1], st.lineage[j]
-    source = workdir / f"replay-{j - 1}"
-    if not source.exists():
-        store.get_directory(start.manifest_cid, source)
-    kwargs = {"steps": range(start.log_size, end.log_size), "batches": examples, "secrets": secrets,
-              "base_model_dir": options.base_model, "run_manifest": st.manifest, "target_checkpoint": j}
-    bitwise = True
-    try:
-        result = replay_segment(source, **kwargs)
-    except UsageError as exc:
-        if "would not be bitwise" not in str(exc):
-            raise
-        bitwise = False
-        result = replay_segment(source, check_environment=False, **kwargs)
-    logged = st.steps[start.log_size:end.log_size]
-    divergence = first_divergence(logged, result.records)
-    matches = result.weights == end.weights_digest
-    distance = None
-    if not bitwise:
-        committed = store.get_bytes(st.files[j].listing["adapter_model.safetensors"])
-        distance = _weight_distance(result.adapter, committed)
-    status = "passed" if matches and divergence is None else ("skipped" if not bitwise else "failed")
-    if status == "failed" and divergence is None:
-        divergence = {"step": end.log_size - 1, "field": "weights", "expected": str(end.weights_digest),
-                      "found": str(result.weights)}
-    return {"from_index": j - 1, "to_index": j, "steps": [start.log_size, end.log_size], "status": status,
-            "bitwise": bitwise and matches, "weight_distance": distance, "first_divergence": divergence}

@@ -1,6 +1,8 @@
 """`prov verify PATH`: the auditor's verdict on an adapter file or checkpoint directory.
 
-Exit codes: 0 verified, 1 a check failed, 2 could not run (bad input, unreachable node, missing content).
+Exit codes: 0 verified (at a level: commitments, commitments and data, replayed k/n segments, fully replayed),
+1 a check failed, 2 could not run (bad input, unreachable node, missing content), 3 inconclusive (a check could not
+be decided on this machine, e.g. replay could not be bitwise here: never "verified").
 """
 
 from __future__ import annotations
@@ -18,45 +20,60 @@ import click
 @click.option("--registry", help="Registry contract address (default: the project config's).")
 @click.option("--store", "store_spec", help="Artifact store: local, local:DIR or kubo:ADDR (default: project config).")
 @click.option("--run", "run_id", help="Also require the file to belong to this run id (64 hex).")
-@click.option("--base-model", type=click.Path(path_type=Path), help="Base model directory to compare and replay on.")
-@click.option("--data", type=click.Path(path_type=Path), help="The training data (JSONL or text), for auditors.")
+@click.option("--expect-chain-id", type=int, help="Fail unless the node serves this chain id.")
+@click.option("--expect-registry", metavar="ADDRESS", help="Fail unless the registry is at this address.")
+@click.option("--base-model", type=click.Path(path_type=Path), help="Base model directory (compare, rebuild "
+              "checkpoint 0, tokenize, replay).")
+@click.option("--data", type=click.Path(path_type=Path), help="The training data (given only to auditors).")
 @click.option("--secrets", type=click.Path(path_type=Path), help="The run's secrets.json (dataset key, noise seed).")
+@click.option("--stats", type=click.Path(path_type=Path), help="The run's private stats.jsonl (default: beside "
+              "--secrets): checks every step's statistics commitment and shows the loss curve.")
 @click.option("--replay", default="1", show_default=True,
-              help="Segments to re-run bit for bit (a number, or 'all'); needs --data, --secrets, --base-model.")
+              help="Segments to re-run bit for bit: a number (sampled by an unpredictable beacon), 'all', or 0.")
+@click.option("--beacon", metavar="SEED", help="Your own seed, mixed into the segment draw (recorded in the report).")
+@click.option("--confirmations", type=int, default=2, show_default=True,
+              help="Blocks after the run's finalisation whose hash draws the sampled segments.")
 @click.option("--attestations", "attestations", metavar="ADDRESS",
               help="AttestationRegistry to read auditors' attestations from (default: the project config's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report (docs/report-schema.md).")
 @click.option("--report", "html_path", type=click.Path(path_type=Path), help="Write the HTML audit report here.")
 def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_spec: str | None,
-                   run_id: str | None, base_model: Path | None, data: Path | None, secrets: Path | None,
-                   replay: str, attestations: str | None, as_json: bool, html_path: Path | None) -> None:
+                   run_id: str | None, expect_chain_id: int | None, expect_registry: str | None,
+                   base_model: Path | None, data: Path | None, secrets: Path | None, stats: Path | None, replay: str,
+                   beacon: str | None, confirmations: int, attestations: str | None, as_json: bool,
+                   html_path: Path | None) -> None:
     """Prove an adapter's lineage against the registry and the store, and print the verdict.
 
-    PATH is an adapter weights file (adapter_model.safetensors) or a checkpoint directory. Exit codes: 0 verified,
-    1 a check failed, 2 could not run (bad input, unreachable node, content missing from the store).
+    PATH is an adapter weights file (adapter_model.safetensors) or a checkpoint directory. The verdict says what
+    was proven: VERIFIED (commitments) from the file alone; (commitments and data) with --data --secrets
+    --base-model; (replayed k/n segments) or (fully replayed, --replay all) when training was re-run bit for bit.
+
+    Exit codes: 0 verified, 1 a check failed, 2 could not run (bad input, unreachable node, content missing from
+    the store), 3 inconclusive (a check could not be decided on this machine; never verified).
     """
-    from provenance._verify.subject import read_safetensors_metadata
     from provenance.chain import connect, parse_run_id
     from provenance.errors import UsageError
     from provenance.report import render_text, write_html
+    from provenance.safetensors import read_safetensors_metadata
     from provenance.store import open_store
     from provenance.verify import VerifyOptions, verify
 
-    if replay != "all" and not (replay.isdigit()):
-        raise UsageError(f"--replay takes a number of segments or 'all', not {replay!r}")
     if not path.exists():
         raise UsageError(f"{path}: no such file or directory")
     if path.is_file():
         read_safetensors_metadata(path)  # a pickle or truncated file is refused before touching the network
-    options = VerifyOptions(base_model=base_model, data=data, secrets=secrets, replay=replay,
-                            expected_run=parse_run_id(run_id) if run_id else None, attestations=attestations)
+    options = VerifyOptions(base_model=base_model, data=data, secrets=secrets, stats=stats, replay=replay,
+                            beacon=beacon, confirmations=confirmations,
+                            expected_run=parse_run_id(run_id) if run_id else None,
+                            expected_chain_id=expect_chain_id, expected_registry=expect_registry,
+                            attestations=attestations)
     if rpc_url is None:
         _ensure_local_chain()
     client = connect(rpc_url, registry=registry)
     if client.address is None:
         raise UsageError("no registry address: pass --registry or run `prov chain deploy` in this project")
     with open_store(store_spec) as store:
-        report = verify(path, registry=client, store=store, options=options)
+        report = verify(path, registry=client, store=store, options=options).to_json()
     if html_path is not None:
         write_html(report, html_path)
     if as_json:

@@ -16,7 +16,7 @@ from provenance.manifest import MANIFEST_NAME, encode_run_manifest, hash_directo
 from provenance.steplog import StepLog
 from provenance.store import open_store
 from tests.fixtures.golden import run_manifest
-from tests.provenance.test_steplog import rec
+from tests.fixtures.records import rec
 
 
 def make_run(tmp_path: Path, *, checkpoints: int = 3, steps_each: int = 4) -> tuple[Path, bytes]:

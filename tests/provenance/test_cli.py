@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from provenance.cli import main
-from tests.provenance.test_steplog import write_log
+from tests.fixtures.records import write_log
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -17,18 +17,7 @@ from provenance.errors import FormatError, TamperedRecord, TornTail, UsageError
 from provenance.hashing import Digest
 from provenance.records import StepRecord
 from provenance.steplog import LOG_NAME, MAX_LINE, StepLog, parse_records, verify_log
-
-
-def rec(i: int) -> StepRecord:
-    return StepRecord(step=i, batch=Digest.of(i.to_bytes(4, "big")), examples=i % 5, lr=1e-3,
-                      noise_index=i, stats=Digest.of(i.to_bytes(8, 'big') + b's'))
-
-
-def write_log(directory: Path, n: int) -> StepLog:
-    log = StepLog.open(directory)
-    for i in range(n):
-        log.append(rec(i))
-    return log
+from tests.fixtures.records import rec, write_log
 
 
 def test_append_reopen_and_roots(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
-"""Pure parts of the verifier: committer timeline, replay segment choice, first divergence, subject parsing."""
+"""Pure parts of the verifier: committer timeline, beacon and segment choice, divergence, determinism settings,
+per-checkpoint ε, the cheap pass over every step, claim selection, verdicts and levels, public report fields."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +11,30 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from provenance._verify.checks import CheckFailed
-from provenance._verify.lineage import check_committers
-from provenance._verify.replay import choose_segments, first_divergence
+from provenance import batches, determinism
+from provenance._verify import claims as claimsmod
+from provenance._verify.checks import CheckFailed, CheckInconclusive, Checks, Status
+from provenance._verify.data import check_steps
+from provenance._verify.lineage import check_committers, check_history
+from provenance._verify.pipeline import Evidence
+from provenance._verify.privacy import check_privacy, recompute_epsilon
+from provenance._verify.replay import (
+    catch_probability,
+    choose_segments,
+    exact_divergence,
+    first_divergence,
+    make_beacon,
+)
+from provenance._verify.reporting import level_of, public_rpc, public_store
 from provenance._verify.subject import load_subject
 from provenance.errors import FormatError
-from tests.provenance.test_steplog import rec
+from provenance.hashing import Digest
+from provenance.records import StepRecord, stats_commitment
+from provenance.sampler import poisson_indices
+from provenance.schedule import lr_of_manifest
+from provenance.secrets import Secrets
+from provenance.verify import decide
+from tests.fixtures.records import rec
 
 OWNER, WRITER = "0x" + "aa" * 20, "0x" + "bb" * 20
 RUN = b"\x01" * 32
@@ -26,6 +45,13 @@ class Rec:
     index: int
     committer: str
     block_number: int
+    run_id: bytes = RUN
+    log_size: int = 0
+    epsilon_micro: int = 0
+
+    @property
+    def epsilon(self) -> float:
+        return self.epsilon_micro / 1e6
 
 
 @dataclass
@@ -60,6 +86,15 @@ def test_writer_authorised_then_revoked() -> None:
         check_committers([Rec(0, WRITER, 6)], lambda: other_run, run=Run())
 
 
+def test_history_requires_an_empty_checkpoint_zero_and_reports_zero_step_checkpoints() -> None:
+    good = [Rec(0, OWNER, 1, log_size=0), Rec(1, OWNER, 2, log_size=5), Rec(2, OWNER, 3, log_size=5, epsilon_micro=1)]
+    assert check_history(good, run=Run()) == [2]
+    with pytest.raises(CheckFailed, match="checkpoint 0 must be the adapter before any training step"):
+        check_history([Rec(0, OWNER, 1, log_size=3)], run=Run())
+    with pytest.raises(CheckFailed, match="ε decreased"):
+        check_history([Rec(0, OWNER, 1, epsilon_micro=9), Rec(1, OWNER, 2, log_size=1, epsilon_micro=3)], run=Run())
+
+
 def test_segment_choice_is_a_deterministic_function_of_the_seed() -> None:
     candidates = list(range(1, 101))
     a = choose_segments(b"\x00" * 32, candidates, 5)
@@ -67,19 +102,32 @@ def test_segment_choice_is_a_deterministic_function_of_the_seed() -> None:
     assert a != choose_segments(b"\x01" + b"\x00" * 31, candidates, 5)
     assert choose_segments(b"x", candidates, None) == candidates
     assert choose_segments(b"x", [3], 4) == [3]
-    # Roughly uniform: over many seeds every candidate gets picked.
     picked = {c for s in range(200) for c in choose_segments(s.to_bytes(4, "big"), list(range(1, 11)), 1)}
     assert picked == set(range(1, 11))
 
 
-def test_first_divergence_names_step_and_field() -> None:
+def test_beacon_mixes_block_and_auditor_seed_and_says_where_it_came_from() -> None:
+    block = (12, b"\x07" * 32)
+    chain = make_beacon(block=block, auditor_seed=None, confirmations=2)
+    both = make_beacon(block=block, auditor_seed="my seed", confirmations=2)
+    auditor = make_beacon(block=None, auditor_seed="my seed", confirmations=2)
+    assert len({chain.seed, both.seed, auditor.seed}) == 3
+    assert (chain.source, both.source, auditor.source) == ("chain", "chain+auditor", "auditor")
+    assert both.to_json()["hash"] == "0x" + "07" * 32 and both.to_json()["block"] == 12
+    assert catch_probability(2, 30) == pytest.approx(2 / 30) and catch_probability(0, 0) is None
+
+
+def test_divergence_names_step_and_field_and_separates_exact_fields() -> None:
     logged = [rec(i) for i in range(5)]
-    assert first_divergence(logged, list(logged)) is None
+    assert first_divergence(logged, list(logged), ["batch", "stats"]) is None
     changed = list(logged)
-    changed[3] = replace(changed[3], loss=123.0)
-    assert first_divergence(logged, changed) == {"step": 3, "field": "loss", "expected": str(logged[3].loss),
-                                                 "found": "123.0"}
-    assert first_divergence(logged, logged[:4])["field"] == "steps"
+    changed[3] = replace(changed[3], stats=Digest.of(b"other"))
+    assert first_divergence(logged, changed, ["batch", "stats"])["field"] == "stats"
+    assert exact_divergence(logged, changed) is None  # statistics depend on floating point
+    changed[2] = replace(changed[2], examples=99)
+    assert exact_divergence(logged, changed) == {"step": 2, "field": "examples", "expected": str(logged[2].examples),
+                                                 "found": "99"}
+    assert first_divergence(logged, logged[:4], ["batch"])["field"] == "steps"
 
 
 def test_subject_reads_metadata_and_refuses_truncation(tmp_path: Path) -> None:
@@ -90,3 +138,281 @@ def test_subject_reads_metadata_and_refuses_truncation(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-4])
     with pytest.raises(FormatError, match="truncated"):
         load_subject(path)
+
+
+# --- determinism -------------------------------------------------------------------------------------------------
+
+AVX512_CPU = "flags\t\t: fpu sse2 avx avx2 fma avx512f avx512dq avx512bw avx512vl\n"
+AVX2_CPU = "flags\t\t: fpu sse2 avx avx2 fma\n"
+
+
+def recorded(**changes: Any) -> determinism.Recorded:
+    base = determinism.Recorded(capability="AVX2", threads=2, device="cpu", dtype="float32", profile="portable",
+                                env={"MKL_CBWR": "AVX2"}, versions={"torch": "2.13.0", "opacus": "1.6.0"})
+    return replace(base, **changes)
+
+
+def test_impossible_determinism_settings_are_named() -> None:
+    assert determinism.invalid_settings(recorded()) == []
+    bogus = recorded(capability="AVX9000", threads=0, device="tpu", versions={"torch": "banana"})
+    problems = " | ".join(determinism.invalid_settings(bogus))
+    for word in ("AVX9000", "thread count 0", "tpu", "banana"):
+        assert word in problems
+
+
+def test_a_lower_capability_is_always_available_and_versions_must_match() -> None:
+    caps = determinism.machine_capabilities(AVX512_CPU)
+    assert {"DEFAULT", "AVX2", "AVX512"} <= caps
+    assert determinism.machine_capabilities(AVX2_CPU) >= {"AVX2"} and "AVX512" not in \
+        determinism.machine_capabilities(AVX2_CPU)
+    here = {"torch": "2.13.0", "opacus": "1.6.0"}
+    assert determinism.unmatched(recorded(), here=here, capabilities=caps) == []
+    assert determinism.unmatched(recorded(capability="AVX512"), here=here, capabilities={"DEFAULT", "AVX2"})
+    off = determinism.unmatched(recorded(), here={"torch": "2.12.0", "opacus": "1.6.0"}, capabilities=caps)
+    assert off and "torch==2.13.0" in off[0]
+    assert determinism.unmatched(recorded(device="cuda"), here=here, capabilities=caps, gpu=None)
+
+
+def test_replay_environment_sets_the_recorded_kernels_and_threads() -> None:
+    env = determinism.replay_environment(recorded(), base={"OMP_NUM_THREADS": "8", "PATH": "/bin"})
+    assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["MKL_CBWR"] == "AVX2"
+    assert env["OMP_NUM_THREADS"] == "2" and env["PATH"] == "/bin"
+
+
+# --- privacy -----------------------------------------------------------------------------------------------------
+
+DP = {"mode": "dp", "noise_multiplier": "1.0", "sample_rate": "0.05", "delta": "1e-05", "accountant": "rdp"}
+
+
+def states(sizes: list[int], name: str = "rdp") -> list[dict[str, Any]]:
+    return [{"log_size": n, "accountant": {"name": name, "history": [["1.0", "0.05", n]] if n else []}}
+            for n in sizes]
+
+
+def test_epsilon_is_recomputed_and_checked_for_every_checkpoint() -> None:
+    pytest.importorskip("opacus", reason="ε needs opacus (the train extra)")
+    sizes = [0, 10, 20, 30]
+    eps = [recompute_epsilon("rdp", ((1.0, 0.05, n),), 1e-5) if n else 0.0 for n in sizes]
+    manifest = {"training": {"dp": DP}}
+    result = check_privacy(manifest=manifest, states=states(sizes), committed=eps)
+    assert result.recomputed == pytest.approx(eps) and "all 4 committed values" in result.summary
+    lied = list(eps)
+    lied[1] = eps[1] / 4  # a tiny ε committed for an earlier checkpoint
+    with pytest.raises(CheckFailed, match="checkpoint 1: the committed ε is lower"):
+        check_privacy(manifest=manifest, states=states(sizes), committed=lied)
+    # The shortcut for RDP gives exactly opacus' own accountant value.
+    from opacus.accountants import create_accountant
+
+    acc = create_accountant("rdp")
+    acc.history = [(1.0, 0.05, 30)]
+    assert recompute_epsilon("rdp", ((1.0, 0.05, 30),), 1e-5) == float(acc.get_epsilon(delta=1e-5))
+
+
+def test_accountant_history_must_cover_the_log_and_use_the_manifest_parameters() -> None:
+    pytest.importorskip("opacus", reason="ε needs opacus (the train extra)")
+    bad = states([0, 10])
+    bad[1]["accountant"]["history"] = [["1.0", "0.05", 9]]
+    with pytest.raises(CheckFailed, match="does not cover every logged step"):
+        check_privacy(manifest={"training": {"dp": DP}}, states=bad, committed=[0.0, 1.0])
+    other = states([0, 10])
+    other[1]["accountant"]["history"] = [["2.0", "0.05", 10]]
+    with pytest.raises(CheckFailed, match="other DP parameters"):
+        check_privacy(manifest={"training": {"dp": DP}}, states=other, committed=[0.0, 1.0])
+
+
+def test_without_opacus_privacy_is_inconclusive(monkeypatch: pytest.MonkeyPatch) -> None:
+    import provenance._verify.privacy as privacy
+
+    monkeypatch.setattr(privacy, "opacus_available", lambda: False)
+    with pytest.raises(CheckInconclusive, match="opacus"):
+        check_privacy(manifest={"training": {"dp": DP}}, states=states([0]), committed=[0.0])
+
+
+# --- every step, no training --------------------------------------------------------------------------------------
+
+def synthetic_run(steps: int = 12) -> tuple[dict[str, Any], list[StepRecord], Secrets, batches.TokenizedDataset]:
+    secrets = Secrets(bytes(range(32)), bytes(range(32, 64)))
+    n = 40
+    ids = np.arange(n * 6, dtype=np.int64).reshape(n, 6) % 97
+    tokenized = batches.TokenizedDataset(ids, np.ones_like(ids), 6)
+    training = {"dataset_size": n, "steps": steps, "world_size": 2,
+                "dp": {"sample_rate": "0.1"}, "optimizer": {"lr": "0.001"},
+                "schedule": {"name": "cosine", "warmup_steps": 2, "min_lr_ratio": "0.1"}}
+    manifest = {"training": training, "dataset": {"size": n}}
+    records = []
+    for k in range(steps):
+        idx = poisson_indices(secrets.noise_seed, k, n, 0.1)
+        digest = batches.batch_digest(secrets.batch_key(), step=k, indices=idx, tensors=tokenized.batch(idx),
+                                      world_size=2)
+        records.append(StepRecord(step=k, batch=digest, examples=len(idx), lr=lr_of_manifest(training, k),
+                                  noise_index=k, stats=stats_commitment(secrets.stats_key(), step=k, loss=1.0 + k,
+                                                                        clipped_fraction=0.5)))
+    return manifest, records, secrets, tokenized
+
+
+def test_every_step_is_recomputed_and_the_first_mismatch_is_named() -> None:
+    from provenance.records import StepStats
+
+    manifest, records, secrets, tokenized = synthetic_run()
+    stats = {k: StepStats(k, 1.0 + k, 0.5) for k in range(12)}
+    result = check_steps(manifest=manifest, steps=records, secrets=secrets, tokenized=tokenized, stats=stats)
+    assert result.full and result.loss == [1.0 + k for k in range(12)] and result.loss_status == "checked"
+    partial = check_steps(manifest=manifest, steps=records, secrets=secrets, tokenized=None, stats=None)
+    assert not partial.full and partial.loss is None and partial.loss_status == "withheld"
+    for field_name, value in (("examples", 99), ("lr", 0.5), ("noise_index", 3), ("batch", Digest.of(b"x"))):
+        bad = list(records)
+        bad[7] = replace(bad[7], **{field_name: value})
+        with pytest.raises(CheckFailed, match="step 7"):
+            check_steps(manifest=manifest, steps=bad, secrets=secrets, tokenized=tokenized, stats=None)
+    wrong = dict(stats)
+    wrong[4] = StepStats(4, 123.0, 0.5)
+    with pytest.raises(CheckFailed, match="step 4: the statistics given do not open"):
+        check_steps(manifest=manifest, steps=records, secrets=secrets, tokenized=tokenized, stats=wrong)
+
+
+# --- claims ------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Claimed:
+    run_key: bytes
+    run_id: bytes
+    index: int
+    block_number: int
+    committer: str
+
+
+@dataclass
+class Registration:
+    owner: str
+    manifest_cid: str
+    manifest_digest: Digest
+
+
+@dataclass
+class History:
+    registration: Registration
+    checkpoints: list[Any] = field(default_factory=list)
+    writers: list[Any] = field(default_factory=list)
+    finalization: Any = None
+
+
+class FakeRegistry:
+    def __init__(self, runs: dict[bytes, History]) -> None:
+        self.runs = runs
+
+    def run(self, run_key: bytes) -> History:
+        return self.runs[run_key]
+
+
+class FakeStore:
+    spec = "local"
+
+    def __init__(self, blobs: dict[str, bytes]) -> None:
+        self.blobs = blobs
+
+    def get_bytes(self, cid: str, *, max_size: int | None = None) -> bytes:
+        return self.blobs[cid]
+
+
+def manifest_bytes(owner: str | None) -> bytes:
+    from provenance.manifest import encode_run_manifest
+    from tests.fixtures.golden import run_manifest
+
+    doc = dict(run_manifest())
+    if owner is not None:
+        doc["owner"] = owner
+    return encode_run_manifest(doc)
+
+
+def test_a_copied_registration_is_rejected_when_the_manifest_names_its_owner() -> None:
+    honest, thief = "0x" + "11" * 20, "0x" + "22" * 20
+    data = manifest_bytes(honest)
+    registry = FakeRegistry({b"H" * 32: History(Registration(honest, "cidM", Digest.of(data))),
+                             b"T" * 32: History(Registration(thief, "cidM", Digest.of(data)))})
+    store = FakeStore({"cidM": data})
+    found = [claimsmod.Claim(Claimed(b"T" * 32, RUN, 3, 10, thief), "weights"),
+             claimsmod.Claim(Claimed(b"H" * 32, RUN, 3, 11, honest), "weights")]
+    chosen = claimsmod.select(found, metadata={}, registry=registry, store=store, expected_run=None)
+    assert chosen.record.run_key == b"H" * 32
+    assert found[0].note.startswith(f"registered by {thief}") and found[1].selected
+
+
+def test_without_an_owner_in_the_manifest_two_registrations_are_an_announced_ambiguity() -> None:
+    a, b = "0x" + "11" * 20, "0x" + "22" * 20
+    data = manifest_bytes(None)
+    registry = FakeRegistry({b"A" * 32: History(Registration(a, "cidM", Digest.of(data))),
+                             b"B" * 32: History(Registration(b, "cidM", Digest.of(data)))})
+    found = [claimsmod.Claim(Claimed(b"A" * 32, RUN, 3, 10, a), "weights"),
+             claimsmod.Claim(Claimed(b"B" * 32, RUN, 3, 11, b), "weights")]
+    chosen = claimsmod.select(found, metadata={}, registry=registry, store=FakeStore({"cidM": data}),
+                              expected_run=None)
+    assert chosen.record.run_key == b"A" * 32 and chosen.warnings and b in chosen.warnings[0]
+
+
+def test_the_claim_the_file_metadata_names_comes_first() -> None:
+    data = manifest_bytes(None)
+    owner = "0x" + "11" * 20
+    other_run = b"\x05" * 32
+    registry = FakeRegistry({b"A" * 32: History(Registration(owner, "cidM", Digest.of(data))),
+                             b"B" * 32: History(Registration(owner, "cidM", Digest.of(data)))})
+    found = [claimsmod.Claim(Claimed(b"A" * 32, other_run, 1, 5, owner), "weights"),
+             claimsmod.Claim(Claimed(b"B" * 32, RUN, 2, 9, owner), "weights")]
+    meta = {"prov.run_id": RUN.hex(), "prov.checkpoint": "2"}
+    chosen = claimsmod.select(found, metadata=meta, registry=registry, store=FakeStore({"cidM": data}),
+                              expected_run=None)
+    assert chosen.record.run_key == b"B" * 32
+
+
+# --- verdicts and levels --------------------------------------------------------------------------------------------
+
+def evidence(**statuses: Status) -> Evidence:
+    ev = Evidence(subject=None, tensor_digest=None)  # type: ignore[arg-type]
+    for check_id in ("record", "run_manifest", "checkpoint", "history", "step_log", "committers", "chain",
+                     "privacy"):
+        ev.checks.set(check_id, Status.PASSED, "ok")
+    for check_id, status in statuses.items():
+        ev.checks.set(check_id, status, "x")
+    return ev
+
+
+def test_verdicts() -> None:
+    assert decide(evidence()) == ("verified", 0)
+    assert decide(evidence(replay=Status.FAILED, privacy=Status.INCONCLUSIVE)) == ("failed", 1)
+    assert decide(evidence(replay=Status.INCONCLUSIVE)) == ("inconclusive", 3)
+    assert decide(evidence(privacy=Status.INCONCLUSIVE)) == ("inconclusive", 3)
+    unreachable = evidence(step_log=Status.NOT_RUN)
+    unreachable.checks.reach_error = FormatError("store down")
+    assert decide(unreachable) == ("error", 2)
+    assert decide(evidence(dataset=Status.NOT_RUN, replay=Status.NOT_RUN)) == ("verified", 0)
+
+
+def test_levels_say_what_was_proven() -> None:
+    ev = evidence()
+    assert level_of(ev, "verified")["text"] == "VERIFIED (commitments)"
+    ev = evidence(dataset=Status.PASSED, steps=Status.PASSED)
+    ev.steps_full = True
+    assert level_of(ev, "verified")["name"] == "data"
+    ev = evidence(dataset=Status.PASSED, steps=Status.PASSED, replay=Status.PASSED, checkpoint_zero=Status.PASSED)
+    ev.steps_full = True
+    ev.replay = {"candidates": 30, "catch_probability": 2 / 30,
+                 "segments": [{"from_index": 3}, {"from_index": 17}, {"from_index": None}]}
+    assert level_of(ev, "verified")["text"] == "VERIFIED (replayed 2/30 segments)"
+    ev.replay = {"candidates": 2, "catch_probability": 1.0, "segments": [{"from_index": 0}, {"from_index": 1}]}
+    ev.chain = {"dev_chain": "anvil/Hardhat (31337)"}
+    assert level_of(ev, "verified")["text"] == "VERIFIED (fully replayed) — local development chain"
+    assert level_of(ev, "inconclusive")["name"] is None
+
+
+def test_public_report_fields_carry_no_credentials_or_local_paths() -> None:
+    assert public_rpc("https://user:pw@eth.example.com:8443/v3/SECRETKEY?token=abc") == "https://eth.example.com:8443"
+    assert public_rpc("tester") == "tester"
+    assert public_store("local:/home/alice/.prov/store") == "local"
+    assert public_store("kubo:http://127.0.0.1:5001/api?key=K") == "kubo http://127.0.0.1:5001"
+
+
+def test_checks_say_why_a_later_check_did_not_run() -> None:
+    checks = Checks()
+    checks.not_run("record", "could not run: the store is down")
+    assert "could not be read" in checks.why_missing("record", "the on-chain record")
+    checks.failed("history", "bad")
+    assert "failed its check" in checks.why_missing("history", "the history")

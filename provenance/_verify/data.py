@@ -1,0 +1,142 @@
+"""The auditor's data checks that need no training: the salted dataset root, and for **every** step the
+Poisson-sampled indices, the example count, the scheduled learning rate, the noise index, the batch commitment of
+exactly those examples as the model was fed them, and (given the private statistics) the statistics commitment.
+
+A swapped example is caught here whichever segment it sits in, in seconds, not only when its segment happens to be
+replayed. The batch commitment needs the base model's tokenizer (`--base-model`, and `transformers` installed);
+without it the other fields are still checked and the check says what it could not cover.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from provenance import batches, canonical
+from provenance._verify.checks import CheckFailed
+from provenance.dataset import dataset_root, load_examples
+from provenance.errors import FormatError, UsageError
+from provenance.hashing import Digest
+from provenance.records import AnyStepRecord, StepRecord, StepRecordV1, StepStats, batch_digest_v1
+from provenance.sampler import poisson_indices
+from provenance.schedule import lr_of_manifest
+from provenance.secrets import Secrets
+
+STATS_FILE = "stats.jsonl"
+
+
+@dataclass(frozen=True)
+class StepsResult:
+    full: bool  # every field of every step, batch contents included, was recomputed
+    summary: str
+    loss: list[float] | None
+    loss_status: str  # "checked" | "withheld" | "public-v1"
+
+
+def load_stats(path: Path) -> dict[int, StepStats]:
+    """The run's private per-step statistics (`stats.jsonl`, handed to auditors with the secrets)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: statistics file not found") from None
+    out: dict[int, StepStats] = {}
+    for number, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        item = StepStats.from_json(canonical.decode(line, source=f"{path} line {number}"), source=f"{path} line "
+                                                                                                 f"{number}")
+        out[item.step] = item
+    return out
+
+
+def default_stats_path(secrets: Path) -> Path | None:
+    candidate = (secrets.parent if secrets.is_file() else secrets) / STATS_FILE
+    return candidate if candidate.is_file() else None
+
+
+def check_dataset(*, manifest: Mapping[str, Any], run: Any, secrets: Secrets, examples: Sequence[Any]) -> str:
+    expected_key = manifest["secrets"].get("dataset_key_commitment")
+    if str(Digest.of(secrets.dataset_key)) != expected_key:
+        raise CheckFailed("the dataset key given does not open the run's commitment", expected=expected_key,
+                          found=Digest.of(secrets.dataset_key))
+    found = dataset_root(examples, secrets.dataset_key)
+    if found != run.dataset_root:
+        raise CheckFailed("the data given is not the committed training set (its salted root differs)",
+                          expected=run.dataset_root, found=found)
+    return f"{len(examples)} examples; the salted root matches the commitment"
+
+
+def read_examples(path: Path, manifest: Mapping[str, Any]) -> list[Any]:
+    dataset = manifest["dataset"]
+    data_format = (manifest.get("config") or {}).get("data", {}).get("format", "auto")
+    return load_examples(path, format=data_format, text_field=dataset.get("text_field", "text"))
+
+
+def tokenizer_available() -> bool:
+    return importlib.util.find_spec("transformers") is not None
+
+
+def _mismatch(step: int, field: str, expected: Any, found: Any) -> CheckFailed:
+    return CheckFailed(f"step {step}: the logged {field} is not what the committed data, secrets and plan give",
+                       expected=expected, found=found)
+
+
+def check_steps(*, manifest: Mapping[str, Any], steps: Sequence[AnyStepRecord], secrets: Secrets,
+                tokenized: batches.TokenizedDataset | None, stats: Mapping[int, StepStats] | None) -> StepsResult:
+    """Recompute everything about every logged step that needs no training; fail on the first mismatch."""
+    training = manifest["training"]
+    try:
+        size = int(training["dataset_size"])
+        rate = float(training["dp"]["sample_rate"])
+        world = int(training.get("world_size", 1))
+    except (KeyError, TypeError, ValueError):
+        raise FormatError("run manifest: training.dataset_size / dp.sample_rate missing") from None
+    if size != int(manifest["dataset"].get("size", size)):
+        raise CheckFailed("the plan's dataset size differs from the committed dataset's",
+                          expected=manifest["dataset"].get("size"), found=size)
+    batch_key, stats_key = secrets.batch_key(), secrets.stats_key()
+    loss: list[float] = []
+    for record in steps:
+        k = record.step
+        indices = poisson_indices(secrets.noise_seed, k, size, rate)
+        if record.examples != len(indices):
+            raise _mismatch(k, "example count", len(indices), record.examples)
+        lr = lr_of_manifest(training, k)
+        if record.lr != lr:
+            raise _mismatch(k, "learning rate", repr(lr), repr(record.lr))
+        if record.noise_index != k:
+            raise _mismatch(k, "noise index", k, record.noise_index)
+        if tokenized is not None:
+            tensors = tokenized.batch(indices)
+            if isinstance(record, StepRecord):
+                digest = batches.batch_digest(batch_key, step=k, indices=indices, tensors=tensors, world_size=world)
+            else:
+                digest = batch_digest_v1(step=k, indices=indices, tensors=tensors)
+            if record.batch != digest:
+                raise _mismatch(k, "batch commitment (other examples or other tokens were fed)", digest,
+                                record.batch)
+        if isinstance(record, StepRecordV1):
+            loss.append(record.loss)
+        elif stats is not None:
+            item = stats.get(k)
+            if item is None:
+                raise CheckFailed(f"step {k}: the statistics file given has no line for this step", expected=k,
+                                  found="nothing")
+            if item.commitment(stats_key) != record.stats:
+                raise CheckFailed(f"step {k}: the statistics given do not open the step's commitment",
+                                  expected=record.stats, found=item.commitment(stats_key))
+            loss.append(item.loss)
+    v1 = any(isinstance(r, StepRecordV1) for r in steps)
+    status = "public-v1" if v1 else ("checked" if stats is not None else "withheld")
+    covered = ["sampled indices", "example counts", "learning rates", "noise indices"]
+    if tokenized is not None:
+        covered.append("batch contents")
+    if status == "checked":
+        covered.append("statistics commitments")
+    summary = f"all {len(steps)} steps: {', '.join(covered)} match"
+    if tokenized is None:
+        summary += "; batch contents not checked (needs --base-model for the tokenizer, and transformers)"
+    return StepsResult(tokenized is not None, summary, loss if status != "withheld" else None, status)

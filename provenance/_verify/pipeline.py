@@ -1,0 +1,200 @@
+"""The verifier's stages, in order, each recording a typed check result on a shared `Evidence` record.
+
+record → run_manifest → checkpoint → history → step_log → committers → chain → base_model → privacy →
+dataset → steps → checkpoint_zero → replay. A stage whose prerequisite is missing records why it did not run,
+naming the real cause (a store that could not be read is not "no on-chain record").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from provenance._verify import claims as claimsmod
+from provenance._verify import lineage as walk
+from provenance._verify.checks import CheckFailed, Checks
+from provenance._verify.privacy import PrivacyResult, check_privacy
+from provenance._verify.subject import Subject
+from provenance.hashing import Digest
+from provenance.ports import RegistryReader, StoreReader
+from provenance.records import STEP_FORMAT, STEP_FORMAT_V1, AnyStepRecord
+
+DEV_CHAIN_WARNING = ("this is a local development chain: its timestamps and block hashes are controlled by whoever "
+                     "runs it, so they prove nothing to a third party")
+
+
+@dataclass
+class Evidence:
+    """Everything a verification established, stage by stage (the report is built from it once)."""
+
+    subject: Subject
+    tensor_digest: Digest | None
+    checks: Checks = field(default_factory=Checks)
+    claims: list[claimsmod.Claim] = field(default_factory=list)
+    record: Any = None  # the selected CheckpointRecord
+    history: Any = None  # the run's verified on-chain history
+    run: Any = None  # its RunRecord
+    manifest: dict[str, Any] | None = None
+    lineage: list[Any] = field(default_factory=list)  # CheckpointRecords 0..subject
+    files: list[walk.CheckpointFiles] | None = None
+    steps: list[AnyStepRecord] | None = None
+    leaves: list[bytes] | None = None
+    privacy: PrivacyResult | None = None
+    chain: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    loss: list[float] | None = None
+    loss_status: str = "withheld"
+    steps_full: bool = False
+    replay: dict[str, Any] | None = None
+    attestations: list[dict[str, Any]] | None = None
+
+    @property
+    def step_format(self) -> str:
+        formats = (self.manifest or {}).get("formats") or {}
+        if isinstance(formats, dict) and isinstance(formats.get("step"), str):
+            return str(formats["step"])
+        return STEP_FORMAT_V1 if (self.manifest or {}).get("format") == "prov.run.v1" else STEP_FORMAT
+
+
+def stage_record(ev: Evidence, registry: RegistryReader, store: StoreReader, *, expected_run: bytes | None) -> None:
+    """Find every on-chain claim of the file's weights (and of its tensors, however re-encoded), select the one
+    the file's own metadata names and whose registration its manifest's owner made, and report the others."""
+    checks = ev.checks
+    with checks.run("record"):
+        found = claimsmod.find(registry, weights=ev.subject.weights_digest, tensors=ev.tensor_digest)
+        ev.claims = found
+        if not found:
+            raise CheckFailed("no checkpoint on this registry claims this file's weights, nor the same tensors "
+                              "re-encoded (altered, or never anchored here)",
+                              expected="a checkpoint committing these weights", found=ev.subject.weights_digest)
+        chosen = claimsmod.select(found, metadata=ev.subject.metadata, registry=registry, store=store,
+                                  expected_run=expected_run)
+        ev.record, ev.history, ev.manifest = chosen.record, chosen.history, chosen.manifest
+        ev.run = chosen.history.registration
+        ev.warnings.extend(chosen.warnings)
+        ev.lineage = list(chosen.history.checkpoints[: chosen.record.index + 1])
+        checks.passed("record", chosen.summary)
+
+
+def stage_run_manifest(ev: Evidence) -> None:
+    checks = ev.checks
+    if ev.manifest is None:
+        checks.not_run("run_manifest", checks.why_missing("record", "the on-chain record"))
+        return
+    with checks.run("run_manifest"):
+        run, manifest = ev.run, ev.manifest
+        pairs = [
+            ("run id", run.run_id.hex(), manifest["run_id"]),
+            ("base-model digest", str(run.base_model_digest), manifest["base_model"]["digest"]),
+            ("dataset root", str(run.dataset_root), manifest["dataset"]["root"]),
+            ("noise-seed commitment", str(run.noise_seed_commitment), manifest["secrets"]["noise_seed_commitment"]),
+        ]
+        for what, on_chain, in_manifest in pairs:
+            if on_chain != in_manifest:
+                raise CheckFailed(f"the run manifest's {what} differs from the registration", expected=on_chain,
+                                  found=in_manifest)
+        summary = "the stored manifest has the registered digest and commitments"
+        if manifest.get("format") == "prov.run.v1":
+            ev.warnings.append("this run was recorded in v1 formats (prov.run.v1 / prov.step.v1): its per-step loss "
+                               "and clipped fraction and unsalted batch digests were published in clear, and this "
+                               "version cannot replay it (its noise generator kept only 32 bits of its seed)")
+            summary += " (v1 formats)"
+        checks.passed("run_manifest", summary)
+
+
+def stage_checkpoint(ev: Evidence, store: StoreReader, tmp: Path) -> None:
+    checks = ev.checks
+    if ev.record is None:
+        checks.not_run("checkpoint", checks.why_missing("record", "the on-chain record"))
+        return
+    from provenance._verify.subject import load_subject
+    from provenance.safetensors import tensor_digest
+
+    with checks.run("checkpoint"):
+        record = ev.record
+        fetched = tmp / "subject"
+        store.get_directory(record.manifest_cid, fetched)
+        stored = load_subject(fetched)
+        if stored.checkpoint_digest != record.checkpoint_digest:
+            raise CheckFailed("the stored checkpoint is not the committed one", expected=record.checkpoint_digest,
+                              found=stored.checkpoint_digest)
+        summary = "the stored checkpoint has the committed digest and holds this file"
+        if stored.weights_digest != ev.subject.weights_digest:
+            stored_tensors = tensor_digest(stored.adapter)
+            if ev.tensor_digest is None or stored_tensors != ev.tensor_digest:
+                raise CheckFailed("the stored checkpoint holds other weights", expected=stored.weights_digest,
+                                  found=ev.subject.weights_digest)
+            summary = ("the stored checkpoint has the committed digest and holds the same tensors as this file "
+                       "(this file was re-encoded: its metadata or layout differ)")
+            ev.warnings.append("this file is a re-encoded copy of the committed adapter: same tensors, other file "
+                               "bytes (metadata or layout)")
+        if ev.subject.checkpoint_digest is not None and ev.subject.checkpoint_digest != record.checkpoint_digest:
+            raise CheckFailed("this checkpoint directory differs from the committed checkpoint (a file was added, "
+                              "removed or changed)", expected=record.checkpoint_digest,
+                              found=ev.subject.checkpoint_digest)
+        checks.passed("checkpoint", summary)
+
+
+def stage_lineage(ev: Evidence, store: StoreReader) -> None:
+    checks = ev.checks
+    if ev.record is None:
+        for check_id in ("history", "step_log", "committers"):
+            checks.not_run(check_id, checks.why_missing("record", "the on-chain record"))
+        return
+    zero_step: list[int] = []
+    with checks.run("history"):
+        zero_step = walk.check_history(ev.lineage, run=ev.run)
+        final = ev.history.finalization
+        closed = f"; finalised in block {final.block_number}" if final is not None else "; not finalised"
+        checks.passed("history", f"{len(ev.lineage)} checkpoints in order, each extending the log; ε never "
+                                 f"decreases{closed}")
+    if not checks.ok("history"):
+        checks.not_run("step_log", checks.why_missing("history", "the checkpoint history"))
+        checks.not_run("committers", checks.why_missing("history", "the checkpoint history"))
+        return
+    with checks.run("step_log"):
+        files = [walk.fetch_checkpoint(store, r) for r in ev.lineage]
+        for j in zero_step:
+            walk.check_zero_step(store, files[j - 1], files[j])
+        ev.steps, ev.leaves = walk.rebuild_log(files, step_format=ev.step_format)
+        ev.files = files
+        extra = f"; {len(zero_step)} checkpoint(s) without steps hold their predecessor's state" if zero_step else ""
+        checks.passed("step_log", f"{len(ev.steps)} steps; all {len(files)} committed roots match, each extending "
+                                  f"the last{extra}")
+    with checks.run("committers"):
+        writers = walk.check_committers(ev.lineage, lambda: list(ev.history.writers), run=ev.run)
+        extra = f" or one of {writers} authorised writer(s)" if writers else ""
+        checks.passed("committers", f"all sent by the owner{extra}")
+
+
+def stage_privacy(ev: Evidence) -> None:
+    checks = ev.checks
+    if ev.manifest is None or ev.files is None:
+        checks.not_run("privacy", checks.why_missing("step_log" if ev.manifest else "run_manifest",
+                                                     "the run manifest and every checkpoint's state"))
+        return
+    with checks.run("privacy"):
+        result = check_privacy(manifest=ev.manifest, states=[f.state for f in ev.files],
+                               committed=[r.epsilon for r in ev.lineage])
+        ev.privacy = result
+        checks.passed("privacy", result.summary)
+
+
+def stage_base_model(ev: Evidence, base_model: Path | None) -> None:
+    checks = ev.checks
+    if base_model is None:
+        checks.not_run("base_model", "no --base-model given: the registered digest is reported, not compared")
+        return
+    if ev.run is None:
+        checks.not_run("base_model", checks.why_missing("record", "the on-chain record"))
+        return
+    from provenance.basemodel import base_model_manifest
+
+    with checks.run("base_model"):
+        found = base_model_manifest(base_model).digest()
+        if found != ev.run.base_model_digest:
+            raise CheckFailed("the base model given is not the one this run registered",
+                              expected=ev.run.base_model_digest, found=found)
+        checks.passed("base_model", f"{base_model.name} has the registered digest")

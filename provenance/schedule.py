@@ -1,0 +1,46 @@
+"""The learning-rate schedule as a pure function of a run manifest's `training` section (no torch).
+
+The trainer (`training.plan.Plan.lr_at`) and the verifier both call `lr_at`, so the lr recorded for every step can
+be recomputed exactly. Linear warmup from lr/warmup over `warmup_steps`, then `constant`, `linear` decay to
+`min_lr_ratio * lr` at the last step, or `cosine` decay to the same floor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from provenance.errors import FormatError
+
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+def lr_at(*, base: float, name: str, warmup_steps: int, min_lr_ratio: float, steps: int, step: int) -> float:
+    """The learning rate of step `step` (0-based) of a run of `steps` steps."""
+    if warmup_steps and step < warmup_steps:
+        return base * (step + 1) / warmup_steps
+    if name == "constant":
+        return base
+    span = max(1, steps - warmup_steps - 1)
+    progress = min(1.0, (step - warmup_steps) / span)
+    floor = min_lr_ratio
+    if name == "linear":
+        factor = 1.0 - (1.0 - floor) * progress
+    else:  # cosine
+        factor = floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return base * factor
+
+
+def lr_of_manifest(training: Mapping[str, Any], step: int) -> float:
+    """`lr_at` with the parameters a run manifest's `training` section records."""
+    try:
+        schedule = training["schedule"]
+        name = str(schedule["name"])
+        if name not in SCHEDULES:
+            raise FormatError(f"run manifest: unknown learning-rate schedule {name!r}")
+        return lr_at(base=float(training["optimizer"]["lr"]), name=name,
+                     warmup_steps=int(schedule["warmup_steps"]), min_lr_ratio=float(schedule["min_lr_ratio"]),
+                     steps=int(training["steps"]), step=step)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FormatError(f"run manifest: learning-rate schedule incomplete ({type(exc).__name__}: {exc})") from None
