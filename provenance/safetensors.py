@@ -270,3 +270,44 @@ def _stream_into(hasher: Any, stream: BinaryIO, *, start: int, size: int, source
             raise FormatError(f"{source}: the file shrank while it was read")
         hasher.update(view[:n])
         left -= n
+
+
+# -- in-memory helpers (small files fetched from a store) ----------------------------------------------------
+
+
+def tensor_digest_of_bytes(data: bytes, *, source: str = "safetensors bytes") -> Digest:
+    """The `prov.tensors.v1` digest of a safetensors file held in memory (same value as `tensor_digest`)."""
+    import io
+
+    stream = io.BytesIO(data)
+    header = header_of(stream, size=len(data), source=source)
+    hasher = hashlib.sha256(canonical_header(header.tensors))
+    for info in sorted(header.tensors, key=lambda t: t.name):
+        hasher.update(data[header.data_start + info.begin: header.data_start + info.end])
+    return Digest(hasher.digest())
+
+
+_NUMPY_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
+                 "U8": "u1", "BOOL": "?"}
+
+
+def read_tensors(data: bytes, *, source: str = "safetensors bytes") -> dict[str, Any]:
+    """The tensors of an in-memory safetensors file as numpy arrays (bf16 widened to float32), never unpickling.
+    For information such as weight distances; digests are always taken over the exact bytes."""
+    import io
+
+    import numpy as np
+
+    header = header_of(io.BytesIO(data), size=len(data), source=source)
+    out: dict[str, Any] = {}
+    for info in header.tensors:
+        raw = data[header.data_start + info.begin: header.data_start + info.end]
+        if info.dtype == "BF16":
+            widened = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+            out[info.name] = widened.view(np.float32).reshape(info.shape)
+        elif info.dtype in _NUMPY_DTYPES:
+            out[info.name] = np.frombuffer(raw, dtype=_NUMPY_DTYPES[info.dtype]).reshape(info.shape)
+        else:
+            raise FormatError(f"{source}: tensor {_short(info.name)} has dtype {info.dtype}, which prov cannot read "
+                              "as numbers")
+    return out

@@ -416,3 +416,17 @@ def test_checks_say_why_a_later_check_did_not_run() -> None:
     assert "could not be read" in checks.why_missing("record", "the on-chain record")
     checks.failed("history", "bad")
     assert "failed its check" in checks.why_missing("history", "the history")
+
+
+def test_in_memory_tensor_digest_and_reader_agree_with_the_file_versions(tmp_path: Path) -> None:
+    from safetensors.numpy import save
+
+    from provenance.safetensors import read_tensors, tensor_digest, tensor_digest_of_bytes
+
+    data = save({"b": np.arange(6, dtype=np.float32).reshape(2, 3), "a": np.ones(3, dtype=np.int64)},
+                metadata={"x": "y"})
+    (tmp_path / "f.safetensors").write_bytes(data)
+    assert tensor_digest_of_bytes(data) == tensor_digest(tmp_path / "f.safetensors")
+    other = save({"a": np.ones(3, dtype=np.int64), "b": np.arange(6, dtype=np.float32).reshape(2, 3)})
+    assert tensor_digest_of_bytes(other) == tensor_digest_of_bytes(data)
+    assert (read_tensors(data)["b"] == np.arange(6).reshape(2, 3)).all()
