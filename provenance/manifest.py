@@ -5,8 +5,8 @@ with its SHA-256 and size. The **checkpoint digest** is the RFC 6962 root over l
 `canonical({"digest", "path", "size"})` in path order, so one file (the adapter a deployer holds) can be proven
 part of a checkpoint without revealing the others. `checkpoint_digest()` is the only place it is computed.
 
-Run manifest `prov.run.v1`: canonical JSON of the run's configuration commitments; its digest
-(`run_manifest_digest()`) is the run's config commitment.
+Run manifest `prov.run.v2` (v1 still read): canonical JSON of the run's configuration commitments; its digest
+(`run_manifest_digest()`) is the run's config commitment. v2 adds `formats` and `owner` (docs/formats.md).
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ from provenance.errors import FormatError, UsageError
 from provenance.hashing import Digest, ProgressCallback, hash_file
 
 CHECKPOINT_FORMAT = "prov.checkpoint.v1"
-RUN_FORMAT = "prov.run.v1"
+RUN_FORMAT_V1 = "prov.run.v1"
+RUN_FORMAT_V2 = "prov.run.v2"
+RUN_FORMATS = (RUN_FORMAT_V1, RUN_FORMAT_V2)
+RUN_FORMAT = RUN_FORMAT_V1  # the v1 name, kept for callers that validate a v1-shaped body
 # Written beside the files of a checkpoint directory; never part of its own digest.
 MANIFEST_NAME = "prov-checkpoint.json"
 
@@ -151,8 +154,14 @@ def validate_run_manifest(document: Any, *, source: str = "run manifest") -> dic
     for key, kind in _RUN_REQUIRED.items():
         if not isinstance(document.get(key), kind):
             raise FormatError(f"{source}: field {key!r} missing or not a {kind.__name__}")
-    if document["format"] != RUN_FORMAT:
-        raise FormatError(f"{source}: unknown format {document['format']!r} (expected {RUN_FORMAT})")
+    if document["format"] not in RUN_FORMATS:
+        raise FormatError(f"{source}: unknown format {document['format']!r} (expected one of "
+                          f"{', '.join(RUN_FORMATS)})")
+    if document["format"] == RUN_FORMAT_V2:
+        owner = document.get("owner")
+        if not isinstance(document.get("formats"), dict) or not (owner is None or isinstance(owner, str)):
+            raise FormatError(f"{source}: a {RUN_FORMAT_V2} manifest needs `formats` (an object) and `owner` "
+                              "(an address or null)")
     for key in ("digest",):
         Digest.parse(document["base_model"].get(key, ""))
     Digest.parse(document["dataset"].get("root", ""))
