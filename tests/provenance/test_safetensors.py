@@ -108,7 +108,7 @@ tensor_sets = st.dictionaries(
 
 
 def materialise(spec: dict[str, tuple[str, list[int], Any]]) -> dict[str, np.ndarray]:
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for name, (dtype, shape, rng) in spec.items():
         count = int(np.prod(shape, dtype=np.int64))
         out[name] = np.frombuffer(rng.randbytes(count * np.dtype(DTYPES[dtype]).itemsize),
