@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from provenance.dataset import FORMATS, KINDS, Fields
 from provenance.errors import ConfigError
 
 ACCOUNTANTS = ("prv", "rdp")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("constant", "linear", "cosine")
-DATA_FORMATS = ("auto", "jsonl", "text")
+DATA_FORMATS = FORMATS
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,29 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
+    """Where the data is and how its records are read (provenance.dataset): the file format, the kind of record
+    (`auto`: detected from the records) and the field names holding each canonical field."""
+
     path: str | None = None  # None: the demo dataset shipped in training/data/demo.jsonl
-    format: str = "auto"
+    format: str = "auto"  # auto | jsonl | text | parquet
+    kind: str = "auto"  # auto | text | prompt_completion | chat
     text_field: str = "text"
+    prompt_field: str = "prompt"
+    completion_field: str = "completion"
+    messages_field: str = "messages"
     max_length: int = 32
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("auto", *KINDS):
+            raise ConfigError(f"data.kind: must be one of auto, {', '.join(KINDS)}, got {self.kind!r}")
+        for name in ("text_field", "prompt_field", "completion_field", "messages_field"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(f"data.{name}: must be a non-empty string")
+
+    def fields(self) -> Fields:
+        """The field names as `provenance.dataset.load_records` takes them."""
+        return Fields(text=self.text_field, prompt=self.prompt_field, completion=self.completion_field,
+                      messages=self.messages_field)
 
 
 @dataclass(frozen=True)

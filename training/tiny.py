@@ -1,9 +1,16 @@
-"""A tiny Llama-architecture model and tokenizer for demos and tests, built locally and deterministically.
+"""Llama-architecture models and their tokenizer for demos, tests and benchmarks, built locally and deterministically.
 
 The tokenizer is a byte-level BPE (vocab 512, specials `<pad>`=0, `<s>`=1, `</s>`=2; `<s>` prepended) trained with
-`tokenizers` on the demo dataset's text. The model is `LlamaForCausalLM` from a fixed `LlamaConfig` (hidden 64,
-2 layers, 4 heads, 2 KV heads) with weights drawn after `torch.manual_seed(seed)`. Both are written with
-`save_pretrained` (safetensors), so the Auto classes reload them offline. Same seed → same bytes.
+`tokenizers` on the demo dataset's text, with a small chat template (`CHAT_TEMPLATE`: `role: content` lines, each
+assistant turn closed by `</s>` and wrapped in `{% generation %}` so `return_assistant_tokens_mask` works too).
+The model is `LlamaForCausalLM` from a fixed `LlamaConfig` with weights drawn after `torch.manual_seed(seed)`:
+
+- `tiny` (hidden 64, 2 layers, 4 heads, 2 KV heads; ~0.1M parameters): tests and the demo;
+- `small` (hidden 768, 12 layers, 12 heads, intermediate 2048; ~86M parameters, 343 MB in float32): a realistic
+  size to measure training on, with the same tokenizer.
+
+Both are written with `save_pretrained` (safetensors), so the Auto classes reload them offline. Same seed → same
+bytes; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -26,6 +33,29 @@ TINY_DEFAULTS: dict[str, Any] = {
     "num_key_value_heads": 2,
     "max_position_embeddings": 256,
 }
+SMALL_SIZES: dict[str, Any] = {
+    "hidden_size": 768,
+    "intermediate_size": 2048,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 12,
+    "max_position_embeddings": 2048,
+}
+MODEL_SIZES: dict[str, dict[str, Any]] = {"tiny": {}, "small": SMALL_SIZES}
+
+# `role: content` turns separated by newlines; an assistant turn ends with EOS so the model learns to stop.
+# Newlines are expressions because Hugging Face renders templates with trim_blocks.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if not loop.first %}{{ '\\n' }}{% endif %}"
+    "{{ message['role'] + ': ' }}"
+    "{% if message['role'] == 'assistant' %}"
+    "{% generation %}{{ message['content'] + eos_token }}{% endgeneration %}"
+    "{% else %}{{ message['content'] }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{% if messages %}{{ '\\n' }}{% endif %}{{ 'assistant: ' }}{% endif %}"
+)
 
 
 def train_tokenizer(texts: Sequence[str], *, vocab_size: int = 512) -> object:
@@ -44,7 +74,17 @@ def train_tokenizer(texts: Sequence[str], *, vocab_size: int = 512) -> object:
     )
     tok.train_from_iterator(list(texts), trainer)
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    wrapped.chat_template = CHAT_TEMPLATE
+    return wrapped
+
+
+def build_model(directory: str | os.PathLike[str], *, size: str = "tiny", seed: int = 0,
+                overwrite: bool = False) -> Path:
+    """Write the `tiny` or `small` model + tokenizer to `directory` (what `prov init-model --size` builds)."""
+    if size not in MODEL_SIZES:
+        raise UsageError(f"unknown model size {size!r} (one of {', '.join(MODEL_SIZES)})")
+    return build_tiny_model(directory, seed=seed, overwrite=overwrite, sizes=MODEL_SIZES[size])
 
 
 def build_tiny_model(directory: str | os.PathLike[str], *, seed: int = 0, texts: Sequence[str] | None = None,

@@ -129,17 +129,23 @@ def _read_local(run_dir: Path) -> Any:
 
 @click.command("init-model")
 @click.argument("directory", required=False, type=click.Path(path_type=Path))
-@click.option("--tiny", is_flag=True, required=True, help="Build the tiny Llama demo model (the only kind).")
+@click.option("--size", type=click.Choice(["tiny", "small"]), help="tiny (~0.1M parameters, tests and the demo; the "
+              "default) or small (~86M, Llama-architecture, a realistic size to measure on).")
+@click.option("--tiny", is_flag=True, help="Same as --size tiny.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Weight initialisation seed.")
 @click.option("--force", is_flag=True, help="Overwrite a non-empty directory.")
-def init_model_command(directory: Path | None, tiny: bool, seed: int, force: bool) -> None:
-    """Build a tiny Llama-architecture model + tokenizer locally (default: <state>/models/tiny)."""
-    from training.tiny import build_tiny_model
+def init_model_command(directory: Path | None, size: str | None, tiny: bool, seed: int, force: bool) -> None:
+    """Build a Llama-architecture model + tokenizer locally, random weights from a seed, nothing downloaded
+    (default directory: <state>/models/tiny, or <state>/models/small)."""
+    from training.tiny import build_model
     from training.trainer import default_model_dir
 
-    target = directory if directory is not None else default_model_dir()
-    path = build_tiny_model(target, seed=seed, overwrite=force)
-    click.echo(f"tiny model written to {path}")
+    if tiny and size not in (None, "tiny"):
+        raise UsageError(f"--tiny and --size {size} contradict each other; give one")
+    size = size or "tiny"
+    target = directory if directory is not None else default_model_dir().parent / size
+    path = build_model(target, size=size, seed=seed, overwrite=force)
+    click.echo(f"{size} model written to {path}")
 
 
 COMMANDS = [train_command, init_model_command]

@@ -1,4 +1,5 @@
-"""Base-model checks and digest, the tiny model builder, and the refusal of pickle-only models."""
+"""Base-model checks and digest, the model builder (`prov init-model --size tiny|small`), and the refusal of
+pickle-only models."""
 
 from __future__ import annotations
 
@@ -8,8 +9,21 @@ from pathlib import Path
 import pytest
 
 from provenance.basemodel import base_model_manifest, base_model_summary, check_model_dir
+from provenance.cli import main
 from provenance.errors import UsageError
 from provenance.hashing import hash_file
+
+# SHA-256 of the tiny model's files. All but chat_template.jinja were recorded before the chat template was added
+# (prov 0.1, seed 0), so they prove the weights and tokenizer stayed byte-identical; the template file is new, so
+# the tiny model's base-model digest changed once, with it.
+TINY_FILES = {
+    "config.json": "311b5aed0a79268a8169ae4eae98986dbda5b6d41158e61e7422eb98d656e1e0",
+    "generation_config.json": "e9c42bd8c4e08af12d7090aa6d4ad66489ade8373cd9b7d49f651c60103ce14c",
+    "model.safetensors": "c57cc8b0b44b51624761141cc21083eaaa7c6d3b335ba08a3a946da49113fa84",
+    "tokenizer.json": "078a6b82ecf487a3b1d1fa6a6a6cf437fdcb92c1684ec5f293c7135053239b03",
+    "tokenizer_config.json": "35c49649703c869bcc94ce0c259281124b35bba41af40686bf6b97cf898e8e2e",
+    "chat_template.jinja": "04c38bc7c568fc7b282fc04083072acd3db786249ea33c558c3e169c90345a1d",
+}
 
 
 def test_tiny_model_has_expected_files_and_reloads(tiny_model_dir: Path) -> None:
@@ -31,6 +45,56 @@ def test_tiny_model_is_deterministic(tiny_model_dir: Path, tmp_path: Path) -> No
         assert hash_file(again / name) == hash_file(tiny_model_dir / name), name
     with pytest.raises(UsageError, match="not empty"):
         build_tiny_model(again)
+
+
+def test_tiny_model_bytes_are_pinned(tiny_model_dir: Path) -> None:
+    assert {p.name for p in tiny_model_dir.iterdir()} == set(TINY_FILES)
+    for name, digest in TINY_FILES.items():
+        assert hash_file(tiny_model_dir / name).value.hex() == digest, name
+
+
+def test_init_model_size_tiny_and_its_alias(isolated_state: Path, tiny_model_dir: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["init-model", "--size", "tiny", str(tmp_path / "a")]) == 0
+    assert main(["init-model", "--tiny", str(tmp_path / "b")]) == 0
+    assert main(["init-model", str(tmp_path / "c")]) == 0  # tiny is the default
+    assert "tiny model written to" in capsys.readouterr().out
+    for name in ("a", "b", "c"):
+        assert base_model_manifest(tmp_path / name).digest() == base_model_manifest(tiny_model_dir).digest()
+    assert main(["init-model", "--tiny", "--size", "small", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "--tiny and --size small contradict" in err and err.count("\n") == 1
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.slow
+def test_init_model_size_small_builds_a_loadable_100m_model(isolated_state: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    from training.model import load_base_model
+
+    assert main(["init-model", "--size", "small"]) == 0  # default directory: <state>/models/small
+    target = isolated_state / "models" / "small"
+    assert f"small model written to {target}" in capsys.readouterr().out
+    model, tokenizer = load_base_model(check_model_dir(target))
+    cfg = model.config
+    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.intermediate_size) == (
+        768, 12, 12, 2048)
+    assert cfg.vocab_size == len(tokenizer) == 512 and tokenizer.chat_template
+    assert sum(p.numel() for p in model.parameters()) == 85_740_288
+    # the tokenizer is the tiny model's: same files, byte for byte
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        assert hash_file(target / name).value.hex() == TINY_FILES[name], name
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([tokenizer("hello world")["input_ids"]])).logits
+    assert logits.shape[-1] == 512 and torch.isfinite(logits).all()
+    # deterministic from the seed; another seed, other weights
+    again = main(["init-model", "--size", "small", str(isolated_state / "again")])
+    assert again == 0 and hash_file(isolated_state / "again" / "model.safetensors") == hash_file(
+        target / "model.safetensors")
+    assert main(["init-model", "--size", "small", "--seed", "1", str(isolated_state / "other")]) == 0
+    assert hash_file(isolated_state / "other" / "model.safetensors") != hash_file(target / "model.safetensors")
 
 
 def test_base_digest_covers_weights_config_tokenizer_only(tiny_model_dir: Path, tmp_path: Path) -> None:
