@@ -120,6 +120,8 @@ class KuboStore(Store):
             raise StoreError(f"IPFS API at {self.url}: {what} failed: {message}") from None
         except ex.Error as exc:
             raise StoreError(f"IPFS API at {self.url}: {what} failed: {_reason(exc)}") from None
+        except RecursionError:  # the node is not trusted: JSON nested past Python's parser is an answer too
+            raise StoreError(f"IPFS API at {self.url}: {what} answered JSON nested too deeply") from None
 
     def _server_timeout(self, seconds: float | None = None) -> dict[str, str]:
         return {"timeout": f"{int((seconds or self.timeout) * 1000)}ms"}
@@ -156,7 +158,9 @@ class KuboStore(Store):
         try:
             found = str(parse_cid(str(answered)))
         except FormatError:
-            raise StoreError(f"IPFS API at {self.url}: add {what} answered {answered!r}, not a CID") from None
+            shown = repr(answered)
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
+            raise StoreError(f"IPFS API at {self.url}: add {what} answered {shown}, not a CID") from None
         if found != expected:
             if pin:  # leave nothing pinned under an address prov would never look up
                 self._call("pin/rm", self._client.pin.rm, found, opts=self._server_timeout())
@@ -179,19 +183,19 @@ class KuboStore(Store):
             report = None if progress is None else (lambda done: progress(done, total))
             expected = cid_text(unixfs.build_file(stream, progress=report).cid)
         result = self._call(f"add {source}", self._client.add, str(source), **self._add_args(pin))
-        entry = result[-1] if isinstance(result, list) else result
-        return self._check(str(source), expected, entry["Hash"], pin=pin)
+        entry = result[-1] if isinstance(result, list) and result else result
+        return self._check(str(source), expected, _hash_of(entry), pin=pin)
 
     def put_directory(self, path: str | os.PathLike[str], *, pin: bool = True) -> str:
         source = Path(path)
         expected = directory_cid(source)  # also refuses symlinks, special files and HAMT-sized folders
         result = self._call(f"add -r {source}", self._client.add, str(source), recursive=True,
                             **self._add_args(pin))
-        entries = result if isinstance(result, list) else [result]
+        entries = [e for e in (result if isinstance(result, list) else [result]) if isinstance(e, dict)]
         top = [e for e in entries if e.get("Name") == source.name] or entries[-1:]
         if not top:
             raise StoreError(f"IPFS API at {self.url}: add -r {source} answered nothing")
-        return self._check(str(source), expected, top[-1]["Hash"], pin=pin)
+        return self._check(str(source), expected, _hash_of(top[-1]), pin=pin)
 
     # -- pins and gc --------------------------------------------------------------------------------------
 
@@ -210,11 +214,15 @@ class KuboStore(Store):
 
     def pins(self) -> list[str]:
         answer = self._call("pin/ls", self._client.pin.ls, type="recursive", opts={"cid-base": "base32"})
-        return sorted(str(parse_cid(str(key))) for key in answer["Keys"])
+        keys = answer.get("Keys") if isinstance(answer, dict) else None
+        if not isinstance(keys, dict):
+            raise StoreError(f"IPFS API at {self.url}: pin/ls answered no Keys object")
+        return sorted(str(parse_cid(str(key))) for key in keys)
 
     def gc(self) -> int:
         removed = self._call("repo/gc", self._client.repo.gc, opts={"timeout": "600s"})
-        return sum(1 for item in removed or [] if not item.get("Error"))
+        items = removed if isinstance(removed, list) else []
+        return sum(1 for item in items if isinstance(item, dict) and not item.get("Error"))
 
     # -- CAR ----------------------------------------------------------------------------------------------
 
@@ -237,6 +245,11 @@ class KuboStore(Store):
             self._call(f"dag/import {source}", self._client.dag.imprt, stream,
                        opts={"pin-roots": "true", "timeout": "600s"})
         return [str(root) for root in roots]
+
+
+def _hash_of(entry: Any) -> Any:
+    """The `Hash` of one `add` answer entry (None when the node answered something else)."""
+    return entry.get("Hash") if isinstance(entry, dict) else None
 
 
 def _reason(exc: BaseException) -> str:

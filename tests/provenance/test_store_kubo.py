@@ -18,6 +18,7 @@ from provenance import car
 from provenance._store.kubo import KuboStore, to_multiaddr
 from provenance._store.local import LocalStore
 from provenance.cid import parse_cid
+from provenance.errors import ProvenanceError
 from provenance.store import (
     BlockNotFound,
     CidMismatch,
@@ -220,6 +221,30 @@ def test_node_answering_another_cid_is_refused(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(UnexpectedCid, match="prov computes"):
         store.put_bytes(b"content")
     assert removed == ["bafybeiczsscdsbs7ffqz55asqdf3smv6klcw3gofszvwlyarci47bgf354"]  # unpinned again
+
+
+@pytest.mark.parametrize("answer", [None, [], "text", {"Keys": ["not", "a", "map"]}, {"Keys": {"nope": {}}}])
+def test_hostile_node_answers_are_one_line_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                  answer: object) -> None:
+    # The node is untrusted: whatever JSON it answers, the user sees a one-line StoreError, never a traceback.
+    store = open_store(f"kubo:/ip4/127.0.0.1/tcp/{closed_port()}")
+    assert isinstance(store, KuboStore)
+    source = tmp_path / "f.bin"
+    source.write_bytes(b"x")
+
+    def deep(*args: object, **kwargs: object) -> object:
+        raise RecursionError("maximum recursion depth exceeded while decoding a JSON array")
+
+    monkeypatch.setattr(store._client.pin.__class__, "ls", lambda self, **kw: answer)
+    monkeypatch.setattr(store._client, "add", lambda *a, **kw: answer)
+    monkeypatch.setattr(store._client.repo.__class__, "gc", lambda self, **kw: answer)
+    monkeypatch.setattr(store._client, "add_bytes", deep)
+    for call in (store.pins, lambda: store.put_file(source), lambda: store.put_directory(tmp_path),
+                 lambda: store.put_bytes(b"x")):
+        with pytest.raises(ProvenanceError) as info:
+            call()
+        assert "\n" not in str(info.value)
+    assert store.gc() == 0
 
 
 def test_daemon_fixture_reports_its_address(request: pytest.FixtureRequest) -> None:
