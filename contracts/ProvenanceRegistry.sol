@@ -4,63 +4,64 @@ pragma solidity 0.8.28;
 import {IProvenanceRegistry} from "./IProvenanceRegistry.sol";
 
 /**
- * @title ProvenanceRegistry
+ * @title ProvenanceRegistry (version 2)
  * @notice An append-only public record of fine-tuning runs: their commitments, their checkpoints (each anchoring a
  * step-log Merkle root) and their closing. There is no admin, no upgrade path and no way to delete or overwrite
  * anything: every rule below is enforced for every caller.
  *
- * Storage layout, chosen so a checkpoint commit costs the same whatever the number of training steps (< 90k gas):
- * - per run, three slots: `(owner, runNumber)`, the head `(nextIndex, logSize, epsilonMicro, flags)` and
- *   `(registeredBlock, recordHash)`;
- * - per checkpoint, one slot `(blockNumber, recordHash)` keyed by (run id, index), and one slot
- *   `(runNumber, index, blockNumber)` keyed by weights digest (which also keeps a digest from being claimed twice).
- * The full records live in the {RunRegistered} and {CheckpointCommitted} events. A client reads the event at the
- * stored block and checks it against the stored record hash: the first 24 bytes of
- * `keccak256(abi.encode(runId, index, weightsDigest, checkpointDigest, logSize, logRoot, epsilonMicro,
- * keccak256(bytes(manifestCid)), committer))` for a checkpoint, and of
- * `keccak256(abi.encode(runId, owner, manifestDigest, baseModelDigest, datasetRoot, noiseSeedCommitment,
- * keccak256(bytes(manifestCid))))` for a run.
+ * Runs are keyed by `runKey = keccak256(abi.encode(owner, runId))`, so nobody can register, block or write to
+ * another account's run. No weights digest is reserved by its first claim: any number of runs may commit the same
+ * weights, and a verifier finds every claim through the indexed topics of {CheckpointCommitted}.
+ *
+ * Storage per run is what the rules need, in two slots every write touches — `(owner, epsilonMicro, nextIndex)`
+ * and `(head, logSize, flags)` — plus the run id and registration block, written once. A checkpoint commit thus
+ * costs the same whatever the number of training steps (about 42k gas). The records themselves live in events,
+ * folded into the head chain described in {IProvenanceRegistry}. Version 1's per-checkpoint views
+ * (`getCheckpoint`, `findByWeights`, `checkpointRecordHash`, `runRecordHash`, `verifyInclusion`) are gone: the
+ * head chain keeps no per-checkpoint record in storage, so a record is checked by folding the run's events.
  */
 contract ProvenanceRegistry is IProvenanceRegistry {
-    uint8 private constant _FLAG_REGISTERED = 1;
-    uint8 private constant _FLAG_FINALIZED = 2;
+    uint256 private constant _VERSION = 2;
+    uint8 private constant _FLAG_FINALIZED = 1;
+    uint8 private constant _KIND_REGISTERED = 0;
+    uint8 private constant _KIND_CHECKPOINT = 1;
+    uint8 private constant _KIND_WRITER_AUTHORIZED = 2;
+    uint8 private constant _KIND_WRITER_REVOKED = 3;
+    uint8 private constant _KIND_FINALIZED = 4;
+    /// @dev The log size shares a slot with the head and the flags: 56 bits (7.2e16 steps).
+    uint64 private constant _MAX_LOG_SIZE = type(uint56).max;
 
     struct Run {
-        // slot 0: read on every write to the run
+        // slot 0: read by every write to the run
         address owner;
-        uint64 runNumber;
-        // slot 1: the head, rewritten by every commit (never zero once registered, so a commit pays 2,900 not 20,000)
-        uint64 nextIndex;
-        uint64 logSize;
         uint64 epsilonMicro;
+        uint32 nextIndex;
+        // slot 1: rewritten by every write (never zero once registered, so a commit pays 2,900 not 20,000)
+        bytes24 head;
+        uint56 logSize;
         uint8 flags;
-        // slot 2: where and what was registered
+        // slots 2 and 3: written at registration, read by views only
+        bytes32 runId;
         uint64 registeredBlock;
-        bytes24 recordHash;
     }
 
-    struct Location {
-        uint64 blockNumber;
-        bytes24 recordHash;
+    mapping(bytes32 runKey => Run) private _runs;
+    mapping(bytes32 runKey => mapping(address writer => bool)) private _writers;
+
+    /// @inheritdoc IProvenanceRegistry
+    function VERSION() external pure returns (uint256) {
+        return _VERSION;
     }
 
-    struct WeightsEntry {
-        uint64 runNumber;
-        uint64 index;
-        uint64 blockNumber;
+    /// @inheritdoc IProvenanceRegistry
+    function runKeyOf(address owner, bytes32 runId) public pure returns (bytes32) {
+        return keccak256(abi.encode(owner, runId));
     }
-
-    uint64 private _runCount;
-    mapping(bytes32 runId => Run) private _runs;
-    mapping(uint64 runNumber => bytes32 runId) private _runIds;
-    mapping(bytes32 runId => mapping(address writer => bool)) private _writers;
-    mapping(bytes32 runId => mapping(uint64 index => Location)) private _checkpoints;
-    mapping(bytes32 weightsDigest => WeightsEntry) private _byWeights;
 
     /**
      * @inheritdoc IProvenanceRegistry
      * @dev Requirements:
-     * - `runId` is not zero and was never registered;
+     * - `runId` is not zero and the sender never registered it;
      * - `manifestCid` is not empty.
      *
      * Emits a {RunRegistered} event.
@@ -72,193 +73,165 @@ contract ProvenanceRegistry is IProvenanceRegistry {
         bytes32 datasetRoot,
         bytes32 noiseSeedCommitment,
         string calldata manifestCid
-    ) external {
+    ) external returns (bytes32 runKey) {
         if (runId == bytes32(0)) revert ProvenanceRegistryInvalidRunId(runId);
-        Run storage run = _runs[runId];
-        if (run.owner != address(0)) revert ProvenanceRegistryRunAlreadyRegistered(runId, run.owner);
-        if (bytes(manifestCid).length == 0) revert ProvenanceRegistryEmptyContentAddress(runId);
+        runKey = runKeyOf(msg.sender, runId);
+        Run storage run = _runs[runKey];
+        if (run.owner != address(0)) revert ProvenanceRegistryRunAlreadyRegistered(runKey, run.owner);
+        if (bytes(manifestCid).length == 0) revert ProvenanceRegistryEmptyContentAddress(runKey);
 
-        uint64 runNumber = ++_runCount;
-        run.owner = msg.sender;
-        run.runNumber = runNumber;
-        run.flags = _FLAG_REGISTERED;
-        run.registeredBlock = uint64(block.number);
-        run.recordHash = _runRecordHash(
-            runId, msg.sender, manifestDigest, baseModelDigest, datasetRoot, noiseSeedCommitment, manifestCid
+        bytes24 head = bytes24(
+            keccak256(
+                abi.encode(
+                    _KIND_REGISTERED,
+                    runKey,
+                    msg.sender,
+                    runId,
+                    manifestDigest,
+                    baseModelDigest,
+                    datasetRoot,
+                    noiseSeedCommitment,
+                    keccak256(bytes(manifestCid)),
+                    block.number
+                )
+            )
         );
-        _runIds[runNumber] = runId;
+        run.owner = msg.sender;
+        run.head = head;
+        run.runId = runId;
+        run.registeredBlock = uint64(block.number);
         emit RunRegistered(
-            runId, msg.sender, manifestDigest, baseModelDigest, datasetRoot, noiseSeedCommitment, manifestCid
+            runKey, runId, msg.sender, manifestDigest, baseModelDigest, datasetRoot, noiseSeedCommitment, manifestCid, head
         );
     }
 
     /**
      * @inheritdoc IProvenanceRegistry
      * @dev Requirements:
-     * - the caller owns `runId`, which is not finalized;
+     * - the caller owns `runKey`, which is not finalized;
      * - `writer` is not the zero address.
      *
      * Emits a {WriterAuthorized} event.
      */
-    function authorizeWriter(bytes32 runId, address writer) external {
-        _requireOwnerOfOpenRun(runId);
-        if (writer == address(0)) revert ProvenanceRegistryInvalidWriter(runId, writer);
-        _writers[runId][writer] = true;
-        emit WriterAuthorized(runId, writer);
+    function authorizeWriter(bytes32 runKey, address writer) external {
+        Run storage run = _requireOwnerOfOpenRun(runKey);
+        if (writer == address(0)) revert ProvenanceRegistryInvalidWriter(runKey, writer);
+        _writers[runKey][writer] = true;
+        bytes24 head = _fold(run, abi.encode(run.head, _KIND_WRITER_AUTHORIZED, writer, msg.sender, block.number));
+        emit WriterAuthorized(runKey, writer, head);
     }
 
     /**
      * @inheritdoc IProvenanceRegistry
      * @dev Requirements:
-     * - the caller owns `runId`, which is not finalized.
+     * - the caller owns `runKey`, which is not finalized.
      *
      * Emits a {WriterRevoked} event.
      */
-    function revokeWriter(bytes32 runId, address writer) external {
-        _requireOwnerOfOpenRun(runId);
-        _writers[runId][writer] = false;
-        emit WriterRevoked(runId, writer);
+    function revokeWriter(bytes32 runKey, address writer) external {
+        Run storage run = _requireOwnerOfOpenRun(runKey);
+        _writers[runKey][writer] = false;
+        bytes24 head = _fold(run, abi.encode(run.head, _KIND_WRITER_REVOKED, writer, msg.sender, block.number));
+        emit WriterRevoked(runKey, writer, head);
     }
 
     /**
      * @inheritdoc IProvenanceRegistry
      * @dev Requirements:
-     * - `runId` is registered and not finalized, and the caller is its owner or an authorised writer;
-     * - `index` is the run's checkpoint count (indices are 0, 1, 2, ... with no gap and no repeat);
-     * - `logSize` is at least the previous checkpoint's, and `epsilonMicro` at least the previous checkpoint's;
-     * - `weightsDigest` was never committed by any checkpoint of any run;
-     * - `manifestCid` is not empty.
+     * - `runKey` is registered and not finalized, and the caller is its owner or an authorised writer;
+     * - `index` is the run's checkpoint count (indices are 0, 1, 2, ... with no gap and no repeat: a retried
+     *   commit reverts instead of committing twice);
+     * - `logSize` is 0 for index 0, and strictly more than the previous checkpoint's for every later index (a
+     *   checkpoint that adds no step is refused), and at most 2^56 - 1;
+     * - `epsilonMicro` is at least the previous checkpoint's;
+     * - `manifestCidDigest` is not zero.
      *
      * Emits a {CheckpointCommitted} event.
      */
     function commitCheckpoint(
-        bytes32 runId,
+        bytes32 runKey,
         uint64 index,
         bytes32 weightsDigest,
+        bytes32 tensorDigest,
         bytes32 checkpointDigest,
         uint64 logSize,
         bytes32 logRoot,
         uint64 epsilonMicro,
-        string calldata manifestCid
+        bytes32 manifestCidDigest
     ) external {
-        Run storage run = _runs[runId];
-        uint64 runNumber = _requireWriterOfOpenRun(run, runId);
-        if (index != run.nextIndex) revert ProvenanceRegistryNonSequentialIndex(runId, run.nextIndex, index);
-        if (logSize < run.logSize) revert ProvenanceRegistryLogShrank(runId, run.logSize, logSize);
-        if (epsilonMicro < run.epsilonMicro) {
-            revert ProvenanceRegistryEpsilonDecreased(runId, run.epsilonMicro, epsilonMicro);
-        }
-        WeightsEntry storage claimed = _byWeights[weightsDigest];
-        if (claimed.blockNumber != 0) {
-            revert ProvenanceRegistryWeightsAlreadyCommitted(weightsDigest, _runIds[claimed.runNumber], claimed.index);
-        }
-        if (bytes(manifestCid).length == 0) revert ProvenanceRegistryEmptyContentAddress(runId);
-
-        run.nextIndex = index + 1;
-        run.logSize = logSize;
-        run.epsilonMicro = epsilonMicro;
-        uint64 blockNumber = uint64(block.number);
-        _byWeights[weightsDigest] = WeightsEntry(runNumber, index, blockNumber);
-        _checkpoints[runId][index] = Location(
-            blockNumber,
-            _checkpointRecordHash(
-                runId,
-                index,
-                weightsDigest,
-                checkpointDigest,
-                logSize,
-                logRoot,
-                epsilonMicro,
-                keccak256(bytes(manifestCid)),
-                msg.sender
+        Run storage run = _requireWriterOfOpenRun(runKey);
+        _checkCheckpoint(run, runKey, index, logSize, epsilonMicro, manifestCidDigest);
+        bytes24 head = bytes24(
+            keccak256(
+                abi.encode(
+                    run.head,
+                    _KIND_CHECKPOINT,
+                    index,
+                    weightsDigest,
+                    tensorDigest,
+                    checkpointDigest,
+                    logSize,
+                    logRoot,
+                    epsilonMicro,
+                    manifestCidDigest,
+                    msg.sender,
+                    block.number
+                )
             )
         );
+        run.epsilonMicro = epsilonMicro;
+        run.nextIndex = uint32(index) + 1;
+        run.head = head;
+        run.logSize = uint56(logSize);
         emit CheckpointCommitted(
-            runId, index, weightsDigest, checkpointDigest, logSize, logRoot, epsilonMicro, manifestCid, msg.sender
+            runKey,
+            weightsDigest,
+            tensorDigest,
+            index,
+            checkpointDigest,
+            logSize,
+            logRoot,
+            epsilonMicro,
+            manifestCidDigest,
+            msg.sender,
+            head
         );
     }
 
     /**
      * @inheritdoc IProvenanceRegistry
      * @dev Requirements:
-     * - `runId` is registered and not finalized, and the caller is its owner or an authorised writer.
+     * - `runKey` is registered and not finalized, and the caller is its owner or an authorised writer.
      *
      * Emits a {RunFinalized} event.
      */
-    function finalizeRun(bytes32 runId) external {
-        Run storage run = _runs[runId];
-        _requireWriterOfOpenRun(run, runId);
+    function finalizeRun(bytes32 runKey, bytes32 mergedTensorDigest) external {
+        Run storage run = _requireWriterOfOpenRun(runKey);
         run.flags |= _FLAG_FINALIZED;
-        emit RunFinalized(runId, msg.sender, run.nextIndex, run.logSize, run.epsilonMicro);
+        bytes24 head = _fold(run, abi.encode(run.head, _KIND_FINALIZED, mergedTensorDigest, msg.sender, block.number));
+        emit RunFinalized(runKey, mergedTensorDigest, msg.sender, run.nextIndex, run.logSize, run.epsilonMicro, head);
     }
 
     /// @inheritdoc IProvenanceRegistry
-    function getRun(bytes32 runId) external view returns (RunState memory) {
-        Run storage run = _requireRun(runId);
+    function getRun(bytes32 runKey) external view returns (RunState memory) {
+        Run storage run = _runs[runKey];
+        if (run.owner == address(0)) revert ProvenanceRegistryUnknownRun(runKey);
         return RunState({
             owner: run.owner,
-            runNumber: run.runNumber,
+            runId: run.runId,
             registeredBlock: run.registeredBlock,
-            recordHash: run.recordHash,
             checkpointCount: run.nextIndex,
             logSize: run.logSize,
             epsilonMicro: run.epsilonMicro,
-            finalized: run.flags & _FLAG_FINALIZED != 0
+            finalized: run.flags & _FLAG_FINALIZED != 0,
+            head: run.head
         });
     }
 
     /// @inheritdoc IProvenanceRegistry
-    function canWrite(bytes32 runId, address account) external view returns (bool) {
-        address owner = _runs[runId].owner;
-        return owner != address(0) && (account == owner || _writers[runId][account]);
-    }
-
-    /// @inheritdoc IProvenanceRegistry
-    function getCheckpoint(bytes32 runId, uint64 index) external view returns (CheckpointLocation memory) {
-        Run storage run = _requireRun(runId);
-        if (index >= run.nextIndex) revert ProvenanceRegistryUnknownCheckpoint(runId, index, run.nextIndex);
-        Location storage location = _checkpoints[runId][index];
-        return CheckpointLocation(runId, index, location.blockNumber, location.recordHash);
-    }
-
-    /// @inheritdoc IProvenanceRegistry
-    function findByWeights(bytes32 weightsDigest) external view returns (CheckpointLocation memory found) {
-        WeightsEntry storage entry = _byWeights[weightsDigest];
-        if (entry.blockNumber == 0) return found;
-        bytes32 runId = _runIds[entry.runNumber];
-        return CheckpointLocation(runId, entry.index, entry.blockNumber, _checkpoints[runId][entry.index].recordHash);
-    }
-
-    /// @inheritdoc IProvenanceRegistry
-    function checkpointRecordHash(bytes32 runId, uint64 index, CheckpointData calldata data)
-        public
-        pure
-        returns (bytes24)
-    {
-        return _checkpointRecordHash(
-            runId,
-            index,
-            data.weightsDigest,
-            data.checkpointDigest,
-            data.logSize,
-            data.logRoot,
-            data.epsilonMicro,
-            keccak256(bytes(data.manifestCid)),
-            data.committer
-        );
-    }
-
-    /// @inheritdoc IProvenanceRegistry
-    function runRecordHash(
-        bytes32 runId,
-        address owner,
-        bytes32 manifestDigest,
-        bytes32 baseModelDigest,
-        bytes32 datasetRoot,
-        bytes32 noiseSeedCommitment,
-        string calldata manifestCid
-    ) external pure returns (bytes24) {
-        return _runRecordHash(runId, owner, manifestDigest, baseModelDigest, datasetRoot, noiseSeedCommitment, manifestCid);
+    function canWrite(bytes32 runKey, address account) external view returns (bool) {
+        address owner = _runs[runKey].owner;
+        return owner != address(0) && (account == owner || _writers[runKey][account]);
     }
 
     /**
@@ -268,7 +241,7 @@ contract ProvenanceRegistry is IProvenanceRegistry {
      * {ProvenanceRegistryInvalidProof} when `leafIndex >= treeSize` or the proof has the wrong number of nodes.
      */
     function rootFromInclusionProof(bytes32 leafHash, uint256 leafIndex, uint256 treeSize, bytes32[] calldata proof)
-        public
+        external
         pure
         returns (bytes32 root)
     {
@@ -293,91 +266,50 @@ contract ProvenanceRegistry is IProvenanceRegistry {
         if (sn != 0) revert ProvenanceRegistryInvalidProof(leafIndex, treeSize, proof.length);
     }
 
-    /**
-     * @inheritdoc IProvenanceRegistry
-     * @dev Requirements:
-     * - checkpoint `index` of `runId` exists and `data` is exactly its record (checked against the stored hash).
-     * Returns false when the proof is well formed but leads to another root.
-     */
-    function verifyInclusion(
-        bytes32 runId,
+    /// @dev The rules of {commitCheckpoint} on the values it stores.
+    function _checkCheckpoint(
+        Run storage run,
+        bytes32 runKey,
         uint64 index,
-        CheckpointData calldata data,
-        bytes32 leafHash,
-        uint256 leafIndex,
-        bytes32[] calldata proof
-    ) external view returns (bool) {
-        Run storage run = _requireRun(runId);
-        if (index >= run.nextIndex) revert ProvenanceRegistryUnknownCheckpoint(runId, index, run.nextIndex);
-        bytes24 stored = _checkpoints[runId][index].recordHash;
-        bytes24 given = checkpointRecordHash(runId, index, data);
-        if (stored != given) revert ProvenanceRegistryRecordMismatch(runId, index, stored, given);
-        return rootFromInclusionProof(leafHash, leafIndex, data.logSize, proof) == data.logRoot;
-    }
-
-    function _requireRun(bytes32 runId) private view returns (Run storage run) {
-        run = _runs[runId];
-        if (run.owner == address(0)) revert ProvenanceRegistryUnknownRun(runId);
-    }
-
-    function _requireOwnerOfOpenRun(bytes32 runId) private view {
-        Run storage run = _requireRun(runId);
-        if (run.owner != msg.sender) revert ProvenanceRegistryUnauthorized(msg.sender, runId);
-        if (run.flags & _FLAG_FINALIZED != 0) revert ProvenanceRegistryRunFinalized(runId);
-    }
-
-    /// @dev Checks `run` exists, is open and the caller may write to it; returns its run number.
-    function _requireWriterOfOpenRun(Run storage run, bytes32 runId) private view returns (uint64) {
-        address owner = run.owner;
-        if (owner == address(0)) revert ProvenanceRegistryUnknownRun(runId);
-        if (msg.sender != owner && !_writers[runId][msg.sender]) {
-            revert ProvenanceRegistryUnauthorized(msg.sender, runId);
-        }
-        if (run.flags & _FLAG_FINALIZED != 0) revert ProvenanceRegistryRunFinalized(runId);
-        return run.runNumber;
-    }
-
-    function _checkpointRecordHash(
-        bytes32 runId,
-        uint64 index,
-        bytes32 weightsDigest,
-        bytes32 checkpointDigest,
         uint64 logSize,
-        bytes32 logRoot,
         uint64 epsilonMicro,
-        bytes32 cidHash,
-        address committer
-    ) private pure returns (bytes24) {
-        return bytes24(
-            keccak256(
-                abi.encode(
-                    runId, index, weightsDigest, checkpointDigest, logSize, logRoot, epsilonMicro, cidHash, committer
-                )
-            )
-        );
+        bytes32 manifestCidDigest
+    ) private view {
+        uint64 expected = run.nextIndex;
+        if (index != expected) revert ProvenanceRegistryNonSequentialIndex(runKey, expected, index);
+        uint64 previousSize = run.logSize;
+        if (index == 0 ? logSize != 0 : logSize <= previousSize) {
+            revert ProvenanceRegistryInvalidLogSize(runKey, index, previousSize, logSize);
+        }
+        if (logSize > _MAX_LOG_SIZE) revert ProvenanceRegistryLogSizeTooLarge(runKey, logSize, _MAX_LOG_SIZE);
+        uint64 previousMicro = run.epsilonMicro;
+        if (epsilonMicro < previousMicro) {
+            revert ProvenanceRegistryEpsilonDecreased(runKey, previousMicro, epsilonMicro);
+        }
+        if (manifestCidDigest == bytes32(0)) revert ProvenanceRegistryEmptyContentAddress(runKey);
     }
 
-    function _runRecordHash(
-        bytes32 runId,
-        address owner,
-        bytes32 manifestDigest,
-        bytes32 baseModelDigest,
-        bytes32 datasetRoot,
-        bytes32 noiseSeedCommitment,
-        string calldata manifestCid
-    ) private pure returns (bytes24) {
-        return bytes24(
-            keccak256(
-                abi.encode(
-                    runId,
-                    owner,
-                    manifestDigest,
-                    baseModelDigest,
-                    datasetRoot,
-                    noiseSeedCommitment,
-                    keccak256(bytes(manifestCid))
-                )
-            )
-        );
+    /// @dev Folds `record` (which starts with the current head) into the run's head and returns the new head.
+    function _fold(Run storage run, bytes memory record) private returns (bytes24 head) {
+        head = bytes24(keccak256(record));
+        run.head = head;
+    }
+
+    function _requireOwnerOfOpenRun(bytes32 runKey) private view returns (Run storage run) {
+        run = _runs[runKey];
+        address owner = run.owner;
+        if (owner == address(0)) revert ProvenanceRegistryUnknownRun(runKey);
+        if (owner != msg.sender) revert ProvenanceRegistryUnauthorized(msg.sender, runKey);
+        if (run.flags & _FLAG_FINALIZED != 0) revert ProvenanceRegistryRunFinalized(runKey);
+    }
+
+    function _requireWriterOfOpenRun(bytes32 runKey) private view returns (Run storage run) {
+        run = _runs[runKey];
+        address owner = run.owner;
+        if (owner == address(0)) revert ProvenanceRegistryUnknownRun(runKey);
+        if (msg.sender != owner && !_writers[runKey][msg.sender]) {
+            revert ProvenanceRegistryUnauthorized(msg.sender, runKey);
+        }
+        if (run.flags & _FLAG_FINALIZED != 0) revert ProvenanceRegistryRunFinalized(runKey);
     }
 }

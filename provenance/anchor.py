@@ -55,6 +55,8 @@ class Job:
     cid: str = ""
     tx: str = ""
     block: int = 0
+    run_key: str = ""  # hex: the run's key on the registry (set once registered; version 2 keys runs by owner)
+    merged: str = ""  # finalize: the merged model's tensor digest ("sha256:..."), or "" for none
 
     @property
     def name(self) -> str:
@@ -67,7 +69,7 @@ class Job:
 
     def to_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("seq", "kind", "index", "path", "state", "attempts", "error",
-                                              "cid", "tx", "block")}
+                                              "cid", "tx", "block", "run_key", "merged")}
 
 
 class PermanentAnchorError(ProvenanceError):
@@ -157,7 +159,7 @@ class Outbox:
     def _save(self, job: Job) -> None:
         atomic_write(job.file(self.jobs_dir), canonical.encode(job.to_json()))
 
-    def _enqueue(self, kind: str, index: int, path: Path) -> None:
+    def _enqueue(self, kind: str, index: int, path: Path, *, merged: str = "") -> None:
         if not self.target.enabled:
             return
         rel = path.resolve().relative_to(self.run_dir.resolve()).as_posix()
@@ -165,7 +167,7 @@ class Outbox:
             existing = self.jobs()
             if any(j.kind == kind and j.index == index for j in existing):
                 return  # already queued (a resumed run re-enqueues): idempotent
-            self._save(Job(seq=len(existing), kind=kind, index=index, path=rel))
+            self._save(Job(seq=len(existing), kind=kind, index=index, path=rel, merged=merged))
             self._cond.notify_all()
 
     def enqueue_run(self, *, run_id: bytes, manifest_path: Path) -> None:
@@ -177,9 +179,11 @@ class Outbox:
     def enqueue_checkpoint(self, *, index: int, checkpoint_dir: Path) -> None:
         self._enqueue("checkpoint", index, Path(checkpoint_dir))
 
-    def enqueue_finalize(self) -> None:
-        """Close the run on chain once everything queued before is anchored (no checkpoint can follow)."""
-        self._enqueue("finalize", -1, self.run_dir / "run.json")
+    def enqueue_finalize(self, merged_tensor_digest: Digest | None = None) -> None:
+        """Close the run on chain once everything queued before is anchored (no checkpoint can follow), committing
+        the tensor digest of the adapter merged into the base model when one is given."""
+        merged = "" if merged_tensor_digest is None else str(merged_tensor_digest)
+        self._enqueue("finalize", -1, self.run_dir / "run.json", merged=merged)
 
     # --- status -------------------------------------------------------------------------------------
 
@@ -333,9 +337,10 @@ class Outbox:
         if registry is None:
             return
         run_id = bytes.fromhex(decode_run_manifest(path.read_bytes(), source=str(path))["run_id"])
-        if registry.get_run(run_id).finalized:  # idempotent: a crash after sending is safe
-            return
-        tx = registry.finalize_run(run_id)
+        job.run_key = self._run_key(registry, run_id).hex()
+        merged = Digest.parse(job.merged) if job.merged else None
+        # idempotent: a crash after sending is safe (the same finalization on chain is "done")
+        tx = registry.finalize_run(bytes.fromhex(job.run_key), merged_tensor_digest=merged, idempotent=True)
         job.tx, job.block = tx.tx_hash, tx.block_number
 
     def _send_registration(self, job: Job, path: Path, store: Any, registry: Any) -> None:
@@ -346,6 +351,12 @@ class Outbox:
             self._save(job)
         if registry is None:
             return
+        owner = doc.get("owner")
+        if isinstance(owner, str) and owner.lower() != registry.signer.address.lower():
+            # the run key binds the run to its registering account: the verifier looks for the manifest's owner
+            raise PermanentAnchorError(f"the run manifest names {owner} as the run's owner, but the outbox signs "
+                                       f"with {registry.signer.address} ({registry.signer.source}); anchor with the "
+                                       "owner's key (PROV_PRIVATE_KEY or --keystore)")
         tx = registry.register_run(
             bytes.fromhex(doc["run_id"]),
             manifest_digest=Digest.of(data),
@@ -355,7 +366,7 @@ class Outbox:
             manifest_cid=job.cid,
             idempotent=True,
         )
-        job.tx, job.block = tx.tx_hash, tx.block_number
+        job.tx, job.block, job.run_key = tx.tx_hash, tx.block_number, tx.run_key.hex()
 
     def _send_checkpoint(self, job: Job, path: Path, store: Any, registry: Any) -> None:
         state = canonical.decode((path / "state.json").read_bytes(), source=str(path / "state.json"))
@@ -365,13 +376,17 @@ class Outbox:
         if registry is None:
             return
         from provenance.chain import epsilon_to_micro
+        from provenance.safetensors import tensor_digest
 
         run_doc = decode_run_manifest((self.run_dir / "run.json").read_bytes())
+        job.run_key = self._run_key(registry, bytes.fromhex(run_doc["run_id"])).hex()
         epsilon = state.get("epsilon")
+        adapter = path / "adapter_model.safetensors"
         tx = registry.commit_checkpoint(
-            bytes.fromhex(run_doc["run_id"]),
+            bytes.fromhex(job.run_key),
             index=job.index,
-            weights_digest=hash_file(path / "adapter_model.safetensors"),
+            weights_digest=hash_file(adapter),
+            tensor_digest=tensor_digest(adapter),
             checkpoint_digest=hash_directory(path).digest(),
             log_size=int(state["log_size"]),
             log_root=Digest(bytes.fromhex(state["log_root"])),
@@ -380,3 +395,9 @@ class Outbox:
             idempotent=True,
         )
         job.tx, job.block = tx.tx_hash, tx.block_number
+
+    def _run_key(self, registry: Any, run_id: bytes) -> bytes:
+        """The key the run was registered under: recorded by the registration job, else (a registration made
+        before keys were recorded) the key of this outbox's signer, who registered it."""
+        recorded = [j.run_key for j in self.jobs() if j.kind == "register" and j.run_key]
+        return bytes.fromhex(recorded[0]) if recorded else registry.run_key(run_id)

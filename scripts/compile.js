@@ -4,8 +4,12 @@
 // bytecode). Each contract is compiled from its own sources only, so adding a contract never changes another's
 // artifact.
 //
-//   node scripts/compile.js           write the artifacts
-//   node scripts/compile.js --check   fail (exit 1) if a shipped artifact differs from a fresh compile
+//   node scripts/compile.js [NAME...]           write the artifacts (all, or only the contracts named)
+//   node scripts/compile.js --check [NAME...]   fail (exit 1) if a shipped artifact differs from a fresh compile
+//
+// provenance/contracts/ProvenanceRegistryV1.json is frozen: the version 1 registry (written by this script at
+// commit 66cae8d, before v2 replaced its sources), kept so the Python client can still read runs anchored on a v1
+// deployment. `--check` verifies it still has its pinned SHA-256.
 //
 // hardhat.config.js imports SOLC_SETTINGS from here, so Hardhat and this script compile identically. Metadata is
 // left out of the bytecode (no CBOR trailer), so the bytecode depends only on the sources and these settings.
@@ -22,6 +26,9 @@ const CONTRACTS = {
     "contracts/IAttestationRegistry.sol",
     "contracts/AttestationRegistry.sol",
   ],
+};
+const FROZEN = {
+  ProvenanceRegistryV1: "0a260d202e449f09830a72a81015ff7c79bad082b70cd34c8246b33e3e073839",
 };
 const artifactPath = (contract) => path.join(ROOT, "provenance", "contracts", `${contract}.json`);
 
@@ -90,11 +97,39 @@ function check(contract, fresh) {
   return 0;
 }
 
+function checkFrozen(contract, sha256) {
+  const ARTIFACT = artifactPath(contract);
+  let found = "";
+  try {
+    found = require("crypto").createHash("sha256").update(fs.readFileSync(ARTIFACT)).digest("hex");
+  } catch (err) {
+    console.error(`check-artifact: cannot read ${path.relative(ROOT, ARTIFACT)}: ${err.message}`);
+    return 1;
+  }
+  if (found !== sha256) {
+    console.error(
+      `check-artifact: ${path.relative(ROOT, ARTIFACT)} is frozen but changed (sha256 ${found}, pinned ${sha256}); ` +
+        "restore it from git",
+    );
+    return 1;
+  }
+  console.log(`check-artifact: ${path.relative(ROOT, ARTIFACT)} is the frozen version 1 artifact`);
+  return 0;
+}
+
 function main(argv) {
+  const names = argv.filter((a) => !a.startsWith("--"));
+  for (const name of names) {
+    if (!(name in CONTRACTS)) throw new Error(`unknown contract ${name}: one of ${Object.keys(CONTRACTS).join(", ")}`);
+  }
+  const checking = argv.includes("--check");
   let status = 0;
-  for (const contract of Object.keys(CONTRACTS)) {
+  if (checking && !names.length) {
+    for (const [contract, sha256] of Object.entries(FROZEN)) status = checkFrozen(contract, sha256) || status;
+  }
+  for (const contract of names.length ? names : Object.keys(CONTRACTS)) {
     const fresh = render(compile(contract));
-    if (argv.includes("--check")) {
+    if (checking) {
       status = check(contract, fresh) || status;
       continue;
     }
@@ -106,7 +141,7 @@ function main(argv) {
   return status;
 }
 
-module.exports = { SOLC_SETTINGS, CONTRACTS, compile };
+module.exports = { SOLC_SETTINGS, CONTRACTS, FROZEN, compile };
 
 if (require.main === module) {
   process.exitCode = main(process.argv.slice(2));

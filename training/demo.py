@@ -27,8 +27,9 @@ Echo = Callable[[str], None]
 
 def _start_chain(home: Path, echo: Echo) -> tuple[Any, bool]:
     """The registry client on the demo's anvil (deploying once per DIR), or on py-evm when anvil is absent."""
+    from provenance import devchain
     from provenance._chain.anvil import find_anvil
-    from provenance.chain import connect, deploy_and_record, start_local_chain
+    from provenance.chain import connect
 
     if find_anvil() is None:
         echo("anvil is not installed (scripts/setup installs it): using the in-process py-evm chain instead; "
@@ -36,7 +37,7 @@ def _start_chain(home: Path, echo: Echo) -> tuple[Any, bool]:
         registry = connect("tester", use_config=False)
         registry.deploy()
         return registry, False
-    node = start_local_chain(home=home, port=0)
+    node = devchain.up(home=home, port=0)
     echo(f"chain     anvil {'running' if node.already_running else 'started'} at {node.rpc_url} "
          f"(pid {node.pid}, state in {node.state_file})")
     section = config.get_section("chain", home)
@@ -47,7 +48,7 @@ def _start_chain(home: Path, echo: Echo) -> tuple[Any, bool]:
             return registry, True
         except ProvenanceError:
             pass  # the chain state was lost: deploy again
-    registry, info = deploy_and_record(home=home)
+    registry, info = devchain.deploy(home=home)
     echo(f"registry  deployed ProvenanceRegistry at {registry.address} (tx {info.tx_hash[:18]}…, "
          f"{info.gas_used:,} gas)")
     return registry, True
@@ -129,9 +130,9 @@ def run_demo(out: Path, *, steps: int = 30, checkpoint_every: int = 10, replay: 
         echo(render_text(bad))
     finally:
         if persistent:
-            from provenance.chain import stop_local_chain
+            from provenance import devchain
 
-            stop_local_chain(home=home)
+            devchain.down(home=home)
     ok = report["exit_code"] == 0 and bad["exit_code"] != 0
     echo(f"\nreport    {out / 'report.html'} (HTML audit report), {out / 'report.json'}")
     echo(f"done in {time.monotonic() - started:.0f} s: honest adapter {report['verdict']}, tampered copy "

@@ -2,6 +2,7 @@
 
 `scripts/compile.js` writes it from `contracts/`; `scripts/check-artifact` (CI) fails if it differs from a fresh
 compile. Its metadata-free runtime bytecode is also how the client recognises a registry at an address.
+`ProvenanceRegistryV1.json` is the frozen version 1 (its sources were replaced by v2), kept to read old deployments.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from provenance.errors import ChainError
 
 ARTIFACT_NAME = "ProvenanceRegistry.json"
+V1_ARTIFACT_NAME = "ProvenanceRegistryV1.json"
 
 
 @dataclass(frozen=True)
@@ -30,9 +32,9 @@ class Artifact:
 
 
 @functools.cache
-def load() -> Artifact:
-    """Load and check the shipped artifact once per process."""
-    path = resources.files("provenance") / "contracts" / ARTIFACT_NAME
+def load(name: str = ARTIFACT_NAME) -> Artifact:
+    """Load and check a shipped artifact (default: the current registry) once per process."""
+    path = resources.files("provenance") / "contracts" / name
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
         return Artifact(
@@ -42,5 +44,5 @@ def load() -> Artifact:
             compiler_version=value["compiler"]["version"],
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ChainError(f"the packaged registry artifact {ARTIFACT_NAME} is missing or corrupt ({exc}); "
+        raise ChainError(f"the packaged registry artifact {name} is missing or corrupt ({exc}); "
                          "reinstall prov") from None

@@ -1,5 +1,6 @@
 """Chain errors: connection and configuration problems, transaction outcomes, and one class per custom error of
-ProvenanceRegistry, decoded from the 4-byte selector of the revert data on every backend.
+ProvenanceRegistry (version 2, and the errors only version 1 has, for reading old deployments), decoded from the
+4-byte selector of the revert data on every backend.
 
 Backends report a revert differently: py-evm (eth-tester) raises with the raw revert bytes as an argument of an
 inner exception and a Python bytes repr in the outer message; anvil and Hardhat return a JSON-RPC error whose
@@ -77,7 +78,12 @@ class TransactionFailed(TransactionError):
 
 
 class InconsistentChain(ChainError):
-    """The node's events do not match the record hash the registry stores (a reorg or a lying node)."""
+    """The node's events do not fold to the head (v2) or match the record hash (v1) the registry stores: a reorg, a
+    provider that lost events, or a lying node. The records cannot be trusted from this node."""
+
+
+class ReadOnlyRegistry(ChainError):
+    """A write was asked of a version 1 registry, which this client only reads."""
 
 
 class CheckpointConflict(ChainError):
@@ -109,7 +115,9 @@ class RegistryRevert(ChainError):
         self.tx_hash = tx_hash
         for name, value in self.values.items():
             setattr(self, _snake(name), value)
-        message = self.template.format(**{k: _show(v) for k, v in self.values.items()}) + self._detail()
+        shown = {k: _show(v) for k, v in self.values.items()}
+        shown.setdefault("run", shown.get("runKey") or shown.get("runId", "?"))  # v2 names runs by key, v1 by id
+        message = self.template.format(**shown) + self._detail()
         if tx_hash:
             message += f" (transaction {tx_hash})"
         super().__init__(message)
@@ -120,17 +128,17 @@ class RegistryRevert(ChainError):
 
 class Unauthorized(RegistryRevert):
     solidity = f"{_PREFIX}Unauthorized"
-    template = "{caller} may not write to run {runId}: only its owner (or, to commit, a writer it authorised) may"
+    template = "{caller} may not write to run {run}: only its owner (or, to commit, a writer it authorised) may"
 
 
 class RunAlreadyRegistered(RegistryRevert):
     solidity = f"{_PREFIX}RunAlreadyRegistered"
-    template = "run {runId} is already registered (owner {owner})"
+    template = "run {run} is already registered (owner {owner})"
 
 
 class UnknownRun(RegistryRevert):
     solidity = f"{_PREFIX}UnknownRun"
-    template = "run {runId} is not registered in this registry"
+    template = "run {run} is not registered in this registry"
 
 
 class InvalidRunId(RegistryRevert):
@@ -140,22 +148,22 @@ class InvalidRunId(RegistryRevert):
 
 class EmptyContentAddress(RegistryRevert):
     solidity = f"{_PREFIX}EmptyContentAddress"
-    template = "run {runId}: the manifest content address (CID) is empty"
+    template = "run {run}: the manifest content address (CID) is empty"
 
 
 class InvalidWriter(RegistryRevert):
     solidity = f"{_PREFIX}InvalidWriter"
-    template = "run {runId}: {writer} cannot be authorised as a writer"
+    template = "run {run}: {writer} cannot be authorised as a writer"
 
 
 class RunFinalized(RegistryRevert):
     solidity = f"{_PREFIX}RunFinalized"
-    template = "run {runId} is finalized: nothing more can be written to it"
+    template = "run {run} is finalized: nothing more can be written to it"
 
 
 class NonSequentialIndex(RegistryRevert):
     solidity = f"{_PREFIX}NonSequentialIndex"
-    template = "run {runId}: the next checkpoint index is {expected}, not {given}"
+    template = "run {run}: the next checkpoint index is {expected}, not {given}"
 
     @property
     def already_committed(self) -> bool:
@@ -168,29 +176,48 @@ class NonSequentialIndex(RegistryRevert):
         return ""
 
 
-class LogShrank(RegistryRevert):
-    solidity = f"{_PREFIX}LogShrank"
-    template = "run {runId}: the step log cannot shrink from {previousSize} to {givenSize} entries"
+class InvalidLogSize(RegistryRevert):
+    solidity = f"{_PREFIX}InvalidLogSize"
+    template = "run {run}: checkpoint {index} cannot have a step log of {givenSize} entries"
+
+    def _detail(self) -> str:
+        if int(self.values["index"]) == 0:
+            return " (checkpoint 0 is the adapter before any step: its log is empty)"
+        return (f" (it must add at least one step to the previous checkpoint's {self.values['previousSize']}: "
+                "a checkpoint without new steps is refused)")
+
+
+class LogSizeTooLarge(RegistryRevert):
+    solidity = f"{_PREFIX}LogSizeTooLarge"
+    template = "run {run}: a step log of {givenSize} entries exceeds the registry's limit of {maxSize}"
 
 
 class EpsilonDecreased(RegistryRevert):
     solidity = f"{_PREFIX}EpsilonDecreased"
-    template = "run {runId}: ε spent cannot decrease from {previousMicro} to {givenMicro} micro-ε"
+    template = "run {run}: ε spent cannot decrease from {previousMicro} to {givenMicro} micro-ε"
+
+
+# --- errors only version 1 of the registry has (decoded when reading an old deployment) ------------------------
+
+
+class LogShrank(RegistryRevert):
+    solidity = f"{_PREFIX}LogShrank"
+    template = "run {run}: the step log cannot shrink from {previousSize} to {givenSize} entries"
 
 
 class WeightsAlreadyCommitted(RegistryRevert):
     solidity = f"{_PREFIX}WeightsAlreadyCommitted"
-    template = "weights sha256:{weightsDigest} are already committed as checkpoint {index} of run {runId}"
+    template = "weights sha256:{weightsDigest} are already committed as checkpoint {index} of run {run}"
 
 
 class UnknownCheckpoint(RegistryRevert):
     solidity = f"{_PREFIX}UnknownCheckpoint"
-    template = "run {runId} has no checkpoint {index} (it has {count})"
+    template = "run {run} has no checkpoint {index} (it has {count})"
 
 
 class RecordMismatch(RegistryRevert):
     solidity = f"{_PREFIX}RecordMismatch"
-    template = "checkpoint {index} of run {runId}: the record given hashes to {given}, the registry holds {stored}"
+    template = "checkpoint {index} of run {run}: the record given hashes to {given}, the registry holds {stored}"
 
 
 class InvalidProof(RegistryRevert):
@@ -206,9 +233,15 @@ class OtherRevert(RegistryRevert):
 
 REVERT_CLASSES: tuple[type[RegistryRevert], ...] = (
     Unauthorized, RunAlreadyRegistered, UnknownRun, InvalidRunId, EmptyContentAddress, InvalidWriter, RunFinalized,
+    NonSequentialIndex, InvalidLogSize, LogSizeTooLarge, EpsilonDecreased, InvalidProof,
+)
+"""The custom errors of ProvenanceRegistry version 2."""
+V1_REVERT_CLASSES: tuple[type[RegistryRevert], ...] = (
+    Unauthorized, RunAlreadyRegistered, UnknownRun, InvalidRunId, EmptyContentAddress, InvalidWriter, RunFinalized,
     NonSequentialIndex, LogShrank, EpsilonDecreased, WeightsAlreadyCommitted, UnknownCheckpoint, RecordMismatch,
     InvalidProof,
 )
+"""The custom errors of ProvenanceRegistry version 1 (read-only support for old deployments)."""
 _BY_NAME = {cls.solidity: cls for cls in REVERT_CLASSES}
 
 

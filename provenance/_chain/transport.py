@@ -125,10 +125,11 @@ class Transport:
                                "(its code differs from the packaged artifact)")
         return self.web3.eth.contract(address=checksum, abi=artifact.abi)
 
-    def view(self, fn: Any) -> Any:
-        """Call a contract view function, turning a custom-error revert into its typed Python error."""
+    def view(self, fn: Any, *, block: int | None = None) -> Any:
+        """Call a contract view function (at `block`, default latest), turning a custom-error revert into its typed
+        Python error."""
         try:
-            return fn.call()
+            return fn.call() if block is None else fn.call(block_identifier=block)
         except Exception as exc:
             if isinstance(exc, OSError):
                 raise
@@ -156,6 +157,13 @@ class Transport:
         clone.__dict__.update(self.__dict__)
         clone._lock = self._lock  # one lock per connection, shared in case both sign with the same key
         clone._signer = keys.resolve(key)
+        return clone
+
+    def with_decoder(self, decoder: RevertDecoder) -> Transport:
+        """A transport on the same connection decoding reverts with `decoder` (another contract's errors)."""
+        clone = object.__new__(Transport)
+        clone.__dict__.update(self.__dict__)
+        clone.decoder = decoder
         return clone
 
     def transact(self, call: Any, *, what: str) -> Any:

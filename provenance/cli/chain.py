@@ -1,6 +1,6 @@
 """`prov chain up/down/deploy/status`: the project's local anvil and its registry deployment.
 
-Thin: each command calls one function of `provenance.chain` and prints. web3 is imported inside the commands so
+Thin: each command calls one function of `provenance.devchain` and prints. web3 is imported inside the commands so
 `prov --version` stays fast.
 """
 
@@ -22,9 +22,9 @@ def chain_group() -> None:
 @click.option("--chain-id", type=int, default=None, help="Chain id (anvil's default is 31337).")
 def up_command(port: int, chain_id: int | None) -> None:
     """Start a local anvil with state persisted in the project, and print its RPC URL."""
-    from provenance.chain import start_local_chain
+    from provenance import devchain
 
-    node = start_local_chain(port=port, chain_id=chain_id)
+    node = devchain.up(port=port, chain_id=chain_id)
     if node.forgot_registry:
         click.echo(f"note: the registry {node.forgot_registry} recorded for another chain was dropped from the "
                    "config; run `prov chain deploy`", err=True)
@@ -36,9 +36,9 @@ def up_command(port: int, chain_id: int | None) -> None:
 @chain_group.command("down")
 def down_command() -> None:
     """Stop the local anvil started by `prov chain up` (its state is kept for the next `up`)."""
-    from provenance.chain import stop_local_chain
+    from provenance import devchain
 
-    pid = stop_local_chain()
+    pid = devchain.down()
     click.echo(f"stopped anvil (pid {pid})" if pid is not None else "no local chain was running")
 
 
@@ -48,15 +48,15 @@ def down_command() -> None:
               help="Encrypted keystore to sign with (password in $PROV_KEYSTORE_PASSWORD).")
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for the receipt.")
 def deploy_command(rpc_url: str | None, keystore: Path | None, timeout: float) -> None:
-    """Deploy ProvenanceRegistry and record its address and chain id in the project config.
+    """Deploy ProvenanceRegistry (version 2) and record its address and chain id in the project config.
 
     Signs with $PROV_PRIVATE_KEY, or --keystore, or on a local chain its well-known dev account 0.
     """
-    from provenance.chain import deploy_and_record
+    from provenance import devchain
 
-    registry, info = deploy_and_record(rpc_url, keystore=keystore, timeout=timeout)
+    registry, info = devchain.deploy(rpc_url, keystore=keystore, timeout=timeout)
     click.echo(f"signed by {registry.signer.address} ({registry.signer.source})", err=True)
-    click.echo(f"ProvenanceRegistry deployed at {registry.address} on chain {registry.chain_id} "
+    click.echo(f"ProvenanceRegistry v{registry.version} deployed at {registry.address} on chain {registry.chain_id} "
                f"(tx {info.tx_hash}, block {info.block_number}, {info.gas_used} gas)")
     click.echo(registry.address)
 
@@ -65,14 +65,14 @@ def deploy_command(rpc_url: str | None, keystore: Path | None, timeout: float) -
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
 def status_command(as_json: bool) -> None:
     """Show the recorded chain and registry, and whether they answer."""
-    from provenance.chain import chain_status
+    from provenance import devchain
 
-    report = chain_status()
+    report = devchain.status()
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
         return
-    for key in ("rpc_url", "chain_id", "registry", "pid", "anvil_running", "reachable", "block_number",
-                "registry_ok", "problem"):
+    for key in ("rpc_url", "chain_id", "dev_chain", "registry", "registry_version", "pid", "anvil_running",
+                "reachable", "block_number", "registry_ok", "problem"):
         if report.get(key) is not None:
             click.echo(f"{key}: {report[key]}")
 

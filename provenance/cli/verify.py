@@ -86,18 +86,11 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
 
 
 def _ensure_local_chain() -> None:
-    """If this project's chain is its own local anvil (`prov chain up`, `prov demo`) and it is not running,
-    restart it from its saved state on the recorded port, so a later verification finds the same registry."""
-    from urllib.parse import urlparse
+    """Restart the project's own anvil from its saved state if it is down (see provenance.devchain), saying so."""
+    from provenance import devchain
 
-    from provenance.chain import start_local_chain
-    from provenance.config import get_section
-
-    section = get_section("chain")
-    if not (section.get("local") and section.get("rpc_url")):
-        return
-    node = start_local_chain(port=urlparse(section["rpc_url"]).port or 8545)
-    if not node.already_running:
+    node = devchain.ensure_running()
+    if node is not None and not node.already_running:
         click.echo(f"note: restarted the project's anvil from its saved state at {node.rpc_url} "
                    f"(pid {node.pid}; stop it with `prov chain down`)", err=True)
 

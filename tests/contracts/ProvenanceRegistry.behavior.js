@@ -1,16 +1,16 @@
-// Behaviour shared by several ProvenanceRegistry functions (OpenZeppelin's `.behavior.js` shape): every write
-// names the run it touches, and each must refuse unknown runs, callers without the right and finalized runs.
+// Behaviour shared by several ProvenanceRegistry functions (OpenZeppelin's `.behavior.js` shape): every write names
+// the run it touches by its run key, and each must refuse unknown runs, callers without the right and finalized runs.
 "use strict";
 
 const { expect } = require("chai");
 const { ethers } = require("hardhat");
 const { loadFixture } = require("@nomicfoundation/hardhat-network-helpers");
 
-const UNKNOWN_RUN = ethers.id("prov test: a run nobody registered");
+const UNKNOWN_RUN = ethers.id("prov test: a run key nobody registered");
 
 /**
- * `fixture` resolves to { registry, runId, owner, writer, stranger } with `writer` authorised on `runId`.
- * `send(registry, signer, runId)` performs the write under test.
+ * `fixture` resolves to { registry, runKey, owner, writer, stranger } with `writer` authorised on `runKey`.
+ * `send(registry, signer, runKey)` performs the write under test.
  * `ownerOnly`: whether an authorised writer is refused too (authorise/revoke are the owner's alone).
  */
 function shouldGuardRunWrites(fixture, send, { ownerOnly }) {
@@ -23,32 +23,32 @@ function shouldGuardRunWrites(fixture, send, { ownerOnly }) {
     });
 
     it("reverts for a caller that is neither the owner nor an authorised writer", async function () {
-      const { registry, runId, stranger } = await loadFixture(fixture);
-      await expect(send(registry, stranger, runId))
+      const { registry, runKey, stranger } = await loadFixture(fixture);
+      await expect(send(registry, stranger, runKey))
         .to.be.revertedWithCustomError(registry, "ProvenanceRegistryUnauthorized")
-        .withArgs(stranger.address, runId);
+        .withArgs(stranger.address, runKey);
     });
 
     if (ownerOnly) {
       it("reverts for an authorised writer (owner only)", async function () {
-        const { registry, runId, writer } = await loadFixture(fixture);
-        await expect(send(registry, writer, runId))
+        const { registry, runKey, writer } = await loadFixture(fixture);
+        await expect(send(registry, writer, runKey))
           .to.be.revertedWithCustomError(registry, "ProvenanceRegistryUnauthorized")
-          .withArgs(writer.address, runId);
+          .withArgs(writer.address, runKey);
       });
     } else {
       it("accepts an authorised writer", async function () {
-        const { registry, runId, writer } = await loadFixture(fixture);
-        await expect(send(registry, writer, runId)).not.to.be.reverted;
+        const { registry, runKey, writer } = await loadFixture(fixture);
+        await expect(send(registry, writer, runKey)).not.to.be.reverted;
       });
     }
 
     it("reverts once the run is finalized", async function () {
-      const { registry, runId, owner } = await loadFixture(fixture);
-      await registry.connect(owner).finalizeRun(runId);
-      await expect(send(registry, owner, runId))
+      const { registry, runKey, owner } = await loadFixture(fixture);
+      await registry.connect(owner).finalizeRun(runKey, ethers.ZeroHash);
+      await expect(send(registry, owner, runKey))
         .to.be.revertedWithCustomError(registry, "ProvenanceRegistryRunFinalized")
-        .withArgs(runId);
+        .withArgs(runKey);
     });
   });
 }

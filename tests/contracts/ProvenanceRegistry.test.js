@@ -4,31 +4,15 @@ const { expect } = require("chai");
 const { artifacts, ethers } = require("hardhat");
 const { loadFixture, mine } = require("@nomicfoundation/hardhat-network-helpers");
 const { shouldGuardRunWrites, UNKNOWN_RUN } = require("./ProvenanceRegistry.behavior");
+const heads = require("./ProvenanceRegistry.heads");
 const rfc6962 = require("./rfc6962");
 
-const coder = ethers.AbiCoder.defaultAbiCoder();
 const CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy";
-const CID2 = "bafkreidgvpkjawlxz6sffxzwgooowe5yt7i6wsyg236mfoks77nywkptdq";
 const NO_PRIVACY = 2n ** 64n - 1n; // the documented ε sentinel for non-private runs
-const GAS_TARGET = 90000n;
+const MAX_LOG_SIZE = 2n ** 56n - 1n;
+const GAS_TARGET = 45000n;
 
 const digest = (label) => ethers.sha256(ethers.toUtf8Bytes(label));
-
-function checkpointRecordHash(runId, index, c) {
-  const encoded = coder.encode(
-    ["bytes32", "uint64", "bytes32", "bytes32", "uint64", "bytes32", "uint64", "bytes32", "address"],
-    [runId, index, c.weightsDigest, c.checkpointDigest, c.logSize, c.logRoot, c.epsilonMicro, ethers.id(c.manifestCid), c.committer],
-  );
-  return ethers.dataSlice(ethers.keccak256(encoded), 0, 24);
-}
-
-function runRecordHash(runId, owner, r) {
-  const encoded = coder.encode(
-    ["bytes32", "address", "bytes32", "bytes32", "bytes32", "bytes32", "bytes32"],
-    [runId, owner, r.manifestDigest, r.baseModelDigest, r.datasetRoot, r.noiseSeedCommitment, ethers.id(r.manifestCid)],
-  );
-  return ethers.dataSlice(ethers.keccak256(encoded), 0, 24);
-}
 
 function runCommitments(label) {
   return {
@@ -40,14 +24,16 @@ function runCommitments(label) {
   };
 }
 
+// Checkpoint `index` of a run adding 100 steps per checkpoint (checkpoint 0: the adapter before any step).
 function checkpoint(index, overrides = {}) {
   return {
     weightsDigest: digest(`weights/${index}`),
+    tensorDigest: digest(`tensors/${index}`),
     checkpointDigest: digest(`checkpoint/${index}`),
-    logSize: 100n * BigInt(index + 1),
+    logSize: 100n * BigInt(index),
     logRoot: digest(`log/${index}`),
-    epsilonMicro: 250000n * BigInt(index + 1),
-    manifestCid: CID2,
+    epsilonMicro: 250000n * BigInt(index),
+    manifestCidDigest: digest(`directory cid/${index}`),
     ...overrides,
   };
 }
@@ -57,10 +43,11 @@ const register = (registry, signer, runId, r) =>
     .connect(signer)
     .registerRun(runId, r.manifestDigest, r.baseModelDigest, r.datasetRoot, r.noiseSeedCommitment, r.manifestCid);
 
-const commit = (registry, signer, runId, index, c) =>
+const commit = (registry, signer, runKey, index, c) =>
   registry
     .connect(signer)
-    .commitCheckpoint(runId, index, c.weightsDigest, c.checkpointDigest, c.logSize, c.logRoot, c.epsilonMicro, c.manifestCid);
+    .commitCheckpoint(runKey, index, c.weightsDigest, c.tensorDigest, c.checkpointDigest, c.logSize, c.logRoot,
+      c.epsilonMicro, c.manifestCidDigest);
 
 async function deployFixture() {
   const [owner, writer, stranger] = await ethers.getSigners();
@@ -71,10 +58,11 @@ async function deployFixture() {
 async function registeredRunFixture() {
   const base = await deployFixture();
   const runId = ethers.id("prov test run");
+  const runKey = heads.runKeyOf(base.owner.address, runId);
   const run = runCommitments("run");
   await register(base.registry, base.owner, runId, run);
-  await base.registry.connect(base.owner).authorizeWriter(runId, base.writer.address);
-  return { ...base, runId, run };
+  await base.registry.connect(base.owner).authorizeWriter(runKey, base.writer.address);
+  return { ...base, runId, runKey, run };
 }
 
 async function committedRunFixture() {
@@ -82,9 +70,18 @@ async function committedRunFixture() {
   const checkpoints = [checkpoint(0), checkpoint(1)];
   const receipts = [];
   for (const [i, c] of checkpoints.entries()) {
-    receipts.push(await (await commit(base.registry, base.owner, base.runId, i, c)).wait());
+    receipts.push(await (await commit(base.registry, base.owner, base.runKey, i, c)).wait());
   }
   return { ...base, checkpoints, receipts };
+}
+
+/** Every event of `runKey`, in chain order (one query over all event types, filtered on the first topic). */
+async function runEvents(registry, runKey) {
+  const found = [];
+  for (const name of ["RunRegistered", "WriterAuthorized", "WriterRevoked", "CheckpointCommitted", "RunFinalized"]) {
+    found.push(...(await registry.queryFilter(registry.filters[name](runKey))));
+  }
+  return found.sort((a, b) => a.blockNumber - b.blockNumber || a.index - b.index);
 }
 
 describe("ProvenanceRegistry", function () {
@@ -93,10 +90,14 @@ describe("ProvenanceRegistry", function () {
       const { registry } = await loadFixture(deployFixture);
       const names = registry.interface.fragments.filter((f) => f.type === "function").map((f) => f.name).sort();
       expect(names).to.deep.equal([
-        "authorizeWriter", "canWrite", "checkpointRecordHash", "commitCheckpoint", "finalizeRun", "findByWeights",
-        "getCheckpoint", "getRun", "registerRun", "revokeWriter", "rootFromInclusionProof", "runRecordHash",
-        "verifyInclusion",
+        "VERSION", "authorizeWriter", "canWrite", "commitCheckpoint", "finalizeRun", "getRun", "registerRun",
+        "revokeWriter", "rootFromInclusionProof", "runKeyOf",
       ]);
+    });
+
+    it("reports version 2", async function () {
+      const { registry } = await loadFixture(deployFixture);
+      expect(await registry.VERSION()).to.equal(2n);
     });
 
     it("the artifact shipped in the Python package equals Hardhat's compile", async function () {
@@ -106,40 +107,71 @@ describe("ProvenanceRegistry", function () {
       expect(shipped.deployedBytecode).to.equal(built.deployedBytecode);
       expect(shipped.abi).to.deep.equal(built.abi);
     });
+
+    it("derives run keys as keccak256(abi.encode(owner, runId))", async function () {
+      const { registry, owner, stranger } = await loadFixture(deployFixture);
+      const runId = ethers.id("any run");
+      expect(await registry.runKeyOf(owner.address, runId)).to.equal(heads.runKeyOf(owner.address, runId));
+      expect(await registry.runKeyOf(stranger.address, runId)).not.to.equal(await registry.runKeyOf(owner.address, runId));
+    });
   });
 
   describe("registerRun", function () {
-    it("registers the run to the sender and emits RunRegistered", async function () {
+    it("registers the run under the sender's run key, returns it and emits RunRegistered with the first head",
+      async function () {
+        const { registry, owner } = await loadFixture(deployFixture);
+        const runId = ethers.id("fresh run");
+        const runKey = heads.runKeyOf(owner.address, runId);
+        const r = runCommitments("fresh");
+        expect(await registry.connect(owner).registerRun.staticCall(runId, r.manifestDigest, r.baseModelDigest,
+          r.datasetRoot, r.noiseSeedCommitment, r.manifestCid)).to.equal(runKey);
+        await register(registry, owner, runId, r);
+        const [event] = await registry.queryFilter(registry.filters.RunRegistered(runKey));
+        const head = heads.registrationHead({ runKey, owner: owner.address, runId, run: r, blockNumber: event.blockNumber });
+        expect(event.args.toArray()).to.deep.equal([runKey, runId, owner.address, r.manifestDigest, r.baseModelDigest,
+          r.datasetRoot, r.noiseSeedCommitment, CID, head]);
+        const state = await registry.getRun(runKey);
+        expect(state.owner).to.equal(owner.address);
+        expect(state.runId).to.equal(runId);
+        expect(state.registeredBlock).to.equal(BigInt(event.blockNumber));
+        expect([state.checkpointCount, state.logSize, state.epsilonMicro, state.finalized]).to.deep.equal(
+          [0n, 0n, 0n, false]);
+        expect(state.head).to.equal(head);
+        expect(await registry.canWrite(runKey, owner.address)).to.equal(true);
+      });
+
+    it("emits RunRegistered with every commitment", async function () {
       const { registry, owner } = await loadFixture(deployFixture);
-      const runId = ethers.id("fresh run");
-      const r = runCommitments("fresh");
-      const tx = register(registry, owner, runId, r);
-      await expect(tx)
+      const runId = ethers.id("emitted");
+      const runKey = heads.runKeyOf(owner.address, runId);
+      const r = runCommitments("emitted");
+      await expect(register(registry, owner, runId, r))
         .to.emit(registry, "RunRegistered")
-        .withArgs(runId, owner.address, r.manifestDigest, r.baseModelDigest, r.datasetRoot, r.noiseSeedCommitment, CID);
-      const receipt = await (await tx).wait();
-      const state = await registry.getRun(runId);
-      expect(state.owner).to.equal(owner.address);
-      expect(state.runNumber).to.equal(1n);
-      expect(state.registeredBlock).to.equal(BigInt(receipt.blockNumber));
-      expect(state.recordHash).to.equal(runRecordHash(runId, owner.address, r));
-      expect(state.recordHash).to.equal(
-        await registry.runRecordHash(runId, owner.address, r.manifestDigest, r.baseModelDigest, r.datasetRoot,
-          r.noiseSeedCommitment, r.manifestCid),
-      );
-      expect(state.checkpointCount).to.equal(0n);
-      expect(state.finalized).to.equal(false);
-      expect(await registry.canWrite(runId, owner.address)).to.equal(true);
+        .withArgs(runKey, runId, owner.address, r.manifestDigest, r.baseModelDigest, r.datasetRoot,
+          r.noiseSeedCommitment, CID, (head) => ethers.dataLength(head) === 24);
     });
 
-    it("reverts when the run id is already registered, whoever asks", async function () {
-      const { registry, runId, owner, stranger } = await loadFixture(registeredRunFixture);
-      for (const signer of [owner, stranger]) {
-        await expect(register(registry, signer, runId, runCommitments("again")))
-          .to.be.revertedWithCustomError(registry, "ProvenanceRegistryRunAlreadyRegistered")
-          .withArgs(runId, owner.address);
-      }
+    it("reverts when the same owner registers the run id again", async function () {
+      const { registry, runId, runKey, owner } = await loadFixture(registeredRunFixture);
+      await expect(register(registry, owner, runId, runCommitments("again")))
+        .to.be.revertedWithCustomError(registry, "ProvenanceRegistryRunAlreadyRegistered")
+        .withArgs(runKey, owner.address);
     });
+
+    it("a copied registration sent first by another account makes that account's run, not the honest one's",
+      async function () {
+        const { registry, owner, stranger } = await loadFixture(deployFixture);
+        const runId = ethers.id("front-run me");
+        const r = runCommitments("honest");
+        await register(registry, stranger, runId, r); // the attacker copies the pending transaction and wins the race
+        await expect(register(registry, owner, runId, r)).not.to.be.reverted;
+        const honest = await registry.getRun(heads.runKeyOf(owner.address, runId));
+        const copy = await registry.getRun(heads.runKeyOf(stranger.address, runId));
+        expect([honest.owner, copy.owner]).to.deep.equal([owner.address, stranger.address]);
+        expect(honest.runId).to.equal(copy.runId);
+        expect(honest.head).not.to.equal(copy.head);
+        expect(await registry.canWrite(heads.runKeyOf(owner.address, runId), stranger.address)).to.equal(false);
+      });
 
     it("reverts for the zero run id", async function () {
       const { registry, owner } = await loadFixture(deployFixture);
@@ -153,130 +185,175 @@ describe("ProvenanceRegistry", function () {
       const runId = ethers.id("no cid");
       await expect(register(registry, owner, runId, { ...runCommitments("x"), manifestCid: "" }))
         .to.be.revertedWithCustomError(registry, "ProvenanceRegistryEmptyContentAddress")
-        .withArgs(runId);
+        .withArgs(heads.runKeyOf(owner.address, runId));
     });
   });
 
   describe("authorizeWriter", function () {
-    const send = (registry, signer, runId) => registry.connect(signer).authorizeWriter(runId, signer.address);
+    const send = (registry, signer, runKey) => registry.connect(signer).authorizeWriter(runKey, signer.address);
 
-    it("authorises the writer and emits WriterAuthorized", async function () {
-      const { registry, runId, owner, stranger } = await loadFixture(registeredRunFixture);
-      expect(await registry.canWrite(runId, stranger.address)).to.equal(false);
-      await expect(registry.connect(owner).authorizeWriter(runId, stranger.address))
-        .to.emit(registry, "WriterAuthorized")
-        .withArgs(runId, stranger.address);
-      expect(await registry.canWrite(runId, stranger.address)).to.equal(true);
+    it("authorises the writer, folds the record into the head and emits WriterAuthorized", async function () {
+      const { registry, runKey, owner, stranger } = await loadFixture(registeredRunFixture);
+      expect(await registry.canWrite(runKey, stranger.address)).to.equal(false);
+      const before = (await registry.getRun(runKey)).head;
+      const tx = registry.connect(owner).authorizeWriter(runKey, stranger.address);
+      const receipt = await (await tx).wait();
+      const head = heads.writerHead(before, { authorized: true, writer: stranger.address, by: owner.address,
+        blockNumber: receipt.blockNumber });
+      await expect(tx).to.emit(registry, "WriterAuthorized").withArgs(runKey, stranger.address, head);
+      expect((await registry.getRun(runKey)).head).to.equal(head);
+      expect(await registry.canWrite(runKey, stranger.address)).to.equal(true);
     });
 
     it("reverts for the zero address", async function () {
-      const { registry, runId, owner } = await loadFixture(registeredRunFixture);
-      await expect(registry.connect(owner).authorizeWriter(runId, ethers.ZeroAddress))
+      const { registry, runKey, owner } = await loadFixture(registeredRunFixture);
+      await expect(registry.connect(owner).authorizeWriter(runKey, ethers.ZeroAddress))
         .to.be.revertedWithCustomError(registry, "ProvenanceRegistryInvalidWriter")
-        .withArgs(runId, ethers.ZeroAddress);
+        .withArgs(runKey, ethers.ZeroAddress);
     });
 
     shouldGuardRunWrites(registeredRunFixture, send, { ownerOnly: true });
   });
 
   describe("revokeWriter", function () {
-    const send = (registry, signer, runId) => registry.connect(signer).revokeWriter(runId, signer.address);
+    const send = (registry, signer, runKey) => registry.connect(signer).revokeWriter(runKey, signer.address);
 
     it("revokes the writer and emits WriterRevoked; the writer can no longer commit", async function () {
-      const { registry, runId, owner, writer } = await loadFixture(registeredRunFixture);
-      await expect(registry.connect(owner).revokeWriter(runId, writer.address))
-        .to.emit(registry, "WriterRevoked")
-        .withArgs(runId, writer.address);
-      expect(await registry.canWrite(runId, writer.address)).to.equal(false);
-      await expect(commit(registry, writer, runId, 0, checkpoint(0)))
+      const { registry, runKey, owner, writer } = await loadFixture(registeredRunFixture);
+      const before = (await registry.getRun(runKey)).head;
+      const tx = registry.connect(owner).revokeWriter(runKey, writer.address);
+      const receipt = await (await tx).wait();
+      const head = heads.writerHead(before, { authorized: false, writer: writer.address, by: owner.address,
+        blockNumber: receipt.blockNumber });
+      await expect(tx).to.emit(registry, "WriterRevoked").withArgs(runKey, writer.address, head);
+      expect(await registry.canWrite(runKey, writer.address)).to.equal(false);
+      await expect(commit(registry, writer, runKey, 0, checkpoint(0)))
         .to.be.revertedWithCustomError(registry, "ProvenanceRegistryUnauthorized")
-        .withArgs(writer.address, runId);
+        .withArgs(writer.address, runKey);
     });
 
     shouldGuardRunWrites(registeredRunFixture, send, { ownerOnly: true });
   });
 
   describe("commitCheckpoint", function () {
-    const send = (registry, signer, runId) => commit(registry, signer, runId, 0, checkpoint(0));
+    const send = (registry, signer, runKey) => commit(registry, signer, runKey, 0, checkpoint(0));
 
-    it("stores the location and record hash, indexes the weights digest, emits CheckpointCommitted", async function () {
-      const { registry, runId, writer } = await loadFixture(registeredRunFixture);
-      const c = checkpoint(0);
-      const tx = commit(registry, writer, runId, 0, c);
+    it("folds the record into the head, updates the run and emits CheckpointCommitted", async function () {
+      const { registry, runKey, writer } = await loadFixture(registeredRunFixture);
+      const c = checkpoint(0, { epsilonMicro: 7n });
+      const before = (await registry.getRun(runKey)).head;
+      const tx = commit(registry, writer, runKey, 0, c);
+      const receipt = await (await tx).wait();
+      const head = heads.checkpointHead(before, { index: 0, checkpoint: c, committer: writer.address,
+        blockNumber: receipt.blockNumber });
       await expect(tx)
         .to.emit(registry, "CheckpointCommitted")
-        .withArgs(runId, 0, c.weightsDigest, c.checkpointDigest, c.logSize, c.logRoot, c.epsilonMicro, c.manifestCid,
-          writer.address);
-      const receipt = await (await tx).wait();
-      const expectedHash = checkpointRecordHash(runId, 0, { ...c, committer: writer.address });
-      const location = await registry.getCheckpoint(runId, 0);
-      expect(location.runId).to.equal(runId);
-      expect(location.index).to.equal(0n);
-      expect(location.blockNumber).to.equal(BigInt(receipt.blockNumber));
-      expect(location.recordHash).to.equal(expectedHash);
-      expect(await registry.checkpointRecordHash(runId, 0, { ...c, committer: writer.address })).to.equal(expectedHash);
-      const found = await registry.findByWeights(c.weightsDigest);
-      expect([found.runId, found.index, found.blockNumber, found.recordHash]).to.deep.equal([
-        runId, 0n, BigInt(receipt.blockNumber), expectedHash,
-      ]);
-      const state = await registry.getRun(runId);
-      expect([state.checkpointCount, state.logSize, state.epsilonMicro]).to.deep.equal([1n, c.logSize, c.epsilonMicro]);
+        .withArgs(runKey, c.weightsDigest, c.tensorDigest, 0, c.checkpointDigest, c.logSize, c.logRoot, c.epsilonMicro,
+          c.manifestCidDigest, writer.address, head);
+      const state = await registry.getRun(runKey);
+      expect([state.checkpointCount, state.logSize, state.epsilonMicro, state.head]).to.deep.equal(
+        [1n, 0n, 7n, head]);
     });
 
-    it("requires strictly sequential indices: no gap, no repeat", async function () {
-      const { registry, runId, owner } = await loadFixture(committedRunFixture);
-      for (const index of [1, 3]) {
-        await expect(commit(registry, owner, runId, index, checkpoint(5, { logSize: 1000n, epsilonMicro: 10n ** 7n })))
-          .to.be.revertedWithCustomError(registry, "ProvenanceRegistryNonSequentialIndex")
-          .withArgs(runId, 2, index);
-      }
+    it("requires strictly sequential indices: no gap, no repeat (a retry reverts, it never commits twice)",
+      async function () {
+        const { registry, runKey, owner } = await loadFixture(committedRunFixture);
+        for (const index of [1, 3]) {
+          await expect(commit(registry, owner, runKey, index, checkpoint(5)))
+            .to.be.revertedWithCustomError(registry, "ProvenanceRegistryNonSequentialIndex")
+            .withArgs(runKey, 2, index);
+        }
+      });
+
+    it("refuses a first checkpoint that already has steps", async function () {
+      const { registry, runKey, owner } = await loadFixture(registeredRunFixture);
+      await expect(commit(registry, owner, runKey, 0, checkpoint(0, { logSize: 1n })))
+        .to.be.revertedWithCustomError(registry, "ProvenanceRegistryInvalidLogSize")
+        .withArgs(runKey, 0, 0, 1);
     });
 
-    it("refuses a log that shrinks, accepts one of the same size", async function () {
-      const { registry, runId, owner, checkpoints } = await loadFixture(committedRunFixture);
+    it("refuses a zero-step checkpoint and a shrinking log; accepts one more step", async function () {
+      const { registry, runKey, owner, checkpoints } = await loadFixture(committedRunFixture);
       const previous = checkpoints[1].logSize;
-      await expect(commit(registry, owner, runId, 2, checkpoint(2, { logSize: previous - 1n })))
-        .to.be.revertedWithCustomError(registry, "ProvenanceRegistryLogShrank")
-        .withArgs(runId, previous, previous - 1n);
-      await expect(commit(registry, owner, runId, 2, checkpoint(2, { logSize: previous }))).not.to.be.reverted;
+      for (const logSize of [previous, previous - 1n, 0n]) {
+        await expect(commit(registry, owner, runKey, 2, checkpoint(2, { logSize })))
+          .to.be.revertedWithCustomError(registry, "ProvenanceRegistryInvalidLogSize")
+          .withArgs(runKey, 2, previous, logSize);
+      }
+      await expect(commit(registry, owner, runKey, 2, checkpoint(2, { logSize: previous + 1n }))).not.to.be.reverted;
+    });
+
+    it("refuses a log size that does not fit its 56-bit storage, accepts the largest that does", async function () {
+      const { registry, runKey, owner } = await loadFixture(committedRunFixture);
+      await expect(commit(registry, owner, runKey, 2, checkpoint(2, { logSize: MAX_LOG_SIZE + 1n })))
+        .to.be.revertedWithCustomError(registry, "ProvenanceRegistryLogSizeTooLarge")
+        .withArgs(runKey, MAX_LOG_SIZE + 1n, MAX_LOG_SIZE);
+      await commit(registry, owner, runKey, 2, checkpoint(2, { logSize: MAX_LOG_SIZE }));
+      expect((await registry.getRun(runKey)).logSize).to.equal(MAX_LOG_SIZE);
     });
 
     it("refuses ε that decreases, accepts the same ε and the non-private sentinel", async function () {
-      const { registry, runId, owner, checkpoints } = await loadFixture(committedRunFixture);
+      const { registry, runKey, owner, checkpoints } = await loadFixture(committedRunFixture);
       const previous = checkpoints[1].epsilonMicro;
-      await expect(commit(registry, owner, runId, 2, checkpoint(2, { epsilonMicro: previous - 1n })))
+      await expect(commit(registry, owner, runKey, 2, checkpoint(2, { epsilonMicro: previous - 1n })))
         .to.be.revertedWithCustomError(registry, "ProvenanceRegistryEpsilonDecreased")
-        .withArgs(runId, previous, previous - 1n);
-      await expect(commit(registry, owner, runId, 2, checkpoint(2, { epsilonMicro: previous }))).not.to.be.reverted;
-      await expect(commit(registry, owner, runId, 3, checkpoint(3, { epsilonMicro: NO_PRIVACY }))).not.to.be.reverted;
-      expect((await registry.getRun(runId)).epsilonMicro).to.equal(NO_PRIVACY);
+        .withArgs(runKey, previous, previous - 1n);
+      await expect(commit(registry, owner, runKey, 2, checkpoint(2, { epsilonMicro: previous }))).not.to.be.reverted;
+      await expect(commit(registry, owner, runKey, 3, checkpoint(3, { epsilonMicro: NO_PRIVACY }))).not.to.be.reverted;
+      expect((await registry.getRun(runKey)).epsilonMicro).to.equal(NO_PRIVACY);
     });
 
-    it("refuses a weights digest already claimed, in the same run or another", async function () {
-      const { registry, runId, owner, stranger, checkpoints } = await loadFixture(committedRunFixture);
-      const claimed = checkpoints[1].weightsDigest;
-      await expect(commit(registry, owner, runId, 2, checkpoint(2, { weightsDigest: claimed })))
-        .to.be.revertedWithCustomError(registry, "ProvenanceRegistryWeightsAlreadyCommitted")
-        .withArgs(claimed, runId, 1);
-      const otherRun = ethers.id("another run");
-      await register(registry, stranger, otherRun, runCommitments("other"));
-      await expect(commit(registry, stranger, otherRun, 0, checkpoint(0, { weightsDigest: claimed })))
-        .to.be.revertedWithCustomError(registry, "ProvenanceRegistryWeightsAlreadyCommitted")
-        .withArgs(claimed, runId, 1);
-    });
-
-    it("reverts for an empty manifest content address", async function () {
-      const { registry, runId, owner } = await loadFixture(registeredRunFixture);
-      await expect(commit(registry, owner, runId, 0, checkpoint(0, { manifestCid: "" })))
+    it("reverts for a zero content-address digest", async function () {
+      const { registry, runKey, owner } = await loadFixture(registeredRunFixture);
+      await expect(commit(registry, owner, runKey, 0, checkpoint(0, { manifestCidDigest: ethers.ZeroHash })))
         .to.be.revertedWithCustomError(registry, "ProvenanceRegistryEmptyContentAddress")
-        .withArgs(runId);
+        .withArgs(runKey);
     });
+
+    it("lets any number of runs claim the same weights and tensors; the claims are found by topic", async function () {
+      const { registry, runKey, owner, stranger, checkpoints } = await loadFixture(committedRunFixture);
+      const claimed = checkpoints[1];
+      await expect(commit(registry, owner, runKey, 2, checkpoint(2, { weightsDigest: claimed.weightsDigest })))
+        .not.to.be.reverted;
+      const otherId = ethers.id("another run");
+      const otherKey = heads.runKeyOf(stranger.address, otherId);
+      await register(registry, stranger, otherId, runCommitments("other"));
+      await commit(registry, stranger, otherKey, 0, checkpoint(0, { tensorDigest: claimed.tensorDigest }));
+      await commit(registry, stranger, otherKey, 1,
+        checkpoint(1, { weightsDigest: claimed.weightsDigest, tensorDigest: claimed.tensorDigest }));
+      const byWeights = await registry.queryFilter(registry.filters.CheckpointCommitted(null, claimed.weightsDigest));
+      expect(byWeights.map((e) => [e.args.runKey, e.args.index])).to.deep.equal(
+        [[runKey, 1n], [runKey, 2n], [otherKey, 1n]]);
+      const byTensors = await registry.queryFilter(
+        registry.filters.CheckpointCommitted(null, null, claimed.tensorDigest));
+      expect(byTensors.map((e) => [e.args.runKey, e.args.index])).to.deep.equal(
+        [[runKey, 1n], [otherKey, 0n], [otherKey, 1n]]);
+    });
+
+    it("a copied commit sent by another account is refused on the honest run and cannot block it",
+      async function () {
+        const { registry, runId, runKey, owner, stranger, checkpoints } = await loadFixture(committedRunFixture);
+        const next = checkpoint(2);
+        // The attacker replays the pending transaction's arguments: not a writer of the honest run.
+        await expect(commit(registry, stranger, runKey, 2, next))
+          .to.be.revertedWithCustomError(registry, "ProvenanceRegistryUnauthorized")
+          .withArgs(stranger.address, runKey);
+        // It registers the same run id (its own run) and commits copies of every checkpoint there, first.
+        const copyKey = heads.runKeyOf(stranger.address, runId);
+        await register(registry, stranger, runId, runCommitments("run"));
+        for (const [i, c] of [...checkpoints, next].entries()) await commit(registry, stranger, copyKey, i, c);
+        await expect(commit(registry, owner, runKey, 2, next)).not.to.be.reverted;
+        expect((await registry.getRun(runKey)).checkpointCount).to.equal(3n);
+        expect((await registry.getRun(copyKey)).owner).to.equal(stranger.address);
+      });
 
     it(`costs at most ${GAS_TARGET} gas, the same for 1 step or 2^40 steps (calldata bytes aside)`, async function () {
-      const { registry, runId, owner } = await loadFixture(registeredRunFixture);
-      const small = await (await commit(registry, owner, runId, 0, checkpoint(0, { logSize: 1n }))).wait();
-      const large = await (await commit(registry, owner, runId, 1, checkpoint(1, { logSize: 2n ** 40n }))).wait();
-      for (const receipt of [small, large]) expect(receipt.gasUsed).to.be.at.most(GAS_TARGET);
+      const { registry, runKey, owner, writer } = await loadFixture(registeredRunFixture);
+      const first = await (await commit(registry, owner, runKey, 0, checkpoint(0))).wait();
+      const small = await (await commit(registry, owner, runKey, 1, checkpoint(1, { logSize: 1n }))).wait();
+      const large = await (await commit(registry, owner, runKey, 2, checkpoint(2, { logSize: 2n ** 40n }))).wait();
+      const byWriter = await (await commit(registry, writer, runKey, 3, checkpoint(3, { logSize: 2n ** 41n }))).wait();
+      for (const receipt of [first, small, large, byWriter]) expect(receipt.gasUsed).to.be.at.most(GAS_TARGET);
       // 2^40 has 5 more non-zero calldata bytes than 1 (in the argument and in the event): 12 gas each at most.
       const diff = large.gasUsed > small.gasUsed ? large.gasUsed - small.gasUsed : small.gasUsed - large.gasUsed;
       expect(diff).to.be.at.most(100n);
@@ -286,31 +363,58 @@ describe("ProvenanceRegistry", function () {
   });
 
   describe("finalizeRun", function () {
-    const send = (registry, signer, runId) => registry.connect(signer).finalizeRun(runId);
+    const send = (registry, signer, runKey) => registry.connect(signer).finalizeRun(runKey, ethers.ZeroHash);
 
-    it("closes the run and emits RunFinalized with its final head", async function () {
-      const { registry, runId, writer, checkpoints } = await loadFixture(committedRunFixture);
-      await expect(registry.connect(writer).finalizeRun(runId))
+    it("closes the run, folds the merged-model digest into the head and emits RunFinalized", async function () {
+      const { registry, runKey, writer, checkpoints } = await loadFixture(committedRunFixture);
+      const merged = digest("merged model tensors");
+      const before = (await registry.getRun(runKey)).head;
+      const tx = registry.connect(writer).finalizeRun(runKey, merged);
+      const receipt = await (await tx).wait();
+      const head = heads.finalizedHead(before, { mergedTensorDigest: merged, by: writer.address,
+        blockNumber: receipt.blockNumber });
+      await expect(tx)
         .to.emit(registry, "RunFinalized")
-        .withArgs(runId, writer.address, 2, checkpoints[1].logSize, checkpoints[1].epsilonMicro);
-      expect((await registry.getRun(runId)).finalized).to.equal(true);
+        .withArgs(runKey, merged, writer.address, 2, checkpoints[1].logSize, checkpoints[1].epsilonMicro, head);
+      const state = await registry.getRun(runKey);
+      expect([state.finalized, state.head]).to.deep.equal([true, head]);
+      const found = await registry.queryFilter(registry.filters.RunFinalized(null, merged));
+      expect(found.map((e) => e.args.runKey)).to.deep.equal([runKey]);
     });
 
-    it("leaves nothing writable: commit, authorise and revoke all revert", async function () {
-      const { registry, runId, owner, writer } = await loadFixture(committedRunFixture);
-      await registry.connect(owner).finalizeRun(runId);
+    it("leaves nothing writable: commit, authorise, revoke and finalize all revert", async function () {
+      const { registry, runKey, owner, writer } = await loadFixture(committedRunFixture);
+      await registry.connect(owner).finalizeRun(runKey, ethers.ZeroHash);
       // Thunks: each transaction is sent only when awaited, so no rejection is left unhandled meanwhile.
       for (const sendTx of [
-        () => commit(registry, owner, runId, 2, checkpoint(2)),
-        () => registry.connect(owner).authorizeWriter(runId, writer.address),
-        () => registry.connect(owner).revokeWriter(runId, writer.address),
+        () => commit(registry, owner, runKey, 2, checkpoint(2)),
+        () => registry.connect(owner).authorizeWriter(runKey, writer.address),
+        () => registry.connect(owner).revokeWriter(runKey, writer.address),
+        () => registry.connect(owner).finalizeRun(runKey, ethers.ZeroHash),
       ]) {
         await expect(sendTx()).to.be.revertedWithCustomError(registry, "ProvenanceRegistryRunFinalized")
-          .withArgs(runId);
+          .withArgs(runKey);
       }
     });
 
     shouldGuardRunWrites(registeredRunFixture, send, { ownerOnly: false });
+  });
+
+  describe("head chain", function () {
+    it("the run's events, folded in chain order, give the stored head; any change to one of them does not",
+      async function () {
+        const { registry, runKey, owner, writer } = await loadFixture(committedRunFixture);
+        await registry.connect(owner).revokeWriter(runKey, writer.address);
+        await mine(3);
+        await commit(registry, owner, runKey, 2, checkpoint(2));
+        await registry.connect(owner).finalizeRun(runKey, digest("merged"));
+        const events = await runEvents(registry, runKey);
+        expect(events.map((e) => e.fragment.name)).to.deep.equal(["RunRegistered", "WriterAuthorized",
+          "CheckpointCommitted", "CheckpointCommitted", "WriterRevoked", "CheckpointCommitted", "RunFinalized"]);
+        const stored = (await registry.getRun(runKey)).head;
+        expect(heads.foldEvents(events)).to.equal(stored);
+        expect(() => heads.foldEvents(events.filter((_, i) => i !== 3))).to.throw(/carries another head/);
+      });
   });
 
   describe("look-ups", function () {
@@ -321,32 +425,9 @@ describe("ProvenanceRegistry", function () {
         .withArgs(UNKNOWN_RUN);
     });
 
-    it("getCheckpoint reverts past the last index, and for an unknown run", async function () {
-      const { registry, runId } = await loadFixture(committedRunFixture);
-      await expect(registry.getCheckpoint(runId, 2))
-        .to.be.revertedWithCustomError(registry, "ProvenanceRegistryUnknownCheckpoint")
-        .withArgs(runId, 2, 2);
-      await expect(registry.getCheckpoint(UNKNOWN_RUN, 0))
-        .to.be.revertedWithCustomError(registry, "ProvenanceRegistryUnknownRun")
-        .withArgs(UNKNOWN_RUN);
-    });
-
-    it("finds checkpoints by weights digest; an unknown digest gives the zero run id", async function () {
-      const { registry, runId, checkpoints, receipts } = await loadFixture(committedRunFixture);
-      const found = await registry.findByWeights(checkpoints[1].weightsDigest);
-      expect([found.runId, found.index, found.blockNumber]).to.deep.equal([runId, 1n, BigInt(receipts[1].blockNumber)]);
-      const none = await registry.findByWeights(digest("never committed"));
-      expect(none.runId).to.equal(ethers.ZeroHash);
-      expect(none.blockNumber).to.equal(0n);
-    });
-
-    it("keeps each record at its own block, across mined blocks", async function () {
-      const { registry, runId, owner, receipts } = await loadFixture(committedRunFixture);
-      await mine(5);
-      const receipt = await (await commit(registry, owner, runId, 2, checkpoint(2))).wait();
-      const blocks = [];
-      for (let i = 0; i < 3; i++) blocks.push((await registry.getCheckpoint(runId, i)).blockNumber);
-      expect(blocks).to.deep.equal([...receipts, receipt].map((r) => BigInt(r.blockNumber)));
+    it("canWrite is false for an unknown run", async function () {
+      const { registry, owner } = await loadFixture(deployFixture);
+      expect(await registry.canWrite(UNKNOWN_RUN, owner.address)).to.equal(false);
     });
   });
 
@@ -403,24 +484,6 @@ describe("ProvenanceRegistry", function () {
       flipped[1] = ethers.toBeHex(BigInt(flipped[1]) ^ 1n, 32);
       expect(await registry.rootFromInclusionProof(leafHashes[5], 5, 7, flipped)).not.to.equal(rfc6962.CT_ROOTS[6]);
       expect(await registry.rootFromInclusionProof(leafHashes[5], 4, 7, proof)).not.to.equal(rfc6962.CT_ROOTS[6]);
-    });
-
-    it("verifyInclusion checks a step against a committed log root and refuses a doctored record", async function () {
-      const { registry, runId, owner } = await loadFixture(registeredRunFixture);
-      const steps = Array.from({ length: 13 }, (_, i) => rfc6962.hashLeaf(ethers.toUtf8Bytes(`step ${i}`)));
-      const c = checkpoint(0, { logSize: 13n, logRoot: rfc6962.root(steps) });
-      await commit(registry, owner, runId, 0, c);
-      const data = { ...c, committer: owner.address };
-      const proof = rfc6962.inclusionProof(6, steps);
-      expect(await registry.verifyInclusion(runId, 0, data, steps[6], 6, proof)).to.equal(true);
-      expect(await registry.verifyInclusion(runId, 0, data, steps[7], 6, proof)).to.equal(false);
-      const doctored = { ...data, logRoot: digest("another root") };
-      await expect(registry.verifyInclusion(runId, 0, doctored, steps[6], 6, proof))
-        .to.be.revertedWithCustomError(registry, "ProvenanceRegistryRecordMismatch")
-        .withArgs(runId, 0, checkpointRecordHash(runId, 0, data), checkpointRecordHash(runId, 0, doctored));
-      await expect(registry.verifyInclusion(runId, 1, data, steps[6], 6, proof))
-        .to.be.revertedWithCustomError(registry, "ProvenanceRegistryUnknownCheckpoint")
-        .withArgs(runId, 1, 1);
     });
   });
 });

@@ -7,14 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from provenance import canonical
+from provenance import canonical, chain
 from provenance.anchor import Outbox
 from provenance.chain import connect
 from provenance.errors import UsageError
 from provenance.hashing import Digest, hash_file
 from provenance.manifest import MANIFEST_NAME, encode_run_manifest, hash_directory
+from provenance.safetensors import tensor_digest
 from provenance.steplog import StepLog
 from provenance.store import open_store
+from tests.fixtures.chainvalues import adapter_bytes
 from tests.fixtures.golden import run_manifest
 from tests.fixtures.records import rec
 
@@ -35,7 +37,7 @@ def make_run(tmp_path: Path, *, checkpoints: int = 3, steps_each: int = 4) -> tu
                 log.append(rec(log.size))
         ck = run_dir / "checkpoints" / f"{index:06d}"
         ck.mkdir(parents=True)
-        (ck / "adapter_model.safetensors").write_bytes(b"weights-%d" % index)
+        (ck / "adapter_model.safetensors").write_bytes(adapter_bytes(index))
         (ck / "steps.jsonl").write_bytes(log.segment(start, log.size))
         (ck / "state.json").write_bytes(canonical.encode({
             "log_size": log.size, "log_root": log.root().hex(), "epsilon": repr(0.5 * index), "step": log.size}))
@@ -62,14 +64,18 @@ def test_outbox_registers_and_commits_in_order(tmp_path: Path, clients) -> None:
         assert len(box.jobs()) == 4
         assert box.flush(timeout=60)
         assert box.status_line() == "anchored 4/4"
-    run = registry.get_run(run_id)
+    key = registry.run_key(run_id)  # the outbox's signer registered the run: its key, recorded in every job
+    assert {j.run_key for j in box.jobs()} == {key.hex()}
+    history = registry.run(key)
+    run = history.registration
     assert run.checkpoint_count == 3 and run.manifest_digest == Digest.of((run_dir / "run.json").read_bytes())
-    for i, record in enumerate(registry.checkpoints(run_id)):
+    for i, record in enumerate(history.checkpoints):
         ck = run_dir / "checkpoints" / f"{i:06d}"
         assert record.weights_digest == hash_file(ck / "adapter_model.safetensors")
+        assert record.tensor_digest == tensor_digest(ck / "adapter_model.safetensors")
         assert record.checkpoint_digest == hash_directory(ck).digest()
         assert store.list_directory(record.manifest_cid).keys() >= {"state.json", "steps.jsonl"}
-    assert registry.checkpoints(run_id)[-1].log_size == 8
+    assert history.checkpoints[-1].log_size == 8
 
 
 def test_outbox_survives_restart_and_never_sends_twice(tmp_path: Path, clients) -> None:
@@ -90,8 +96,9 @@ def test_outbox_survives_restart_and_never_sends_twice(tmp_path: Path, clients) 
     with Outbox.open(run_dir, reuse_target=True, registry_client=registry, store_client=store) as box:
         assert [j.state for j in box.jobs()] == ["done", "done", "pending"]
         assert box.flush(timeout=60)
-        assert box.jobs()[-1].tx == registry.get_checkpoint(run_id, 1).tx_hash  # the original transaction
-    assert registry.get_run(run_id).checkpoint_count == 2
+        key = registry.run_key(run_id)
+        assert box.jobs()[-1].tx == registry.run(key).checkpoints[1].tx_hash  # the original transaction
+    assert registry.run_state(key).checkpoint_count == 2
 
 
 def test_outbox_retries_an_unreachable_chain_without_raising(tmp_path: Path) -> None:
@@ -122,7 +129,7 @@ def test_a_conflicting_commit_stops_the_queue(tmp_path: Path, clients) -> None:
         assert box.flush(timeout=60)
         # Checkpoint 0's directory changes after it was anchored, and its job is re-sent: the chain already holds
         # other values for index 0, so the outbox must stop with the conflict rather than retry forever.
-        (run_dir / "checkpoints" / "000000" / "adapter_model.safetensors").write_bytes(b"other")
+        (run_dir / "checkpoints" / "000000" / "adapter_model.safetensors").write_bytes(adapter_bytes(99))
         job_file = sorted((run_dir / "outbox" / "jobs").glob("*.json"))[-1]
         doc = json.loads(job_file.read_bytes())
         doc.update(state="pending", cid="")
@@ -138,15 +145,34 @@ def test_finalize_is_queued_last_and_idempotent(tmp_path: Path, clients) -> None
     with Outbox.open(run_dir, chain="tester", registry_client=registry, store_client=store) as box:
         box.enqueue_run(run_id=run_id, manifest_path=run_dir / "run.json")
         box.enqueue_checkpoint(index=0, checkpoint_dir=run_dir / "checkpoints" / "000000")
-        box.enqueue_finalize()
+        box.enqueue_finalize(Digest.of(b"merged tensors"))
         box.enqueue_finalize()  # queued once
         assert [j.name for j in box.jobs()] == ["registration", "checkpoint 0", "finalization"]
         assert box.flush(timeout=60)
         finalized_in = box.jobs()[-1].block
-    assert registry.get_run(run_id).finalized and finalized_in > registry.get_checkpoint(run_id, 0).block_number
+    history = registry.run(registry.run_key(run_id))
+    assert history.finalization is not None and history.finalization.block_number == finalized_in
+    assert history.finalization.merged_tensor_digest == Digest.of(b"merged tensors")
+    assert finalized_in > history.checkpoints[0].block_number
     with Outbox.open(run_dir, reuse_target=True, registry_client=registry, store_client=store) as box:
         job_file = sorted((run_dir / "outbox" / "jobs").glob("*.json"))[-1]
         doc = json.loads(job_file.read_bytes())
         doc["state"] = "pending"
         job_file.write_bytes(canonical.encode(doc))
         assert box.flush(timeout=60)  # already finalized on chain: done without sending
+
+
+def test_a_manifest_naming_another_owner_is_not_registered_from_this_key(tmp_path: Path, clients) -> None:
+    registry, store = clients
+    run_dir, run_id = make_run(tmp_path, checkpoints=1)
+    doc = json.loads((run_dir / "run.json").read_bytes())
+    other = "0x" + "12" * 20
+    doc.update(format="prov.run.v2", formats={}, owner=other)
+    (run_dir / "run.json").write_bytes(encode_run_manifest(doc))
+    with Outbox.open(run_dir, chain="tester", registry_client=registry, store_client=store) as box:
+        box.enqueue_run(run_id=run_id, manifest_path=run_dir / "run.json")
+        assert box.flush(timeout=30) is False
+        assert f"names {other} as the run's owner, but the outbox signs with {registry.signer.address}" in (
+            box.status_line())
+    with pytest.raises(chain.UnknownRun):
+        registry.run(registry.run_key(run_id))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import subprocess
@@ -10,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from provenance import chain, config
+from provenance import chain, config, devchain
 from provenance._chain.anvil import find_anvil
 from provenance.cli import main
 from tests.fixtures.chain import missing
-from tests.provenance.test_chain import checkpoint_values, run_values
+from tests.fixtures.chainvalues import checkpoint_values, run_values
 
 
 @pytest.fixture
@@ -82,10 +83,10 @@ def test_up_deploy_down_up_keeps_the_records(project: Path, capsys: pytest.Captu
         assert config.get_section("chain")["chain_id"] == 31337
 
         registry = chain.connect()  # everything from the project config
-        assert registry.address == address
-        run_id = chain.new_run_id()
-        registry.register_run(run_id, **run_values())
-        committed = registry.commit_checkpoint(run_id, **checkpoint_values(0))
+        assert isinstance(registry, chain.Registry) and registry.address == address
+        run_key = registry.register_run(chain.new_run_id(), **run_values()).run_key
+        assert run_key is not None
+        committed = registry.commit_checkpoint(run_key, **checkpoint_values(0))
 
         code, out, _ = run_cli(capsys, "chain", "down")
         assert code == 0 and out.startswith("stopped anvil (pid ")
@@ -96,15 +97,33 @@ def test_up_deploy_down_up_keeps_the_records(project: Path, capsys: pytest.Captu
         code, out, _ = run_cli(capsys, "chain", "up", "--port", "0")
         assert code == 0
         again = chain.connect()
-        record = again.get_checkpoint(run_id, 0)  # storage and events both survived the restart
-        assert (record.tx_hash, record.log_root) == (committed.tx_hash, checkpoint_values(0)["log_root"])
-        assert again.get_run(run_id).checkpoint_count == 1
+        history = again.run(run_key)  # storage and events both survived the restart, and still fold to the head
+        assert (history.checkpoints[0].tx_hash, history.checkpoints[0].log_root) == (
+            committed.tx_hash, checkpoint_values(0)["log_root"])
+        assert history.registration.checkpoint_count == 1
 
         code, out, _ = run_cli(capsys, "chain", "up", "--port", "0")
         assert code == 0 and "already running" in out
         code, out, _ = run_cli(capsys, "chain", "status", "--json")
         report = json.loads(out)
         assert report["anvil_running"] and report["reachable"] and report["registry_ok"]
+        assert report["registry_version"] == 2 and report["dev_chain"] == "anvil/Hardhat development chain"
     finally:
         run_cli(capsys, "chain", "down")
-    assert not chain.chain_status()["anvil_running"]
+    assert not devchain.status()["anvil_running"]
+
+
+@pytest.mark.chain
+def test_ensure_running_restarts_the_project_anvil(project: Path) -> None:
+    if find_anvil() is None:
+        missing("anvil is not installed: run `npm ci` at the repo root")
+    assert devchain.ensure_running() is None  # no local chain recorded: nothing to do
+    node = devchain.up(port=0)
+    try:
+        assert devchain.ensure_running() == dataclasses.replace(node, already_running=True)
+        devchain.down()
+        restarted = devchain.ensure_running()
+        assert restarted is not None and not restarted.already_running and restarted.rpc_url == node.rpc_url
+        assert devchain.status()["anvil_running"]
+    finally:
+        devchain.down()

@@ -14,11 +14,12 @@ from eth_utils import keccak
 
 from provenance import chain
 from provenance._chain import artifact, keys
-from provenance._chain.errors import REVERT_CLASSES, RevertDecoder
+from provenance._chain.errors import REVERT_CLASSES, V1_REVERT_CLASSES, RevertDecoder
 from provenance.errors import ChainError, UsageError
 
 RUN = bytes.fromhex("ab" * 32)
-DECODER = RevertDecoder(artifact.load().errors())
+DECODER = RevertDecoder(artifact.load().errors(), REVERT_CLASSES)
+V1_DECODER = RevertDecoder(artifact.load(artifact.V1_ARTIFACT_NAME).errors(), V1_REVERT_CLASSES)
 
 
 def payload(signature: str, types: list[str], values: list[Any]) -> bytes:
@@ -32,7 +33,10 @@ NON_SEQUENTIAL = payload("ProvenanceRegistryNonSequentialIndex(bytes32,uint64,ui
 def test_every_custom_error_in_the_abi_has_a_python_class() -> None:
     abi_names = {e["name"] for e in artifact.load().errors()}
     assert abi_names == {cls.solidity for cls in REVERT_CLASSES}
-    assert len(abi_names) == 14
+    assert len(abi_names) == 12
+    v1_names = {e["name"] for e in artifact.load(artifact.V1_ARTIFACT_NAME).errors()}
+    assert v1_names == {cls.solidity for cls in V1_REVERT_CLASSES}
+    assert len(v1_names) == 14
 
 
 class _Wrapped(Exception):
@@ -68,8 +72,8 @@ class _WithData(Exception):
 def test_revert_is_decoded_from_every_backend_shape(exc: Exception) -> None:
     decoded = DECODER.from_exception(exc)
     assert isinstance(decoded, chain.NonSequentialIndex)
-    assert decoded.values == {"runId": RUN, "expected": 4, "given": 2}
-    assert (decoded.run_id, decoded.expected, decoded.given, decoded.already_committed) == (RUN, 4, 2, True)
+    assert decoded.values == {"runKey": RUN, "expected": 4, "given": 2}
+    assert (decoded.run_key, decoded.expected, decoded.given, decoded.already_committed) == (RUN, 4, 2, True)
     assert str(decoded) == (f"run {RUN.hex()}: the next checkpoint index is 4, not 2 (checkpoint 2 is already "
                             "committed; retries can pass idempotent=True)")
 
@@ -89,13 +93,15 @@ def test_errors_other_than_the_registry_s() -> None:
     assert DECODER.from_exception(Exception("connection reset")) is None
 
 
-def test_every_error_message_is_one_line_with_its_values() -> None:
+@pytest.mark.parametrize("version", [2, 1])
+def test_every_error_message_is_one_line_with_its_values(version: int) -> None:
     addr = "0x" + "11" * 20
     samples = {"bytes32": RUN, "address": addr, "uint64": 7, "uint256": 9, "bytes24": b"\x01" * 24}
-    for item in artifact.load().errors():
+    decoder, name = (DECODER, artifact.ARTIFACT_NAME) if version == 2 else (V1_DECODER, artifact.V1_ARTIFACT_NAME)
+    for item in artifact.load(name).errors():
         types = [i["type"] for i in item["inputs"]]
         data = payload(f"{item['name']}({','.join(types)})", types, [samples[t] for t in types])
-        decoded = DECODER.decode(data, tx_hash="0xfeed")
+        decoded = decoder.decode(data, tx_hash="0xfeed")
         assert decoded is not None and decoded.solidity == item["name"]
         message = str(decoded)
         assert "\n" not in message and message.endswith("(transaction 0xfeed)"), message
@@ -201,3 +207,26 @@ def test_project_config_supplies_url_registry_and_chain_id(tmp_path: Any) -> Non
     config.update_section("chain", {"rpc_url": "http://127.0.0.1:9"}, tmp_path)
     with pytest.raises(chain.RpcUnreachable, match=re.escape("127.0.0.1:9")):
         chain.connect(home=tmp_path)
+
+
+def test_the_chain_client_never_imports_the_workflows_above_it() -> None:
+    """provenance.chain and provenance._chain/* import neither provenance.devchain nor (the internals) provenance.chain:
+    checked on every import statement, including those inside functions."""
+    import ast
+    from pathlib import Path
+
+    import provenance
+
+    root = Path(provenance.__file__).parent
+    files = [root / "chain.py", *sorted((root / "_chain").glob("*.py"))]
+    for path in files:
+        forbidden = {"provenance.devchain"} | ({"provenance.chain"} if path.parent.name == "_chain" else set())
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            bad = [n for n in names if any(n == f or n.startswith(f + ".") for f in forbidden)]
+            assert not bad, f"{path.name} line {node.lineno} imports {bad}"

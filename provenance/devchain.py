@@ -1,8 +1,10 @@
-"""The project's local chain and deployment record, behind `prov chain up/down/deploy/status`.
+"""The project's local chain and registry deployment, behind `prov chain up/down/deploy/status` and `prov demo`:
+workflows above the registry client (`provenance.chain`), which never imports this module.
 
 `up` starts anvil detached with its state in `<state dir>/chain/state.json` (loaded at start, dumped every 2 s and
 on exit) and records `rpc_url`, `pid` and `local: true` in the config section "chain"; `down` stops it by that
 PID. `deploy` deploys a registry and records `registry`, `chain_id` and `rpc_url`, so `connect()` finds them.
+`ensure_running` restarts the project's own anvil from its saved state when a command needs it and it is down.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from provenance import config
 from provenance._chain import anvil
-from provenance._chain.errors import RpcUnreachable
-from provenance._chain.records import TxInfo
+from provenance.chain import TESTER, Registry, RpcUnreachable, TxInfo, connect
 from provenance.errors import ChainError, UsageError
 
 SECTION = "chain"
@@ -60,13 +62,23 @@ def down(*, home: Path | None = None) -> int | None:
     return pid if stopped else None
 
 
+def ensure_running(*, home: Path | None = None) -> LocalChain | None:
+    """If the project's chain is its own local anvil (`prov chain up`, `prov demo`), make sure it runs: restart it
+    from its saved state on its recorded port when it is down, so a later command finds the same registry.
+    Returns the node (`already_running` tells whether it was restarted), or None when the project has no local
+    chain."""
+    section = config.get_section(SECTION, home)
+    if not (section.get("local") and section.get("rpc_url")):
+        return None
+    return up(home=home, port=urlparse(section["rpc_url"]).port or 8545)
+
+
 def deploy(
     rpc_url: str | None = None, *, key: Any = None, keystore: str | os.PathLike[str] | None = None,
     home: Path | None = None, timeout: float = 120.0,
-) -> tuple[Any, TxInfo]:
-    """Deploy a registry to `rpc_url` (default: the project's chain) and record it in the project config."""
-    from provenance.chain import TESTER, connect
-
+) -> tuple[Registry, TxInfo]:
+    """Deploy a registry (version 2) to `rpc_url` (default: the project's chain) and record it in the project
+    config."""
     section = config.get_section(SECTION, home)
     url = rpc_url or section.get("rpc_url")
     if not url:
@@ -74,6 +86,7 @@ def deploy(
     if url == TESTER:
         raise UsageError("the in-process chain lives only as long as one process: deploy to anvil or a network")
     registry = connect(url, key=key, keystore=keystore, timeout=timeout, use_config=False)
+    assert isinstance(registry, Registry)  # no address given: always the current version
     info = registry.deploy()
     values: dict[str, Any] = {"rpc_url": url, "registry": registry.address, "chain_id": registry.chain_id}
     if url != section.get("rpc_url"):
@@ -85,8 +98,6 @@ def deploy(
 
 def status(*, home: Path | None = None) -> dict[str, Any]:
     """What the project config says about its chain, and what the chain says now (never raises on a dead node)."""
-    from provenance.chain import connect
-
     section = config.get_section(SECTION, home)
     report: dict[str, Any] = {key: section.get(key) for key in ("rpc_url", "registry", "chain_id", "pid", "local")}
     pid = section.get("pid")
@@ -97,8 +108,12 @@ def status(*, home: Path | None = None) -> dict[str, Any]:
     try:
         registry = connect(home=home)
         report["reachable"] = True
-        report["block_number"] = registry.latest_block_hash()[0]
+        info = registry.chain_info()
+        report["block_number"] = info.latest_block
+        report["dev_chain"] = info.dev_chain
         report["registry_ok"] = registry.address is not None
+        if registry.address is not None:
+            report["registry_version"] = registry.version
     except ChainError as exc:
         report["reachable"] = not isinstance(exc, RpcUnreachable)
         report["problem"] = str(exc)

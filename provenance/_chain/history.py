@@ -1,0 +1,213 @@
+"""Version 2 reads: a run's history rebuilt from its events and checked against the head the registry stores, and
+the claims of a weights, tensor or merged-model digest found through the events' indexed topics.
+
+One snapshot per read: the latest block number is fixed first, then the run's stored state is read *at that block*
+and its events fetched up to it, so a write landing meanwhile cannot make a correct history look inconsistent.
+Every event carries the head after its write; the fold is compared with each, so a hidden, forged or reordered
+event is named where the chain breaks, and the final fold must equal the stored head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from provenance._chain import heads
+from provenance._chain.errors import InconsistentChain
+from provenance._chain.records import CheckpointRecord, Finalization, RunHistory, RunRecord, WriterChange
+from provenance.errors import ChainError
+from provenance.hashing import Digest
+
+EVENTS = ("RunRegistered", "WriterAuthorized", "WriterRevoked", "CheckpointCommitted", "RunFinalized")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One decoded registry log."""
+
+    name: str
+    args: dict[str, Any]
+    block_number: int
+    log_index: int
+    tx_hash: str
+
+
+class EventReader:
+    """Fetches and decodes the registry's logs (one `eth_getLogs` per query, topics matched by the node)."""
+
+    def __init__(self, contract: Any, web3: Any) -> None:
+        self.contract = contract
+        self.web3 = web3
+        self._by_topic = {bytes.fromhex(getattr(contract.events, n).topic.removeprefix("0x")): n for n in EVENTS}
+
+    def topic(self, name: str) -> bytes:
+        return next(t for t, n in self._by_topic.items() if n == name)
+
+    def query(self, topics: list[Any], *, from_block: int, to_block: int | str) -> list[Event]:
+        """The registry's logs matching `topics` (position 0: event signatures), decoded, in chain order. Logs of
+        other addresses or unknown signatures (a node answering more than asked) are refused."""
+        from web3.exceptions import Web3RPCError
+
+        try:
+            logs = self.web3.eth.get_logs({
+                "address": self.contract.address, "fromBlock": from_block, "toBlock": to_block,
+                "topics": [_hex(t) for t in topics],
+            })
+        except Web3RPCError as exc:  # typically a provider capping the block range or the number of results
+            reason = " ".join(str(exc).split())[:160]
+            raise ChainError(f"the node refused the registry's log query over blocks {from_block}..{to_block} "
+                             f"({reason}): use a node without a block-range cap for registry reads (your own or an "
+                             "archive node; see docs/registry.md)") from None
+        events = [self._decode(log) for log in logs]
+        return sorted(events, key=lambda e: (e.block_number, e.log_index))
+
+    def _decode(self, log: Any) -> Event:
+        address = str(log["address"])
+        if address.lower() != str(self.contract.address).lower() or not log["topics"]:
+            raise InconsistentChain(f"the node returned a log of {address}, not of the registry, for a registry query")
+        name = self._by_topic.get(bytes(log["topics"][0]))
+        if name is None:
+            raise InconsistentChain(f"the node returned a log with an unknown signature in block {log['blockNumber']}")
+        try:
+            decoded = getattr(self.contract.events, name)().process_log(log)
+        except Exception as exc:  # malformed data from the node: never a traceback
+            raise InconsistentChain(f"the node returned a malformed {name} log in block {log['blockNumber']}: "
+                                    f"{' '.join(str(exc).split())[:120]}") from None
+        return Event(name, dict(decoded["args"]), int(log["blockNumber"]), int(log["logIndex"]),
+                     "0x" + bytes(log["transactionHash"]).hex())
+
+
+def _hex(topic: Any) -> Any:
+    if isinstance(topic, bytes):
+        return "0x" + topic.hex()
+    if isinstance(topic, list):
+        return [_hex(t) for t in topic]
+    return topic
+
+
+def _digest_or_none(value: bytes) -> Digest | None:
+    return None if bytes(value) == heads.ZERO32 else Digest(bytes(value))
+
+
+class HistoryBuilder:
+    """Folds one run's events (in chain order) into records, checking every step against the heads they carry."""
+
+    def __init__(self, run_key: bytes, state: tuple[Any, ...], timestamp: Callable[[int], int]) -> None:
+        self.run_key = run_key
+        self.owner, self.run_id, self.registered_block, self.count, self.log_size, self.epsilon, self.finalized, \
+            self.stored_head = state
+        self.run_id = bytes(self.run_id)
+        self.stored_head = bytes(self.stored_head)
+        self.timestamp = timestamp
+        self.head: bytes | None = None
+        self.registration: Event | None = None
+        self.checkpoints: list[CheckpointRecord] = []
+        self.writers: list[WriterChange] = []
+        self.finalization: Finalization | None = None
+
+    def fail(self, what: str) -> InconsistentChain:
+        return InconsistentChain(f"run {self.run_key.hex()}: {what} (a node that lost, hid or forged an event, or a "
+                                 "reorg: do not trust this node's answer)")
+
+    def add(self, event: Event) -> None:
+        if self.head is None and event.name != "RunRegistered":
+            raise self.fail(f"its first event is {event.name} in block {event.block_number}, not its registration")
+        if self.finalization is not None:
+            raise self.fail(f"an event ({event.name}) follows its finalization")
+        a, block = event.args, event.block_number
+        if event.name == "RunRegistered":
+            self._register(event)
+        elif event.name == "CheckpointCommitted":
+            self._checkpoint(event)
+        elif event.name == "RunFinalized":
+            self.head = heads.finalized_head(self._head(), merged_tensor_digest=bytes(a["mergedTensorDigest"]),
+                                             by=a["by"], block_number=block)
+            self._check_carried(event)
+            self.finalization = Finalization(
+                run_key=self.run_key, run_id=self.run_id, by=a["by"],
+                merged_tensor_digest=_digest_or_none(a["mergedTensorDigest"]),
+                checkpoint_count=len(self.checkpoints), log_size=self.checkpoints[-1].log_size if self.checkpoints
+                else 0, epsilon_micro=self.checkpoints[-1].epsilon_micro if self.checkpoints else 0,
+                tx_hash=event.tx_hash, block_number=block, block_timestamp=self.timestamp(block), head=self.head)
+            if (a["checkpointCount"], a["logSize"], a["epsilonMicro"]) != (
+                    self.finalization.checkpoint_count, self.finalization.log_size, self.finalization.epsilon_micro):
+                raise self.fail(f"its RunFinalized event in block {block} reports other totals than its checkpoints")
+        else:
+            authorized = event.name == "WriterAuthorized"
+            self.head = heads.writer_head(self._head(), writer=a["writer"], authorized=authorized, by=self.owner,
+                                          block_number=block)
+            self._check_carried(event)
+            self.writers.append(WriterChange(self.run_key, self.run_id, a["writer"], authorized, self.owner,
+                                             event.tx_hash, block, event.log_index, self.head))
+
+    def _head(self) -> bytes:
+        assert self.head is not None
+        return self.head
+
+    def _register(self, event: Event) -> None:
+        a = event.args
+        if self.head is not None:
+            raise self.fail(f"a second RunRegistered event in block {event.block_number}")
+        if (a["owner"], bytes(a["runId"]), event.block_number) != (self.owner, self.run_id, self.registered_block):
+            raise self.fail("its RunRegistered event names another owner, run id or block than the registry stores")
+        if heads.run_key_of(a["owner"], bytes(a["runId"])) != self.run_key:
+            raise self.fail("its RunRegistered event's owner and run id do not give its run key")
+        self.head = heads.registration_head(
+            run_key=self.run_key, owner=a["owner"], run_id=self.run_id, manifest_digest=bytes(a["manifestDigest"]),
+            base_model_digest=bytes(a["baseModelDigest"]), dataset_root=bytes(a["datasetRoot"]),
+            noise_seed_commitment=bytes(a["noiseSeedCommitment"]), manifest_cid=a["manifestCid"],
+            block_number=event.block_number)
+        self._check_carried(event)
+        self.registration = event
+
+    def _checkpoint(self, event: Event) -> None:
+        a, block = event.args, event.block_number
+        index = int(a["index"])
+        if index > len(self.checkpoints):
+            raise self.fail(f"checkpoint {len(self.checkpoints)} is missing (the node's next one is checkpoint {index} "
+                            f"in block {block})")
+        if index < len(self.checkpoints):
+            raise self.fail(f"checkpoint {index} appears twice (again in block {block})")
+        self.head = heads.checkpoint_head(
+            self._head(), index=index, weights_digest=bytes(a["weightsDigest"]), tensor_digest=bytes(a["tensorDigest"]),
+            checkpoint_digest=bytes(a["checkpointDigest"]), log_size=a["logSize"], log_root=bytes(a["logRoot"]),
+            epsilon_micro=a["epsilonMicro"], manifest_cid_digest=bytes(a["manifestCidDigest"]),
+            committer=a["committer"], block_number=block)
+        self._check_carried(event)
+        self.checkpoints.append(CheckpointRecord(
+            run_id=self.run_id, index=index, weights_digest=Digest(bytes(a["weightsDigest"])),
+            checkpoint_digest=Digest(bytes(a["checkpointDigest"])), log_size=int(a["logSize"]),
+            log_root=Digest(bytes(a["logRoot"])), epsilon_micro=int(a["epsilonMicro"]),
+            manifest_cid=heads.cid_from_digest(bytes(a["manifestCidDigest"])), committer=a["committer"],
+            tx_hash=event.tx_hash, block_number=block, block_timestamp=self.timestamp(block), run_key=self.run_key,
+            tensor_digest=Digest(bytes(a["tensorDigest"])), head=self.head, log_index=event.log_index))
+
+    def _check_carried(self, event: Event) -> None:
+        carried = bytes(event.args["head"])
+        if carried != self.head:
+            raise self.fail(f"its {event.name} event in block {event.block_number} carries head 0x{carried.hex()}, "
+                            f"but its history up to there folds to 0x{self._head().hex()}")
+
+    def finish(self) -> RunHistory:
+        """The verified history, once every event is in: the fold must reach the stored head and state."""
+        if self.registration is None:
+            raise self.fail(f"no RunRegistered event in block {self.registered_block}")
+        if self.head != self.stored_head:
+            raise self.fail(f"its {len(self.checkpoints)} checkpoints and other events fold to head "
+                            f"0x{self._head().hex()}, but the registry stores 0x{self.stored_head.hex()}")
+        last = self.checkpoints[-1] if self.checkpoints else None
+        summary = (len(self.checkpoints), last.log_size if last else 0, last.epsilon_micro if last else 0,
+                   self.finalization is not None)
+        if summary != (self.count, self.log_size, self.epsilon, bool(self.finalized)):
+            raise self.fail(f"its events give (checkpoints, log size, ε, finalized) = {summary}, the registry stores "
+                            f"{(self.count, self.log_size, self.epsilon, bool(self.finalized))}")
+        a, event = self.registration.args, self.registration
+        record = RunRecord(
+            run_id=self.run_id, owner=self.owner, manifest_digest=Digest(bytes(a["manifestDigest"])),
+            base_model_digest=Digest(bytes(a["baseModelDigest"])), dataset_root=Digest(bytes(a["datasetRoot"])),
+            noise_seed_commitment=Digest(bytes(a["noiseSeedCommitment"])), manifest_cid=a["manifestCid"],
+            checkpoint_count=self.count, log_size=self.log_size, epsilon_micro=self.epsilon,
+            finalized=bool(self.finalized), tx_hash=event.tx_hash, block_number=event.block_number,
+            block_timestamp=self.timestamp(event.block_number), run_key=self.run_key, head=self.stored_head)
+        return RunHistory(record, tuple(self.checkpoints), tuple(self.writers), self.finalization)
