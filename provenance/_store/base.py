@@ -91,16 +91,16 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def put_bytes(self, data: bytes, *, pin: bool = True) -> str:
-        """Store `data` as a file; returns its CID (the same as `cid.bytes_cid(data)`)."""
+        """Store `data` as a file; returns its CID (the same as `unixfs.bytes_cid(data)`)."""
 
     @abc.abstractmethod
     def put_file(self, path: str | os.PathLike[str], *, pin: bool = True,
                  progress: ProgressCallback | None = None) -> str:
-        """Store a file's bytes, streaming; returns its CID (as `cid.file_cid(path)`)."""
+        """Store a file's bytes, streaming; returns its CID (as `unixfs.file_cid(path)`)."""
 
     @abc.abstractmethod
     def put_directory(self, path: str | os.PathLike[str], *, pin: bool = True) -> str:
-        """Store a directory tree; returns its CID (as `cid.directory_cid(path)`)."""
+        """Store a directory tree; returns its CID (as `unixfs.directory_cid(path)`)."""
 
     @abc.abstractmethod
     def pin(self, cid: str) -> None:
