@@ -58,7 +58,9 @@ def _judge(ev: Evidence, store: StoreReader, job: protocol.SegmentJob, outcome: 
     item["first_divergence"] = (rp.first_divergence(logged, outcome.records, fields)
                                 or _first_file(job.out, ev.files[job.index].manifest))
     if problems:
-        committed = store.get_bytes(ev.files[job.index].listing["adapter_model.safetensors"])
+        files = ev.files[job.index]
+        committed = store.get_bytes(files.listing["adapter_model.safetensors"],
+                                    max_size=files.manifest.file("adapter_model.safetensors").size)
         item["weight_distance"] = rp.weight_distance(job.out / "adapter_model.safetensors", committed)
         item["status"] = "inconclusive"
     return item

@@ -24,6 +24,7 @@ STATE_FILE = "state.json"
 SEGMENT_FILE = "steps.jsonl"
 ADAPTER_FILE = "adapter_model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
+MANIFEST_LIMIT = 1 << 20  # a checkpoint manifest lists a handful of files
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class CheckpointFiles:
 def _verified_file(store: Any, listing: dict[str, str], manifest: CheckpointManifest, name: str, where: str) -> bytes:
     if name not in listing:
         raise CheckFailed(f"{where}: {name} is missing from the stored checkpoint", expected=name, found="nothing")
-    data: bytes = store.get_bytes(listing[name])
+    data: bytes = store.get_bytes(listing[name], max_size=manifest.file(name).size)  # its declared size bounds it
     found = Digest.of(data)
     expected = manifest.file(name).digest
     if found != expected:
@@ -53,7 +54,8 @@ def fetch_checkpoint(store: Any, record: Any) -> CheckpointFiles:
     if MANIFEST_NAME not in listing:
         raise CheckFailed(f"{where}: the stored checkpoint has no {MANIFEST_NAME}", expected=MANIFEST_NAME,
                           found=", ".join(sorted(listing)))
-    manifest = CheckpointManifest.decode(store.get_bytes(listing[MANIFEST_NAME]), source=f"{where} manifest")
+    manifest = CheckpointManifest.decode(store.get_bytes(listing[MANIFEST_NAME], max_size=MANIFEST_LIMIT),
+                                         source=f"{where} manifest")
     if manifest.digest() != record.checkpoint_digest:
         raise CheckFailed(f"{where}: the stored manifest is not the one committed on chain",
                           expected=record.checkpoint_digest, found=manifest.digest())

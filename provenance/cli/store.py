@@ -73,7 +73,7 @@ def get_command(ctx: click.Context, cid: str, dest: Path) -> None:
 @click.argument("path", type=click.Path(path_type=Path, exists=True))
 def cid_command(path: Path) -> None:
     """Print PATH's CID without storing anything (what `ipfs add -n --cid-version=1 --raw-leaves` prints)."""
-    from provenance.cid import directory_cid, file_cid
+    from provenance.store import directory_cid, file_cid
 
     click.echo(directory_cid(path) if path.is_dir() else file_cid(path))
 
