@@ -228,13 +228,25 @@ def load_examples(path: str | os.PathLike[str], *, format: str = "auto", text_fi
 
 def load_committed(path: str | os.PathLike[str], dataset: Mapping[str, Any], *, format: str = "auto") -> Records:
     """Read data as a run manifest's `dataset` section says it was read (kind and field names): what resume and
-    the verifier call. Sections written before kinds existed are text with `text_field`."""
+    the verifier call. Sections written before kinds existed are text with `text_field`.
+
+    A copy under the canonical field names (e.g. an auditor's parquet export) is read too when the committed
+    names are absent: names are not committed, the projected records are, and the caller compares their root."""
     kind = dataset.get("kind", "text")
     names = dataset.get("fields") or {"text": dataset.get("text_field", "text")}
     if kind not in KINDS or not isinstance(names, Mapping) or set(names) != set(KIND_FIELDS[kind]) \
             or not all(isinstance(v, str) and v for v in names.values()):
         raise FormatError(f"run manifest: dataset kind {kind!r} with fields {names!r} is not a known combination")
-    return load_records(path, format=format, kind=kind, fields=Fields(**names))
+    try:
+        return load_records(path, format=format, kind=kind, fields=Fields(**names))
+    except FormatError:
+        if Fields(**names) == Fields():
+            raise
+        try:
+            return load_records(path, format=format, kind=kind)
+        except FormatError:
+            pass
+        raise
 
 
 def _check_path(path: str | os.PathLike[str]) -> Path:

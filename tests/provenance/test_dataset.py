@@ -158,6 +158,12 @@ def test_manifest_section_reads_the_data_as_committed(tmp_path: Path) -> None:
     assert again.kind == records.kind and again.items == records.items
     # an auditor's JSONL copy under the committed field names gives the same records
     assert list(load_committed(write_jsonl(tmp_path / "copy.jsonl", extras), summary)) == PROMPT_COMPLETION
+    # a copy under the canonical names is read too (the root, not the names, is what the caller compares) ...
+    canonical_copy = write_parquet(tmp_path / "canonical.parquet", PROMPT_COMPLETION)
+    assert list(load_committed(canonical_copy, summary)) == PROMPT_COMPLETION
+    # ... and a copy under neither names is the error of the committed names
+    with pytest.raises(FormatError, match=r"other\.jsonl line 1: missing field 'question'"):
+        load_committed(write_jsonl(tmp_path / "other.jsonl", [{"q": "x", "a": "y"}]), summary)
     # sections written before kinds existed: text under `text_field`
     old = {"format": "prov.dataset.v1", "text_field": "body", "root": "x"}
     texts = write_jsonl(tmp_path / "t.jsonl", [{"body": "a"}, {"body": "b"}])
