@@ -260,3 +260,35 @@ def test_parquet_without_pyarrow_says_what_to_install(tmp_path: Path, monkeypatc
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     with pytest.raises(UsageError, match=r"d\.parquet: reading parquet needs pyarrow: pip install 'prov\[parquet\]'"):
         load_records(path)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=600), suffix=st.sampled_from([".jsonl", ".parquet", ".txt"]))
+def test_arbitrary_bytes_load_or_fail_in_one_line(tmp_path_factory: pytest.TempPathFactory, data: bytes,
+                                                  suffix: str) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / f"d{suffix}"
+    path.write_bytes(data)
+    try:
+        records = load_records(path)
+    except ProvenanceError as exc:
+        assert "\n" not in str(exc) and str(path) in str(exc)
+    else:
+        assert len(records) > 0 and dataset_root(records, KEY)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_damaged_parquet_loads_or_fails_in_one_line(tmp_path_factory: pytest.TempPathFactory, data: Any) -> None:
+    folder = tmp_path_factory.mktemp("damaged")
+    original = write_parquet(folder / "good.parquet", CHAT + CHAT).read_bytes()
+    damaged = bytearray(original)
+    for _ in range(data.draw(st.integers(1, 4))):
+        damaged[data.draw(st.integers(0, len(damaged) - 1))] = data.draw(st.integers(0, 255))
+    path = folder / "d.parquet"
+    path.write_bytes(bytes(damaged))
+    try:
+        records = load_records(path)
+    except ProvenanceError as exc:
+        assert "\n" not in str(exc) and str(path) in str(exc)
+    else:
+        assert records.kind == "chat" and len(records) == 4
