@@ -278,7 +278,8 @@ class Registry(ClientBase, LegacyReads):
         key = parse_run_id(run_key)
         owner, run_id, registered, count, log_size, epsilon, finalized, head = self.transport.view(
             self.contract.functions.getRun(key), block=block)
-        return RunState(key, owner, bytes(run_id), registered, count, log_size, epsilon, finalized, bytes(head))
+        return RunState(key, owner, bytes(run_id), int(registered), int(count), int(log_size), int(epsilon),
+                        bool(finalized), bytes(head))
 
     @wrap_rpc
     def run(self, run_key: RunKey) -> RunHistory:
@@ -290,9 +291,7 @@ class Registry(ClientBase, LegacyReads):
         state = self.run_state(key, block=at)
         events = self.event_reader.query([[self.event_reader.topic(n) for n in EVENTS], key],
                                          from_block=state.registered_block, to_block=at)
-        builder = HistoryBuilder(key, (state.owner, state.run_id, state.registered_block, state.checkpoint_count,
-                                       state.log_size, state.epsilon_micro, state.finalized, state.head),
-                                 self._timestamp)
+        builder = HistoryBuilder(state, self._timestamp)
         for event in events:
             builder.add(event)
         history = builder.finish()

@@ -15,7 +15,7 @@ from typing import Any
 
 from provenance._chain import heads
 from provenance._chain.errors import InconsistentChain
-from provenance._chain.records import CheckpointRecord, Finalization, RunHistory, RunRecord, WriterChange
+from provenance._chain.records import CheckpointRecord, Finalization, RunHistory, RunRecord, RunState, WriterChange
 from provenance.errors import ChainError
 from provenance.hashing import Digest
 
@@ -93,12 +93,9 @@ def _digest_or_none(value: bytes) -> Digest | None:
 class HistoryBuilder:
     """Folds one run's events (in chain order) into records, checking every step against the heads they carry."""
 
-    def __init__(self, run_key: bytes, state: tuple[Any, ...], timestamp: Callable[[int], int]) -> None:
-        self.run_key = run_key
-        self.owner, self.run_id, self.registered_block, self.count, self.log_size, self.epsilon, self.finalized, \
-            self.stored_head = state
-        self.run_id = bytes(self.run_id)
-        self.stored_head = bytes(self.stored_head)
+    def __init__(self, state: RunState, timestamp: Callable[[int], int]) -> None:
+        self.state = state
+        self.run_key, self.run_id, self.owner = state.run_key, state.run_id, state.owner
         self.timestamp = timestamp
         self.head: bytes | None = None
         self.registration: Event | None = None
@@ -149,7 +146,8 @@ class HistoryBuilder:
         a = event.args
         if self.head is not None:
             raise self.fail(f"a second RunRegistered event in block {event.block_number}")
-        if (a["owner"], bytes(a["runId"]), event.block_number) != (self.owner, self.run_id, self.registered_block):
+        stored = (self.owner, self.run_id, self.state.registered_block)
+        if (a["owner"], bytes(a["runId"]), event.block_number) != stored:
             raise self.fail("its RunRegistered event names another owner, run id or block than the registry stores")
         if heads.run_key_of(a["owner"], bytes(a["runId"])) != self.run_key:
             raise self.fail("its RunRegistered event's owner and run id do not give its run key")
@@ -192,22 +190,24 @@ class HistoryBuilder:
     def finish(self) -> RunHistory:
         """The verified history, once every event is in: the fold must reach the stored head and state."""
         if self.registration is None:
-            raise self.fail(f"no RunRegistered event in block {self.registered_block}")
-        if self.head != self.stored_head:
+            raise self.fail(f"no RunRegistered event in block {self.state.registered_block}")
+        if self.head != self.state.head:
             raise self.fail(f"its {len(self.checkpoints)} checkpoints and other events fold to head "
-                            f"0x{self._head().hex()}, but the registry stores 0x{self.stored_head.hex()}")
+                            f"0x{self._head().hex()}, but the registry stores 0x{self.state.head.hex()}")
         last = self.checkpoints[-1] if self.checkpoints else None
         summary = (len(self.checkpoints), last.log_size if last else 0, last.epsilon_micro if last else 0,
                    self.finalization is not None)
-        if summary != (self.count, self.log_size, self.epsilon, bool(self.finalized)):
+        st = self.state
+        stored = (st.checkpoint_count, st.log_size, st.epsilon_micro, st.finalized)
+        if summary != stored:
             raise self.fail(f"its events give (checkpoints, log size, ε, finalized) = {summary}, the registry stores "
-                            f"{(self.count, self.log_size, self.epsilon, bool(self.finalized))}")
+                            f"{stored}")
         a, event = self.registration.args, self.registration
         record = RunRecord(
             run_id=self.run_id, owner=self.owner, manifest_digest=Digest(bytes(a["manifestDigest"])),
             base_model_digest=Digest(bytes(a["baseModelDigest"])), dataset_root=Digest(bytes(a["datasetRoot"])),
             noise_seed_commitment=Digest(bytes(a["noiseSeedCommitment"])), manifest_cid=a["manifestCid"],
-            checkpoint_count=self.count, log_size=self.log_size, epsilon_micro=self.epsilon,
-            finalized=bool(self.finalized), tx_hash=event.tx_hash, block_number=event.block_number,
-            block_timestamp=self.timestamp(event.block_number), run_key=self.run_key, head=self.stored_head)
+            checkpoint_count=st.checkpoint_count, log_size=st.log_size, epsilon_micro=st.epsilon_micro,
+            finalized=st.finalized, tx_hash=event.tx_hash, block_number=event.block_number,
+            block_timestamp=self.timestamp(event.block_number), run_key=self.run_key, head=self.state.head)
         return RunHistory(record, tuple(self.checkpoints), tuple(self.writers), self.finalization)
