@@ -14,6 +14,7 @@ Destination (`resolve_target`): the configured `anchor.chain` (`"tester"` or an 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Protocol
 
@@ -65,6 +66,28 @@ def resolve_target(config: AnchorConfig) -> tuple[str, str | None, str]:
     registry = chain_section.get("registry") if chain == chain_section.get("rpc_url") else None
     store = config.store or get_section("store").get("spec") or "local"
     return str(chain), registry, str(store)
+
+
+def expected_owner(config: AnchorConfig) -> str | None:
+    """The account the outbox will register the run from, when it is known without asking the network (recorded
+    as the manifest's `owner`): `$PROV_PRIVATE_KEY`'s address, or anvil's dev account 0 on the project's local
+    chain (chain id 31337 in the project config). None when anchoring is off or the key is only known later (the
+    in-process tester chain, a keystore given to `prov anchor flush`)."""
+    if not config.enabled:
+        return None
+    from provenance._chain import keys
+    from provenance._chain.errors import SignerError
+    from provenance.config import get_section
+
+    chain, _, _ = resolve_target(config)
+    section = get_section("chain")
+    chain_id = section.get("chain_id") if chain == section.get("rpc_url") else None
+    if chain == "tester" and not os.environ.get(keys.ENV_KEY):
+        return None
+    try:
+        return keys.resolve(None, chain_id=chain_id).address
+    except SignerError:
+        return None
 
 
 def open_outbox(run_dir: Path, config: AnchorConfig, *, reuse_target: bool = False) -> OutboxLike:

@@ -9,41 +9,46 @@
 - `adapter_config.json`: PEFT's adapter config, base path replaced by the base-model digest (`training.model`).
 - `optimizer.safetensors`: every tensor of the optimizer state, named `<param name>/<key>` (e.g. AdamW's
   `exp_avg`, `exp_avg_sq`, `step`).
-- `state.json` (canonical JSON, `prov.trainstate.v1`), top-level keys:
+- `state.json` (canonical JSON, `prov.trainstate.v2`; v1 is still read), top-level keys:
   `format`, `run_id` (hex), `checkpoint` (index), `step` (= steps done = `log_size`), `log_size`, `log_root` (hex
   RFC 6962 root of the step log at `log_size`), `epsilon` (repr string; null for non-private), `delta` (repr or null),
   `weights` (`sha256:` of adapter_model.safetensors), `accountant` ({"name", "history": [[σ repr, q repr, steps]]}
   or null), `optimizer` ({"name", "param_names": [...], "state_keys": [...]}), `rng` ({"torch_cpu": hex of
   `torch.get_rng_state()`}), `sampler` ({"format": "prov.poisson.v1", "dataset_size", "sample_rate" repr,
-  "next_step"}).
+  "next_step"}). Nothing in it depends on the number of processes that trained (see `training.dpstep`).
 - `steps.jsonl`: the step-log lines for steps [previous checkpoint's log_size, log_size).
 - `prov-checkpoint.json`: `hash_directory(dir).encode()`, excluded from its own digest.
 
-Index 0 is the adapter right after LoRA init (log size 0). A directory is built as `checkpoints/.tmp-<index>-<pid>`,
-every file fsynced, then renamed into place, so a checkpoint directory under its final name is always complete.
+Index 0 is the adapter right after LoRA init (log size 0). A directory is built as `.tmp-<name>-<pid>` beside its
+final path, every file fsynced, then renamed into place, so a checkpoint directory under its final name is always
+complete. `write_checkpoint` needs only a `LogView` of the step log (root at a size, the lines of a segment), so the
+replay worker writes the same bytes from an in-memory log (`MemoryLog`) without the run's steps.jsonl.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
-from provenance import canonical
+from provenance import canonical, merkle
 from provenance.errors import FormatError, UsageError
 from provenance.fsutil import fsync_dir
 from provenance.hashing import Digest
 from provenance.manifest import MANIFEST_NAME, CheckpointManifest, hash_directory
-from provenance.steplog import StepLog
+from provenance.records import StepRecord
+from provenance.steplog import encode_line
 from training import faults, tensorfile
 from training.engine import Engine
 from training.model import adapter_config_bytes, adapter_state, load_adapter_state
+from training.runinfo import STATE_FORMAT
 
-STATE_FORMAT = "prov.trainstate.v1"
+STATE_FORMATS = ("prov.trainstate.v1", STATE_FORMAT)
 CHECKPOINTS = "checkpoints"
 ADAPTER_FILE = "adapter_model.safetensors"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
@@ -51,6 +56,51 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
 SEGMENT_FILE = "steps.jsonl"
 CHECKPOINT_FILES = frozenset({ADAPTER_FILE, ADAPTER_CONFIG_FILE, OPTIMIZER_FILE, STATE_FILE, SEGMENT_FILE})
+
+
+class LogView(Protocol):
+    """What a checkpoint needs from the step log (`provenance.steplog.StepLog` is one; `MemoryLog` another)."""
+
+    def root_at(self, size: int) -> bytes: ...
+    def segment(self, start: int, end: int) -> bytes: ...
+    def sync(self) -> None: ...
+
+
+class MemoryLog:
+    """A step log known only from its first `size` leaves' compact range plus the records appended since:
+    enough to compute roots at sizes >= `size` and the lines of the segment after it (the replay worker's log)."""
+
+    def __init__(self, *, size: int, hashes: Sequence[bytes]) -> None:
+        self.start = size
+        self._range = merkle.CompactRange(size, hashes)
+        self._roots = {size: self._range.root()}
+        self._lines: list[bytes] = []
+
+    @property
+    def size(self) -> int:
+        return self._range.size
+
+    def append(self, record: StepRecord) -> None:
+        if record.step != self.size:
+            raise UsageError(f"log expects step {self.size} next, got step {record.step}")
+        leaf = record.leaf_hash()
+        self._range.append(leaf)
+        root = self._range.root()
+        self._roots[self.size] = root
+        self._lines.append(encode_line(record, leaf, root))
+
+    def root_at(self, size: int) -> bytes:
+        if size not in self._roots:
+            raise UsageError(f"log holds sizes {self.start}..{self.size}; no root at size {size}")
+        return self._roots[size]
+
+    def segment(self, start: int, end: int) -> bytes:
+        if not self.start <= start <= end <= self.size:
+            raise UsageError(f"log holds steps [{self.start}, {self.size}); no segment [{start}, {end})")
+        return b"".join(self._lines[start - self.start : end - self.start])
+
+    def sync(self) -> None:
+        return None
 
 
 def checkpoint_dir(run_dir: Path, index: int) -> Path:
@@ -75,7 +125,7 @@ def optimizer_tensors(engine: Engine) -> tuple[dict[str, torch.Tensor], list[str
     return tensors, sorted(keys)
 
 
-def state_document(engine: Engine, *, run_id: str, index: int, log: StepLog | None, weights: Digest,
+def state_document(engine: Engine, *, run_id: str, index: int, log: LogView | None, weights: Digest,
                    state_keys: list[str], epsilon: float | None) -> dict[str, Any]:
     plan = engine.plan
     step = engine.next_step
@@ -110,20 +160,24 @@ def _write(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def write_checkpoint(run_dir: Path, *, index: int, engine: Engine, log: StepLog, run_id: str,
-                     base_model_digest: str, segment_start: int, epsilon: float | None) -> Path:
+def write_checkpoint(run_dir: Path, *, index: int, engine: Engine, log: LogView, run_id: str,
+                     base_model_digest: str, segment_start: int, epsilon: float | None,
+                     out: Path | None = None) -> Path:
     """Write checkpoint `index` for the engine's current state; returns its final directory.
 
     `epsilon`: ε spent so far (None for non-private), which the trainer precomputes (`plan.EpsilonSchedule`);
-    it equals `engine.epsilon()`.
+    it equals `engine.epsilon()`. `out`: write there (absent or an empty directory) instead of
+    `run_dir/checkpoints/<index>` (the replay worker).
     """
-    root = run_dir / CHECKPOINTS
+    final = out if out is not None else checkpoint_dir(run_dir, index)
+    root = final.parent
     root.mkdir(parents=True, exist_ok=True)
-    final = checkpoint_dir(run_dir, index)
     if final.exists():
-        raise UsageError(f"{final}: checkpoint {index} already exists")
+        if out is None or not final.is_dir() or any(final.iterdir()):
+            raise UsageError(f"{final}: checkpoint {index} already exists")
+        final.rmdir()
     log.sync()
-    tmp = root / f".tmp-{index:06d}-{os.getpid()}"
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -174,7 +228,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> LoadedCheckpoint:
     if names != CHECKPOINT_FILES:
         raise FormatError(f"{p}: checkpoint files differ from the expected set ({sorted(names ^ CHECKPOINT_FILES)})")
     state = canonical.decode((p / STATE_FILE).read_bytes(), source=str(p / STATE_FILE), strict=True)
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+    if not isinstance(state, dict) or state.get("format") not in STATE_FORMATS:
         raise FormatError(f"{p / STATE_FILE}: not a {STATE_FORMAT} document")
     try:
         adapter = load((p / ADAPTER_FILE).read_bytes())
@@ -193,7 +247,8 @@ def restore(engine: Engine, checkpoint: LoadedCheckpoint) -> None:
         raise FormatError(f"{checkpoint.path}: optimizer parameters differ from the model's LoRA parameters")
     engine.base_optimizer.state.clear()
     for name, p in engine.named_params:
-        entries = {k.split("/", 1)[1]: v.clone() for k, v in checkpoint.optimizer.items() if k.split("/", 1)[0] == name}
+        entries = {k.split("/", 1)[1]: _on(p, k.split("/", 1)[1], v) for k, v in checkpoint.optimizer.items()
+                   if k.split("/", 1)[0] == name}
         if entries:
             engine.base_optimizer.state[p] = entries
     torch.set_rng_state(torch.frombuffer(bytearray(bytes.fromhex(state["rng"]["torch_cpu"])), dtype=torch.uint8))
@@ -202,6 +257,19 @@ def restore(engine: Engine, checkpoint: LoadedCheckpoint) -> None:
         engine.accountant.history = [(float(s), float(q), int(n)) for s, q, n in history]
     engine.next_step = int(state["step"])
     engine.sync_guard()
+
+
+def _on(param: torch.nn.Parameter, key: str, value: torch.Tensor) -> torch.Tensor:
+    """An optimizer state tensor where the optimizer keeps it: `step` counters on the CPU (a scalar), the rest
+    beside the parameter, with its shape and dtype (a crafted checkpoint must not be broadcast into place)."""
+    if key == "step":
+        if value.dim() != 0:
+            raise FormatError(f"optimizer state step counter has shape {tuple(value.shape)}; expected a scalar")
+        return value.clone()
+    if value.shape != param.shape or value.dtype != param.dtype:
+        raise FormatError(f"optimizer state {key}: {value.dtype} {tuple(value.shape)} for a parameter of "
+                          f"{param.dtype} {tuple(param.shape)}")
+    return value.to(param.device).clone()
 
 
 def complete_checkpoints(run_dir: Path) -> list[int]:

@@ -3,7 +3,8 @@
 A config file is TOML (`.toml`) or YAML (`.yaml`/`.yml`) with the sections below; every field is optional and
 defaults to the value shown in `training/data/default.toml`. Unknown sections or fields, wrong types and out-of-range
 values are a `ConfigError` naming the field (`dp.noise_multiplier: must be > 0, got -1`). CLI options override
-fields through dotted names (`with_overrides(cfg, {"training.steps": 5})`).
+fields through dotted names (`with_overrides(cfg, {"training.steps": 5})`); `cli_overrides` maps `prov train`'s
+options to those names (the CLI only parses).
 
 Local paths (`model.path`, `data.path`, `out`) and anchoring settings are *not* part of the training commitment:
 `committed_json()` leaves them out; the base-model digest and dataset root identify what the paths pointed to.
@@ -21,19 +22,23 @@ from pathlib import Path
 from typing import Any
 
 from provenance.dataset import FORMATS, KINDS, Fields
-from provenance.errors import ConfigError
+from provenance.errors import ConfigError, UsageError
 
 ACCOUNTANTS = ("prv", "rdp")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("constant", "linear", "cosine")
 DATA_FORMATS = FORMATS
+DEVICES = ("cpu", "cuda")
+DTYPES = ("float32", "bfloat16")
+PROFILES = ("portable", "native")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     path: str | None = None  # None: the tiny demo model at <state_dir>/models/tiny
-    dtype: str = "float32"
+    dtype: str = "float32"  # float32 | bfloat16 (base weights bf16 + autocast; adapter and optimizer state fp32)
     attn_implementation: str = "eager"
+    device: str = "cpu"  # cpu | cuda (deterministic algorithms on; recorded with the GPU and driver)
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,14 @@ class TrainingSettings:
     sample_rate: float | None = None  # overrides batch_size when given
     checkpoint_every: int = 10
     seed: int = 0  # LoRA initialisation
-    threads: int | None = None  # None: torch's default on this machine (recorded either way)
+    threads: int | None = None  # None: torch's default on this machine (recorded either way); per process
+    physical_batch_size: int = 0  # micro-batch size; 0 = each rank's whole shard of the logical batch at once
+    world_size: int = 1  # data-parallel processes (`prov train --nproc N` sets it); shards of each logical batch
+
+
+@dataclass(frozen=True)
+class DeterminismConfig:
+    profile: str = "portable"  # portable: a CPU capability most auditors have (x86-64: AVX2); native: this CPU's
 
 
 @dataclass(frozen=True)
@@ -128,6 +140,7 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     training: TrainingSettings = field(default_factory=TrainingSettings)
+    determinism: DeterminismConfig = field(default_factory=DeterminismConfig)
     anchor: AnchorConfig = field(default_factory=AnchorConfig)
     out: str | None = None
 
@@ -137,6 +150,7 @@ class TrainConfig:
             "lora": _jsonable(dataclasses.asdict(self.lora)),
             "optimizer": _jsonable(dataclasses.asdict(self.optimizer)),
             "schedule": _jsonable(dataclasses.asdict(self.schedule)),
+            "determinism": _jsonable(dataclasses.asdict(self.determinism)),
             "data": _jsonable({k: v for k, v in dataclasses.asdict(self.data).items() if k != "path"}),
             "model": _jsonable({k: v for k, v in dataclasses.asdict(self.model).items() if k != "path"}),
         }
@@ -234,7 +248,8 @@ def _choice(value: str, options: tuple[str, ...], where: str) -> None:
 
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Range and consistency checks that single-field types cannot express."""
-    _choice(cfg.model.dtype, ("float32",), "model.dtype")
+    _choice(cfg.model.dtype, DTYPES, "model.dtype")
+    _choice(cfg.model.device, DEVICES, "model.device")
     _choice(cfg.model.attn_implementation, ("eager",), "model.attn_implementation")
     _choice(cfg.data.format, DATA_FORMATS, "data.format")
     if cfg.data.max_length < 2:
@@ -273,6 +288,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _positive(cfg.training.checkpoint_every, "training.checkpoint_every")
     _positive(cfg.training.seed, "training.seed", allow_zero=True)
     _positive(cfg.training.threads, "training.threads")
+    _positive(cfg.training.physical_batch_size, "training.physical_batch_size", allow_zero=True)
+    _positive(cfg.training.world_size, "training.world_size")
+    _choice(cfg.determinism.profile, PROFILES, "determinism.profile")
     _positive(cfg.anchor.register_timeout, "anchor.register_timeout", allow_zero=True)
     _positive(cfg.anchor.flush_timeout, "anchor.flush_timeout", allow_zero=True)
     return cfg
@@ -341,3 +359,48 @@ def with_overrides(cfg: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfi
         elif dotted == "dp.target_epsilon":
             data["dp"]["noise_multiplier"] = None
     return from_mapping(data)
+
+
+# `prov train` option name -> the dotted config field it overrides.
+CLI_FIELDS = {
+    "model": "model.path",
+    "data": "data.path",
+    "out": "out",
+    "steps": "training.steps",
+    "checkpoint_every": "training.checkpoint_every",
+    "batch_size": "training.batch_size",
+    "physical_batch_size": "training.physical_batch_size",
+    "nproc": "training.world_size",
+    "max_length": "data.max_length",
+    "noise_multiplier": "dp.noise_multiplier",
+    "target_epsilon": "dp.target_epsilon",
+    "delta": "dp.delta",
+    "max_grad_norm": "dp.max_grad_norm",
+    "accountant": "dp.accountant",
+    "lr": "optimizer.lr",
+    "lora_r": "lora.r",
+    "threads": "training.threads",
+    "seed": "training.seed",
+    "profile": "determinism.profile",
+    "chain": "anchor.chain",
+    "store": "anchor.store",
+}
+PATH_FIELDS = ("model.path", "data.path", "out")
+
+
+def cli_overrides(options: Mapping[str, Any], *, non_private: bool = False, no_anchor: bool = False) -> dict[str, Any]:
+    """The dotted overrides `prov train`'s options stand for (None = not given); refuses contradictory options."""
+    if options.get("noise_multiplier") is not None and options.get("target_epsilon") is not None:
+        raise UsageError("give --noise-multiplier or --target-epsilon, not both")
+    unknown = sorted(set(options) - set(CLI_FIELDS))
+    if unknown:
+        raise UsageError(f"unknown training option {unknown[0]!r}")
+    overrides: dict[str, Any] = {dotted: options.get(name) for name, dotted in CLI_FIELDS.items()}
+    for key in PATH_FIELDS:
+        if overrides.get(key) is not None:
+            overrides[key] = str(overrides[key])
+    if non_private:
+        overrides["dp.enabled"] = False
+    if no_anchor:
+        overrides["anchor.enabled"] = False
+    return overrides

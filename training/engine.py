@@ -1,37 +1,43 @@
-"""One optimizer step, computed the same way by the trainer, by resume and by the verifier's replay.
+"""One optimizer step, computed the same way by the trainer (one process or every rank of a torchrun run), by
+resume and by the replay worker.
 
-A step k: Poisson-sample the batch from the noise seed (`training.sampler`), fetch its tensors, hash them (batch
-digest), set the scheduled lr, reseed the global torch RNG for LoRA dropout, compute the per-sample mean loss,
-back-propagate (Opacus hooks give per-sample gradients), then `DPOptimizer.step()` with its noise generator
-reseeded for step k: clip each sample to `max_grad_norm`, add N(0, σ²C²) noise, divide by the expected batch size.
-An empty Poisson batch is a real step: its per-sample gradients are zero-length, so only noise moves the adapter
-(the accountant and the log count it). Non-private mode uses the same sampler and loss with a plain optimizer;
-an empty batch there changes nothing and records loss 0.0.
+A step k: Poisson-sample the logical batch from the noise seed (`provenance.sampler`), fetch its tensors, set the
+scheduled lr, then compute the gradient sum in the fixed order of `training.dpstep` (rank shards → micro-batches →
+clipped per-sample sums), gather the shards' sums in rank order (`Collective`: all of them in one process, an
+all-gather under torchrun), add the step's noise (`training.noise`, `prov.noise.v2`: every rank derives the same
+noise from the secret key, so it is added exactly once and no broadcast is needed), divide by the expected batch
+size (Opacus' `loss_reduction="mean"`), and take the optimizer step. An empty Poisson batch is a real step: only
+noise moves the adapter (the accountant and the log count it). Non-private mode: same structure, unclipped sums
+divided by the number of examples, no noise; an empty batch there changes nothing.
+
+Rank 0 (or the only process) records the step: `prov.step.v2` record with the salted batch commitment
+(`provenance.batches.batch_digest`, `world_size` = W) and the hiding commitment to the step's statistics
+(`stats_commitment`); the statistics themselves (`StepStats`) are returned for `stats.jsonl` only.
 
 The guard: after every step the adapter must be finite and, whenever the step should move it (a non-empty batch,
-or any DP step with σ > 0), differ from before; otherwise `TrainingGuardError` stops training. A silent no-op
-LoRA update under DP (parameters not reaching the optimizer) is exactly what this catches.
+or any DP step), differ from before; otherwise `TrainingGuardError` stops training. A silent no-op LoRA update
+under DP (parameters not reaching the optimizer) is exactly what this catches.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from provenance.batches import IGNORE_INDEX, Batch, TokenizedDataset, tokenize
+from provenance.batches import Batch, batch_digest, shard_bounds
 from provenance.errors import ProvenanceError
-from provenance.records import StepRecordV1 as StepRecord
-from provenance.records import batch_digest_v1 as batch_digest
+from provenance.records import StepRecord, StepStats, stats_commitment
 from provenance.sampler import poisson_indices
 from provenance.secrets import Secrets
+from training import determinism
+from training.data import tokenized_for
+from training.dpstep import StepMath, combine, rank_dropout_seed
 from training.model import add_lora, load_base_model, trainable_parameters
-from training.noise import noise_generator
+from training.noise import step_noise
 from training.plan import Plan, epsilon_of, make_accountant
 
 BatchSource = Callable[[int, Sequence[int]], Batch]
@@ -42,39 +48,50 @@ class TrainingGuardError(ProvenanceError):
     """A step left the adapter unchanged when it had to move, or made it non-finite."""
 
 
+class Collective(Protocol):
+    """How the shards of a step are spread over processes: which ranks this process computes, and the gather."""
+
+    @property
+    def world_size(self) -> int: ...
+    @property
+    def rank(self) -> int: ...
+    @property
+    def local_ranks(self) -> tuple[int, ...]: ...
+
+    def all_gather(self, local: Mapping[int, torch.Tensor]) -> list[torch.Tensor]:
+        """Every rank's tensor in rank order (each process passes those of its `local_ranks`)."""
+        ...
+
+
+@dataclass(frozen=True)
+class LocalCollective:
+    """One process computing every shard in rank order (training with W = 1, or emulating W ranks on replay)."""
+
+    world_size: int = 1
+    rank: int = 0
+
+    @property
+    def local_ranks(self) -> tuple[int, ...]:
+        return tuple(range(self.world_size))
+
+    def all_gather(self, local: Mapping[int, torch.Tensor]) -> list[torch.Tensor]:
+        return [local[r] for r in range(self.world_size)]
+
+
 @dataclass(frozen=True)
 class StepResult:
-    record: StepRecord
+    record: StepRecord | None  # None when the engine does not record (other ranks, benchmarks)
+    stats: StepStats
     indices: list[int]
 
 
-def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of each sample over its non-ignored label tokens (shape (n,))."""
-    shift_logits = logits[:, :-1, :]
-    shift_labels = labels[:, 1:]
-    mask = (shift_labels != IGNORE_INDEX).to(shift_logits.dtype)
-    ce = F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-        reduction="none", ignore_index=IGNORE_INDEX,
-    ).view(shift_labels.shape)
-    return (ce * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-
-
-def make_optimizer(plan: Plan, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    o = plan.optimizer
-    if o.name == "adamw":
-        return torch.optim.AdamW(params, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay,
-                                 foreach=False)
-    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, foreach=False)
-
-
 class Engine:
-    """Holds the LoRA model, the (DP) optimizer and the accountant; `step(k)` runs step k."""
+    """Holds the LoRA model, the optimizer and the accountant; `step(k)` runs step k."""
 
-    def __init__(self, *, peft_model: Any, plan: Plan, secrets: Secrets, batches: BatchSource,
-                 record: bool = True, guard: bool = True) -> None:
+    def __init__(self, *, peft_model: Any, plan: Plan, secrets: Secrets, batches: BatchSource, device: str = "cpu",
+                 dtype: str = "float32", record: bool = True, guard: bool = True,
+                 collective: Collective | None = None) -> None:
         from opacus import GradSampleModule
-        from opacus.optimizers import DPOptimizer
 
         self.plan = plan
         self.peft_model = peft_model
@@ -82,23 +99,22 @@ class Engine:
         self.batches = batches
         self.record = record
         self.guard = guard
+        self.device = torch.device(device)
+        self.collective: Collective = collective if collective is not None else LocalCollective(plan.world_size)
+        if self.collective.world_size != plan.world_size:
+            raise ProvenanceError(f"the run has world size {plan.world_size}; got {self.collective.world_size} ranks")
         self.named_params = trainable_parameters(peft_model)
         params = [p for _, p in self.named_params]
         self.base_optimizer = make_optimizer(plan, params)
-        self.module: Any
-        self.optimizer: Any
-        if plan.private:
-            assert plan.noise_multiplier is not None and plan.max_grad_norm is not None
-            self.module = GradSampleModule(peft_model, batch_first=True, loss_reduction="mean")
-            self.optimizer = DPOptimizer(
-                self.base_optimizer, noise_multiplier=plan.noise_multiplier, max_grad_norm=plan.max_grad_norm,
-                expected_batch_size=plan.expected_batch_size, loss_reduction="mean", secure_mode=False,
-            )
-        else:
-            self.module = peft_model
-            self.optimizer = self.base_optimizer
+        self.module: Any = (GradSampleModule(peft_model, batch_first=True, loss_reduction="sum")
+                            if plan.private else peft_model)
+        self.math = StepMath(module=self.module, params=params, private=plan.private,
+                             max_grad_norm=plan.max_grad_norm, device=self.device,
+                             autocast_dtype=torch.bfloat16 if dtype == "bfloat16" else None)
         self.accountant = make_accountant(plan) if plan.private else None
         self.next_step = 0
+        self._batch_key = secrets.batch_key()
+        self._stats_key = secrets.stats_key()
         self._previous = [p.detach().clone() for p in params] if guard else []
 
     # --- one step -------------------------------------------------------------------------------------
@@ -113,51 +129,67 @@ class Engine:
         chosen = self.indices(step) if indices is None else [int(i) for i in indices]
         tensors = self.batches(step, chosen) if batch is None else batch
         n = len(chosen)
-        digest = batch_digest(step=step, indices=chosen, tensors=tensors) if self.record else None
         lr = self.plan.lr_at(step)
         for group in self.base_optimizer.param_groups:
             group["lr"] = lr
-        torch.manual_seed(self.secrets.dropout_seed(step))
         self.module.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = 0.0
-        if n:
-            out = self.module(input_ids=torch.from_numpy(tensors["input_ids"]),
-                              attention_mask=torch.from_numpy(tensors["attention_mask"]), use_cache=False)
-            losses = per_sample_loss(out.logits, torch.from_numpy(tensors["labels"]))
-            mean = losses.mean()
-            mean.backward()
-            loss = float(mean.detach().item())
-        clipped = 0.0
+        self.base_optimizer.zero_grad(set_to_none=True)
+        total, losses, clipped = self._gradient_sum(step, n, tensors)
         if self.plan.private:
-            if not n:
-                for _, p in self.named_params:
-                    p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)  # type: ignore[attr-defined]
-            else:
-                clipped = self._clipped_fraction(n)
-            self.optimizer.generator = noise_generator(self.secrets, step)
-            self.optimizer.step()
-            assert self.accountant is not None and self.plan.noise_multiplier is not None
+            assert self.plan.noise_multiplier is not None and self.plan.max_grad_norm is not None
+            std = self.plan.noise_multiplier * self.plan.max_grad_norm
+            noise = step_noise(self.secrets, step, count=self.math.count, std=std, dtype=self.math.dtype)
+            self._apply((total + noise.to(self.device)) / float(self.plan.expected_batch_size))
+            assert self.accountant is not None
             self.accountant.step(noise_multiplier=self.plan.noise_multiplier, sample_rate=self.plan.sample_rate)
         elif n:
-            self.optimizer.step()
+            self._apply(total / float(n))
+        loss = _mean(losses)
+        stats = StepStats(step=step, loss=loss, clipped_fraction=clipped / n if n and self.plan.private else 0.0)
         if self.guard:
             self._check(step, moved=bool(n) or self.plan.private, loss=loss)
         self.next_step = step + 1
-        record = StepRecord(
-            step=step, batch=digest if digest is not None else _NO_DIGEST, examples=n, lr=lr, loss=loss,
-            clipped_fraction=clipped, noise_index=step,
-        )
-        return StepResult(record=record, indices=chosen)
+        record = None
+        if self.record:
+            digest = batch_digest(self._batch_key, step=step, indices=chosen, tensors=tensors,
+                                  world_size=self.plan.world_size)
+            record = StepRecord(step=step, batch=digest, examples=n, lr=lr, noise_index=step,
+                                stats=stats_commitment(self._stats_key, step=step, loss=stats.loss,
+                                                       clipped_fraction=stats.clipped_fraction))
+        return StepResult(record=record, stats=stats, indices=chosen)
 
-    def _clipped_fraction(self, n: int) -> float:
-        """Share of samples whose gradient norm Opacus scaled down (factor C / (norm + 1e-6) < 1)."""
-        assert self.plan.max_grad_norm is not None
-        norms = torch.stack(
-            [p.grad_sample.reshape(n, -1).norm(2, dim=-1) for _, p in self.named_params],  # type: ignore[attr-defined]
-            dim=1,
-        ).norm(2, dim=1)
-        return float((norms + 1e-6 > self.plan.max_grad_norm).sum().item()) / n
+    def _gradient_sum(self, step: int, n: int, tensors: Batch) -> tuple[torch.Tensor, list[float], int]:
+        """This step's gradient sum over all shards (gathered in rank order), per-sample losses and clip count."""
+        bounds = shard_bounds(n, self.plan.world_size)
+        width = max(end - start for start, end in bounds)
+        sums: dict[int, torch.Tensor] = {}
+        packed: dict[int, torch.Tensor] = {}
+        for rank in self.collective.local_ranks:
+            start, end = bounds[rank]
+            torch.manual_seed(rank_dropout_seed(self.secrets, step, rank))
+            shard = self.math.shard_sum({k: v[start:end] for k, v in tensors.items()},
+                                        micro_size=self.plan.physical_batch_size)
+            sums[rank] = shard.grad_sum
+            stats = torch.zeros(width + 1, dtype=torch.float64)
+            stats[: len(shard.losses)] = torch.tensor(shard.losses, dtype=torch.float64)
+            stats[width] = float(shard.clipped)
+            packed[rank] = stats.to(self.device)
+        torch.manual_seed(self.secrets.dropout_seed(step))
+        total = combine(self.collective.all_gather(sums))
+        losses: list[float] = []
+        clipped = 0
+        for (start, end), stats in zip(bounds, self.collective.all_gather(packed), strict=True):
+            values = stats.to("cpu").tolist()
+            losses.extend(values[: end - start])
+            clipped += int(values[width])
+        return total, losses, clipped
+
+    def _apply(self, update: torch.Tensor) -> None:
+        for p, grad in self.math.split(update):
+            p.grad = grad
+        self.base_optimizer.step()
+        for p in self.math.params:
+            p.grad = None
 
     def _check(self, step: int, *, moved: bool, loss: float) -> None:
         changed = False
@@ -185,9 +217,25 @@ class Engine:
             self._previous = [p.detach().clone() for _, p in self.named_params]
 
 
-def load_engine(manifest: dict[str, Any], secrets: Secrets, model_dir: str | os.PathLike[str], *,
-                examples: Sequence[str] | None = None, batches: BatchSource | None = None,
-                record: bool = True) -> Engine:
+def _mean(losses: Sequence[float]) -> float:
+    """Mean of the per-sample losses, summed in float64 in batch order (0.0 for an empty batch)."""
+    total = 0.0
+    for value in losses:
+        total += value
+    return total / len(losses) if losses else 0.0
+
+
+def make_optimizer(plan: Plan, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    o = plan.optimizer
+    if o.name == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay,
+                                 foreach=False)
+    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, foreach=False)
+
+
+def load_engine(manifest: Mapping[str, Any], secrets: Secrets, model_dir: str | os.PathLike[str], *,
+                examples: Sequence[Any] | None = None, batches: BatchSource | None = None,
+                record: bool = True, collective: Collective | None = None) -> Engine:
     """Load the base model, add LoRA and build the engine exactly as a run manifest says.
 
     Batches come from `batches`, or from `examples` tokenized with the model's tokenizer as the trainer does.
@@ -195,21 +243,18 @@ def load_engine(manifest: dict[str, Any], secrets: Secrets, model_dir: str | os.
     """
     plan = Plan.from_json(manifest["training"])
     det = manifest["determinism"]
-    model, tokenizer = load_base_model(model_dir, dtype=det["dtype"], attn_implementation=det["attn_implementation"])
+    device = str(det.get("device", "cpu"))
+    dtype = str(det["dtype"])
+    determinism.apply_device(device)
+    model, tokenizer = load_base_model(model_dir, dtype=dtype, attn_implementation=det["attn_implementation"])
     if batches is None:
         if examples is None:
             raise ProvenanceError("load_engine needs examples or a batch source")
-        tokenized = tokenize(examples, tokenizer, max_length=int(manifest["dataset"]["max_length"]))
-        batches = _from_dataset(tokenized)
-    peft_model = add_lora(model, plan.lora, seed=plan.seed)
-    return Engine(peft_model=peft_model, plan=plan, secrets=secrets, batches=batches, record=record)
+        tokenized = tokenized_for(examples, tokenizer, manifest)
 
+        def batches(_step: int, indices: Sequence[int]) -> Batch:
+            return tokenized.batch(indices)
 
-def _from_dataset(tokenized: TokenizedDataset) -> BatchSource:
-    def batches(_step: int, indices: Sequence[int]) -> Batch:
-        return tokenized.batch(indices)
-
-    return batches
-
-
-_NO_DIGEST = batch_digest(step=0, indices=[], tensors={"none": np.zeros((0,), dtype=np.int64)})
+    peft_model = add_lora(model, plan.lora, seed=plan.seed).to(device)
+    return Engine(peft_model=peft_model, plan=plan, secrets=secrets, batches=batches, device=device, dtype=dtype,
+                  record=record, collective=collective)

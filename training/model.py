@@ -104,6 +104,11 @@ def load_adapter_state(peft_model: Any, tensors: dict[str, torch.Tensor]) -> Non
             f"adapter tensors do not match the model's LoRA parameters "
             f"(missing {sorted(expected - set(tensors))[:3]}, unexpected {sorted(set(tensors) - expected)[:3]})"
         )
+    for name, param in trainable_parameters(peft_model):
+        value = tensors[name]
+        if value.shape != param.shape or value.dtype != param.dtype:
+            raise UsageError(f"adapter tensor {name}: {value.dtype} {tuple(value.shape)} where the model's LoRA "
+                             f"parameter is {param.dtype} {tuple(param.shape)}")
     with torch.no_grad():
         for name, param in trainable_parameters(peft_model):
             param.copy_(tensors[name])

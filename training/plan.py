@@ -21,10 +21,24 @@ from training.config import LoraSettings, OptimizerConfig, ScheduleConfig, Train
 
 DEFAULT_NOISE_MULTIPLIER = 1.0
 LOSS_DEFINITION = (
-    "per-sample mean token cross-entropy (next-token, labels -100 ignored); batch loss = mean over samples"
+    "per-sample mean token cross-entropy (next-token, labels -100 ignored); step loss = mean of the per-sample "
+    "losses summed in float64 in batch order"
 )
-NOISE_DEFINITION = "prov.noise.v1: torch.Generator seeded HMAC-SHA256(noise_seed, b'noise' || uint64_be(step))[:8]"
-DROPOUT_DEFINITION = "prov.dropout.v1: torch.manual_seed(HMAC-SHA256(noise_seed, b'dropout' || uint64_be(step))[:8])"
+NOISE_DEFINITION = (
+    "prov.noise.v2: Philox-4x64 keyed HMAC-SHA256(noise_seed, b'noise' || uint64_be(step))[:16]; Box-Muller in "
+    "float64; (sum of 4 normals) / 2 per coordinate; sigma * C * z cast to the parameter dtype"
+)
+DROPOUT_DEFINITION = (
+    "prov.dropout.v2: torch.manual_seed(HMAC-SHA256(noise_seed, b'dropout' || uint64_be(step) || uint64_be(rank))"
+    "[:8]) before rank r's shard of each step; torch.manual_seed(HMAC-SHA256(noise_seed, b'dropout' || "
+    "uint64_be(step))[:8]) after the step"
+)
+STEP_DEFINITION = (
+    "prov.dpstep.v1: sorted logical batch split into world_size rank shards, each into micro-batches of "
+    "physical_batch_size (0 = whole shard); per micro-batch clipped per-sample sum (factor min(1, C/(norm+1e-6))); "
+    "micro-batch sums added in order into the shard sum; shard sums added in rank order; + noise; / expected batch "
+    "size (non-private: / examples, no clipping or noise); optimizer step (foreach=False)"
+)
 
 
 def default_delta(dataset_size: int) -> float:
@@ -50,6 +64,8 @@ class Plan:
     lora: LoraSettings
     optimizer: OptimizerConfig
     schedule: ScheduleConfig
+    physical_batch_size: int = 0  # micro-batch size; 0 = each rank's whole shard at once
+    world_size: int = 1  # rank shards of every logical batch (the processes of a torchrun run)
 
     @property
     def private(self) -> bool:
@@ -76,7 +92,8 @@ class Plan:
             return None if x is None else repr(float(x))
 
         return {
-            "batch": {"expected_batch_size": self.expected_batch_size, "sampler": "prov.poisson.v1"},
+            "batch": {"expected_batch_size": self.expected_batch_size,
+                      "physical_batch_size": self.physical_batch_size, "sampler": "prov.poisson.v1"},
             "checkpoint_every": self.checkpoint_every,
             "dataset_size": self.dataset_size,
             "dp": {
@@ -98,7 +115,9 @@ class Plan:
             "optimizer": {k: (f(v) if isinstance(v, float) else v) for k, v in vars(self.optimizer).items()},
             "schedule": {k: (f(v) if isinstance(v, float) else v) for k, v in vars(self.schedule).items()},
             "seed": self.seed,
+            "step": STEP_DEFINITION,
             "steps": self.steps,
+            "world_size": self.world_size,
         }
 
     @classmethod
@@ -129,9 +148,17 @@ class Plan:
                                   target_modules=tuple(lora["target_modules"])),
                 optimizer=_build(OptimizerConfig, value["optimizer"], "training.optimizer"),
                 schedule=_build(ScheduleConfig, value["schedule"], "training.schedule"),
+                physical_batch_size=_count(value["batch"].get("physical_batch_size", 0)),
+                world_size=_count(value.get("world_size", 1), minimum=1),
             )
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
             raise FormatError(f"run manifest: training section is incomplete or malformed ({exc})") from None
+
+
+def _count(value: Any, *, minimum: int = 0) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"expected an integer >= {minimum}, got {value!r}")
+    return value
 
 
 def resolve(cfg: TrainConfig, *, dataset_size: int) -> Plan:
@@ -142,7 +169,7 @@ def resolve(cfg: TrainConfig, *, dataset_size: int) -> Plan:
     common: dict[str, Any] = {
         "sample_rate": q, "expected_batch_size": expected, "steps": t.steps, "checkpoint_every": t.checkpoint_every,
         "seed": t.seed, "dataset_size": dataset_size, "lora": cfg.lora, "optimizer": cfg.optimizer,
-        "schedule": cfg.schedule,
+        "schedule": cfg.schedule, "physical_batch_size": t.physical_batch_size, "world_size": t.world_size,
     }
     if not cfg.dp.enabled:
         return Plan(mode="non-private", noise_multiplier=None, max_grad_norm=None, delta=None, accountant=None,

@@ -1,15 +1,30 @@
-"""Replay: restore a checkpoint in this process and re-run logged steps bit for bit (the verifier builds on it).
+"""The replay worker: re-runs checkpoint segments of a run with the trainer's own engine and rebuilds each complete
+checkpoint directory, so the verifier can compare checkpoint digests (every byte of state, not only the weights).
 
-`replay_segment(checkpoint_dir, ...)` loads the base model, adds LoRA exactly as the run manifest says, restores
-the checkpoint (adapter weights, full optimizer state, RNG, accountant, step), and re-runs steps with the same
-engine the trainer used: same sampler, same batches, noise reseeded per step from the noise seed. It returns each
-step's `StepRecord` (compare with the logged records to find the first diverging step) and the bytes and digest
-of `adapter_model.safetensors` the trainer would have written at the end (compare with the next checkpoint's
-weights digest).
+The verifier (no torch) runs `python -m training.replay --request REQ.json --result RES.json` in a subprocess whose
+environment already holds the run's recorded determinism settings (`training.determinism.environment_for`), and
+finds this module through the `prov.replay` entry point group. It never imports `provenance.verify`.
 
-Bitwise equality needs the recorded thread count (applied here) and CPU capability (checked; set
-`ATEN_CPU_CAPABILITY` from `training.determinism.environment_for(manifest)` in a subprocess if this machine
-differs). `python -m training.replay` runs one replay and prints JSON, for replays in a fresh process.
+Request (`prov.replay-request.v1`, JSON):
+
+    {"format", "manifest": path of the verified run.json, "base_model": dir, "data": path, "secrets": secrets.json,
+     "segments": [{"start": checkpoint dir j-1 (already verified) or null, "index": j, "steps": [a, b],
+                   "log": {"size": a, "hashes": [hex, ...]}, "out": dir}]}
+
+`start` null rebuilds checkpoint 0 from the base model, the LoRA config and seed and a fresh optimizer (`steps`
+[0, 0]). Otherwise `start` is restored (its log size must be a) and steps a..b-1 run; `log` is the
+`provenance.merkle.CompactRange` of the log's first a leaves, from which the log roots and steps.jsonl lines of
+the segment are computed. A segment with a == b is replayed too (restore j-1, write j). Each rebuilt checkpoint is
+written into `out` (absent or empty) with the trainer's `write_checkpoint`.
+
+Result (`prov.replay-result.v1`): `{"format", "environment": {"cpu_capability", "threads", "device", "dtype",
+"versions", "env", "gpu"}, "segments": [{"index", "checkpoint_digest", "weights_digest", "records": [step record
+JSON], "stats": [StepStats JSON], "indices": [[...] per step]} or {"index", "error": one line}]}`.
+
+Exit status: 0 when the result file was written (even with per-segment errors); 2 with one stderr line when the
+request cannot be run (malformed, wrong secrets, model or data that are not the run's, a v1 run, a CUDA run and no
+GPU here). The model is loaded once for all segments; runs of any world size replay in this one process (the W
+shards are computed in rank order, exactly as the W ranks did).
 """
 
 from __future__ import annotations
@@ -18,169 +33,264 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from provenance.batches import Batch, TokenizedDataset
-from provenance.errors import ProvenanceError, UsageError
+from provenance import canonical
+from provenance.basemodel import base_model_manifest
+from provenance.dataset import dataset_root
+from provenance.errors import FormatError, ProvenanceError, UsageError
 from provenance.hashing import Digest
-from provenance.records import StepRecord
+from provenance.manifest import MANIFEST_NAME, CheckpointManifest
 from provenance.secrets import Secrets
-from training import determinism
-from training.checkpoint import adapter_bytes, read_checkpoint, restore
-from training.engine import BatchSource, load_engine
-from training.runinfo import read_manifest
 
-GivenBatches = Sequence[tuple[Sequence[int], Batch]]
-BatchesArg = TokenizedDataset | Sequence[str] | Callable[[int, Sequence[int]], Batch] | GivenBatches
-"""What `replay_segment` accepts as batches:
-
-- a `TokenizedDataset` or the list of example texts (tokenized here with the model's tokenizer): the batch of
-  step k is rebuilt from the sampler's indices, exactly as in training;
-- a callable `batches(step, indices) -> Batch`;
-- a list of `(indices, batch)` per replayed step, in order: used as given (the sampler is not consulted).
-"""
+REQUEST_FORMAT = "prov.replay-request.v1"
+RESULT_FORMAT = "prov.replay-result.v1"
 
 
 @dataclass(frozen=True)
-class ReplayedStep:
-    record: StepRecord
-    indices: list[int]
-    weights: Digest | None  # adapter digest after this step (only with per_step_weights=True)
+class SegmentRequest:
+    index: int
+    start: Path | None
+    steps: tuple[int, int]
+    log_size: int
+    log_hashes: tuple[bytes, ...]
+    out: Path
 
 
 @dataclass(frozen=True)
-class ReplayResult:
-    checkpoint: int  # index of the checkpoint replay started from
-    target_checkpoint: int  # index whose adapter metadata the final bytes carry
-    start_step: int
-    end_step: int  # steps done after the replay
-    steps: list[ReplayedStep]
-    adapter: bytes  # adapter_model.safetensors bytes after the last replayed step
-    weights: Digest  # SHA-256 of `adapter`
-    epsilon: float | None
+class ReplayRequest:
+    manifest: Path
+    base_model: Path
+    data: Path
+    secrets: Path
+    segments: tuple[SegmentRequest, ...]
 
-    @property
-    def records(self) -> list[StepRecord]:
-        return [s.record for s in self.steps]
-
-
-def _step_numbers(steps: int | range | Sequence[int] | None, *, start: int, total: int, every: int) -> list[int]:
-    if steps is None:  # up to the next checkpoint boundary
-        end = min((start // every + 1) * every, total)
-        return list(range(start, end))
-    numbers = list(range(start, start + steps)) if isinstance(steps, int) else [int(s) for s in steps]
-    if numbers and numbers != list(range(start, start + len(numbers))):
-        raise UsageError(f"replay steps must be consecutive from the checkpoint's step {start}, got {numbers[:3]}...")
-    if numbers and numbers[-1] >= total:
-        raise UsageError(f"the run has {total} steps; cannot replay step {numbers[-1]}")
-    return numbers
+    def to_json(self) -> dict[str, Any]:
+        return {"base_model": str(self.base_model), "data": str(self.data), "format": REQUEST_FORMAT,
+                "manifest": str(self.manifest), "secrets": str(self.secrets),
+                "segments": [{"index": s.index, "log": {"hashes": [h.hex() for h in s.log_hashes],
+                                                        "size": s.log_size},
+                              "out": str(s.out), "start": None if s.start is None else str(s.start),
+                              "steps": list(s.steps)} for s in self.segments]}
 
 
-def replay_segment(
-    checkpoint_dir: str | os.PathLike[str],
-    *,
-    steps: int | range | Sequence[int] | None = None,
-    batches: BatchesArg,
-    secrets: Secrets,
-    base_model_dir: str | os.PathLike[str],
-    run_manifest: Mapping[str, Any] | None = None,
-    target_checkpoint: int | None = None,
-    per_step_weights: bool = False,
-    check_environment: bool = True,
-) -> ReplayResult:
-    """Restore `checkpoint_dir` and re-run `steps`; return the replayed records and final adapter digest.
-
-    `steps`: None = up to the next checkpoint boundary; an int = that many steps; a range/list = those step
-    numbers (consecutive, starting at the checkpoint's step). `run_manifest` defaults to the `run.json` two levels
-    up. `target_checkpoint` (default: this index + 1) sets the `prov.checkpoint` metadata of the returned adapter
-    bytes, so `weights` equals the next checkpoint's weights digest when training was honest.
-    Raises `UsageError` when the secrets do not open the manifest's commitments, or (with `check_environment`)
-    when this process differs from the recorded determinism settings.
-    """
-    path = Path(checkpoint_dir)
-    manifest = dict(run_manifest) if run_manifest is not None else read_manifest(path.parent.parent)
-    secrets.check_commitments(manifest["secrets"])
-    determinism.apply_threads(int(manifest["determinism"]["threads"]))
-    if check_environment and (problems := determinism.check(manifest)):
-        raise UsageError(f"replay would not be bitwise: {'; '.join(problems)}")
-    loaded = read_checkpoint(path)
-    if loaded.state["run_id"] != manifest["run_id"]:
-        raise UsageError(f"{path}: checkpoint belongs to run {loaded.state['run_id']}, not {manifest['run_id']}")
-    given: list[tuple[Sequence[int], Batch]] | None = None
-    source: BatchSource | None = None
-    examples: Sequence[str] | None = None
-    if isinstance(batches, TokenizedDataset):
-        source = _dataset_source(batches)
-    elif callable(batches):
-        source = batches
-    elif batches and all(isinstance(b, str) for b in batches):
-        examples = batches  # type: ignore[assignment]
-    else:
-        given = list(batches)  # type: ignore[arg-type]
-        source = _no_source
-    engine = load_engine(manifest, secrets, base_model_dir, examples=examples, batches=source)
-    restore(engine, loaded)
-    start = engine.next_step
-    index = int(loaded.state["checkpoint"])
-    target = index + 1 if target_checkpoint is None else target_checkpoint
-    numbers = _step_numbers(steps, start=start, total=engine.plan.steps, every=engine.plan.checkpoint_every)
-    if given is not None and len(given) != len(numbers):
-        raise UsageError(f"got {len(given)} batches for {len(numbers)} replayed steps")
-    replayed = []
-    for i, k in enumerate(numbers):
-        result = engine.step(k, indices=given[i][0], batch=given[i][1]) if given is not None else engine.step(k)
-        weights = None
-        if per_step_weights:
-            weights = Digest.of(adapter_bytes(engine, run_id=manifest["run_id"], index=target, step=k + 1))
-        replayed.append(ReplayedStep(result.record, result.indices, weights))
-    final = adapter_bytes(engine, run_id=manifest["run_id"], index=target, step=engine.next_step)
-    return ReplayResult(index, target, start, engine.next_step, replayed, final, Digest.of(final), engine.epsilon())
+def _field(doc: dict[str, Any], name: str, kind: type | tuple[type, ...], where: str) -> Any:
+    value = doc.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise FormatError(f"replay request: {where}{name} is missing or malformed")
+    return value
 
 
-def _dataset_source(tokenized: TokenizedDataset) -> BatchSource:
-    def source(_step: int, indices: Sequence[int]) -> Batch:
-        return tokenized.batch(indices)
+def parse_segment(doc: Any, number: int) -> SegmentRequest:
+    where = f"segments[{number}]."
+    if not isinstance(doc, dict):
+        raise FormatError(f"replay request: segments[{number}] must be an object")
+    index = _field(doc, "index", int, where)
+    steps = _field(doc, "steps", list, where)
+    log = _field(doc, "log", dict, where)
+    if len(steps) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) for s in steps) \
+            or not 0 <= steps[0] <= steps[1] or index < 0:
+        raise FormatError(f"replay request: {where}steps must be [a, b] with 0 <= a <= b")
+    size = _field(log, "size", int, where + "log.")
+    hashes = _field(log, "hashes", list, where + "log.")
+    try:
+        raw = tuple(bytes.fromhex(h) for h in hashes)
+    except (TypeError, ValueError):
+        raise FormatError(f"replay request: {where}log.hashes must be hex strings") from None
+    if size != steps[0]:
+        raise FormatError(f"replay request: {where}log.size must equal the first step {steps[0]}")
+    start = doc.get("start")
+    if start is not None and not isinstance(start, str):
+        raise FormatError(f"replay request: {where}start must be a path or null")
+    if start is None and (index != 0 or steps != [0, 0]):
+        raise FormatError(f"replay request: {where}start null rebuilds checkpoint 0 only (index 0, steps [0, 0])")
+    return SegmentRequest(index, None if start is None else Path(start), (steps[0], steps[1]), size, raw,
+                          Path(_field(doc, "out", str, where)))
 
-    return source
+
+def parse_request(doc: Any) -> ReplayRequest:
+    """Check a request document read from the verifier (every field; paths are not opened here)."""
+    if not isinstance(doc, dict) or doc.get("format") != REQUEST_FORMAT:
+        raise FormatError(f"replay request: not a {REQUEST_FORMAT} document")
+    segments = _field(doc, "segments", list, "")
+    return ReplayRequest(Path(_field(doc, "manifest", str, "")), Path(_field(doc, "base_model", str, "")),
+                         Path(_field(doc, "data", str, "")), Path(_field(doc, "secrets", str, "")),
+                         tuple(parse_segment(s, i) for i, s in enumerate(segments)))
 
 
-def _no_source(step: int, indices: Sequence[int]) -> Batch:
-    raise ProvenanceError(f"no batch given for step {step}")
+class Replayer:
+    """Everything loaded once for a request: manifest, secrets, data, model and engine."""
+
+    def __init__(self, request: ReplayRequest) -> None:
+        import torch
+
+        from training import determinism
+        from training.data import records_for_run
+        from training.engine import LocalCollective, load_engine
+        from training.model import adapter_state
+        from training.runinfo import RUN_FORMAT, decode_manifest
+
+        try:
+            data = request.manifest.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"{request.manifest}: cannot read the run manifest ({exc.strerror})") from None
+        self.manifest = decode_manifest(data, source=str(request.manifest))
+        if self.manifest["format"] != RUN_FORMAT:
+            raise UsageError(f"{request.manifest}: a {self.manifest['format']} run cannot be replayed by this "
+                             "version (its noise generator kept only 32 bits of its seed)")
+        self.secrets = Secrets.load(request.secrets)
+        self.secrets.check_commitments(self.manifest["secrets"])
+        found = base_model_manifest(request.base_model).digest()
+        if str(found) != self.manifest["base_model"]["digest"]:
+            raise UsageError(f"{request.base_model}: not the run's base model (expected "
+                             f"{self.manifest['base_model']['digest']}, found {found})")
+        records = records_for_run(request.data, self.manifest)
+        if str(dataset_root(records, self.secrets.dataset_key)) != self.manifest["dataset"]["root"]:
+            raise UsageError(f"{request.data}: not the run's data (its salted dataset root differs)")
+        det = self.manifest["determinism"]
+        determinism.apply_threads(int(det["threads"]))
+        self.environment = determinism.environment_report(device=str(det.get("device", "cpu")),
+                                                          dtype=str(det["dtype"]))
+        world = int(self.manifest["training"].get("world_size", 1))
+        self.engine = load_engine(self.manifest, self.secrets, request.base_model, examples=records,
+                                  collective=LocalCollective(world))
+        # checkpoint 0 is the engine right after LoRA init: keep it to rebuild that checkpoint at any time
+        self.initial_adapter = adapter_state(self.engine.peft_model)
+        self.initial_rng = torch.get_rng_state()
+
+    def segment(self, seg: SegmentRequest) -> dict[str, Any]:
+        from training import checkpoint as ckpt
+        from training.plan import epsilon_after
+
+        engine = self.engine
+        run_id = self.manifest["run_id"]
+        a, b = seg.steps
+        log = ckpt.MemoryLog(size=seg.log_size, hashes=seg.log_hashes)
+        if seg.start is None:
+            self._reset()
+        else:
+            loaded = ckpt.read_checkpoint(seg.start)
+            if loaded.state.get("run_id") != run_id:
+                raise UsageError(f"{seg.start}: checkpoint of run {loaded.state.get('run_id')}, not {run_id}")
+            if int(loaded.state["log_size"]) != a:
+                raise UsageError(f"{seg.start}: checkpoint holds {loaded.state['log_size']} steps; the segment "
+                                 f"starts at step {a}")
+            if log.root_at(a).hex() != loaded.state["log_root"]:
+                raise UsageError(f"segment {seg.index}: the log state given does not have the start checkpoint's "
+                                 "root")
+            ckpt.restore(engine, loaded)
+        if b > engine.plan.steps:
+            raise UsageError(f"segment {seg.index}: the run has {engine.plan.steps} steps; cannot run to step {b}")
+        records, stats, indices = [], [], []
+        for k in range(a, b):
+            result = engine.step(k)
+            assert result.record is not None
+            log.append(result.record)
+            records.append(result.record.to_json())
+            stats.append(result.stats.to_json())
+            indices.append(result.indices)
+        path = ckpt.write_checkpoint(seg.out.parent, index=seg.index, engine=engine, log=log, run_id=run_id,
+                                     base_model_digest=self.manifest["base_model"]["digest"], segment_start=a,
+                                     epsilon=epsilon_after(engine.plan, b), out=seg.out)
+        stored = CheckpointManifest.decode((path / MANIFEST_NAME).read_bytes(), source=str(path))
+        return {"checkpoint_digest": str(stored.digest()), "index": seg.index, "indices": indices,
+                "records": records, "stats": stats,
+                "weights_digest": str(stored.file(ckpt.ADAPTER_FILE).digest)}
+
+    def _reset(self) -> None:
+        """The engine exactly as right after LoRA init (checkpoint 0): initial adapter, fresh optimizer."""
+        import torch
+
+        from training.model import load_adapter_state
+
+        engine = self.engine
+        load_adapter_state(engine.peft_model, self.initial_adapter)
+        engine.base_optimizer.state.clear()
+        if engine.accountant is not None:
+            engine.accountant.history = []
+        engine.next_step = 0
+        torch.set_rng_state(self.initial_rng)
+        engine.sync_guard()
+
+
+def replay(request: ReplayRequest) -> dict[str, Any]:
+    """Run every segment of the request; the result document (per-segment errors included)."""
+    replayer = Replayer(request)
+    segments = []
+    for seg in request.segments:
+        try:
+            segments.append(replayer.segment(seg))
+        except ProvenanceError as exc:
+            segments.append({"error": " ".join(str(exc).split()), "index": seg.index})
+        except Exception as exc:  # a crafted checkpoint (wrong shapes, dtypes) must fail its segment, not the worker
+            segments.append({"error": f"cannot replay: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
+                             "index": seg.index})
+    return {"environment": replayer.environment, "format": RESULT_FORMAT, "segments": segments}
+
+
+def write_result(path: Path, document: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(canonical.encode(document) + b"\n")
+    os.replace(tmp, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m training.replay CHECKPOINT --model DIR --data FILE [--secrets FILE] [--steps N]`: JSON out."""
-    from provenance.dataset import load_examples
-
+    """`python -m training.replay --request REQ.json --result RES.json` (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m training.replay")
-    parser.add_argument("checkpoint")
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--secrets", help="secrets.json (default: the run directory's)")
-    parser.add_argument("--steps", type=int)
+    parser.add_argument("--request", required=True, type=Path)
+    parser.add_argument("--result", required=True, type=Path)
     args = parser.parse_args(argv)
-    run_dir = Path(args.checkpoint).parent.parent
-    manifest = read_manifest(run_dir)
     try:
-        secrets = Secrets.load(args.secrets or run_dir)
-        examples = load_examples(args.data, text_field=manifest["dataset"]["text_field"])
-        result = replay_segment(args.checkpoint, steps=args.steps, batches=examples, secrets=secrets,
-                                base_model_dir=args.model, run_manifest=manifest)
+        try:
+            doc = json.loads(args.request.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise UsageError(f"{args.request}: cannot read the request ({exc.strerror})") from None
+        except (ValueError, RecursionError):
+            raise FormatError(f"{args.request}: not a JSON document") from None
+        request = parse_request(doc)
+        from training.model import quiet_libraries
+
+        quiet_libraries()
+        result = replay(request)
+        write_result(args.result, result)
     except ProvenanceError as exc:
-        print(f"replay: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(json.dumps({
-        "checkpoint": result.checkpoint,
-        "end_step": result.end_step,
-        "epsilon": None if result.epsilon is None else repr(result.epsilon),
-        "records": [s.record.to_json() for s in result.steps],
-        "start_step": result.start_step,
-        "weights": str(result.weights),
-    }, sort_keys=True))
+        print(f"replay: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     return 0
+
+
+def request_for_run(run_dir: Path, *, base_model: Path, data: Path, out: Path, indices: Sequence[int] | None = None,
+                    secrets: Path | None = None) -> ReplayRequest:
+    """A request replaying checkpoints `indices` (default: all, 0 rebuilt from the base model) of a local run
+    directory into `out/<index>`: what a trainer or auditor holding the run directory asks for."""
+    from provenance import merkle
+    from provenance.steplog import StepLog
+    from training.checkpoint import STATE_FILE, checkpoint_dir, complete_checkpoints
+
+    def log_size(index: int) -> int:
+        path = checkpoint_dir(run_dir, index) / STATE_FILE
+        return int(canonical.decode(path.read_bytes(), source=str(path))["log_size"])
+
+    with StepLog.open(run_dir, create=False) as log:
+        leaves = log.leaf_hashes
+    segments = []
+    for j in complete_checkpoints(run_dir) if indices is None else indices:
+        a = log_size(j - 1) if j else 0
+        rng = merkle.CompactRange()
+        for leaf in leaves[:a]:
+            rng.append(leaf)
+        segments.append(SegmentRequest(j, checkpoint_dir(run_dir, j - 1) if j else None, (a, log_size(j)), a,
+                                       rng.hashes, out / f"{j:06d}"))
+    return ReplayRequest(run_dir / "run.json", base_model, data, secrets or run_dir / "secrets.json",
+                         tuple(segments))
+
+
+def result_digests(result: dict[str, Any]) -> dict[int, Digest]:
+    """Checkpoint digest of each replayed segment that succeeded (a convenience for callers and tests)."""
+    return {int(s["index"]): Digest.parse(s["checkpoint_digest"]) for s in result["segments"] if "error" not in s}
 
 
 if __name__ == "__main__":

@@ -1,8 +1,13 @@
 """The run directory's documents: the run manifest (`run.json`), local settings (`local.json`), and the run id.
 
-Run directory (default `<state_dir>/runs/<run_id[:16]>`): `run.json` (prov.run.v1, canonical JSON), `secrets.json`
-(0600), `local.json` (this machine's paths and anchoring settings: not committed, needed by `--resume`),
-`steps.jsonl` (the step log), `checkpoints/<index:06d>/`, and `outbox/` (owned by `provenance.anchor`).
+Run directory (default `<state_dir>/runs/<run_id[:16]>`): `run.json` (`prov.run.v2`, canonical JSON),
+`secrets.json` (0600), `stats.jsonl` (0600: the private per-step statistics), `local.json` (this machine's paths and
+anchoring settings: not committed, needed by `--resume`), `steps.jsonl` (the step log), `checkpoints/<index:06d>/`,
+and `outbox/` (owned by `provenance.anchor`). A torchrun run also keeps `launch.log` (the launcher's output).
+
+`prov.run.v2` (docs/formats.md) adds to v1: `formats` (the format names of batch, noise, stats, step and
+trainstate), `owner` (the account that will register the run, or null when not known at start),
+`training.world_size`, `training.batch.physical_batch_size` and the determinism profile. v1 manifests are still read.
 
 Run id: `SHA-256(b"prov.run_id.v1\\x00" || canonical(manifest without "run_id"))`, as 64 hex. Fresh secrets make
 it unique per run (their commitments are in the manifest); the same secrets and config give the same id.
@@ -15,11 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from provenance import canonical
+from provenance.batches import BATCH_FORMAT
 from provenance.errors import FormatError, UsageError
 from provenance.fsutil import atomic_write
-from provenance.manifest import RUN_FORMAT, decode_run_manifest, encode_run_manifest
+from provenance.manifest import RUN_FORMAT as RUN_FORMAT_V1
+from provenance.manifest import validate_run_manifest
+from provenance.records import STATS_FORMAT, STEP_FORMAT
 from training.config import AnchorConfig, _build
 
+RUN_FORMAT = "prov.run.v2"
+RUN_FORMATS = (RUN_FORMAT_V1, RUN_FORMAT)
+STATE_FORMAT = "prov.trainstate.v2"
+FORMATS = {"batch": BATCH_FORMAT, "noise": "prov.noise.v2", "stats": STATS_FORMAT, "step": STEP_FORMAT,
+           "trainstate": STATE_FORMAT}
 RUN_FILE = "run.json"
 LOCAL_FILE = "local.json"
 LOCAL_FORMAT = "prov.runlocal.v1"
@@ -34,15 +47,17 @@ def run_id_of(body: dict[str, Any]) -> str:
 
 def build_manifest(*, base_model: dict[str, Any], dataset: dict[str, Any], secrets: dict[str, str],
                    training: dict[str, Any], config: dict[str, Any], software: dict[str, str],
-                   determinism: dict[str, Any]) -> dict[str, Any]:
-    """Assemble the prov.run.v1 document and fill in its run id."""
+                   determinism: dict[str, Any], owner: str | None) -> dict[str, Any]:
+    """Assemble the prov.run.v2 document and fill in its run id."""
     body: dict[str, Any] = {
         "base_model": base_model,
-        "checkpoint_format": "prov.trainstate.v1",
+        "checkpoint_format": STATE_FORMAT,
         "config": config,
         "dataset": dataset,
         "determinism": determinism,
         "format": RUN_FORMAT,
+        "formats": dict(FORMATS),
+        "owner": owner,
         "secrets": secrets,
         "software": {"versions": software},
         "training": training,
@@ -51,10 +66,35 @@ def build_manifest(*, base_model: dict[str, Any], dataset: dict[str, Any], secre
     return body
 
 
+def validate_manifest(document: Any, *, source: str = "run manifest") -> dict[str, Any]:
+    """Check a run manifest of either format (v2 has v1's required shape plus `formats` and `owner`)."""
+    if not isinstance(document, dict) or document.get("format") not in RUN_FORMATS:
+        found = document.get("format") if isinstance(document, dict) else None
+        raise FormatError(f"{source}: unknown format {found!r} (expected one of {', '.join(RUN_FORMATS)})")
+    validate_run_manifest({**document, "format": RUN_FORMAT_V1}, source=source)
+    if document["format"] == RUN_FORMAT:
+        owner = document.get("owner")
+        if not isinstance(document.get("formats"), dict) or not (owner is None or isinstance(owner, str)):
+            raise FormatError(f"{source}: a {RUN_FORMAT} manifest needs `formats` and `owner`")
+    return document
+
+
+def encode_manifest(manifest: dict[str, Any]) -> bytes:
+    return canonical.encode(validate_manifest(manifest))
+
+
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> Path:
     path = run_dir / RUN_FILE
-    atomic_write(path, encode_run_manifest(manifest))
+    atomic_write(path, encode_manifest(manifest))
     return path
+
+
+def decode_manifest(data: bytes, *, source: str) -> dict[str, Any]:
+    """Parse and check a run manifest (v1 or v2) including its run id."""
+    manifest = validate_manifest(canonical.decode(data, source=source), source=source)
+    if run_id_of(manifest) != manifest["run_id"]:
+        raise FormatError(f"{source}: run_id does not match the manifest's content (altered manifest)")
+    return manifest
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
@@ -63,10 +103,7 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
         data = path.read_bytes()
     except FileNotFoundError:
         raise UsageError(f"{run_dir}: not a run directory (no {RUN_FILE})") from None
-    manifest = decode_run_manifest(data, source=str(path))
-    if run_id_of(manifest) != manifest["run_id"]:
-        raise FormatError(f"{path}: run_id does not match the manifest's content (altered manifest)")
-    return manifest
+    return decode_manifest(data, source=str(path))
 
 
 def write_local(run_dir: Path, *, model_dir: Path, data_path: Path, anchor: AnchorConfig) -> None:

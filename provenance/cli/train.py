@@ -1,7 +1,8 @@
-"""Training commands: `prov train` (new run or `--resume`) and `prov init-model --tiny`.
+"""Training commands: `prov train` (new run, `--resume`, `--nproc N` under torchrun) and `prov init-model --tiny`.
 
-Thin wrappers over `training.trainer.train/resume` and `training.tiny.build_tiny_model`; torch and the trainer
-are imported inside the commands so `prov` starts without them.
+Thin wrappers over `training.launch.train_from_cli` and `training.tiny.build_tiny_model`; torch and the trainer
+are imported inside the commands so `prov` starts without them (and so the determinism profile is in the
+environment before torch is imported).
 """
 
 from __future__ import annotations
@@ -14,28 +15,6 @@ import click
 
 from provenance.errors import UsageError
 
-# CLI option name -> dotted config field it overrides.
-_OVERRIDES = {
-    "model": "model.path",
-    "data": "data.path",
-    "out": "out",
-    "steps": "training.steps",
-    "checkpoint_every": "training.checkpoint_every",
-    "batch_size": "training.batch_size",
-    "max_length": "data.max_length",
-    "noise_multiplier": "dp.noise_multiplier",
-    "target_epsilon": "dp.target_epsilon",
-    "delta": "dp.delta",
-    "max_grad_norm": "dp.max_grad_norm",
-    "accountant": "dp.accountant",
-    "lr": "optimizer.lr",
-    "lora_r": "lora.r",
-    "threads": "training.threads",
-    "seed": "training.seed",
-    "chain": "anchor.chain",
-    "store": "anchor.store",
-}
-
 
 @click.command("train")
 @click.argument("config", required=False, type=click.Path(path_type=Path))
@@ -45,6 +24,11 @@ _OVERRIDES = {
 @click.option("--steps", type=int, help="Optimizer steps.")
 @click.option("--checkpoint-every", type=int, help="Steps between checkpoints.")
 @click.option("--batch-size", type=int, help="Expected Poisson batch size (sample rate = batch size / N).")
+@click.option("--physical-batch-size", type=int,
+              help="Micro-batch size (examples per forward/backward; 0 = each rank's whole shard).")
+@click.option("--nproc", type=int, help="Train on N processes with torchrun (data parallel; recorded as world size).")
+@click.option("--profile", type=click.Choice(["portable", "native"]),
+              help="Determinism profile: portable CPU kernels (default) or this CPU's native ones.")
 @click.option("--max-length", type=int, help="Tokens per example (truncate/pad).")
 @click.option("--noise-multiplier", type=float, help="DP noise multiplier σ.")
 @click.option("--target-epsilon", type=float, help="Compute σ to spend this ε over the run.")
@@ -71,38 +55,10 @@ def train_command(config: Path | None, non_private: bool, no_anchor: bool, secre
 
     With no arguments, trains the tiny demo model (`prov init-model --tiny` first) on the bundled demo data.
     """
-    from provenance.secrets import Secrets
-    from training import config as cfgmod
-    from training import trainer
+    from training.launch import train_from_cli
 
-    if resume_dir is not None:
-        given = [name for name, value in options.items() if value is not None and name not in ("chain", "store")]
-        if config is not None or given or non_private or secrets_file is not None:
-            raise UsageError("--resume continues a run with its recorded settings; only --no-anchor, --chain, "
-                             "--store and --quiet may be combined with it")
-        anchor = None
-        if no_anchor or options.get("chain") or options.get("store"):
-            _, _, local = _read_local(resume_dir)
-            anchor = cfgmod.with_overrides(cfgmod.TrainConfig(anchor=local), {
-                "anchor.enabled": False if no_anchor else None,
-                "anchor.chain": options.get("chain"), "anchor.store": options.get("store"),
-            }).anchor
-        result = trainer.resume(resume_dir, quiet=quiet, anchor=anchor)
-    else:
-        cfg = cfgmod.load_config(config)
-        overrides = {field: options.get(name) for name, field in _OVERRIDES.items()}
-        for key in ("model.path", "data.path", "out"):
-            if overrides.get(key) is not None:
-                overrides[key] = str(overrides[key])
-        if non_private:
-            overrides["dp.enabled"] = False
-        if no_anchor:
-            overrides["anchor.enabled"] = False
-        if options.get("noise_multiplier") is not None and options.get("target_epsilon") is not None:
-            raise UsageError("give --noise-multiplier or --target-epsilon, not both")
-        cfg = cfgmod.with_overrides(cfg, overrides)
-        secrets = Secrets.load(secrets_file) if secrets_file is not None else None
-        result = trainer.train(cfg, secrets=secrets, quiet=quiet)
+    result = train_from_cli(config, options=options, non_private=non_private, no_anchor=no_anchor,
+                            secrets_file=secrets_file, resume_dir=resume_dir, quiet=quiet)
     summary = {
         "anchored": result.anchored,
         "checkpoints": len(result.checkpoints),
@@ -119,12 +75,6 @@ def train_command(config: Path | None, non_private: bool, no_anchor: bool, secre
     click.echo(f"run {result.run_id}\n  dir      {result.run_dir}\n  steps    {result.steps}, "
                f"{len(result.checkpoints)} checkpoints, {eps}\n  adapter  {result.weights}\n"
                f"  anchored {'yes' if result.anchored else 'pending (prov anchor flush)'}")
-
-
-def _read_local(run_dir: Path) -> Any:
-    from training.runinfo import read_local
-
-    return read_local(run_dir)
 
 
 @click.command("init-model")

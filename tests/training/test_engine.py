@@ -1,48 +1,127 @@
-"""The step engine: the no-op / non-finite guard, the loss, the plan (ε, δ, schedules)."""
+"""The step engine: the DP step's arithmetic against naive references (per-sample clipping, noise added once,
+division by the expected batch size), micro-batches and rank shards, the no-op / non-finite guard, the loss, and
+the plan (ε, δ, schedules)."""
 
 from __future__ import annotations
 
 import itertools
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from provenance.dataset import load_examples
 from provenance.errors import ConfigError
 from training.config import TrainConfig, with_overrides
-from training.data import DEMO_DATA
-from training.engine import TrainingGuardError, load_engine, per_sample_loss
+from training.dpstep import micro_batches, per_sample_loss
+from training.engine import TrainingGuardError
+from training.noise import step_noise
 from training.plan import Plan, epsilon_after, resolve
 
 
-def _engine(tiny_config: Any, fixed_secrets: Any, tiny_model_dir: Path, **overrides: Any) -> Any:
-    from provenance.basemodel import base_model_summary
-    from training import determinism
-
-    cfg = tiny_config(None, **overrides)
-    plan = resolve(cfg, dataset_size=256)
-    manifest = {
-        "training": plan.to_json(),
-        "determinism": determinism.settings(threads=1, dtype="float32", attn_implementation="eager"),
-        "dataset": {"max_length": 32},
-        "base_model": base_model_summary(tiny_model_dir),
-    }
-    return load_engine(manifest, fixed_secrets, tiny_model_dir, examples=load_examples(DEMO_DATA))
+def _flat_grads(engine: Any) -> torch.Tensor:
+    return torch.cat([p.grad.reshape(-1) for _, p in engine.named_params])
 
 
-def test_guard_stops_a_silent_noop_update(tiny_config: Any, fixed_secrets: Any, tiny_model_dir: Path) -> None:
-    engine = _engine(tiny_config, fixed_secrets, tiny_model_dir)
+def _naive_clipped_sum(engine: Any, batch: dict[str, Any], clip: float) -> tuple[torch.Tensor, int]:
+    """One sample at a time: its own backward, its own norm over all adapter parameters, Opacus' clip factor."""
+    total = torch.zeros(engine.math.count)
+    clipped = 0
+    for i in range(batch["input_ids"].shape[0]):
+        engine.peft_model.zero_grad(set_to_none=True)
+        out = engine.peft_model(input_ids=torch.from_numpy(batch["input_ids"][i : i + 1]),
+                                attention_mask=torch.from_numpy(batch["attention_mask"][i : i + 1]), use_cache=False)
+        per_sample_loss(out.logits, torch.from_numpy(batch["labels"][i : i + 1])).sum().backward()
+        grad = _flat_grads(engine)
+        norm = float(grad.norm())
+        clipped += norm + 1e-6 > clip
+        total += grad * min(1.0, clip / (norm + 1e-6))
+    for _, p in engine.named_params:
+        p.grad, p.grad_sample = None, None
+    return total, clipped
+
+
+def test_clipped_sums_match_a_per_sample_reference(tiny_engine: Any) -> None:
+    clip = 0.5  # tiny model, step 0: per-sample norms 0.3..0.8, so some samples are clipped and some are not
+    engine = tiny_engine(**{"lora.dropout": 0.0, "dp.max_grad_norm": clip, "training.batch_size": 16})
+    engine.module.train()
+    indices = engine.indices(0)
+    batch = engine.batches(0, indices)
+    expected, expected_clipped = _naive_clipped_sum(engine, batch, clip)
+    assert 0 < expected_clipped < len(indices)
+    for micro in (0, 1, 5):
+        shard = engine.math.shard_sum(batch, micro_size=micro)
+        assert torch.allclose(shard.grad_sum, expected, atol=1e-7, rtol=1e-5), micro
+        assert shard.clipped == expected_clipped
+        assert len(shard.losses) == len(indices)
+
+
+def test_a_dp_step_adds_the_noise_once_and_divides_by_the_expected_batch_size(tiny_engine: Any,
+                                                                              fixed_secrets: Any) -> None:
+    engine = tiny_engine(**{"lora.dropout": 0.0, "optimizer.name": "sgd", "optimizer.lr": 1.0,
+                            "dp.noise_multiplier": 0.5, "dp.max_grad_norm": 0.1})
+    before = torch.cat([p.detach().reshape(-1).clone() for _, p in engine.named_params])
+    engine.module.train()
+    batch = engine.batches(0, engine.indices(0))
+    grad_sum = engine.math.shard_sum(batch, micro_size=0).grad_sum
+    noise = step_noise(fixed_secrets, 0, count=engine.math.count, std=0.5 * 0.1, dtype=torch.float32)
+    expected = (grad_sum + noise) / engine.plan.expected_batch_size
+    result = engine.step(0)
+    after = torch.cat([p.detach().reshape(-1) for _, p in engine.named_params])
+    assert torch.allclose(before - after, expected, atol=1e-6)  # SGD, lr 1: the update is the gradient
+    assert result.record is not None and result.record.examples == len(result.indices)
+    assert engine.accountant is not None and engine.accountant.history == [(0.5, engine.plan.sample_rate, 1)]
+
+
+def test_non_private_steps_average_the_unclipped_gradients(tiny_engine: Any) -> None:
+    engine = tiny_engine(**{"lora.dropout": 0.0, "optimizer.name": "sgd", "optimizer.lr": 1.0, "dp.enabled": False})
+    before = torch.cat([p.detach().reshape(-1).clone() for _, p in engine.named_params])
+    engine.module.train()
+    indices = engine.indices(0)
+    shard = engine.math.shard_sum(engine.batches(0, indices), micro_size=0)
+    result = engine.step(0)
+    after = torch.cat([p.detach().reshape(-1) for _, p in engine.named_params])
+    assert torch.allclose(before - after, shard.grad_sum / len(indices), atol=1e-6)
+    assert result.stats.clipped_fraction == 0.0 and engine.accountant is None
+
+
+def test_micro_batches_and_rank_shards_change_order_not_meaning(tiny_engine: Any) -> None:
+    """The exact fields of a record never depend on micro-batching; the update agrees to rounding; rank shards
+    change the batch commitment (it commits to the world size) but not the examples. (No dropout and SGD here:
+    dropout masks depend on the shard and micro-batch layout, and Adam magnifies rounding in tiny gradients.)"""
+    runs = {}
+    for micro, world in ((0, 1), (3, 1), (2, 2)):
+        engine = tiny_engine(**{"training.physical_batch_size": micro, "training.world_size": world,
+                                "lora.dropout": 0.0, "optimizer.name": "sgd", "optimizer.lr": 0.1})
+        results = [engine.step(k) for k in range(2)]
+        runs[(micro, world)] = (results, torch.cat([p.detach().reshape(-1) for _, p in engine.named_params]))
+    (base, w_base), (micro3, w_micro), (sharded, w_sharded) = runs.values()
+    for a, b in zip(base, micro3, strict=True):
+        assert (a.record.batch, a.record.examples, a.record.lr, a.record.noise_index) == (
+            b.record.batch, b.record.examples, b.record.lr, b.record.noise_index)
+        assert a.stats.loss == pytest.approx(b.stats.loss, rel=1e-5)
+    for a, c in zip(base, sharded, strict=True):
+        assert a.indices == c.indices and a.record.batch != c.record.batch
+    assert torch.allclose(w_base, w_micro, atol=1e-6) and torch.allclose(w_base, w_sharded, atol=1e-6)
+
+
+def test_micro_batch_bounds() -> None:
+    assert micro_batches(0, 4) == []
+    assert micro_batches(5, 0) == [(0, 5)]
+    assert micro_batches(5, 2) == [(0, 2), (2, 4), (4, 5)]
+    assert micro_batches(4, 4) == [(0, 4)]
+
+
+def test_guard_stops_a_silent_noop_update(tiny_engine: Any) -> None:
+    engine = tiny_engine()
     engine.step(0)  # a real step passes the guard
     engine.base_optimizer.step = lambda *a, **k: None  # the update never reaches the weights
     with pytest.raises(TrainingGuardError, match="step 1: the LoRA update changed no adapter weight"):
         engine.step(1)
 
 
-def test_guard_stops_non_finite_weights(tiny_config: Any, fixed_secrets: Any, tiny_model_dir: Path) -> None:
-    engine = _engine(tiny_config, fixed_secrets, tiny_model_dir)
+def test_guard_stops_non_finite_weights(tiny_engine: Any) -> None:
+    engine = tiny_engine()
     original = engine.base_optimizer.step
 
     def poisoned(*args: Any, **kwargs: Any) -> Any:
@@ -63,15 +142,21 @@ def test_per_sample_loss_is_mean_over_real_tokens() -> None:
     assert torch.allclose(losses, torch.full((2,), math.log(5)))
     labels_none = torch.tensor([[1, -100, -100, -100]])
     assert per_sample_loss(torch.zeros(1, 4, 5), labels_none).item() == 0.0
+    assert per_sample_loss(torch.zeros(2, 4, 5, dtype=torch.bfloat16), labels).dtype == torch.float32
 
 
 def test_plan_round_trips_through_the_manifest() -> None:
     cfg = with_overrides(TrainConfig(), {"schedule.name": "cosine", "schedule.warmup_steps": 2,
-                                         "optimizer.name": "sgd", "lora.dropout": 0.05})
+                                         "optimizer.name": "sgd", "lora.dropout": 0.05,
+                                         "training.physical_batch_size": 4, "training.world_size": 3})
     plan = resolve(cfg, dataset_size=1000)
     assert Plan.from_json(plan.to_json()) == plan
+    assert plan.to_json()["batch"]["physical_batch_size"] == 4 and plan.to_json()["world_size"] == 3
     assert plan.sample_rate == 8 / 1000 and plan.expected_batch_size == 8
     assert plan.delta == pytest.approx(1000**-1.1)
+    legacy = plan.to_json()
+    del legacy["world_size"], legacy["batch"]["physical_batch_size"]  # a v1 manifest
+    assert Plan.from_json(legacy).world_size == 1 and Plan.from_json(legacy).physical_batch_size == 0
 
 
 def test_schedules() -> None:

@@ -60,18 +60,6 @@ def test_empty_batches_happen_at_low_rates() -> None:
     assert any(poisson_indices(SEED, k, 100, 0.005) == [] for k in range(20))
 
 
-def test_noise_generator_is_reseeded_per_step() -> None:
-    import torch
-
-    from training.noise import noise_generator
-
-    s = Secrets(SEED, bytes(32))
-    a = torch.randn(4, generator=noise_generator(s, 3))
-    b = torch.randn(4, generator=noise_generator(s, 3))
-    c = torch.randn(4, generator=noise_generator(s, 4))
-    assert torch.equal(a, b) and not torch.equal(a, c)
-
-
 def test_secrets_file_is_private_and_never_printed(tmp_path: Path) -> None:
     s = Secrets.generate()
     path = tmp_path / "secrets.json"

@@ -1,4 +1,5 @@
-"""A finished run's files and formats, resume after a simulated crash, empty batches, non-private mode."""
+"""A finished run's files and formats (v2: salted batch commitments, hidden statistics, manifest v2), resume after a
+simulated crash, empty batches, non-private mode, the determinism profile."""
 
 from __future__ import annotations
 
@@ -12,12 +13,19 @@ from typing import Any
 import pytest
 
 from provenance import canonical
+from provenance.batches import batch_digest
 from provenance.errors import UsageError
 from provenance.hashing import Digest, hash_file
-from provenance.manifest import MANIFEST_NAME, CheckpointManifest, decode_run_manifest, hash_directory
+from provenance.manifest import MANIFEST_NAME, CheckpointManifest, hash_directory
+from provenance.records import StepRecord, StepStats
 from provenance.steplog import StepLog, parse_records, verify_log
 from training.checkpoint import CHECKPOINT_FILES, read_checkpoint
-from training.runinfo import run_id_of
+from training.runinfo import read_manifest, run_id_of, write_manifest
+from training.statslog import read_stats
+
+
+def decode_run_manifest(raw: bytes) -> dict[str, Any]:
+    return dict(canonical.decode(raw, strict=True))
 
 STATE_KEYS = {"accountant", "checkpoint", "delta", "epsilon", "format", "log_root", "log_size", "optimizer", "rng",
               "run_id", "sampler", "step", "weights"}
@@ -32,11 +40,17 @@ def safetensors_metadata(path: Path) -> dict[str, str]:
 def test_run_directory_layout_and_manifest(tiny_run: Any, fixed_secrets: Any) -> None:
     run_dir: Path = tiny_run.run_dir
     assert {p.name for p in run_dir.iterdir()} == {"run.json", "secrets.json", "local.json", "steps.jsonl",
-                                                   "checkpoints", "train.lock"}
+                                                   "stats.jsonl", "checkpoints", "train.lock"}
     assert stat.S_IMODE((run_dir / "secrets.json").stat().st_mode) == 0o600
+    assert stat.S_IMODE((run_dir / "stats.jsonl").stat().st_mode) == 0o600
     raw = (run_dir / "run.json").read_bytes()
     manifest = decode_run_manifest(raw)
-    assert canonical.encode(manifest) == raw
+    assert canonical.encode(manifest) == raw and read_manifest(run_dir) == manifest
+    assert manifest["format"] == "prov.run.v2" and manifest["checkpoint_format"] == "prov.trainstate.v2"
+    assert manifest["formats"] == {"batch": "prov.batch.v2", "noise": "prov.noise.v2", "stats": "prov.stats.v1",
+                                   "step": "prov.step.v2", "trainstate": "prov.trainstate.v2"}
+    assert manifest["owner"] is None  # anchoring off: nobody will register it
+    assert manifest["training"]["world_size"] == 1 and manifest["training"]["batch"]["physical_batch_size"] == 0
     assert manifest["run_id"] == tiny_run.run_id == run_id_of(manifest)
     assert manifest["secrets"] == fixed_secrets.commitments()
     for secret in (fixed_secrets.noise_seed.hex(), fixed_secrets.dataset_key.hex()):
@@ -48,7 +62,8 @@ def test_run_directory_layout_and_manifest(tiny_run: Any, fixed_secrets: Any) ->
     assert manifest["training"]["steps"] == 6 and manifest["training"]["checkpoint_every"] == 2
     det = manifest["determinism"]
     assert det["threads"] == 1 and det["dtype"] == "float32" and det["attn_implementation"] == "eager"
-    assert det["cpu_capability"]
+    assert det["cpu_capability"] and det["device"] == "cpu" and det["cuda"] is None
+    assert det["profile"] == "native" and set(det["env"]) >= {"ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA"}
     assert {"torch", "opacus", "peft", "transformers", "prov"} <= set(manifest["software"]["versions"])
     assert manifest["dataset"]["size"] == 256 and manifest["dataset"]["root"].startswith("sha256:")
 
@@ -66,7 +81,7 @@ def test_checkpoints_are_complete_hashed_and_chained(tiny_run: Any) -> None:
         stored = CheckpointManifest.decode((path / MANIFEST_NAME).read_bytes())
         assert stored == hash_directory(path)
         state = canonical.decode((path / "state.json").read_bytes(), strict=True)
-        assert set(state) == STATE_KEYS
+        assert set(state) == STATE_KEYS and state["format"] == "prov.trainstate.v2"
         assert state["step"] == state["log_size"] == step and state["checkpoint"] == index
         assert state["log_root"] == log.root_at(step).hex()
         assert state["weights"] == str(hash_file(path / "adapter_model.safetensors"))
@@ -87,6 +102,36 @@ def test_checkpoints_are_complete_hashed_and_chained(tiny_run: Any) -> None:
     assert segments == (run_dir / "steps.jsonl").read_bytes()
     assert len(weights) == 4
     assert tiny_run.weights == Digest.parse(state["weights"]) and tiny_run.epsilon == float(state["epsilon"])
+
+
+def test_records_commit_to_the_batches_and_to_the_hidden_statistics(tiny_run: Any, fixed_secrets: Any,
+                                                                    tiny_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from provenance.batches import tokenize_records
+    from provenance.dataset import load_records
+    from provenance.sampler import poisson_indices
+    from training.data import DEMO_DATA
+
+    run_dir: Path = tiny_run.run_dir
+    log = StepLog.open(run_dir, create=False)
+    stats = read_stats(run_dir / "stats.jsonl")
+    assert [s.step for s in stats] == list(range(6))
+    tokenized = tokenize_records(load_records(DEMO_DATA), AutoTokenizer.from_pretrained(tiny_model_dir),
+                                 max_length=32)
+    for k in range(6):
+        record = log.record(k)
+        assert isinstance(record, StepRecord)
+        indices = poisson_indices(fixed_secrets.noise_seed, k, 256, 8 / 256)
+        assert record.examples == len(indices) and record.noise_index == k
+        assert record.batch == batch_digest(fixed_secrets.batch_key(), step=k, indices=indices,
+                                            tensors=tokenized.batch(indices))
+        assert record.stats == stats[k].commitment(fixed_secrets.stats_key())
+        assert 0.0 < stats[k].loss < 20.0 and 0.0 <= stats[k].clipped_fraction <= 1.0
+    published = (run_dir / "steps.jsonl").read_bytes() + b"".join(
+        p.read_bytes() for p in (run_dir / "checkpoints").rglob("*") if p.is_file())
+    for line in stats:
+        assert repr(line.loss).encode() not in published  # the statistics are committed to, never published
 
 
 def test_adapter_loads_in_peft(tiny_run: Any, tiny_model_dir: Path) -> None:
@@ -128,7 +173,23 @@ def test_resume_after_crash_reproduces_the_run(tiny_run: Any, tmp_path: Path) ->
     assert not list((crashed / "checkpoints").glob(".tmp-*"))
     side = sorted(p.name for p in crashed.glob("steps.jsonl.*"))
     assert side == ["steps.jsonl.rewound-0", "steps.jsonl.torn-0"]  # nothing destroyed
+    assert (crashed / "stats.jsonl").read_bytes() == (original / "stats.jsonl").read_bytes()
     assert resume(crashed, quiet=True).weights == tiny_run.weights  # a finished run resumes to itself
+
+
+def test_resume_refuses_a_run_written_before_v2(tiny_run: Any, tmp_path: Path) -> None:
+    from training.trainer import resume
+
+    old = tmp_path / "run"
+    shutil.copytree(tiny_run.run_dir, old)
+    manifest = read_manifest(old)
+    for key in ("formats", "owner", "run_id"):
+        del manifest[key]
+    manifest["format"] = "prov.run.v1"
+    manifest["run_id"] = run_id_of(manifest)
+    write_manifest(old, manifest)
+    with pytest.raises(UsageError, match=r"older prov \(prov.run.v1\)"):
+        resume(old, quiet=True)
 
 
 def test_resume_refuses_a_changed_dataset(tiny_run: Any, tmp_path: Path) -> None:
@@ -161,7 +222,8 @@ def test_empty_poisson_batches_are_real_steps(tiny_config: Any, fixed_secrets: A
                    secrets=fixed_secrets, quiet=True)
     log = StepLog.open(result.run_dir, create=False)
     record = log.record(empty[0])
-    assert record.examples == 0 and record.loss == 0.0 and record.clipped_fraction == 0.0
+    stats = read_stats(result.run_dir / "stats.jsonl")[empty[0]]
+    assert record.examples == 0 and stats == StepStats(step=empty[0], loss=0.0, clipped_fraction=0.0)
     assert record.noise_index == empty[0]
     # the noise-only step still moved the adapter (the guard would have stopped training otherwise)
     assert result.epsilon is not None and result.epsilon > 0
@@ -182,16 +244,17 @@ def test_non_private_runs_are_recorded_as_such(tiny_config: Any, fixed_secrets: 
 
 
 def test_a_run_cannot_be_trained_twice_at_once(tiny_run: Any, tmp_path: Path) -> None:
-    from training.trainer import _lock_run, _unlock_run, resume
+    from training.rundir import lock_run, unlock_run
+    from training.trainer import resume
 
     copy = tmp_path / "run"
     shutil.copytree(tiny_run.run_dir, copy)
-    held = _lock_run(copy)
+    held = lock_run(copy)
     try:
         with pytest.raises(UsageError, match="another prov train is running"):
             resume(copy, quiet=True)
     finally:
-        _unlock_run(held)
+        unlock_run(held)
 
 
 def test_existing_run_directory_is_refused(tiny_run: Any, tiny_config: Any, fixed_secrets: Any) -> None:
@@ -199,3 +262,27 @@ def test_existing_run_directory_is_refused(tiny_run: Any, tiny_config: Any, fixe
 
     with pytest.raises(UsageError, match="--resume"):
         train(tiny_config(tiny_run.run_dir), secrets=fixed_secrets, quiet=True)
+
+
+def test_a_profile_that_cannot_be_applied_is_recorded_as_it_ran(tiny_config: Any, fixed_secrets: Any,
+                                                                tmp_path: Path, isolated_state: Path) -> None:
+    """pytest imported torch long ago: the portable profile cannot change the kernels any more, so the run records
+    the capability that really ran, as native, and says so (unless this CPU's native kernels are the portable
+    ones)."""
+    import io
+
+    from training.determinism import cpu_capability
+    from training.trainer import train
+
+    stream = io.StringIO()
+    result = train(tiny_config(tmp_path / "run", **{"training.steps": 1, "training.checkpoint_every": 1,
+                                                    "determinism.profile": "portable"}),
+                   secrets=fixed_secrets, stream=stream)
+    det = read_manifest(result.run_dir)["determinism"]
+    assert det["cpu_capability"] == cpu_capability()
+    if cpu_capability() == "AVX2":
+        assert det["profile"] == "portable" and "warning" not in stream.getvalue()
+    else:
+        assert det["profile"] == "native"
+        assert f"torch was imported before the profile could be applied and runs {cpu_capability()}" in \
+            stream.getvalue()
