@@ -1,66 +1,30 @@
-"""The interfaces the verifier reads through: an artifact store and a registry, as protocols.
+"""The interfaces the verifier reads through: an artifact store and a registry, as protocols, and the records
+they return.
 
 Any object with these methods works (the local blockstore, a Kubo node, the v2 registry client, the read-only v1
-reader, a test double); the verifier never needs to know which.
+reader, a test double); the verifier never needs to know which. `RegistryReader` is defined beside the registry
+clients (`provenance._chain.reader`) and re-exported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, Protocol
+import os
+from typing import Protocol
 
-from provenance.hashing import Digest
+from provenance._chain.reader import BlockInfo, ChainInfo, RegistryReader
+from provenance._chain.records import CheckpointRecord, Finalization, RunHistory, RunRecord
+
+__all__ = ["BlockInfo", "ChainInfo", "CheckpointRecord", "Finalization", "RegistryReader", "RunHistory", "RunRecord",
+           "StoreReader"]
 
 
 class StoreReader(Protocol):
     """Content-addressed reads; every read is checked against its CID by the store."""
 
-    @property
-    def spec(self) -> str: ...
+    spec: str
 
     def get_bytes(self, cid: str, *, max_size: int | None = ...) -> bytes: ...
 
-    def get_directory(self, cid: str, target: Path) -> Path: ...
+    def get_directory(self, cid: str, dest: str | os.PathLike[str]) -> int: ...
 
     def list_directory(self, cid: str) -> dict[str, str]: ...
-
-
-class ChainInfo(Protocol):
-    chain_id: int
-    genesis_hash: str
-    latest_block: int
-    dev_chain: str | None
-
-
-class BlockInfo(Protocol):
-    number: int
-    hash: bytes
-    timestamp: int
-
-
-class RunHistory(Protocol):
-    """A run's complete on-chain history, checked by the client against the registry's stored state."""
-
-    registration: Any  # RunRecord
-    checkpoints: Sequence[Any]  # CheckpointRecord, index order
-    writers: Sequence[Any]  # RegistryEvent (WriterAuthorized / WriterRevoked), chain order
-    finalization: Any  # a record with block_number, tx_hash, merged_tensor_digest; or None
-
-
-class RegistryReader(Protocol):
-    """What the verifier reads from a ProvenanceRegistry (v2 client or v1 reader)."""
-
-    @property
-    def version(self) -> int: ...
-
-    @property
-    def address(self) -> str | None: ...
-
-    def chain_info(self) -> ChainInfo: ...
-
-    def block(self, number: int) -> BlockInfo | None: ...
-
-    def claims(self, *, weights: Digest | None = None, tensors: Digest | None = None) -> list[Any]: ...
-
-    def run(self, run_key: bytes) -> RunHistory: ...

@@ -277,11 +277,11 @@ class RevertDecoder:
                           for t, v in zip(types, decode(types, body), strict=True)]
                 return cls(dict(zip(names, values, strict=True)), tx_hash=tx_hash)
             if selector == _ERROR_STRING:
-                return OtherRevert({"reason": decode(["string"], body)[0]}, tx_hash=tx_hash)
+                return OtherRevert({"reason": _one_line(decode(["string"], body)[0])}, tx_hash=tx_hash)
             if selector == _PANIC:
                 return OtherRevert({"reason": f"panic 0x{decode(['uint256'], body)[0]:02x}"}, tx_hash=tx_hash)
-        except DecodingError:
-            return None
+        except (DecodingError, OverflowError, UnicodeDecodeError, ValueError):
+            return None  # not a well-formed payload of this ABI: the caller reports the revert without a reason
         return None
 
     def from_exception(self, exc: BaseException, *, tx_hash: str | None = None) -> RegistryRevert | None:
@@ -326,3 +326,10 @@ def _candidates(value: Any, depth: int = 0) -> Iterator[bytes]:
     elif isinstance(value, list | tuple):
         for item in value:
             yield from _candidates(item, depth + 1)
+
+
+def _one_line(reason: str, limit: int = 200) -> str:
+    """A contract's revert reason is untrusted text: one line, control characters escaped, bounded length."""
+    text = " ".join(str(reason).split())
+    text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

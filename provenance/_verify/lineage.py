@@ -161,21 +161,23 @@ def rebuild_log(files: list[CheckpointFiles], *, step_format: str) -> tuple[list
 
 
 def check_committers(records: list[Any], fetch_events: Callable[[], list[Any]], *, run: Any) -> int:
-    """Each checkpoint was committed by the owner or by a writer authorised (and not revoked) at that time.
-    Writer events are fetched (`fetch_events`) only when some checkpoint was not committed by the owner."""
+    """Each checkpoint was committed by the owner or by a writer authorised (and not revoked) before it, in chain
+    order (block, then position in the block). Writer events are fetched (`fetch_events`) only when some checkpoint
+    was not committed by the owner."""
     if all(r.committer.lower() == run.owner.lower() for r in records):
         return 0
     events = fetch_events()
     writers: set[str] = set()
     timeline = sorted(
-        [(e.block_number, e.log_index, e) for e in events if e.args.get("runId") == run.run_id],
-        key=lambda t: (t[0], t[1]),
+        [e for e in events if e.args.get("runId") == run.run_id],
+        key=lambda e: (e.block_number, getattr(e, "log_index", 0)),
     )
-    by_block = sorted(records, key=lambda r: r.block_number)
     position = 0
-    for record in by_block:
-        while position < len(timeline) and timeline[position][0] <= record.block_number:
-            event = timeline[position][2]
+    for record in sorted(records, key=lambda r: (r.block_number, getattr(r, "log_index", 0))):
+        here = (record.block_number, getattr(record, "log_index", 0))
+        while position < len(timeline) and (timeline[position].block_number,
+                                            getattr(timeline[position], "log_index", 0)) < here:
+            event = timeline[position]
             if event.name == "WriterAuthorized":
                 writers.add(str(event.args["writer"]).lower())
             elif event.name == "WriterRevoked":

@@ -173,7 +173,7 @@ def build_report(ev: Evidence, *, verdict: str, exit_code: int, registry: Regist
         "subject": {"path": ev.subject.path.name, "kind": ev.subject.kind,
                     "weights_digest": str(ev.subject.weights_digest),
                     "tensor_digest": None if ev.tensor_digest is None else str(ev.tensor_digest),
-                    "run_id": meta.get("prov.run_id"), "checkpoint": meta.get("prov.checkpoint")},
+                    "run_id": meta.get("prov.run_id"), "checkpoint": _int_or_none(meta.get("prov.checkpoint"))},
         "chain": {"chain_id": ev.chain.get("chain_id"), "genesis_hash": ev.chain.get("genesis_hash"),
                   "registry": registry.address, "registry_version": registry.version, "rpc": public_rpc(rpc),
                   "dev_chain": ev.chain.get("dev_chain"), "expected_chain_id": options.expected_chain_id,
@@ -187,6 +187,10 @@ def build_report(ev: Evidence, *, verdict: str, exit_code: int, registry: Regist
         "not_checked": [f"{r.id}: {r.summary}" for r in ev.checks.ordered() if r.status is Status.NOT_RUN] + ev.notes,
         "attestations": ev.attestations,
     }
+
+
+def _int_or_none(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() and len(text) < 19 else None
 
 
 def _verdict_text(ev: Evidence, verdict: str) -> str:

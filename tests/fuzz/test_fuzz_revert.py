@@ -82,11 +82,8 @@ def exception_around(data: bytes, shape: int) -> BaseException:
     return outer
 
 
-# Found by this suite in provenance/_chain/errors.py (not this suite's file; reported to its owner): eth_abi raises
-# OverflowError for an ABI length word too large for an index, and UnicodeDecodeError for an Error(string) whose
-# bytes are not UTF-8; RevertDecoder.decode catches neither, so `prov` would print a traceback. The strict xfails
-# below pin both inputs; the properties tolerate only these two exception types until the decoder is fixed.
-KNOWN_BUGS = (OverflowError, UnicodeDecodeError)
+# Found by this suite (and fixed): eth_abi raises OverflowError for an ABI length word too large for an index, and
+# UnicodeDecodeError for an Error(string) whose bytes are not UTF-8; an Error(string) reason could span lines.
 _ERROR_STRING = bytes.fromhex("08c379a0") + (0x20).to_bytes(32, "big")
 HUGE_REASON = _ERROR_STRING + (1 << 64).to_bytes(32, "big")  # a length of 2^64, nothing after it
 NOT_UTF8_REASON = _ERROR_STRING + (2).to_bytes(32, "big") + b"\x00\x80" + bytes(30)
@@ -94,23 +91,15 @@ NOT_UTF8_REASON = _ERROR_STRING + (2).to_bytes(32, "big") + b"\x00\x80" + bytes(
 
 def check(data: bytes, shape: int) -> None:
     for call in (lambda: decoder().decode(data), lambda: decoder().from_exception(exception_around(data, shape))):
-        try:
-            outcome = value_or_one_line_error(call)
-        except KNOWN_BUGS:
-            continue
+        outcome = value_or_one_line_error(call)
         assert outcome is None or isinstance(outcome, ProvenanceError)
 
 
-@pytest.mark.xfail(strict=True, raises=KNOWN_BUGS,
-                   reason="provenance/_chain/errors.py: RevertDecoder.decode lets eth_abi's OverflowError / "
-                          "UnicodeDecodeError escape (found by this suite; reported to the owner)")
 @pytest.mark.parametrize("data", [HUGE_REASON, NOT_UTF8_REASON], ids=["length-2^64", "not-utf8"])
 def test_malformed_error_strings_are_not_tracebacks(data: bytes) -> None:
     value_or_one_line_error(lambda: decoder().decode(data))
 
 
-@pytest.mark.xfail(strict=True, reason="provenance/_chain/errors.py shows an Error(string) reason raw, newlines "
-                                       "included (found by this fuzz suite; reported to its owner, not fixed here)")
 def test_a_decoded_revert_reason_is_one_line() -> None:
     error = decoder().decode(bytes.fromhex("08c379a0") + encode(["string"], ["bad\nline"]))
     assert error is not None and "\n" not in str(error)
