@@ -5,22 +5,30 @@ import {IAttestationRegistry} from "./IAttestationRegistry.sol";
 import {IProvenanceRegistry} from "./IProvenanceRegistry.sol";
 
 /**
- * @title AttestationRegistry
- * @notice Co-signed auditor attestations of checkpoints committed in a ProvenanceRegistry, with BLS signatures on
- * BN254 verified on chain. No admin, no upgrade, nothing deleted: any account may register one key (with a proof of
- * possession) and anyone may anchor an attestation whose aggregate signature verifies.
+ * @title AttestationRegistry (version 2)
+ * @notice Co-signed auditor attestations of checkpoints committed in a ProvenanceRegistry (version 2), with BLS
+ * signatures on BN254 verified on chain. No admin, no upgrade, nothing deleted: any account may register a key (with
+ * a proof of possession), rotate or revoke its own keys, and anyone may anchor an attestation whose aggregate
+ * signature verifies against the signers' current keys.
  *
  * Scheme (docs/attestations.md): secret key `sk`, keys `pk1 = sk·g1`, `pk2 = sk·g2`; a signature is `sk·H(m)` with
  * `H` a try-and-increment hash to G1 under a domain tag. For signers `S` with `apk1 = Σ pk1` (summed here with
  * 0x06 from storage) and the caller's `apk2`, one 0x08 call checks
  * `e(σ + γ·apk1, g2) · e(-(H(m) + γ·g1), apk2) = 1`, with `γ` a hash of every input: that is both
- * `e(σ, g2) = e(H(m), apk2)` and `e(apk1, g2) = e(g1, apk2)` except with probability 1/r. Registration checks the
- * same equation with the proof of possession `sk·H_pop(auditor, pk1, pk2)`, which stops rogue-key attacks.
+ * `e(σ, g2) = e(H(m), apk2)` and `e(apk1, g2) = e(g1, apk2)` except with probability 1/r. Registration and rotation
+ * check the same equation with the proof of possession `sk·H_pop(auditor, pk1, pk2)`, which stops rogue-key attacks.
  *
- * Gas per attestation does not depend on what is attested (a fixed-size message; the report CID is a short
- * string); it grows by one storage read pair and one point addition per co-signer.
+ * What is bound on chain: the message (see {IAttestationRegistry}) covers the chain, both registries and every
+ * statement field; the contract checks the run exists and has the checkpoint index. Whether the digests, log and ε
+ * are those of that checkpoint is checked off chain against the run's verified history, because version 2 of the
+ * ProvenanceRegistry keeps its records in events folded into one head per run, not in storage.
+ *
+ * Each auditor records a given statement once ({AttestationRegistryAlreadyAttested}): an attestation cannot be
+ * replayed, and later auditors can still attest the same statement on their own. Gas does not depend on what is
+ * attested; it grows by four storage reads and one point addition per co-signer.
  */
 contract AttestationRegistry is IAttestationRegistry {
+    uint256 private constant _SUPPORTED_REGISTRY_VERSION = 2;
     uint256 private constant _P = 21888242871839275222246405745257275088696311157297823662689037894645226208583;
     uint256 private constant _R = 21888242871839275222246405745257275088548364400416034343698204186575808495617;
     uint256 private constant _TWO_256_MOD_P =
@@ -38,22 +46,39 @@ contract AttestationRegistry is IAttestationRegistry {
 
     bytes private constant _ATTEST_DST = "PROV-V1-BN254G1-KECCAK-TAI-ATTEST";
     bytes private constant _POP_DST = "PROV-V1-BN254G1-KECCAK-TAI-POP";
-    bytes32 private constant _MESSAGE_TAG = keccak256("prov.attestation.v1");
+    bytes32 private constant _MESSAGE_TAG = keccak256("prov.attestation.v2");
     bytes32 private constant _POP_TAG = keccak256("prov.auditor-pop.v1");
 
+    // Storage, not immutable: clients recognise this contract by comparing its runtime code with the shipped
+    // artifact, which an immutable (patched into the code at deployment) would break.
     IProvenanceRegistry private _registry;
-    mapping(address auditor => Auditor) private _auditors;
-    mapping(bytes32 keyId => address auditor) private _keyOwners;
+    mapping(bytes32 keyId => Key) private _keys;
+    mapping(address auditor => bytes32 keyId) private _currentKeys;
     mapping(bytes32 weightsDigest => AttestationLocation[]) private _attestations;
+    // Which auditors (by number: bit `n % 256` of word `n / 256`) attested a message. Co-signers among the first 256
+    // auditors share one word, so a co-signer adds ~100 gas for this instead of a new slot (22k).
+    mapping(bytes32 message => mapping(uint256 word => uint256 bits)) private _attested;
+    uint32 private _auditorCount;
 
+    /// @dev Requirements: `registry` is a ProvenanceRegistry whose `VERSION()` is 2.
     constructor(IProvenanceRegistry registry) {
+        uint256 version = 0;
+        if (address(registry).code.length > 0) {
+            try registry.VERSION() returns (uint256 answered) {
+                version = answered;
+            } catch {}
+        }
+        if (version != _SUPPORTED_REGISTRY_VERSION) {
+            revert AttestationRegistryUnsupportedRegistry(address(registry), version);
+        }
         _registry = registry;
     }
 
     /**
      * @inheritdoc IAttestationRegistry
      * @dev Requirements:
-     * - the caller has no key yet and `pk2` is not registered by anyone;
+     * - the caller has no active key (never registered, or its current key is revoked);
+     * - `pk2` was never registered by anyone;
      * - `pk1` is a point of G1 other than infinity, and `pop` a point of G1;
      * - `pop` is the caller's signature over {possessionMessage} and `pk1`, `pk2` share one secret.
      *
@@ -62,47 +87,76 @@ contract AttestationRegistry is IAttestationRegistry {
     function registerAuditor(string calldata name, G1Point calldata pk1, G2Point calldata pk2, G1Point calldata pop)
         external
     {
-        bytes32 keyId = keccak256(abi.encode(pk2));
-        Auditor storage auditor = _auditors[msg.sender];
-        if (auditor.keyId != bytes32(0)) revert AttestationRegistryAuditorAlreadyRegistered(msg.sender, auditor.keyId);
-        address owner = _keyOwners[keyId];
-        if (owner != address(0)) revert AttestationRegistryKeyAlreadyRegistered(keyId, owner);
-        _requireG1(pk1, false);
-        _requireG1(pop, true);
-        G1Point memory h = _hashToG1(_possessionMessage(msg.sender, pk1, pk2), _POP_DST);
-        if (!_verify(pop, pk1, h, pk2)) revert AttestationRegistryInvalidProofOfPossession(msg.sender, keyId);
-
-        auditor.pk1 = pk1;
-        auditor.keyId = keyId;
-        auditor.registeredBlock = uint64(block.number);
-        _keyOwners[keyId] = msg.sender;
-        emit AuditorRegistered(msg.sender, keyId, name, pk1, pk2);
+        bytes32 current = _currentKeys[msg.sender];
+        if (current != bytes32(0) && _keys[current].revokedBlock == 0) {
+            revert AttestationRegistryAuditorAlreadyRegistered(msg.sender, current);
+        }
+        _addKey(name, pk1, pk2, pop);
     }
 
     /**
      * @inheritdoc IAttestationRegistry
      * @dev Requirements:
-     * - a checkpoint of the ProvenanceRegistry commits `attestation.weightsDigest`;
-     * - `signers` is not empty, in strictly ascending order, and every signer has a registered key;
-     * - `signature` is a point of G1 and verifies, with `aggregateKey`, over {attestationMessage} for the signers.
+     * - the caller has an active key (registered and not revoked);
+     * - the new key meets every requirement of {registerAuditor}.
+     *
+     * The previous key is retired in this block: attestations recorded with it stay valid.
+     *
+     * Emits an {AuditorRegistered} and an {AuditorKeyRotated} event.
+     */
+    function rotateKey(string calldata name, G1Point calldata pk1, G2Point calldata pk2, G1Point calldata pop)
+        external
+    {
+        bytes32 previous = _currentKeys[msg.sender];
+        if (previous == bytes32(0) || _keys[previous].revokedBlock != 0) {
+            revert AttestationRegistryNoActiveKey(msg.sender);
+        }
+        bytes32 keyId = _addKey(name, pk1, pk2, pop);
+        _keys[previous].retiredBlock = uint64(block.number);
+        emit AuditorKeyRotated(msg.sender, previous, keyId);
+    }
+
+    /**
+     * @inheritdoc IAttestationRegistry
+     * @dev Requirements:
+     * - `keyId` is a key the caller registered, not yet revoked.
+     *
+     * Emits an {AuditorKeyRevoked} event.
+     */
+    function revokeKey(bytes32 keyId) external {
+        Key storage key = _keys[keyId];
+        if (key.auditor != msg.sender) revert AttestationRegistryNotKeyOwner(keyId, msg.sender, key.auditor);
+        if (key.revokedBlock != 0) revert AttestationRegistryKeyAlreadyRevoked(keyId, key.revokedBlock);
+        key.revokedBlock = uint64(block.number);
+        emit AuditorKeyRevoked(msg.sender, keyId);
+    }
+
+    /**
+     * @inheritdoc IAttestationRegistry
+     * @dev Requirements:
+     * - the ProvenanceRegistry has run `runKey` with more than `index` checkpoints;
+     * - `signers` is not empty, in strictly ascending order, and every signer has a current, unrevoked key and has
+     *   not attested this statement (same message) before;
+     * - `signature` is a point of G1 and verifies, with `aggregateKey`, over {attestationMessage} for the signers'
+     *   current keys.
      *
      * Emits an {Attested} event.
      */
     function attest(Attestation calldata attestation) external {
-        bytes32 weightsDigest = attestation.weightsDigest;
-        IProvenanceRegistry.CheckpointLocation memory checkpoint = _requireCheckpoint(weightsDigest);
-        bytes32 message =
-            _attestationMessage(checkpoint, weightsDigest, attestation.verificationDigest, attestation.reportCid);
-        G1Point memory apk1 = _aggregateSigners(attestation.signers);
+        Statement calldata statement = attestation.statement;
+        _requireCheckpoint(statement.runKey, statement.index);
+        bytes32 message = _attestationMessage(statement);
+        (G1Point memory apk1, bytes32[] memory keyIds) = _recordSigners(attestation.signers, message);
         _requireG1(attestation.signature, true);
         if (!_verify(attestation.signature, apk1, _hashToG1(message, _ATTEST_DST), attestation.aggregateKey)) {
-            revert AttestationRegistryInvalidSignature(weightsDigest, message);
+            revert AttestationRegistryInvalidSignature(statement.weightsDigest, message);
         }
 
-        AttestationLocation[] storage list = _attestations[weightsDigest];
+        AttestationLocation[] storage list = _attestations[statement.weightsDigest];
         uint64 number = uint64(list.length);
-        list.push(AttestationLocation(uint64(block.number), _recordHash(message, msg.sender, attestation)));
-        emit Attested(weightsDigest, checkpoint.runId, checkpoint.index, number, message, msg.sender, attestation);
+        bytes24 recordHash = _recordHash(message, number, msg.sender, keyIds, attestation);
+        list.push(AttestationLocation(uint64(block.number), recordHash));
+        emit Attested(statement.weightsDigest, statement.runKey, message, number, msg.sender, keyIds, attestation);
     }
 
     /// @inheritdoc IAttestationRegistry
@@ -111,8 +165,13 @@ contract AttestationRegistry is IAttestationRegistry {
     }
 
     /// @inheritdoc IAttestationRegistry
-    function getAuditor(address auditor) external view returns (Auditor memory) {
-        return _auditors[auditor];
+    function currentKey(address auditor) external view returns (bytes32) {
+        return _currentKeys[auditor];
+    }
+
+    /// @inheritdoc IAttestationRegistry
+    function getKey(bytes32 keyId) external view returns (Key memory) {
+        return _keys[keyId];
     }
 
     /// @inheritdoc IAttestationRegistry
@@ -128,12 +187,16 @@ contract AttestationRegistry is IAttestationRegistry {
     }
 
     /// @inheritdoc IAttestationRegistry
-    function attestationMessage(bytes32 weightsDigest, bytes32 verificationDigest, string calldata reportCid)
-        external
-        view
-        returns (bytes32)
-    {
-        return _attestationMessage(_requireCheckpoint(weightsDigest), weightsDigest, verificationDigest, reportCid);
+    function hasAttested(bytes32 message, address signer) external view returns (bool) {
+        bytes32 keyId = _currentKeys[signer];
+        if (keyId == bytes32(0)) return false;
+        uint32 number = _keys[keyId].auditorNumber;
+        return _attested[message][number >> 8] & (1 << (number & 0xff)) != 0;
+    }
+
+    /// @inheritdoc IAttestationRegistry
+    function attestationMessage(Statement calldata statement) external view returns (bytes32) {
+        return _attestationMessage(statement);
     }
 
     /// @inheritdoc IAttestationRegistry
@@ -151,44 +214,104 @@ contract AttestationRegistry is IAttestationRegistry {
     }
 
     /// @inheritdoc IAttestationRegistry
-    function attestationRecordHash(bytes32 message, address submitter, Attestation calldata attestation)
-        external
-        pure
-        returns (bytes24)
+    function attestationRecordHash(
+        bytes32 message,
+        uint64 number,
+        address submitter,
+        bytes32[] calldata keyIds,
+        Attestation calldata attestation
+    ) external pure returns (bytes24) {
+        return _recordHash(message, number, submitter, keyIds, attestation);
+    }
+
+    // --- keys -------------------------------------------------------------------------------------------------
+
+    /// @dev Checks and stores a new key for the caller, makes it current and emits {AuditorRegistered}.
+    function _addKey(string calldata name, G1Point calldata pk1, G2Point calldata pk2, G1Point calldata pop)
+        private
+        returns (bytes32 keyId)
     {
-        return _recordHash(message, submitter, attestation);
+        keyId = keccak256(abi.encode(pk2));
+        address owner = _keys[keyId].auditor;
+        if (owner != address(0)) revert AttestationRegistryKeyAlreadyRegistered(keyId, owner);
+        _requireG1(pk1, false);
+        _requireG1(pop, true);
+        G1Point memory h = _hashToG1(_possessionMessage(msg.sender, pk1, pk2), _POP_DST);
+        if (!_verify(pop, pk1, h, pk2)) revert AttestationRegistryInvalidProofOfPossession(msg.sender, keyId);
+
+        bytes32 previous = _currentKeys[msg.sender];
+        Key storage key = _keys[keyId];
+        key.auditor = msg.sender;
+        key.auditorNumber = previous == bytes32(0) ? ++_auditorCount : _keys[previous].auditorNumber;
+        key.registeredBlock = uint64(block.number);
+        key.pk1 = pk1;
+        _currentKeys[msg.sender] = keyId;
+        emit AuditorRegistered(msg.sender, keyId, name, pk1, pk2);
+    }
+
+    /// @dev Σ pk1 of the signers' current keys and those key ids; the signers must be unique, ascending, have an
+    /// unrevoked key and not have attested `message` before (each is marked as having attested it now).
+    function _recordSigners(address[] calldata signers, bytes32 message)
+        private
+        returns (G1Point memory sum, bytes32[] memory keyIds)
+    {
+        if (signers.length == 0) revert AttestationRegistryNoSigners();
+        keyIds = new bytes32[](signers.length);
+        address previous = address(0);
+        for (uint256 i = 0; i < signers.length; ++i) {
+            address signer = signers[i];
+            if (i > 0 && signer <= previous) {
+                if (signer == previous) revert AttestationRegistryDuplicateSigner(signer);
+                revert AttestationRegistrySignersNotSorted(i, previous, signer);
+            }
+            bytes32 keyId = _currentKeys[signer];
+            if (keyId == bytes32(0)) revert AttestationRegistryUnknownAuditor(signer);
+            Key storage key = _keys[keyId];
+            if (key.revokedBlock != 0) revert AttestationRegistryKeyRevoked(signer, keyId);
+            uint32 number = key.auditorNumber;
+            mapping(uint256 => uint256) storage attested = _attested[message];
+            uint256 bits = attested[number >> 8];
+            uint256 bit = 1 << (number & 0xff);
+            if (bits & bit != 0) revert AttestationRegistryAlreadyAttested(message, signer);
+            attested[number >> 8] = bits | bit;
+            keyIds[i] = keyId;
+            sum = i == 0 ? key.pk1 : _add(sum, key.pk1);
+            previous = signer;
+        }
     }
 
     // --- messages ---------------------------------------------------------------------------------------------
 
-    function _requireCheckpoint(bytes32 weightsDigest)
-        private
-        view
-        returns (IProvenanceRegistry.CheckpointLocation memory checkpoint)
-    {
-        checkpoint = _registry.findByWeights(weightsDigest);
-        if (checkpoint.runId == bytes32(0)) revert AttestationRegistryUnknownCheckpoint(weightsDigest);
+    /// @dev The run exists on the ProvenanceRegistry and has checkpoint `index` (its `getRun` reverts for an
+    /// unknown run).
+    function _requireCheckpoint(bytes32 runKey, uint64 index) private view {
+        try _registry.getRun(runKey) returns (IProvenanceRegistry.RunState memory run) {
+            if (run.owner == address(0)) revert AttestationRegistryUnknownRun(runKey);
+            if (index >= run.checkpointCount) {
+                revert AttestationRegistryUnknownCheckpoint(runKey, index, run.checkpointCount);
+            }
+        } catch {
+            revert AttestationRegistryUnknownRun(runKey);
+        }
     }
 
-    /// @dev Binds the chain, the registry, the checkpoint (its stored record hash covers every committed field) and
-    /// what the auditors found: the digest of their verification result and the report's content address.
-    function _attestationMessage(
-        IProvenanceRegistry.CheckpointLocation memory checkpoint,
-        bytes32 weightsDigest,
-        bytes32 verificationDigest,
-        string calldata reportCid
-    ) private view returns (bytes32) {
+    /// @dev The statement message (see {IAttestationRegistry}); two `abi.encode` halves concatenate to exactly the
+    /// encoding of all fields (every field is a static word), which keeps the stack shallow.
+    function _attestationMessage(Statement calldata s) private view returns (bytes32) {
         return keccak256(
-            abi.encode(
-                _MESSAGE_TAG,
-                block.chainid,
-                address(_registry),
-                checkpoint.runId,
-                checkpoint.index,
-                weightsDigest,
-                checkpoint.recordHash,
-                verificationDigest,
-                keccak256(bytes(reportCid))
+            bytes.concat(
+                abi.encode(
+                    _MESSAGE_TAG, block.chainid, address(_registry), address(this), s.runKey, s.index, s.weightsDigest
+                ),
+                abi.encode(
+                    s.checkpointDigest,
+                    s.logSize,
+                    s.logRoot,
+                    s.epsilonMicro,
+                    keccak256(bytes(s.level)),
+                    s.verificationDigest,
+                    keccak256(bytes(s.reportCid))
+                )
             )
         );
     }
@@ -201,34 +324,18 @@ contract AttestationRegistry is IAttestationRegistry {
         return keccak256(abi.encode(_POP_TAG, block.chainid, address(this), auditor, pk1, pk2));
     }
 
-    /// @dev First 24 bytes of keccak256(abi.encode(message, submitter, attestation)).
-    function _recordHash(bytes32 message, address submitter, Attestation calldata attestation)
-        private
-        pure
-        returns (bytes24)
-    {
-        return bytes24(keccak256(abi.encode(message, submitter, attestation)));
+    /// @dev First 24 bytes of keccak256(abi.encode(message, number, submitter, keyIds, attestation)).
+    function _recordHash(
+        bytes32 message,
+        uint64 number,
+        address submitter,
+        bytes32[] memory keyIds,
+        Attestation calldata attestation
+    ) private pure returns (bytes24) {
+        return bytes24(keccak256(abi.encode(message, number, submitter, keyIds, attestation)));
     }
 
     // --- BN254 ------------------------------------------------------------------------------------------------
-
-    /// @dev Σ pk1 of `signers`, which must be registered, unique and ascending.
-    function _aggregateSigners(address[] calldata signers) private view returns (G1Point memory sum) {
-        if (signers.length == 0) revert AttestationRegistryNoSigners();
-        address previous = address(0);
-        for (uint256 i = 0; i < signers.length; ++i) {
-            address signer = signers[i];
-            if (i > 0 && signer <= previous) {
-                if (signer == previous) revert AttestationRegistryDuplicateSigner(signer);
-                revert AttestationRegistrySignersNotSorted(i, previous, signer);
-            }
-            Auditor storage auditor = _auditors[signer];
-            if (auditor.keyId == bytes32(0)) revert AttestationRegistryUnknownAuditor(signer);
-            if (i == 0) sum = auditor.pk1;
-            else sum = _add(sum, auditor.pk1);
-            previous = signer;
-        }
-    }
 
     /// @dev One pairing check of `e(σ + γ·pk1, g2) · e(-(h + γ·g1), pk2) = 1` with γ bound to every input.
     function _verify(G1Point memory sigma, G1Point memory pk1, G1Point memory h, G2Point memory pk2)

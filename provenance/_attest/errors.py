@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from provenance._chain.errors import RegistryRevert, RevertDecoder
-from provenance.errors import ProvenanceError, VerificationError
+from provenance.errors import FormatError, Rejected, VerificationError
 
 _PREFIX = "AttestationRegistry"
 
@@ -18,14 +18,35 @@ class AttestationRevert(RegistryRevert):
     template = "the attestation registry reverted"
 
 
+class UnsupportedRegistry(AttestationRevert):
+    solidity = f"{_PREFIX}UnsupportedRegistry"
+    template = ("{registry} is not a ProvenanceRegistry of version 2 (it answered version {version}); deploy the "
+                "AttestationRegistry beside a version 2 registry")
+
+
 class AuditorAlreadyRegistered(AttestationRevert):
     solidity = f"{_PREFIX}AuditorAlreadyRegistered"
-    template = "auditor {auditor} already registered key {keyId}; keys are never replaced"
+    template = "auditor {auditor} already has the active key {keyId}; rotate it (`prov keys rotate`) instead"
 
 
 class KeyAlreadyRegistered(AttestationRevert):
     solidity = f"{_PREFIX}KeyAlreadyRegistered"
-    template = "key {keyId} is already registered by {auditor}"
+    template = "key {keyId} is already registered by {auditor}; keys are never shared or reused (make a new one)"
+
+
+class NoActiveKey(AttestationRevert):
+    solidity = f"{_PREFIX}NoActiveKey"
+    template = "auditor {auditor} has no active key to rotate; register one with `prov keys register`"
+
+
+class NotKeyOwner(AttestationRevert):
+    solidity = f"{_PREFIX}NotKeyOwner"
+    template = "{caller} cannot revoke key {keyId}: it belongs to {owner} (the zero address: no such key)"
+
+
+class KeyAlreadyRevoked(AttestationRevert):
+    solidity = f"{_PREFIX}KeyAlreadyRevoked"
+    template = "key {keyId} was already revoked in block {revokedBlock}"
 
 
 class InvalidG1Point(AttestationRevert):
@@ -39,9 +60,14 @@ class InvalidProofOfPossession(AttestationRevert):
                 "(a key without proof of possession could cancel other keys in an aggregate)")
 
 
+class UnknownAttestedRun(AttestationRevert):
+    solidity = f"{_PREFIX}UnknownRun"
+    template = "the provenance registry has no run under key {runKey}"
+
+
 class UnknownAttestedCheckpoint(AttestationRevert):
     solidity = f"{_PREFIX}UnknownCheckpoint"
-    template = "no checkpoint in the provenance registry commits weights sha256:{weightsDigest}"
+    template = "run {runKey} has {checkpointCount} checkpoint(s), so no checkpoint {index}"
 
 
 class NoSigners(AttestationRevert):
@@ -64,10 +90,20 @@ class UnknownAuditor(AttestationRevert):
     template = "signer {signer} has no registered key (register it with its proof of possession first)"
 
 
+class KeyRevoked(AttestationRevert):
+    solidity = f"{_PREFIX}KeyRevoked"
+    template = "signer {signer}'s current key {keyId} is revoked; register a new key to attest again"
+
+
+class AlreadyAttested(AttestationRevert):
+    solidity = f"{_PREFIX}AlreadyAttested"
+    template = "{signer} already attested this statement (message {message}); each auditor records it once"
+
+
 class InvalidSignature(AttestationRevert):
     solidity = f"{_PREFIX}InvalidSignature"
-    template = ("the aggregate signature over message {message} for weights sha256:{weightsDigest} does not verify "
-                "against the listed signers' keys (forged, a signer missing, or made for another checkpoint)")
+    template = ("the aggregate signature over message {message} (weights sha256:{weightsDigest}) does not verify "
+                "against the listed signers' current keys (forged, a signer missing, or made for another statement)")
 
 
 class UnknownAttestation(AttestationRevert):
@@ -76,8 +112,9 @@ class UnknownAttestation(AttestationRevert):
 
 
 REVERT_CLASSES: tuple[type[AttestationRevert], ...] = (
-    AuditorAlreadyRegistered, KeyAlreadyRegistered, InvalidG1Point, InvalidProofOfPossession,
-    UnknownAttestedCheckpoint, NoSigners, DuplicateSigner, SignersNotSorted, UnknownAuditor, InvalidSignature,
+    UnsupportedRegistry, AuditorAlreadyRegistered, KeyAlreadyRegistered, NoActiveKey, NotKeyOwner,
+    KeyAlreadyRevoked, InvalidG1Point, InvalidProofOfPossession, UnknownAttestedRun, UnknownAttestedCheckpoint,
+    NoSigners, DuplicateSigner, SignersNotSorted, UnknownAuditor, KeyRevoked, AlreadyAttested, InvalidSignature,
     UnknownAttestation,
 )
 
@@ -96,10 +133,16 @@ class AttestationError(VerificationError):
     """An attestation (or one auditor's part of it) is refused; the message says why."""
 
 
-class NotVerified(ProvenanceError):
-    """`prov attest` refuses to sign: the verifier did not return `verified`."""
+class NotVerified(Rejected):
+    """`prov attest` refuses to sign: the verifier did not return `verified` (failed, inconclusive or error)."""
 
-    exit_code = 1
+
+class InvalidLevel(FormatError):
+    """A verification level is not one of `commitments`, `sampled:K/N` (1 ≤ K < N) or `full:N`."""
+
+
+class LegacyStatement(AttestationError):
+    """A version 1 statement: readable, but it can no longer be signed, aggregated or anchored."""
 
 
 class WrongCheckpoint(AttestationError):
@@ -119,4 +162,16 @@ class DuplicateSignature(AttestationError):
 
 
 class MissingProofOfPossession(AttestationError):
-    """A key comes without a valid proof of possession, so it cannot be aggregated safely."""
+    """A listed signer has no key registered (with a proof of possession), so their part cannot be aggregated."""
+
+
+class SignerKeyMismatch(AttestationError):
+    """A part names a signer but carries another key than the one that signer registered."""
+
+
+class RevokedKey(AttestationError):
+    """A signer's key is revoked (or retired by a rotation): it signs nothing new."""
+
+
+class LevelNotReached(AttestationError):
+    """A co-signer's own verification did not reach the level the statement to co-sign claims."""

@@ -1,8 +1,9 @@
-"""`prov keys new|show|register`, `prov attest`, `prov attest-deploy` and `prov export in-toto`.
+"""`prov keys new|show|register|rotate|revoke`, `prov attest`, `prov attest-deploy` and `prov export in-toto`.
 
-Auditor keys are BLS (BN254) keys in encrypted key files; the password comes from `$PROV_KEY_PASSWORD` or a hidden
-prompt, and no command ever prints a secret. Chain writes sign with the usual account (`$PROV_PRIVATE_KEY`,
-`--keystore`, or a local dev account), which is the auditor's identity on chain.
+Thin: each command parses, calls provenance.keys / provenance.attest / provenance.attestations / provenance.intoto
+and prints. Auditor keys are BLS (BN254) keys in encrypted key files; the password comes from `$PROV_KEY_PASSWORD`
+or a hidden prompt, and no command ever prints a secret. Chain writes sign with the usual account
+(`$PROV_PRIVATE_KEY`, `--keystore`, or a local dev account), which is the auditor's identity on chain.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def chain_options(fn: Any) -> Any:
 
 
 def _password(confirm: bool) -> str:
-    from provenance._attest.keys import ENV_PASSWORD, password_from_env
+    from provenance.keys import ENV_PASSWORD, password_from_env
 
     env = password_from_env()
     if env is not None:
@@ -38,29 +39,19 @@ def _password(confirm: bool) -> str:
                             confirmation_prompt=confirm))
 
 
-def _connect(rpc_url: str | None, registry: str | None, keystore: Path | None) -> Any:
-    from provenance.chain import connect
-    from provenance.errors import UsageError
+def _client(rpc_url: str | None, registry: str | None, attestations: str | None, keystore: Path | None) -> Any:
+    from provenance.attestations import connect_attestations
 
-    client = connect(rpc_url, registry=registry, keystore=keystore)
-    if client.address is None:
-        raise UsageError("no registry address: pass --registry or run `prov chain deploy` in this project")
-    return client
+    return connect_attestations(rpc_url, registry=registry, address=attestations, keystore=keystore)
 
 
-def _attestations(client: Any, address: str | None) -> Any:
-    from provenance.attest import attestation_client
-    from provenance.errors import UsageError
-
-    found = attestation_client(client, address)
-    if found is None:
-        raise UsageError("no AttestationRegistry: pass --attestations ADDRESS or run `prov attest-deploy`")
-    return found
+def _tx(tx: Any) -> str:
+    return f"tx {tx.tx_hash}, block {tx.block_number}, gas {tx.gas_used}"
 
 
 @click.group("keys")
 def keys_group() -> None:
-    """Auditor BLS keys (BN254): create, show, register on chain."""
+    """Auditor BLS keys (BN254): create, show, register, rotate and revoke on chain."""
 
 
 @keys_group.command("new")
@@ -68,7 +59,7 @@ def keys_group() -> None:
 @click.option("--out", type=click.Path(path_type=Path), help="Key file (default: <state dir>/keys/NAME.json).")
 def keys_new(name: str, out: Path | None) -> None:
     """Generate a key and store it encrypted; prints only the public part."""
-    from provenance._attest.keys import new_key
+    from provenance.keys import new_key
 
     public = new_key(name, _password(confirm=True), path=out)
     click.echo(f"created key {public.name} ({public.key_id}) in {public.path}")
@@ -79,7 +70,7 @@ def keys_new(name: str, out: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the public key as JSON.")
 def keys_show(name: str, as_json: bool) -> None:
     """Show a key's public part (no password needed; the secret is never shown)."""
-    from provenance._attest.keys import show_key
+    from provenance.keys import show_key
 
     public = show_key(name)
     if as_json:
@@ -94,13 +85,41 @@ def keys_show(name: str, as_json: bool) -> None:
 def keys_register(name: str, rpc_url: str | None, registry: str | None, attestations: str | None,
                   keystore: Path | None) -> None:
     """Register a key for the sending account, with its proof of possession."""
-    from provenance._attest.keys import load_key
+    from provenance.keys import register_key
 
-    key = load_key(name, _password(confirm=False))
-    client = _attestations(_connect(rpc_url, registry, keystore), attestations)
-    tx = client.register_auditor(key)
-    click.echo(f"registered {key.public.name} ({key.public.key_id}) for {client.transport.signer.address}: "
-               f"tx {tx.tx_hash}, block {tx.block_number}, gas {tx.gas_used}")
+    client = _client(rpc_url, registry, attestations, keystore)
+    public, tx = register_key(client, name, _password(confirm=False))
+    click.echo(f"registered {public.name} ({public.key_id}) for {client.sender}: {_tx(tx)}")
+
+
+@keys_group.command("rotate")
+@click.argument("name")
+@chain_options
+def keys_rotate(name: str, rpc_url: str | None, registry: str | None, attestations: str | None,
+                keystore: Path | None) -> None:
+    """Replace the sending account's registered key NAME by a new key (same file name and password); attestations
+    already anchored with the old key stay valid, new ones need the new key."""
+    from provenance.keys import rotate_key
+
+    client = _client(rpc_url, registry, attestations, keystore)
+    done = rotate_key(client, name, _password(confirm=True))
+    sent = _tx(done.tx) if done.tx else "already registered by an interrupted rotation"
+    click.echo(f"rotated {client.sender} from {done.previous.key_id} to {done.key.key_id} ({sent}); "
+               f"old key file kept as {done.archived}")
+
+
+@keys_group.command("revoke")
+@click.argument("name")
+@chain_options
+def keys_revoke(name: str, rpc_url: str | None, registry: str | None, attestations: str | None,
+                keystore: Path | None) -> None:
+    """Revoke key NAME (a key file, or a key id 0x...) of the sending account: every attestation signed with it,
+    past and future, is reported as revoked. No password needed."""
+    from provenance.keys import revoke_key
+
+    client = _client(rpc_url, registry, attestations, keystore)
+    key_id, tx = revoke_key(client, name)
+    click.echo(f"revoked key {key_id} of {client.sender}: {_tx(tx)}")
 
 
 @click.command("attest-deploy")
@@ -108,12 +127,11 @@ def keys_register(name: str, rpc_url: str | None, registry: str | None, attestat
 def attest_deploy(rpc_url: str | None, registry: str | None, attestations: str | None,
                   keystore: Path | None) -> None:
     """Deploy an AttestationRegistry for the project's ProvenanceRegistry and record it in the config."""
-    from provenance.attest import AttestationClient, save_deployment
+    from provenance.attestations import connect_attestations, deploy_attestations
 
-    client = AttestationClient(_connect(rpc_url, registry, keystore))
-    tx = client.deploy()
-    save_deployment(client)
-    click.echo(f"AttestationRegistry at {client.address} (tx {tx.tx_hash}, gas {tx.gas_used})")
+    client = connect_attestations(rpc_url, registry=registry, keystore=keystore, deployed=False)
+    tx = deploy_attestations(client)
+    click.echo(f"AttestationRegistry at {client.address} ({_tx(tx)})")
 
 
 @click.command("attest")
@@ -126,39 +144,42 @@ def attest_deploy(rpc_url: str | None, registry: str | None, attestations: str |
 @click.option("--anchor", is_flag=True, help="Send the aggregate to the AttestationRegistry.")
 @click.option("--store", "store_spec", help="Artifact store (default: project config).")
 @click.option("--store-report", is_flag=True, help="Store the verify report and attest its CID.")
+@click.option("--base-model", type=click.Path(path_type=Path), help="Base model directory (passed to the verifier).")
+@click.option("--data", type=click.Path(path_type=Path), help="The training data (passed to the verifier).")
+@click.option("--secrets", type=click.Path(path_type=Path), help="The run's secrets.json (passed to the verifier).")
+@click.option("--replay", default="1", show_default=True,
+              help="Segments to re-run bit for bit (a number, or 'all'); the level reached is what is signed.")
 @chain_options
 def attest_command(path: Path, key_name: str, others: tuple[Path, ...], cosign: Path | None, out: Path | None,
-                   anchor: bool, store_spec: str | None, store_report: bool, rpc_url: str | None,
-                   registry: str | None, attestations: str | None, keystore: Path | None) -> None:
-    """Verify PATH, and only if it verifies, sign an attestation of its checkpoint with your BLS key."""
-    from provenance import attest
-    from provenance._attest.keys import load_key
+                   anchor: bool, store_spec: str | None, store_report: bool, base_model: Path | None,
+                   data: Path | None, secrets: Path | None, replay: str, rpc_url: str | None, registry: str | None,
+                   attestations: str | None, keystore: Path | None) -> None:
+    """Verify PATH and, only if it verifies, sign an attestation of its checkpoint and of the verification level
+    reached (commitments, sampled:K/N or full:N) with your BLS key; aggregate with --with, anchor with --anchor.
+    Exit codes: 0 signed, 1 refused (not verified, or a part fails its checks), 2 could not run."""
+    from provenance.attest import SignedAttestation, attest_and_anchor
+    from provenance.errors import UsageError
+    from provenance.keys import load_key
     from provenance.store import open_store
+    from provenance.verify import VerifyOptions
 
+    if replay != "all" and not replay.isdigit():
+        raise UsageError(f"--replay takes a number of segments or 'all', not {replay!r}")
     key = load_key(key_name, _password(confirm=False))
-    client = _connect(rpc_url, registry, keystore)
-    lead = attest.SignedAttestation.read(cosign) if cosign else None
+    client = _client(rpc_url, registry, attestations, keystore)
+    lead = SignedAttestation.read(cosign) if cosign else None
+    parts = [SignedAttestation.read(p) for p in others]
+    options = VerifyOptions(base_model=base_model, data=data, secrets=secrets, replay=replay)
     with open_store(store_spec) as store:
-        mine, _ = attest.attest_checkpoint(path, registry=client, store=store, key=key,
-                                           auditor=client.signer.address, store_report=store_report,
-                                           cosign=lead.statement if lead else None)
-    parts = [mine, *(attest.SignedAttestation.read(p) for p in others)]
-    ac = attest.attestation_client(client, attestations) if anchor or len(parts) > 1 else None
-    proven: set[str] | None = None
-    if ac is not None:  # only keys registered (with their proof of possession) to the account named may aggregate
-        proven = set()
-        for signer in (s for part in parts for s in part.signers):
-            registered = ac.auditor(signer.auditor)
-            if registered is not None and registered.key.key_id == signer.key.key_id:
-                proven.add(signer.key.key_id)
-    merged = attest.aggregate(parts, proven_keys=proven)
+        done = attest_and_anchor(path, attestations=client, store=store, key=key, options=options, others=parts,
+                                 cosign=lead, store_report=store_report, anchor_it=anchor)
     if out is not None:
-        merged.write(out)
-    click.echo(f"attested checkpoint {merged.statement.checkpoint_index} of run {merged.statement.run_id.hex()} "
-               f"(weights {merged.statement.weights_digest}) by {', '.join(merged.addresses)}")
-    if anchor:
-        tx = attest.anchor(_attestations(client, attestations), merged)
-        click.echo(f"anchored: tx {tx.tx_hash}, block {tx.block_number}, gas {tx.gas_used}")
+        done.attestation.write(out)
+    st = done.statement
+    click.echo(f"attested checkpoint {st.checkpoint_index} of run {st.run_key.hex()} (weights {st.weights_digest}, "
+               f"level {st.level}) by {', '.join(done.attestation.addresses)}")
+    if done.tx is not None:
+        click.echo(f"anchored: {_tx(done.tx)}")
 
 
 @click.group("export")
@@ -178,18 +199,13 @@ def export_group() -> None:
 def export_intoto(checkpoint: Path, run_manifest: Path | None, offline: bool, model_signing: Path | None,
                   out: Path | None, rpc_url: str | None, registry: str | None) -> None:
     """An in-toto Statement v1 with a SLSA Provenance v1 predicate for CHECKPOINT's adapter."""
-    from provenance._attest import intoto
+    from provenance import intoto
 
-    client = None if offline else _connect(rpc_url, registry, None)
-    statement = intoto.slsa_statement(checkpoint, run_manifest=run_manifest, registry=client)
-    text = json.dumps(statement, indent=2) + "\n"
-    if out is None:
-        click.echo(text, nl=False)
-    else:
-        out.write_text(text, encoding="utf-8")
-    if model_signing is not None:
-        model_signing.write_text(json.dumps(intoto.model_signing_manifest(checkpoint), indent=2) + "\n",
-                                 encoding="utf-8")
+    statement, files = intoto.export(checkpoint, run_manifest=run_manifest, offline=offline, rpc_url=rpc_url,
+                                     registry=registry, model_signing=model_signing is not None)
+    intoto.write_json(statement, out)
+    if model_signing is not None and files is not None:
+        intoto.write_json(files, model_signing)
 
 
 COMMANDS = [keys_group, attest_deploy, attest_command, export_group]

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from provenance import canonical
-from provenance._attest import keys
+from provenance import canonical, keys
 from provenance.cli import cli
+from tests.fixtures.attest import MANIFEST, check_statement
 
 FAST = 2**10  # scrypt work factor for tests only
 
@@ -55,8 +55,6 @@ def test_cli_keys_new_and_show_never_print_the_secret(tmp_path: Path, monkeypatc
 
 
 def test_cli_export_in_toto_offline(tmp_path: Path) -> None:
-    from tests.provenance.test_intoto import MANIFEST, check_statement
-
     ck = tmp_path / "run" / "checkpoints" / "000"
     ck.mkdir(parents=True)
     (tmp_path / "run" / "run.json").write_bytes(canonical.encode(MANIFEST))

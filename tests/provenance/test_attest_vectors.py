@@ -1,21 +1,23 @@
 """Golden vectors for the Hardhat tests of AttestationRegistry (tests/contracts/AttestationRegistry.vectors.json).
 
-JavaScript has no BN254 G2 arithmetic in this repo's dependencies, so Python (py-ecc) computes keys, proofs of
-possession and signatures for a deterministic Hardhat scenario: a fixed deployer key deploys ProvenanceRegistry
-(nonce 0) and AttestationRegistry (nonce 1), registers a run (nonce 2) and commits checkpoints 0 and 1 (nonces 3, 4)
-on chain 31337. This test fails if the committed file differs from a fresh computation (regenerate with
-`python -m tests.provenance.test_attest_vectors`).
+JavaScript has no BN254 G2 arithmetic in this repo's dependencies, so Python (py-ecc, through provenance._attest)
+computes keys, proofs of possession, statement messages and signatures for a deterministic Hardhat scenario: a fixed
+deployer key deploys ProvenanceRegistry v2 (nonce 0) and AttestationRegistry (nonce 1), registers a run (nonce 2,
+so the run key is keccak256(abi.encode(deployer, runId))) and commits checkpoints 0 and 1 (nonces 3, 4) on chain
+31337. Auditor 0 also has a second key (for rotation), whose proof of possession is bound to auditor 0's account.
+This test fails if the committed file differs from a fresh computation; regenerate it with
+`python -m tests.provenance.test_attest_vectors`.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from provenance._attest import bls
-from provenance._attest.statement import Statement
-from provenance._chain.records import CheckpointRecord
+from provenance._attest.statement import Statement, run_key_of
 from provenance.hashing import Digest
 
 VECTORS = Path(__file__).resolve().parents[1] / "contracts" / "AttestationRegistry.vectors.json"
@@ -23,8 +25,23 @@ CHAIN_ID = 31337
 DEPLOYER_KEY = "0x" + "11" * 32
 AUDITOR_KEYS = ["0x" + "22" * 32, "0x" + "33" * 32, "0x" + "44" * 32]
 BLS_SECRETS = [0xA11CE, 0xB0B, 0xC4201]  # test-only scalars (real keys are random in [1, r))
+ROTATED_SECRET = 0xA11CE2  # auditor 0's second key
 RUN_ID = "0x" + "ab" * 32
 VERIFICATION = Digest.of(b"verified report").value
+LEVELS = ("commitments", "full:1")
+REPORT_CID = "bafy-report"
+
+
+@dataclass(frozen=True)
+class Record:
+    """A checkpoint as ProvenanceRegistry v2 records it (what the statement is built from)."""
+
+    index: int
+    weights_digest: Digest
+    checkpoint_digest: Digest
+    log_size: int
+    log_root: Digest
+    epsilon_micro: int
 
 
 def _digest(label: str) -> bytes:
@@ -33,9 +50,10 @@ def _digest(label: str) -> bytes:
 
 def checkpoint(index: int) -> dict[str, Any]:
     """What the Hardhat fixture commits for checkpoint `index` (labels hashed with SHA-256, as ethers.sha256)."""
-    return {"weightsDigest": _digest(f"weights/{index}"), "checkpointDigest": _digest(f"checkpoint/{index}"),
-            "logSize": 10 * (index + 1), "logRoot": _digest(f"log/{index}"), "epsilonMicro": 1000 * (index + 1),
-            "manifestCid": f"bafy-checkpoint-{index}"}
+    return {"weightsDigest": _digest(f"weights/{index}"), "tensorDigest": _digest(f"tensor/{index}"),
+            "checkpointDigest": _digest(f"checkpoint/{index}"), "logSize": 10 * index,
+            "logRoot": _digest(f"log/{index}"), "epsilonMicro": 1000 * (index + 1),
+            "manifestCidDigest": _digest(f"manifest/{index}")}
 
 
 def get_create_address(sender: str, nonce: int) -> str:
@@ -50,6 +68,12 @@ def _hex(value: bytes) -> str:
     return "0x" + value.hex()
 
 
+def _key(secret: int, address: str, contract: str) -> dict[str, Any]:
+    pk1, pk2 = bls.public_keys(secret)
+    message = bls.possession_message(chain_id=CHAIN_ID, contract=contract, auditor=address, pk1=pk1, pk2=pk2)
+    return {"pk1": pk1, "pk2": pk2, "keyId": _hex(bls.key_id(pk2)), "pop": bls.prove_possession(secret, message)}
+
+
 def compute() -> dict[str, Any]:
     from eth_account import Account
     from eth_utils import to_checksum_address
@@ -57,37 +81,33 @@ def compute() -> dict[str, Any]:
     deployer = Account.from_key(DEPLOYER_KEY).address
     registry = to_checksum_address(get_create_address(deployer, 0))
     attestations = to_checksum_address(get_create_address(deployer, 1))
+    run_key = run_key_of(deployer, bytes.fromhex(RUN_ID[2:]))
     auditors = []
     for key, secret in zip(AUDITOR_KEYS, BLS_SECRETS, strict=True):
         address = Account.from_key(key).address
-        pk1, pk2 = bls.public_keys(secret)
-        pop_message = bls.possession_message(chain_id=CHAIN_ID, contract=attestations, auditor=address,
-                                             pk1=pk1, pk2=pk2)
-        auditors.append({"key": key, "address": address, "secret": secret, "pk1": pk1, "pk2": pk2,
-                         "keyId": _hex(bls.key_id(pk2)), "pop": bls.prove_possession(secret, pop_message)})
+        auditors.append({"key": key, "address": address, **_key(secret, address, attestations)})
+    rotated = _key(ROTATED_SECRET, auditors[0]["address"], attestations)
     checkpoints = []
-    for index in range(2):
+    for index, level in enumerate(LEVELS):
         c = checkpoint(index)
-        record = CheckpointRecord(
-            run_id=bytes.fromhex(RUN_ID[2:]), index=index, weights_digest=Digest(c["weightsDigest"]),
-            checkpoint_digest=Digest(c["checkpointDigest"]), log_size=c["logSize"], log_root=Digest(c["logRoot"]),
-            epsilon_micro=c["epsilonMicro"], manifest_cid=c["manifestCid"], committer=deployer, tx_hash="",
-            block_number=0, block_timestamp=0)
-        st = Statement.for_checkpoint(record, chain_id=CHAIN_ID, registry=registry,
-                                      verification=Digest(VERIFICATION), report_cid="bafy-report")
+        record = Record(index, Digest(c["weightsDigest"]), Digest(c["checkpointDigest"]), c["logSize"],
+                        Digest(c["logRoot"]), c["epsilonMicro"])
+        st = Statement.for_checkpoint(record, run_key=run_key, chain_id=CHAIN_ID, provenance_registry=registry,
+                                      attestation_registry=attestations, level=level,
+                                      verification=Digest(VERIFICATION), report_cid=REPORT_CID)
         message = st.message()
-        signatures = [bls.sign(a["secret"], message) for a in auditors]
+        signatures = [bls.sign(secret, message) for secret in BLS_SECRETS]
         checkpoints.append({
-            **{k: (_hex(v) if isinstance(v, bytes) else v) for k, v in c.items()},
-            "message": _hex(message), "hashToG1": bls.hash_to_g1(message),
-            "signatures": signatures, "aggregate01": bls.aggregate_signatures(signatures[:2]),
+            **{k: (_hex(v) if isinstance(v, bytes) else v) for k, v in c.items()}, "level": level,
+            "message": _hex(message), "hashToG1": bls.hash_to_g1(message), "signatures": signatures,
+            "rotatedSignature": bls.sign(ROTATED_SECRET, message),
+            "aggregate01": bls.aggregate_signatures(signatures[:2]),
         })
-    strip = [{k: v for k, v in a.items() if k != "secret"} for a in auditors]
     return {
-        "comment": "generated by tests/provenance/test_attest_vectors.py; do not edit",
+        "comment": "generated by `python -m tests.provenance.test_attest_vectors` (py-ecc); do not edit",
         "chainId": CHAIN_ID, "deployerKey": DEPLOYER_KEY, "registry": registry, "attestationRegistry": attestations,
-        "runId": RUN_ID, "verificationDigest": _hex(VERIFICATION), "reportCid": "bafy-report",
-        "auditors": strip, "checkpoints": checkpoints,
+        "runId": RUN_ID, "runKey": _hex(run_key), "verificationDigest": _hex(VERIFICATION), "reportCid": REPORT_CID,
+        "auditors": auditors, "rotated": rotated, "checkpoints": checkpoints,
         "aggregateKey01": bls.aggregate_g2([auditors[0]["pk2"], auditors[1]["pk2"]]),
     }
 
@@ -110,6 +130,30 @@ def render(value: dict[str, Any]) -> str:
 def test_vectors_file_is_current() -> None:
     assert VECTORS.read_text(encoding="utf-8") == render(compute()), \
         "regenerate with `python -m tests.provenance.test_attest_vectors`"
+
+
+def test_message_binds_every_statement_field() -> None:
+    """Changing any one field of the statement changes the message (nothing signed is left out of it)."""
+    import dataclasses
+
+    v = compute()
+    c = v["checkpoints"][0]
+    base = Statement(chain_id=CHAIN_ID, provenance_registry=v["registry"],
+                     attestation_registry=v["attestationRegistry"], run_key=bytes.fromhex(v["runKey"][2:]),
+                     checkpoint_index=0,
+                     weights_digest=Digest.from_hex(c["weightsDigest"][2:]),
+                     checkpoint_digest=Digest.from_hex(c["checkpointDigest"][2:]), log_size=c["logSize"],
+                     log_root=Digest.from_hex(c["logRoot"][2:]), epsilon_micro=c["epsilonMicro"], level=c["level"],
+                     verification_digest=Digest(VERIFICATION), report_cid=REPORT_CID)
+    assert _hex(base.message()) == c["message"]
+    other = Digest.of(b"other")
+    changes = {"chain_id": 1, "provenance_registry": v["attestationRegistry"], "attestation_registry": v["registry"],
+               "run_key": bytes(32), "checkpoint_index": 1, "weights_digest": other, "checkpoint_digest": other,
+               "log_size": 11, "log_root": other, "epsilon_micro": 1, "level": "full:1", "verification_digest": other,
+               "report_cid": ""}
+    assert set(changes) == {f.name for f in dataclasses.fields(Statement)}
+    messages = {dataclasses.replace(base, **{name: value}).message() for name, value in changes.items()}
+    assert len(messages) == len(changes) and base.message() not in messages
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ a model-signing-style manifest of the checkpoint's files (an in-toto Statement l
 Inputs are local: the checkpoint directory (hashed here), the run manifest (`run.json` of the run directory, or
 given), and optionally the on-chain records (registration and checkpoint) for times and anchors.
 
+Public API (the CLI's `prov export in-toto` calls `export` and `write_json`).
+
 Specs followed (field names and shapes, written from the published documents):
 - in-toto Statement v1: https://github.com/in-toto/attestation/blob/main/spec/v1/statement.md
 - ResourceDescriptor v1: https://github.com/in-toto/attestation/blob/main/spec/v1/resource_descriptor.md
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -121,11 +124,29 @@ def _byproducts(checkpoint_manifest: Any, manifest: dict[str, Any], record: Any,
     return items
 
 
+def _anchors(registry: Any, weights: Any, manifest: dict[str, Any]) -> tuple[Any, Any]:
+    """The on-chain checkpoint record of these weights in this manifest's run, and the run's registration; (None,
+    None) when the chain has none. A version 2 registry may hold several claims of the same weights: the claim of
+    the manifest's run id (registered by the manifest's owner when it names one), earliest first."""
+    if not callable(getattr(registry, "claims", None)):  # a version 1 registry: one record per weights digest
+        record = registry.find_by_weights(weights)
+        return record, (None if record is None else registry.get_run(record.run_id))
+    owner = str(manifest.get("owner") or "").lower()
+    for record in sorted(registry.claims(weights=weights), key=lambda r: (r.block_number, r.index)):
+        if record.run_id.hex() != manifest["run_id"]:
+            continue
+        run = registry.run(record.run_key).registration
+        if not owner or run.owner.lower() == owner:
+            return record, run
+    return None, None
+
+
 def slsa_statement(checkpoint: Path, *, run_manifest: Path | None = None, registry: Any = None) -> dict[str, Any]:
     """The in-toto Statement v1 / SLSA Provenance v1 for `checkpoint` (a checkpoint directory).
 
-    With `registry` (a provenance.chain.Registry), the checkpoint's on-chain record gives start/finish times
-    (registration and commit blocks), the trainer identity (the committing account) and the anchors.
+    With `registry` (a provenance.chain.Registry), the checkpoint's on-chain record (the claim of the manifest's run)
+    gives start/finish times (registration and commit blocks), the trainer identity (the committing account) and
+    the anchors.
     """
     from provenance import __version__
     from provenance.hashing import hash_file
@@ -135,11 +156,7 @@ def slsa_statement(checkpoint: Path, *, run_manifest: Path | None = None, regist
     manifest = load_run_manifest(run_manifest or find_run_manifest(checkpoint))
     weights = hash_file(checkpoint / ADAPTER_FILE)
     files = hash_directory(checkpoint)
-    record = run = None
-    if registry is not None:
-        record = registry.find_by_weights(weights)
-        if record is not None:
-            run = registry.get_run(record.run_id)
+    record, run = _anchors(registry, weights, manifest) if registry is not None else (None, None)
     builder = f"{BUILDER_PREFIX}@{record.committer}" if record is not None else BUILDER_PREFIX
     metadata: dict[str, Any] = {"invocationId": manifest["run_id"]}
     if run is not None and record is not None:
@@ -166,3 +183,33 @@ def slsa_statement(checkpoint: Path, *, run_manifest: Path | None = None, regist
             },
         },
     }
+
+
+def export(checkpoint: Path, *, run_manifest: Path | None = None, offline: bool = False, rpc_url: str | None = None,
+           registry: str | None = None, model_signing: bool = False) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """`prov export in-toto`: the SLSA statement of `checkpoint` (with its on-chain anchors unless `offline`; the
+    chain and registry are `rpc_url`/`registry` or the project config's) and, with `model_signing`, the
+    model-signing manifest of its files."""
+    client = None
+    if not offline:
+        from provenance.chain import connect
+
+        client = connect(rpc_url, registry=registry)
+        if client.address is None:
+            raise UsageError("no registry address: pass --registry, run `prov chain deploy`, or use --offline")
+    statement = slsa_statement(checkpoint, run_manifest=run_manifest, registry=client)
+    return statement, (model_signing_manifest(checkpoint) if model_signing else None)
+
+
+def write_json(document: dict[str, Any], path: Path | None) -> None:
+    """Write `document` as indented JSON to `path`, or to stdout when None."""
+    text = json.dumps(document, indent=2) + "\n"
+    if path is None:
+        import click
+
+        click.echo(text, nl=False)
+        return
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write ({exc.strerror or exc})") from None
