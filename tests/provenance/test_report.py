@@ -1,17 +1,12 @@
-"""Audit reports: validation, terminal text, the self-contained HTML page, and a real headless-browser render."""
+"""Audit reports: validation (v2, and v1 for stored reports), terminal text, and the publishable copy without
+secrets, local paths or per-step loss. The HTML page and its browser render are tested in test_report_html.py."""
 
 from __future__ import annotations
 
 import copy
 import json
-import os
 import re
-import shutil
-import struct
-import subprocess
-import zlib
 from collections.abc import Callable
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +15,30 @@ import pytest
 from provenance import _report_schema as schema
 from provenance import report as rpt
 from provenance.errors import FormatError
-from provenance.report import privacy_sentence, render_html, render_text, validate_report, write_html
-from tests.provenance.report_sample import digest, hexof, sample_report
+from provenance.report import (
+    level_text,
+    privacy_sentence,
+    publishable,
+    render_html,
+    render_public,
+    render_text,
+    upgrade,
+    validate_report,
+)
+from tests.fixtures.report import (
+    CATCH,
+    NO_RECORD,
+    STORIES,
+    VERDICTS,
+    address,
+    digest,
+    hexof,
+    sample_report,
+    sample_report_v1,
+    txhash,
+)
 
-VERDICTS = ("verified", "failed", "error")
 DOC = Path(__file__).resolve().parents[2] / "docs" / "report-schema.md"
-PAYLOAD = '<script>alert("owned")</script>'
 
 
 def lines_of(text: str) -> list[str]:
@@ -40,11 +53,29 @@ def lineage_block(text: str) -> list[str]:
 
 # --- validation -------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("verdict", VERDICTS)
-def test_samples_are_valid_and_survive_json(verdict: str) -> None:
-    report = sample_report(verdict)
+@pytest.mark.parametrize("story", STORIES)
+def test_samples_are_valid_and_survive_json(story: str) -> None:
+    report = sample_report(story)
     validate_report(report)
     validate_report(json.loads(json.dumps(report, allow_nan=False)))
+    assert report["exit_code"] == schema.EXIT_CODES[VERDICTS[story]]
+
+
+@pytest.mark.parametrize("level", ["commitments", "data", "sampled", "full"])
+def test_every_level_is_valid(level: str) -> None:
+    report = sample_report(level=level)
+    validate_report(report)
+    assert report["level"]["name"] == level
+
+
+def test_level_texts() -> None:
+    assert level_text("verified", "commitments") == "VERIFIED (commitments)"
+    assert level_text("verified", "data") == "VERIFIED (commitments and data)"
+    assert level_text("verified", "sampled", replayed=2, segments=30) == "VERIFIED (replayed 2/30 segments)"
+    assert level_text("verified", "full", replayed=30, segments=30) == "VERIFIED (fully replayed)"
+    assert [level_text(v, None) for v in ("failed", "inconclusive", "error")] == [
+        "FAILED", "INCONCLUSIVE", "COULD NOT VERIFY"]
+    assert level_text("failed", None, dev_chain="anvil/Hardhat (31337)") == "FAILED — local development chain"
 
 
 def test_unknown_extra_fields_are_allowed() -> None:
@@ -52,6 +83,15 @@ def test_unknown_extra_fields_are_allowed() -> None:
     report["future_field"] = {"anything": 1}
     report["checks"][0]["details"] = "more"
     validate_report(report)
+
+
+def test_the_verifier_object_is_accepted() -> None:
+    class Report:
+        def to_json(self) -> dict[str, Any]:
+            return sample_report("failed")
+
+    validate_report(Report())
+    assert render_text(Report()).startswith("FAILED — local development chain\n")
 
 
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
@@ -70,13 +110,26 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
 _DELETE = object()
 
 
+def _swap_checks(report: dict[str, Any]) -> None:
+    report["checks"][1], report["checks"][2] = report["checks"][2], report["checks"][1]
+
+
+def _second_selected_claim(report: dict[str, Any]) -> None:
+    report["claims"].append(dict(report["claims"][0], run_key=hexof("other-key")))
+
+
+def _attestation_without_revoked(report: dict[str, Any]) -> None:
+    report["attestations"] = [{"number": 1, "tx": txhash("att"), "block": 1500, "report_cid": None, "signers": [
+        {"auditor": address("alice"), "name": "alice"}], "valid": True, "reason": None}]
+
+
 @pytest.mark.parametrize(("mutate", "field"), [
     (_set("verdict", _DELETE), "'verdict' is missing"),
     (_set("run.base_model.digest", _DELETE), "'run.base_model.digest' is missing"),
     (_set("lineage.2.tx", _DELETE), "'lineage[2].tx' is missing"),
     (_set("replay.segments.0.first_divergence", _DELETE), "'replay.segments[0].first_divergence' is missing"),
-    (_set("format", "prov.verify-report.v2"), "'format'"),
-    (_set("checks.1.status", "ok"), "'checks[1].status'"),
+    (_set("format", "prov.verify-report.v3"), "'format'"),
+    (_set("checks.1.status", "skipped"), "'checks[1].status'"),
     (_set("subject.weights_digest", "sha256:XYZ"), "'subject.weights_digest'"),
     (_set("subject.kind", None), "'subject.kind'"),
     (_set("chain.registry", "0x1234"), "'chain.registry'"),
@@ -88,13 +141,40 @@ _DELETE = object()
     (_set("series.loss", [1.0]), "'series.loss'"),
     (_set("generated_at", "2025-13-45T10:00:00Z"), "'generated_at'"),
     (_set("generated_at", "2025-03-04 09:30"), "'generated_at'"),
-    (_set("replay.requested", "0"), "'replay.requested'"),
+    (_set("replay.requested", "some"), "'replay.requested'"),
     (_set("replay.segments.0.steps", [8]), "'replay.segments[0].steps'"),
     (_set("not_checked", "nothing"), "'not_checked'"),
+    (_set("next_steps", "do this"), "'next_steps'"),
     (_set("exit_code", 1), "'exit_code'"),
+    (_set("exit_code", 3), "'exit_code'"),
     (_set("checks.4.status", "failed"), "'verdict'"),
+    (_set("checks.12.status", "inconclusive"), "'verdict'"),
+    (_set("checks.0.status", "not_run"), "'verdict'"),
     (_set("lineage.0.is_subject", True), "'lineage'"),
     (_set("checks.1.id", "record"), "'checks'"),
+    (_swap_checks, "'checks' must be every check id in the order"),
+    (_set("level.text", "VERIFIED"), "'level.text'"),
+    (_set("chain.dev_chain", None), "'level.text'"),
+    (_set("level.name", None), "'level.name'"),
+    (_set("level.name", "full"), "'level.replayed'"),
+    (_set("level.replayed", 31), "'level.replayed'"),
+    (_set("level.catch_probability", 1.5), "'level.catch_probability'"),
+    (_set("replay", None), "'replay'"),
+    (_set("chain.rpc", "https://mainnet.example.org/v3/KEY"), "'chain.rpc'"),
+    (_set("chain.rpc", "https://user:pw@node.example.org"), "'chain.rpc'"),
+    (_set("chain.registry_version", 3), "'chain.registry_version'"),
+    (_set("subject.path", "/home/alice/adapter_model.safetensors"), "'subject.path'"),
+    (_set("subject.kind", "merged-ish"), "'subject.kind'"),
+    (_set("series.loss_status", "withheld"), "'series.loss'"),
+    (_set("series.loss_status", "public-v1"), "'series.loss_status'"),
+    (_set("claims.0.match", "name"), "'claims[0].match'"),
+    (_second_selected_claim, "'claims'"),
+    (_set("replay.beacon.auditor_seed", None), "'replay.beacon.auditor_seed'"),
+    (_set("replay.beacon.hash", None), "'replay.beacon'"),
+    (_set("replay.environment.recorded", [1]), "'replay.environment.recorded'"),
+    (_set("dp.epsilon_checked", _DELETE), "'dp.epsilon_checked' is missing"),
+    (_set("run.formats.step", 2), "'run.formats.step'"),
+    (_attestation_without_revoked, "'attestations[0].revoked' is missing"),
 ])
 def test_validate_names_the_bad_field(mutate: Callable[[dict[str, Any]], None], field: str) -> None:
     report = sample_report()
@@ -103,21 +183,26 @@ def test_validate_names_the_bad_field(mutate: Callable[[dict[str, Any]], None], 
         validate_report(report)
 
 
-def test_failed_verdict_needs_a_failed_check() -> None:
-    report = sample_report("failed")
-    for check in report["checks"]:
-        check["status"] = "passed"
+@pytest.mark.parametrize(("story", "mutate"), [
+    ("failed", lambda r: [c.update(status="passed", expected=None, found=None) for c in r["checks"]]),
+    ("inconclusive", lambda r: r["checks"][3].update(status="failed")),
+    ("inconclusive", lambda r: [c.update(status="passed") for c in r["checks"]]),
+    ("error", lambda r: r["checks"][1].update(status="failed")),
+])
+def test_the_verdict_must_agree_with_the_checks(story: str, mutate: Callable[[dict[str, Any]], Any]) -> None:
+    report = sample_report(story)
+    mutate(report)
     with pytest.raises(FormatError, match="'verdict'"):
         validate_report(report)
 
 
 def test_report_must_be_an_object() -> None:
     with pytest.raises(FormatError, match="'report' must be an object"):
-        validate_report([])  # type: ignore[arg-type]
+        validate_report([])
 
 
-@pytest.mark.parametrize("render", [render_text, render_html])
-def test_renderers_refuse_a_malformed_report(render: Callable[[dict[str, Any]], str]) -> None:
+@pytest.mark.parametrize("render", [render_text, render_html, render_public, publishable])
+def test_renderers_refuse_a_malformed_report(render: Callable[[Any], Any]) -> None:
     report = sample_report()
     del report["checks"][0]["title"]
     with pytest.raises(FormatError, match=re.escape("'checks[0].title' is missing")):
@@ -139,13 +224,51 @@ def _schema_paths(spec: Any, prefix: str = "") -> list[str]:
     return out
 
 
-def test_docs_describe_every_field_and_their_example_validates() -> None:
+@pytest.mark.parametrize("spec", [schema._SCHEMA, schema._SCHEMA_V1], ids=["v2", "v1"])
+def test_docs_describe_every_field(spec: dict[str, Any]) -> None:
     text = DOC.read_text(encoding="utf-8")
-    missing = [p for p in _schema_paths(schema._SCHEMA) if f"`{p}`" not in text]
+    missing = [p for p in _schema_paths(spec) if f"`{p}`" not in text]
     assert not missing, f"docs/report-schema.md does not describe {missing}"
+
+
+def test_docs_example_validates_and_check_ids_are_listed() -> None:
+    text = DOC.read_text(encoding="utf-8")
     example = re.search(r"```json\n(.*?)\n```", text, re.S)
     assert example is not None
-    validate_report(json.loads(example.group(1)))
+    report = json.loads(example.group(1))
+    validate_report(report)
+    assert report["format"] == schema.FORMAT
+    assert all(f"`{i}`" in text for i in schema.CHECK_IDS)
+
+
+# --- old reports ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("verdict", ["verified", "failed", "error"])
+def test_v1_reports_still_validate_render_and_upgrade(verdict: str) -> None:
+    old = sample_report_v1(verdict)
+    validate_report(old)
+    new = upgrade(copy.deepcopy(old))
+    validate_report(rpt.prepared(new))
+    assert new["verdict"] == verdict and new["exit_code"] == old["exit_code"]
+    text = render_text(old)
+    assert lines_of(text)[0] == {"verified": "VERIFIED (commitments)", "failed": "FAILED",
+                                 "error": "COULD NOT VERIFY"}[verdict]
+    assert lines_of(text)[1].startswith("→ Verify the file again with this version of prov")
+    assert "support-bot-v3" not in text and "SECRETKEY123" not in text and "/home/alice" not in text
+    assert "SECRETKEY123" not in render_html(old)
+
+
+def test_v1_upgrade_claims_no_more_than_v1_checked() -> None:
+    new = rpt.prepared(sample_report_v1())
+    status = {c["id"]: c["status"] for c in new["checks"]}
+    assert [i for i, s in status.items() if s == "not_run"] == ["chain", "steps", "checkpoint_zero"]
+    assert new["level"]["name"] == "commitments" and new["series"]["loss_status"] == "public-v1"
+    assert new["subject"]["path"] == "adapter_model.safetensors"
+    assert new["chain"]["rpc"] == "https://eth.example.org" and new["store"]["backend"] == "local"
+    old = sample_report_v1()
+    old["replay"]["requested"] = "0"  # v1 never allowed a replay of no segments
+    with pytest.raises(FormatError, match=re.escape("'replay.requested'")):
+        validate_report(old)
 
 
 # --- terminal text ----------------------------------------------------------------------------------------------
@@ -153,57 +276,106 @@ def test_docs_describe_every_field_and_their_example_validates() -> None:
 def test_text_verified() -> None:
     report = sample_report()
     lines = lines_of(render_text(report))
-    assert lines[0] == "VERIFIED — " + report["verdict_text"]
+    text = "\n".join(lines)
+    assert lines[0] == report["level"]["text"] == "VERIFIED (replayed 2/30 segments) — local development chain"
+    assert lines[1] == report["verdict_text"]
     for check in report["checks"]:
-        assert any(line.startswith("  passed ") and check["title"] in line for line in lines), check["title"]
-    assert "FAILED" not in "\n".join(lines)
+        assert sum(check["title"] in line for line in lines) == 1, check["title"]
+    assert "FAILED" not in text
     assert not any(line.lstrip().startswith(("expected", "found")) for line in lines)
-    assert privacy_sentence(report["dp"]).split()[0] in "\n".join(lines)
+    assert "  " + CATCH in lines
+    assert privacy_sentence(report["dp"]).split()[0] in text
+    assert "ε was recomputed from the recorded parameters for 31 of 31 checkpoints." in lines
+    assert " ".join(text.split()).count("its timestamps and block hashes are controlled by whoever runs it") == 1
     nc = lines.index("Not checked:")
     assert lines[nc + 1:] == [f"  - {item}" for item in report["not_checked"]]
+
+
+def test_text_leads_with_what_to_do() -> None:
+    report = sample_report(level="commitments")
+    lines = lines_of(render_text(report))
+    assert lines[0] == "VERIFIED (commitments) — local development chain"
+    assert lines[1].startswith("→ For a stronger verdict, obtain the training data")
+    assert "Training loss: withheld (private): the run publishes only salted commitments" in " ".join(lines)
 
 
 def test_text_failed_shows_expected_and_found() -> None:
     report = sample_report("failed")
     lines = lines_of(render_text(report))
-    assert lines[0].startswith("FAILED — 2 of 10 checks failed")
-    assert "10 checks: 8 passed, 2 failed, 0 skipped" in lines
-    at = next(i for i, line in enumerate(lines) if line.startswith("  FAILED   Step log"))
+    assert lines[0] == "FAILED — local development chain"
+    assert lines[1].startswith("→ Do not rely on this file's claimed lineage")
+    assert "13 checks: 11 passed, 2 failed, 0 not run" in lines
+    at = next(i for i, line in enumerate(lines) if line.startswith("  FAILED   Training-step log"))
     evidence = [line for line in lines[at + 1: at + 5] if line.lstrip().startswith(("expected", "found"))]
     assert evidence == [f"           expected  {hexof('root3')}", f"           found     {hexof('tampered-root3')}"]
-    replay = next(i for i, line in enumerate(lines) if line.startswith("  FAILED   Replay"))
-    assert lines[replay + 1].startswith("           ")  # the summary, on its own indented line
-    evidence = [line.split() for line in lines[replay + 1: replay + 6]
-                if line.lstrip().startswith(("expected", "found"))]
-    assert evidence == [["expected", digest("weights4")], ["found", digest("replayed-weights4")]]
+    replay = next(i for i, line in enumerate(lines) if line.startswith("  FAILED   Re-running"))
+    split = [line.split() for line in lines[replay + 1: replay + 6] if line.lstrip().startswith(("expected", "found"))]
+    assert split == [["expected", digest("batch221")], ["found", digest("other-batch221")]]
     assert sum(line.lstrip().startswith("expected ") for line in lines) == 2
+    assert any("first difference: step 221, batch" in line for line in lines)
 
 
-def test_text_error_says_why_checks_were_skipped() -> None:
+def test_text_no_record_says_it_once() -> None:
+    report = sample_report("no_record")
+    text = render_text(report)
+    lines = lines_of(text)
+    assert lines[1].startswith("→ This file has no valid on-chain record on registry")
+    assert "  not run  12 checks not run: the file has no on-chain record" in lines
+    assert text.count(NO_RECORD) == 1
+    assert "Not checked: nothing beyond the checks above." in lines
+    assert "Lineage: none (no registry record was found for this file)." in lines
+
+
+def test_text_error_says_why_each_check_did_not_run() -> None:
     report = sample_report("error")
     text = render_text(report)
     lines = lines_of(text)
-    assert lines[0] == "COULD NOT VERIFY — " + report["verdict_text"]
-    at = next(i for i, line in enumerate(lines) if line.startswith("  skipped  Registry record"))
-    assert "Could not reach the registry" in lines[at + 1]
-    assert sum(line.startswith("  skipped ") for line in lines) == len(report["checks"])
-    assert "Lineage: none (no registry record was found for this file)." in lines
+    assert lines[0] == "COULD NOT VERIFY — local development chain"
+    at = next(i for i, line in enumerate(lines) if line.startswith("  not run  Run manifest matches"))
+    assert "could not run: the Kubo node at http://127.0.0.1:5001 did not answer" in lines[at + 1]
+    assert "  not run  10 checks not run: needs the run manifest, which could not be read from the store" in lines
+    assert NO_RECORD not in text
     assert "Differential privacy: unknown" in text
 
 
+def test_text_inconclusive() -> None:
+    lines = lines_of(render_text(sample_report("inconclusive")))
+    assert lines[0] == "INCONCLUSIVE — local development chain"
+    assert "13 checks: 11 passed, 0 failed, 2 inconclusive, 0 not run" in lines
+    assert sum(line.startswith("  INCONCLUSIVE  ") for line in lines) == 2 + 3  # two checks, three segments
+    assert "  - Bit-for-bit replay is NOT possible on this machine: differences are information only." in lines
+    assert any(line.endswith("checkpoint 4, steps 32–39: weight distance 3.1e-08") for line in lines)
+
+
+def test_text_lists_claims_by_other_runs() -> None:
+    report = sample_report()
+    report["claims"].append({"run_key": hexof("other-key"), "run_id": hexof("other-run"), "owner": address("mallory"),
+                             "index": 2, "block": 1270, "time": None, "tx": txhash("other"), "match": "tensors",
+                             "selected": False, "note": "owner does not match the file's metadata"})
+    lines = lines_of(render_text(report))
+    at = lines.index("Also claimed by")
+    assert lines[at + 1].startswith(f"  - also claimed by run {hexof('other-run')[:6]}")
+    said = " ".join(" ".join(lines[at + 1: at + 3]).split())
+    assert "checkpoint 2 at block 1270 (tensors match): owner does not match" in said
+
+
 @pytest.mark.parametrize("report", [
-    sample_report(), sample_report("failed"), sample_report("error"), sample_report(checkpoints=100, every=10),
-    sample_report(private=False),
+    sample_report(), sample_report("failed"), sample_report("error"), sample_report("inconclusive"),
+    sample_report(checkpoints=100, every=10), sample_report(private=False), sample_report_v1(),
+    sample_report("no_record"), sample_report(level="commitments"),
 ])
 def test_text_lines_fit_a_terminal(report: dict[str, Any]) -> None:
-    report["subject"]["path"] = "/very/long/" + "directory-name/" * 12 + "adapter_model.safetensors"
     report["checks"][0]["summary"] = "word " * 60
+    report["verdict_text"] = "long " * 40
+    for c in report["checks"][1:]:
+        if c["status"] in ("not_run", "skipped"):
+            c["summary"] = "needs " + "a long shared reason " * 8
     too_long = [line for line in lines_of(render_text(report)) if len(line) > rpt.WIDTH]
     assert not too_long
 
 
 @pytest.mark.parametrize("render", [render_text, render_html])
-def test_untrusted_text_cannot_drive_the_terminal_or_reorder_text(render: Callable[[dict[str, Any]], str]) -> None:
+def test_untrusted_text_cannot_drive_the_terminal_or_reorder_text(render: Callable[[Any], str]) -> None:
     report = sample_report("failed")
     report["verdict_text"] = "x\x1b[2J\x1b[H\nVERIFIED — all good"
     report["run"]["base_model"]["name"] = "Qwen\u202efdp.exe"
@@ -219,8 +391,8 @@ def test_text_color_only_when_asked() -> None:
     report = sample_report("failed")
     assert "\033[" not in render_text(report)
     colored = render_text(report, color=True)
-    assert colored.startswith("\033[1;31mFAILED\033[0m — ")
-    assert "\033[1;31mFAILED \033[0m  Step log" in colored
+    assert colored.startswith("\033[1;31mFAILED — local development chain\033[0m\n")
+    assert "\033[1;31mFAILED \033[0m  Training-step log" in colored
 
 
 def test_lineage_is_compact_with_100_checkpoints() -> None:
@@ -241,7 +413,7 @@ def test_lineage_always_shows_the_subject() -> None:
 
 
 def test_lineage_short_lists_everything_and_names_an_unlisted_subject() -> None:
-    report = sample_report(checkpoints=3)
+    report = sample_report(checkpoints=3, level="data")
     for c in report["lineage"]:
         c["is_subject"] = False
     block = lineage_block(render_text(report))
@@ -259,7 +431,7 @@ def test_lineage_text_omits_epsilon_when_not_private() -> None:
 def test_privacy_sentence_dp() -> None:
     assert privacy_sentence(sample_report()["dp"]) == (
         "Differential privacy: (ε = 3.21, δ = 1e-05)-DP for each training example, PRV accountant, noise "
-        "multiplier 1.1, clipping 1.0, sample rate 0.05 over 40 steps. Budget 8.0: within budget.")
+        "multiplier 1.1, clipping 1.0, sample rate 0.05 over 248 steps. Budget 8.0: within budget.")
 
 
 def test_privacy_sentence_not_private() -> None:
@@ -280,221 +452,59 @@ def test_privacy_sentence_partial_information() -> None:
                                   "accountant": None}
     assert privacy_sentence(dp) == (
         "Differential privacy: (ε = 3.21, δ = 1e-05)-DP for each training example, noise multiplier 1.1, "
-        "clipping 1.0, 40 steps. No ε budget was set.")
+        "clipping 1.0, 248 steps. No ε budget was set.")
     assert privacy_sentence(None).startswith("Differential privacy: unknown")
 
 
-# --- HTML -------------------------------------------------------------------------------------------------------
+# --- nothing secret or local in what is shown or published -------------------------------------------------------
 
-def _poison(report: dict[str, Any]) -> dict[str, Any]:
-    """Put a script tag in every free-text field the HTML shows, and an attribute breaker where titles go."""
-    report = copy.deepcopy(report)
-    report["verdict_text"] = report["prov_version"] = PAYLOAD
-    report["subject"]["path"] = f"/tmp/{PAYLOAD}.safetensors"
-    report["run"]["base_model"]["name"] = report["run"]["manifest_cid"] = PAYLOAD
-    report["chain"]["rpc_url"] = report["store"]["backend"] = PAYLOAD
-    report["checks"][4].update(title=PAYLOAD, summary=PAYLOAD, expected=PAYLOAD, found=PAYLOAD)
-    report["not_checked"].append(PAYLOAD)
-    report["replay"]["segments"][-1]["first_divergence"] = {"step": 3, "field": PAYLOAD, "expected": PAYLOAD,
-                                                            "found": PAYLOAD}
-    report["lineage"][1]["manifest_cid"] = '" onmouseover="alert(1)" data-x="' + "a" * 40
+SECRETS = ("0123456789abcdef", "SECRETAPIKEY", "apikey", "/home/alice", "user:hunter2", "f00dfeedf00dfeed",
+           "secret-project", "Users", "/venv/")
+
+
+def poisoned(story: str = "verified") -> dict[str, Any]:
+    """A report carrying what must never be shown or published: an RPC URL with an API key in its path, query and
+    user info, absolute local paths, and secret-named fields in free-form objects."""
+    report = sample_report(story)
+    report["chain"]["rpc"] = "https://user:hunter2@mainnet.infura.io/v3/0123456789abcdef?apikey=SECRETAPIKEY"
+    report["subject"]["path"] = "/home/alice/secret-project/adapter_model.safetensors"
+    report["store"]["backend"] = "local:/home/alice/.prov/store"
+    report["checks"][0]["summary"] = ("found via https://mainnet.infura.io/v3/0123456789abcdef, data at "
+                                      "/home/alice/data/train-private.jsonl and C:\\Users\\alice\\train-private.jsonl")
+    report["not_checked"].append("the copy in ~/secret-project/run/checkpoints")
+    if report["replay"] is not None:
+        report["replay"]["environment"]["recorded"] |= {"api_key": "f00dfeedf00dfeed", "noise_seed": "f00dfeedf00dfeed",
+                                                        "python": "/home/alice/venv/bin/python"}
     return report
 
 
-def test_html_escapes_everything_from_the_report() -> None:
-    out = render_html(_poison(sample_report("failed")))
-    assert "<script" not in out.lower()
-    assert out.count("&lt;script&gt;alert(&quot;owned&quot;)&lt;/script&gt;") >= 12
-    assert '" onmouseover="' not in out
-    assert 'title="&quot; onmouseover=&quot;alert(1)&quot; data-x=&quot;' in out
+@pytest.mark.parametrize("render", [render_text, render_html, render_public,
+                                    lambda r: json.dumps(publishable(r), ensure_ascii=False)])
+@pytest.mark.parametrize("story", ["verified", "failed"])
+def test_no_secret_or_local_path_is_rendered_or_published(render: Callable[[Any], str], story: str) -> None:
+    out = render(poisoned(story))
+    assert [s for s in SECRETS if s in out] == []
+    assert "https://mainnet.infura.io" in out  # scheme and host stay: the auditor needs to know which node
+    assert "adapter_model.safetensors" in out and "…/train-private.jsonl" in out  # file names stay, not directories
 
 
-def _external_references(out: str) -> list[str]:
-    patterns = [r"""\b(?:src|href|action|poster|srcset|xlink:href)\s*=\s*["']?\s*(?:https?:)?//""", r"<script",
-                r"<link\b", r"<img\b", r"<iframe\b", r"@import", r"url\s*\("]
-    return [m.group(0) for p in patterns for m in re.finditer(p, out, re.I)]
-
-
-@pytest.mark.parametrize("verdict", VERDICTS)
-def test_html_is_self_contained(verdict: str) -> None:
-    report = sample_report(verdict)
-    report["chain"]["rpc_url"] = "https://rpc.example.org/v1"
-    out = render_html(report)
-    assert _external_references(out) == []
-    assert "Content-Security-Policy" in out and "default-src 'none'" in out
-    assert "https://rpc.example.org/v1" in out  # shown as text, never as a link
-    assert _external_references('<img src="https://x.org/a.png">') == ['src="https://', "<img"]
-
-
-class _Balance(HTMLParser):
-    """Checks that every non-void element is closed in order."""
-
-    VOID = frozenset({"meta", "br", "line", "circle", "polyline", "hr", "img", "input", "link"})
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stack: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: Any) -> None:
-        if tag not in self.VOID:
-            self.stack.append(tag)
-
-    def handle_startendtag(self, tag: str, attrs: Any) -> None:
-        pass
-
-    def handle_endtag(self, tag: str) -> None:
-        assert self.stack and self.stack.pop() == tag, f"unexpected </{tag}>"
-
-
-@pytest.mark.parametrize("verdict", VERDICTS)
-def test_html_is_well_formed(verdict: str) -> None:
-    parser = _Balance()
-    parser.feed(render_html(_poison(sample_report(verdict)) if verdict != "error" else sample_report(verdict)))
-    assert parser.stack == []
-
-
-def test_html_sections_and_tables() -> None:
-    report = sample_report("failed")
-    out = render_html(report)
-    assert '<header class="banner failed"' in out and "<h1 class=\"word\">FAILED</h1>" in out
-    assert out.count('<tr class="check ') - out.count('<tr class="check passed">') - 1 == 2  # +1 replay row
-    assert out.count('<tr class="subject">') == 1
-    subject_row = out.split('<tr class="subject">')[1].split("</tr>")[0]
-    assert ">1264<" in subject_row and "this file" in subject_row
-    assert "<th>Expected</th>" in out and hexof("tampered-root3") in out
-    assert "step 35, batch" in out and digest("other-batch35") in out
-    assert f'title="{report["lineage"][0]["weights_digest"]}"' in out
-    assert "within budget" in out and "Generated 2025-03-04 09:30:00 UTC by prov 0.1.0" in out
-    for item in report["not_checked"]:
-        assert f"<li>{item.replace(chr(39), '&#x27;')}</li>" in out
-
-
-def test_html_verified_hides_empty_evidence_columns() -> None:
-    out = render_html(sample_report())
-    assert '<header class="banner verified"' in out and "<th>Expected</th>" not in out
-    assert out.count('<tr class="check passed">') == 10 + 2  # ten checks, two replay segments
-
-
-def test_charts_handle_empty_series_and_missing_sections() -> None:
-    out = render_html(sample_report("error"))
-    assert "No ε values were recorded." in out and "No loss values were recorded." in out
-    assert "<polyline" not in out and "<svg" not in out
-    assert "No training steps were replayed." in out
-    assert "No checkpoints: no registry record was found for this file." in out
-
-
-def test_charts_handle_one_point_and_flat_series() -> None:
-    report = sample_report(checkpoints=1)
-    report["series"] = {"step": [0, 1, 2], "loss": [1.5, 1.5, 1.5], "epsilon": [[8, 0.5]]}
-    out = render_html(report)
-    assert out.count("<svg") == 2 and out.count("<polyline") == 2
-    svgs = re.findall(r"<svg.*?</svg>", out, re.S)
-    assert len(svgs) == 2 and not any(re.search(r"nan|inf", svg, re.I) for svg in svgs)
-    assert out.count('class="dot"') == 4
-    assert 'class="limit"' in out and "budget 8.0" in out
-
-
-def test_write_html_is_atomic_and_replaces(tmp_path: Path) -> None:
-    target = tmp_path / "reports" / "audit.html"
-    write_html(sample_report("error"), target)
-    write_html(sample_report(), target)
-    assert target.read_text(encoding="utf-8") == render_html(sample_report())
-    assert sorted(p.name for p in target.parent.iterdir()) == ["audit.html"]
-
-
-# --- a real browser ---------------------------------------------------------------------------------------------
-
-def _chromium() -> str:
-    found = shutil.which("chromium") or ("/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None)
-    if found is None:
-        reason = "Debian chromium not installed: apt-get install chromium (scripts/setup installs it)"
-        if os.environ.get("PROV_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{reason} (PROV_REQUIRE_BROWSER=1: scripts/test requires it)")
-        pytest.skip(reason)
-    return found
-
-
-def _browse(tmp_path: Path, *args: str) -> str:
-    profile = Path(os.path.join(tmp_path, f"profile-{len(list(tmp_path.glob('profile-*')))}"))
-    profile.mkdir()
-    command = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--hide-scrollbars", f"--user-data-dir={profile}", *args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
-
-
-def _png_top(path: Path, rows: int) -> tuple[int, int, list[list[tuple[int, int, int]]]]:
-    """Width, height and the first `rows` rows of RGB pixels of an 8-bit non-interlaced PNG (stdlib only)."""
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
-    pos, idat, header = 8, bytearray(), b""
-    while pos < len(data):
-        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        if kind == b"IHDR":
-            header = data[pos + 8:pos + 8 + size]
-        elif kind == b"IDAT":
-            idat += data[pos + 8:pos + 8 + size]
-        pos += 12 + size
-    width, height, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", header)
-    assert depth == 8 and ctype in (2, 6) and interlace == 0, (depth, ctype, interlace)
-    bpp = 3 if ctype == 2 else 4
-    stride = width * bpp
-    raw = zlib.decompressobj().decompress(bytes(idat), (stride + 1) * rows)
-    prev, out = bytearray(stride), []
-    for y in range(rows):
-        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
-        for x in range(stride):
-            a = line[x - bpp] if x >= bpp else 0
-            b, c = prev[x], (prev[x - bpp] if x >= bpp else 0)
-            if kind == 4:
-                pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
-                pred = a if pa <= pb and pa <= pc else b if pb <= pc else c
-            else:
-                pred = (0, a, b, (a + b) // 2)[kind]
-            line[x] = (line[x] + pred) & 0xFF
-        out.append([tuple(line[i:i + 3]) for i in range(0, stride, bpp)])
-        prev = line
-    return width, height, out  # type: ignore[return-value]
-
-
-def _near(pixel: tuple[int, int, int], color: str, tolerance: int = 12) -> bool:
-    target = bytes.fromhex(color.lstrip("#"))
-    return all(abs(p - t) <= tolerance for p, t in zip(pixel, target, strict=True))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("verdict", VERDICTS)
-def test_headless_chromium_renders_the_report(tmp_path: Path, verdict: str) -> None:
-    _chromium()
-    report = sample_report(verdict)
-    page = tmp_path / "report.html"
-    write_html(report, page)
-
-    dom = _browse(tmp_path, "--dump-dom", page.as_uri())
-    assert report["verdict_text"] in dom
-    rows = re.findall(r'<tr class="check (passed|failed|skipped)">(.*?)</tr>', dom, re.S)
-    for check in report["checks"]:
-        assert any(status == check["status"] and f"<td>{check['title']}</td>" in row for status, row in rows)
-
-    shot = tmp_path / "report.png"
-    _browse(tmp_path, f"--screenshot={shot}", "--window-size=1200,1600", page.as_uri())
-    width, height, top = _png_top(shot, 140)
-    assert (width, height) == (1200, 1600)
-    banner = rpt.VERDICT_COLORS[verdict]
-    pixels = [p for row in top[10:] for p in row]
-    assert sum(_near(p, banner) for p in pixels) > 0.6 * len(pixels), "verdict banner colour missing"
-    assert sum(min(p) > 235 for p in pixels) > 500, "no white verdict text on the banner"
-    others = [c for v, c in rpt.VERDICT_COLORS.items() if v != verdict]
-    assert not any(_near(p, c) for c in others for p in pixels[::7]), "another verdict's colour is showing"
-
-
-def test_html_says_when_the_replay_seed_was_not_a_later_block() -> None:
+def test_publishable_drops_the_loss_and_keeps_the_rest() -> None:
     report = sample_report()
-    last = max(c["block"] for c in report["lineage"])
-    report["replay"]["seed_block"] = last + 1
-    assert "a value not known when the checkpoints were committed" in render_html(report)
-    report["replay"]["seed_block"] = last
-    page = render_html(report)
-    assert "no later block existed yet" in page and "a value not known" not in page
+    public = publishable(report)
+    assert public["series"]["loss"] is None and public["series"]["loss_status"] == "checked"
+    assert public["series"]["step"] == report["series"]["step"] and public["checks"] == report["checks"]
+    validate_report(public)
+    page = render_public(report)
+    assert "checked by the auditor; the values are left out of this published report" in page
+    assert page.count("<polyline") == 1  # ε only
+    assert str(report["series"]["loss"][5]) not in json.dumps(public)
+    assert render_html(report).count("<polyline") == 2  # the auditor's own page shows the checked loss
+
+
+def test_multiaddrs_and_plain_text_are_not_mistaken_for_paths() -> None:
+    report = sample_report()
+    report["store"]["backend"] = "kubo /ip4/127.0.0.1/tcp/5001"
+    report["checks"][0]["summary"] = "sample rate 1/32 over 30 steps, and/or 2/30 segments"
+    public = publishable(report)
+    assert public["store"]["backend"] == "kubo /ip4/127.0.0.1/tcp/5001"
+    assert public["checks"][0]["summary"] == report["checks"][0]["summary"]
