@@ -5,7 +5,7 @@ Time rows compare a BLS operation with what it replaces: verifying one aggregate
 n signatures one by one (ratio < 1 is the aggregation win); signing vs an ECDSA (secp256k1) signature of the same
 message; aggregating n signatures vs verifying one. Gas rows compare an attestation by n co-signers with one by a
 single signer (the per-co-signer increment is small and independent of what is attested), and registration (with
-its proof-of-possession pairing check) with an attestation.
+its proof-of-possession pairing check) with an attestation, key rotation and revocation with registration.
 
 Run: `python bench/bench_attest.py [--quick]`.
 """
@@ -65,51 +65,66 @@ def _times(rounds: int) -> list[dict[str, Any]]:
 
 
 def _gas() -> list[dict[str, Any]]:
+    """Gas from receipts on the in-process chain (cancun, the same EVM costs as anvil): a ProvenanceRegistry v2 run
+    with one checkpoint, an AttestationRegistry, SIGNERS registered auditors."""
     from provenance._attest.client import AttestationClient
-    from provenance._attest.keys import PublicKey, SecretKey
     from provenance._attest.statement import Statement
-    from provenance.chain import connect
+    from provenance._chain.heads import cid_from_digest
+    from provenance.chain import Registry, connect
     from provenance.hashing import Digest
+    from provenance.keys import PublicKey, SecretKey
 
     reg = connect("tester", use_config=False)
+    assert isinstance(reg, Registry)
     reg.deploy()
-    run = bytes(range(1, 33))
     d = Digest.of
-    reg.register_run(run, manifest_digest=d(b"m"), base_model_digest=d(b"b"), dataset_root=d(b"d"),
+    run_key = reg.run_key(bytes(range(1, 33)))
+    reg.register_run(bytes(range(1, 33)), manifest_digest=d(b"m"), base_model_digest=d(b"b"), dataset_root=d(b"d"),
                      noise_seed_commitment=d(b"n"), manifest_cid="bafy-run")
-    reg.commit_checkpoint(run, index=0, weights_digest=d(b"w"), checkpoint_digest=d(b"c"), log_size=8,
-                          log_root=d(b"r"), epsilon_micro=1, manifest_cid="bafy-ck")
+    reg.commit_checkpoint(run_key, index=0, weights_digest=d(b"w"), tensor_digest=d(b"t"), checkpoint_digest=d(b"c"),
+                          log_size=0, log_root=d(b"r"), epsilon_micro=1, manifest_cid=cid_from_digest(d(b"cid").value))
     client = AttestationClient(reg)
     client.deploy()
     dev = reg.dev_keys()
-    keys, addrs, register_gas = [], [], []
-    for i in range(SIGNERS):
+
+    def new_key(name: str) -> SecretKey:
         scalar = bls.new_secret()
         pk1, pk2 = bls.public_keys(scalar)
-        key = SecretKey(PublicKey(f"a{i}", pk1, pk2), scalar)
+        return SecretKey(PublicKey(name, pk1, pk2), scalar)
+
+    keys, auditors, register_gas = [], [], []
+    for i in range(SIGNERS + 1):
+        key = new_key(f"a{i}")
         auditor = AttestationClient(reg.with_signer(dev[i + 1]), client.address)
         register_gas.append(auditor.register_auditor(key).gas_used)
         keys.append(key)
-        addrs.append(auditor.transport.signer.address)
-    order = sorted(range(SIGNERS), key=lambda i: int(addrs[i], 16))
-    st = Statement.for_checkpoint(reg.find_by_weights(d(b"w")), chain_id=reg.chain_id, registry=str(reg.address),
-                                  verification=d(b"v"), report_cid="bafy-report")
-    message = st.message()
+        auditors.append(auditor)
+    record = reg.run(run_key).checkpoints[0]
 
-    def attest(n: int) -> int:
-        chosen = order[:n]
-        return client.submit(weights_digest=st.weights_digest, verification_digest=st.verification_digest,
-                             report_cid=st.report_cid, signers=[addrs[i] for i in chosen],
+    def attest(chosen: list[int], report_cid: str) -> int:
+        st = Statement.for_checkpoint(record, run_key=run_key, chain_id=reg.chain_id,
+                                      provenance_registry=str(reg.address), attestation_registry=str(client.address),
+                                      level="sampled:1/2", verification=d(b"v"), report_cid=report_cid)
+        chosen = sorted(chosen, key=lambda i: int(auditors[i].sender, 16))
+        message = st.message()
+        return client.submit(st, signers=[auditors[i].sender for i in chosen],
                              signature=bls.aggregate_signatures([keys[i].sign(message) for i in chosen]),
                              aggregate_key=bls.aggregate_g2([keys[i].public.pk2 for i in chosen])).gas_used
 
-    attest(1)  # the first attestation of these weights also creates their list
-    one, many = attest(1), attest(SIGNERS)
+    first = attest([SIGNERS], "cid-0")  # the first attestation of these weights also creates their list
+    one, many = attest([0], "cid-1"), attest([*range(1, SIGNERS), 0], "cid-2")
+    rotate = auditors[0].rotate_key(new_key("a0-next")).gas_used
+    revoke = auditors[1].revoke_key(keys[1].public.key_id).gas_used
+    register = statistics.median(register_gas[1:])  # the very first registration also starts the auditor count
     return [
         row(f"attest_gas_{SIGNERS}_signers", many, one, unit="gas",
             note=f"{(many - one) // (SIGNERS - 1)} gas per extra co-signer; same for any checkpoint"),
-        row("register_auditor_gas", statistics.median(register_gas), one, unit="gas",
-            note="proof-of-possession pairing check + 4 storage slots vs one attestation"),
+        row("attest_gas_first_of_checkpoint", first, one, unit="gas",
+            note="the first attestation of a checkpoint also creates its list and the statement's signer word"),
+        row("register_auditor_gas", register, one, unit="gas",
+            note="proof-of-possession pairing check + key slots vs one attestation"),
+        row("rotate_key_gas", rotate, register, unit="gas", note="a registration plus retiring the old key"),
+        row("revoke_key_gas", revoke, register, unit="gas", note="one storage write and an event"),
     ]
 
 
