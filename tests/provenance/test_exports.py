@@ -317,3 +317,39 @@ def test_exports_of_a_real_verified_run(tiny_run: Any, tmp_path: Path) -> None:
     values = {e.label: e.value for p in doc.points for e in p.entries}
     assert values["LoRA adapter"].startswith("rank ") and "not recorded" not in values["Optimizer"]
     assert str(tmp_path) not in exports.render_annex_iv(doc, "json")
+
+
+@pytest.mark.slow
+@pytest.mark.chain
+def test_cli_exports_a_run_anchored_on_anvil(tiny_run: Any, anvil_backend: Any, isolated_state: Path,
+                                            tmp_path: Path, prov: Any) -> None:
+    """`prov export` verifies the checkpoint itself: a real anvil node, the local store, the CLI in this process."""
+    pytest.importorskip("torch", reason="training the run needs the train extra (scripts/setup installs it)")
+    from provenance.anchor import Outbox
+    from provenance.store import open_store
+
+    registry = anvil_backend.connect()
+    registry.deploy()
+    spec = f"local:{tmp_path / 'store'}"
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run.run_dir, run_dir)
+    run_id = bytes.fromhex(json.loads((run_dir / "run.json").read_bytes())["run_id"])
+    with open_store(spec) as store, Outbox.open(run_dir, chain=anvil_backend.rpc_url, registry_client=registry,
+                                                store_client=store) as box:
+        box.enqueue_run(run_id=run_id, manifest_path=run_dir / "run.json")
+        for ck in sorted((run_dir / "checkpoints").iterdir()):
+            box.enqueue_checkpoint(index=int(ck.name), checkpoint_dir=ck)
+        assert box.flush(timeout=120), box.status_line()
+    adapter = sorted((run_dir / "checkpoints").iterdir())[-1] / "adapter_model.safetensors"
+    where = ["--rpc", anvil_backend.rpc_url, "--registry", registry.address, "--store", spec]
+    card, annex = tmp_path / "README.md", tmp_path / "annex.md"
+    assert prov(["export", "model-card", str(adapter), *where, "--out", str(card)]) == 0
+    meta = front_matter(card.read_text(encoding="utf-8"))["prov"]
+    assert meta["run_id"] == run_id.hex() and meta["chain_id"] == 31337 and meta["level"] == "commitments"
+    assert meta["verify"].startswith(f"prov verify adapter_model.safetensors --rpc {anvil_backend.rpc_url} ")
+    assert prov(["export", "annex-iv", str(adapter), *where, "--out", str(annex)]) == 0
+    text = annex.read_text(encoding="utf-8")
+    assert "| LoRA adapter | rank " in text and str(tmp_path) not in text
+    tampered = tmp_path / "tampered.safetensors"
+    tampered.write_bytes(adapter.read_bytes()[:-1] + bytes([adapter.read_bytes()[-1] ^ 1]))
+    assert prov(["export", "model-card", str(tampered), *where]) == 1
