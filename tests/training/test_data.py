@@ -239,3 +239,26 @@ def test_tokenization_needs_no_torch(tiny_model_dir: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code, str(tiny_model_dir)], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip().splitlines()[-1] == "3"
+
+
+def test_data_config_kinds_formats_and_field_names(tmp_path: Path) -> None:
+    from provenance.dataset import Fields
+    from provenance.errors import ConfigError
+    from training.config import TrainConfig, load_config
+
+    good = tmp_path / "good.toml"
+    good.write_text('[data]\nformat = "parquet"\nkind = "chat"\nmessages_field = "conversation"\n')
+    cfg = load_config(good)
+    assert cfg.data.fields() == Fields(messages="conversation")
+    # the committed settings give the same field names back (what resume and replay read)
+    assert Fields.from_settings(cfg.committed_json()["data"]) == Fields(messages="conversation")
+    assert TrainConfig().data.fields() == Fields() and Fields.from_settings({}) == Fields()
+    for text, field in [('[data]\nkind = "poem"\n', "data.kind"), ('[data]\nprompt_field = ""\n', "data.prompt_field"),
+                        ('[data]\nformat = "csv"\n', "data.format")]:
+        bad = tmp_path / "bad.toml"
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=field) as info:
+            load_config(bad)
+        assert str(bad) in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(FormatError, match="non-empty strings"):
+        Fields.from_settings({"text_field": 3})
