@@ -70,12 +70,13 @@ class AttestationView:
         return self.status == "valid"
 
     def to_json(self) -> dict[str, Any]:
-        """The verify report's item (docs/attestations.md): `valid` and `reason` as before, plus `status`."""
+        """The verify report's item (docs/attestations.md): `valid` and `reason` as before, plus `status` and
+        `revoked` (status "revoked")."""
         return {"number": self.number, "tx": self.tx, "block": self.block, "submitter": self.submitter,
                 "run_key": self.run_key, "checkpoint_index": self.checkpoint_index, "level": self.level,
                 "verification_digest": self.verification_digest, "report_cid": self.report_cid,
                 "message": self.message, "signers": [s.to_json() for s in self.signers], "status": self.status,
-                "valid": self.valid, "reason": self.reason}
+                "valid": self.valid, "revoked": self.status == "revoked", "reason": self.reason}
 
 
 def attestation_client(registry: RegistryLike, address: str | None = None, *, home: Path | None = None,

@@ -1,4 +1,5 @@
-"""`prov keys new|show|register|rotate|revoke`, `prov attest`, `prov attest-deploy` and `prov export in-toto`.
+"""`prov keys new|show|register|rotate|revoke`, `prov attest`, `prov attest-deploy` and `prov export in-toto` (added
+to the `export` group of provenance/cli/export.py).
 
 Thin: each command parses, calls provenance.keys / provenance.attest / provenance.attestations / provenance.intoto
 and prints. Auditor keys are BLS (BN254) keys in encrypted key files; the password comes from `$PROV_KEY_PASSWORD`
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+
+from provenance.cli.export import export_group  # the `export` group lives there; in-toto is added to it here
 
 _chain_options = [
     click.option("--rpc", "rpc_url", help="Chain RPC URL (default: the project config's)."),
@@ -180,11 +183,6 @@ def attest_command(path: Path, key_name: str, others: tuple[Path, ...], cosign: 
                f"level {st.level}) by {', '.join(done.attestation.addresses)}")
     if done.tx is not None:
         click.echo(f"anchored: {_tx(done.tx)}")
-
-
-@click.group("export")
-def export_group() -> None:
-    """Standard exports of a checkpoint's provenance."""
 
 
 @export_group.command("in-toto")
