@@ -158,21 +158,18 @@ def attest_command(path: Path, key_name: str, others: tuple[Path, ...], cosign: 
                    data: Path | None, secrets: Path | None, replay: str, rpc_url: str | None, registry: str | None,
                    attestations: str | None, keystore: Path | None) -> None:
     """Verify PATH and, only if it verifies, sign an attestation of its checkpoint and of the verification level
-    reached (commitments, sampled:K/N or full:N) with your BLS key; aggregate with --with, anchor with --anchor.
+    reached (commitments, data, sampled:K/N or full:N) with your BLS key; aggregate with --with, anchor with --anchor.
     Exit codes: 0 signed, 1 refused (not verified, or a part fails its checks), 2 could not run."""
     from provenance.attest import SignedAttestation, attest_and_anchor
-    from provenance.errors import UsageError
     from provenance.keys import load_key
     from provenance.store import open_store
     from provenance.verify import VerifyOptions
 
-    if replay != "all" and not replay.isdigit():
-        raise UsageError(f"--replay takes a number of segments or 'all', not {replay!r}")
+    options = VerifyOptions(base_model=base_model, data=data, secrets=secrets, replay=replay)  # checks --replay
     key = load_key(key_name, _password(confirm=False))
     client = _client(rpc_url, registry, attestations, keystore)
     lead = SignedAttestation.read(cosign) if cosign else None
     parts = [SignedAttestation.read(p) for p in others]
-    options = VerifyOptions(base_model=base_model, data=data, secrets=secrets, replay=replay)
     with open_store(store_spec) as store:
         done = attest_and_anchor(path, attestations=client, store=store, key=key, options=options, others=parts,
                                  cosign=lead, store_report=store_report, anchor_it=anchor)
