@@ -36,8 +36,14 @@ DEVICES = ("cpu", "cuda")
 DTYPES = ("float32", "bfloat16", "float16")
 PROFILES = ("portable", "native")
 # Libraries whose code runs in a training step: a different version may compute other bits.
-REPLAY_PACKAGES = ("torch", "transformers", "peft", "opacus", "numpy", "safetensors")
+REPLAY_PACKAGES = ("torch", "transformers", "peft", "opacus", "numpy", "safetensors", "tokenizers")
 MAX_THREADS = 4096
+# The only environment variables a run may record and a replay worker will set: math-library and thread controls.
+# Anything else (PYTHONPATH, LD_PRELOAD, ...) would let a run's manifest run code of the trainer's choosing in the
+# auditor's replay worker, so it fails the replay check.
+ENV_ALLOWED = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "OMP_NUM_THREADS",
+               "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG", "NVIDIA_TF32_OVERRIDE")
+_ENV_VALUE = re.compile(r"^[A-Za-z0-9_:.,-]{0,64}$")
 _VERSION = re.compile(r"^\d+(\.\d+){0,3}((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?(\+[A-Za-z0-9.]+)?$")
 
 
@@ -92,6 +98,10 @@ def invalid_settings(rec: Recorded) -> list[str]:
         problems.append(f"device {rec.device!r} is not one prov trains on ({', '.join(DEVICES)})")
     if rec.dtype not in DTYPES:
         problems.append(f"dtype {rec.dtype!r} is not one prov trains in ({', '.join(DTYPES)})")
+    for name, value in rec.env.items():
+        if name not in ENV_ALLOWED or not _ENV_VALUE.match(value):
+            problems.append(f"environment variable {name}={value[:40]!r} is not a determinism setting prov sets "
+                            f"(allowed: {', '.join(ENV_ALLOWED)})")
     if rec.profile is not None and rec.profile not in PROFILES:
         problems.append(f"determinism profile {rec.profile!r} is unknown ({', '.join(PROFILES)})")
     for name in REPLAY_PACKAGES:
@@ -140,7 +150,7 @@ def unmatched(rec: Recorded, *, here: Mapping[str, str] | None = None,
     here = dict(installed_versions() if here is None else here)
     capabilities = machine_capabilities() if capabilities is None else capabilities
     problems = []
-    if rec.device == "cpu" and rec.capability is not None and rec.capability not in capabilities:
+    if rec.device == "cpu" and rec.capability is not None and rec.capability not in capabilities | {"NO AVX"}:
         problems.append(f"the run used CPU kernels {rec.capability}, which this CPU cannot run "
                         f"(it has {', '.join(sorted(capabilities - {'NO AVX'}))})")
     if rec.device == "cuda":
@@ -161,7 +171,7 @@ def replay_environment(rec: Recorded, base: Mapping[str, str] | None = None) -> 
     """The environment of a replay worker process: this one's, with the recorded math-library variables, CPU
     capability and thread counts put in place (set before torch is imported, as the trainer did)."""
     env = dict(os.environ if base is None else base)
-    env.update(rec.env)
+    env.update({k: v for k, v in rec.env.items() if k in ENV_ALLOWED})
     if rec.capability in CAPABILITY_ENV:
         env["ATEN_CPU_CAPABILITY"] = CAPABILITY_ENV[rec.capability]
     if rec.threads is not None:

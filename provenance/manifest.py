@@ -130,6 +130,18 @@ def hash_directory(
     return CheckpointManifest(tuple(entries))
 
 
+RUN_ID_LABEL = b"prov.run_id.v1\x00"
+
+
+def run_id_of(body: Mapping[str, Any]) -> str:
+    """The run id a manifest body names itself by: `SHA-256("prov.run_id.v1\\x00" || canonical(body without
+    run_id))` as 64 hex. A manifest whose `run_id` is not this was altered (or forged to borrow another run's id)."""
+    import hashlib
+
+    rest = {k: v for k, v in body.items() if k != "run_id"}
+    return hashlib.sha256(RUN_ID_LABEL + canonical.encode(rest)).hexdigest()
+
+
 def run_manifest_digest(document: Mapping[str, Any]) -> Digest:
     """The run's config commitment: SHA-256 of the canonical run manifest."""
     return Digest.of(encode_run_manifest(document))

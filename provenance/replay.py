@@ -37,6 +37,7 @@ from provenance.records import AnyStepRecord, StepStats, step_record_from_json
 REQUEST_FORMAT = "prov.replay-request.v1"
 RESULT_FORMAT = "prov.replay-result.v1"
 ENTRY_POINT_GROUP = "prov.replay"
+DISTRIBUTION = "prov"
 
 
 class ReplayUnavailable(ProvenanceError):
@@ -89,8 +90,10 @@ class WorkerResult:
 
 
 def find_worker() -> str:
-    """The module of the installed replay worker (entry point group `prov.replay`)."""
-    found = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+    """The module of prov's own replay worker (entry point group `prov.replay` of the `prov` distribution: another
+    installed package cannot substitute its own)."""
+    found = sorted((ep for ep in entry_points(group=ENTRY_POINT_GROUP)
+                    if ep.dist is not None and ep.dist.name == DISTRIBUTION), key=lambda ep: ep.name)
     if not found:
         raise ReplayUnavailable("no replay worker is installed: replay needs the train extra "
                                 "(pip install torch==2.13.0 'prov[train]')")
@@ -145,8 +148,10 @@ def run_worker(*, manifest: Path, base_model: Path, data: Path | None, secrets: 
     }, sort_keys=True), encoding="utf-8")
     result.unlink(missing_ok=True)
     try:
-        done = subprocess.run([sys.executable, "-m", module, "--request", str(request), "--result", str(result)],
-                              env=dict(env), capture_output=True, text=True, timeout=timeout, check=False)
+        # -I: isolated mode, so neither the working directory nor PYTHON* variables can put other code on the path
+        done = subprocess.run([sys.executable, "-I", "-m", module, "--request", str(request), "--result",
+                               str(result)], env=dict(env), capture_output=True, text=True, timeout=timeout,
+                              check=False, cwd=workdir)
     except subprocess.TimeoutExpired:
         raise WorkerFailed(f"the replay worker did not finish within {timeout:.0f} s") from None
     if not result.is_file():

@@ -32,6 +32,7 @@ from provenance._verify.reporting import build_report
 from provenance._verify.subject import load_subject
 from provenance.errors import EXIT_ERROR, EXIT_FAILED, EXIT_INCONCLUSIVE, EXIT_OK, ProvenanceError, UsageError
 from provenance.ports import RegistryReader, StoreReader
+from provenance.report import validate_report
 
 REPORT_FORMAT = "prov.verify-report.v2"
 
@@ -105,6 +106,7 @@ def verify(path: str | Path, *, registry: RegistryReader, store: StoreReader, op
     body = build_report(ev, verdict=verdict, exit_code=code, registry=registry, store=store,
                         generated_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
                         prov_version=__version__, report_format=REPORT_FORMAT, options=options)
+    validate_report(body)  # a report that does not match docs/report-schema.md is never returned
     return Report(verdict, code, body["level"], body)
 
 
@@ -145,6 +147,9 @@ def stage_chain(ev: pipeline.Evidence, registry: RegistryReader, options: Verify
                                "and registrations could be front-run; it is read with the v1 reader")
         if info.dev_chain is not None:
             ev.warnings.append(f"{info.dev_chain}: {pipeline.DEV_CHAIN_WARNING}")
+        elif options.expected_chain_id is None or options.expected_registry is None:
+            ev.warnings.append("the chain and registry were not pinned (--expect-chain-id, --expect-registry): this "
+                               f"verdict holds for chain {info.chain_id} and registry {address}, whoever runs them")
         summary = f"chain {info.chain_id} (genesis {info.genesis_hash[:18]}…), registry {address} (v{registry.version})"
         pinned = [name for name, value in (("chain id", options.expected_chain_id),
                                            ("registry", options.expected_registry)) if value is not None]

@@ -4,7 +4,7 @@ statistics: the dataset root, the cheap pass over every step, checkpoint 0 rebui
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ from provenance import determinism, merkle
 from provenance import replay as protocol
 from provenance._verify import data as datachecks
 from provenance._verify import replay as rp
-from provenance._verify.checks import CheckFailed, CheckInconclusive
+from provenance._verify.checks import CheckFailed, CheckInconclusive, Checks, Status
 from provenance._verify.pipeline import Evidence
 from provenance.errors import ProvenanceError
 from provenance.ports import RegistryReader, StoreReader
@@ -64,20 +64,30 @@ def stage_data(ev: Evidence, inputs: AuditorInputs) -> tuple[Secrets, list[Any]]
         stats = datachecks.load_stats(stats_path) if stats_path is not None else None
         tokenized = _tokenized(inputs.base_model, ev.manifest, examples)
         result = datachecks.check_steps(manifest=ev.manifest, steps=ev.steps, secrets=secrets, tokenized=tokenized,
-                                        stats=stats)
+                                        stats=stats, tokenizer_note=_tokenizer_note(ev.manifest))
         ev.steps_full, ev.loss, ev.loss_status = result.full, result.loss, result.loss_status
         checks.passed("steps", result.summary)
     return secrets, examples
+
+
+def _tokenizer_note(manifest: dict[str, Any]) -> str | None:
+    """Why tokenizing here may not give the run's tokens (other transformers/tokenizers versions), or None."""
+    recorded = (manifest.get("software") or {}).get("versions") or {}
+    here = determinism.installed_versions()
+    differ = [f"{name} {recorded.get(name)} (here {here.get(name)})" for name in ("transformers", "tokenizers")
+              if isinstance(recorded, dict) and recorded.get(name) not in (None, here.get(name))]
+    return f"the run tokenized with {', '.join(differ)}" if differ else None
 
 
 def _tokenized(base_model: Path | None, manifest: dict[str, Any], examples: list[Any]) -> Any:
     if base_model is None or not datachecks.tokenizer_available():
         return None
     from provenance.basemodel import load_tokenizer
-    from provenance.batches import tokenize
+    from provenance.batches import tokenize_records
 
     tokenizer = load_tokenizer(base_model)
-    return tokenize(examples, tokenizer, max_length=int(manifest["dataset"]["max_length"]))
+    kind = manifest["dataset"].get("kind", "text")
+    return tokenize_records(examples, tokenizer, kind=kind, max_length=int(manifest["dataset"]["max_length"]))
 
 
 # --- replay ------------------------------------------------------------------------------------------------------
@@ -95,21 +105,37 @@ def _environment(ev: Evidence) -> tuple[determinism.Recorded, list[str]]:
 
 
 def _beacon(ev: Evidence, registry: RegistryReader, inputs: AuditorInputs) -> rp.Beacon:
+    """The seed of the segment draw. The chain part is a block after the run's finalisation (no commitment can
+    follow it); it is not enough on a development chain (whoever runs it picks its block hashes) or when other runs
+    claim the same tensors (a trainer could ship whichever run's draw it likes): then the auditor's seed is needed."""
     final = ev.history.finalization
+    if inputs.beacon is None:
+        if ev.chain.get("dev_chain"):
+            raise CheckInconclusive("on a development chain the block hashes that draw the sample are chosen by "
+                                    "whoever runs the chain: add your own seed (--beacon) or pass --replay all")
+        rivals = {c.record.run_key for c in ev.claims if not c.selected} - {ev.record.run_key}
+        if rivals:
+            raise CheckInconclusive(f"{len(rivals)} other run(s) claim these tensors, so a trainer could ship the "
+                                    "one whose sample suits it: add your own seed (--beacon) or pass --replay all")
+        if final is None:
+            raise CheckInconclusive("the run is not finalised, so its trainer could still extend it and re-roll "
+                                    "which segments are sampled: replay every segment (--replay all) or add your "
+                                    "own seed (--beacon)")
     block = None
     if final is not None:
         info = registry.block(int(final.block_number) + inputs.confirmations)
         if info is not None:
             block = (int(info.number), bytes(info.hash))
-    if block is None and inputs.beacon is None:
-        if final is None:
-            raise CheckInconclusive("the run is not finalised, so its trainer could still extend it and re-roll "
-                                    "which segments are sampled: replay every segment (--replay all) or add your "
-                                    "own seed (--beacon)")
-        raise CheckInconclusive(f"the beacon block ({inputs.confirmations} blocks after the finalisation in block "
-                                f"{final.block_number}) is not mined yet: wait, pass --replay all, or add your own "
-                                "seed (--beacon)")
+        elif inputs.beacon is None:
+            raise CheckInconclusive(f"the beacon block ({inputs.confirmations} blocks after the finalisation in "
+                                    f"block {final.block_number}) is not mined yet: wait, pass --replay all, or add "
+                                    "your own seed (--beacon)")
     return rp.make_beacon(block=block, auditor_seed=inputs.beacon, confirmations=inputs.confirmations)
+
+
+def _steps_added(records: list[Any]) -> list[int]:
+    """Indices j ≥ 1 of checkpoints that add steps (the segments a sample is drawn from)."""
+    return [j for j in range(1, len(records)) if records[j].log_size > records[j - 1].log_size]
 
 
 def _fetch(store: StoreReader, record: Any, target: Path) -> Path:
@@ -154,16 +180,13 @@ def stage_replay(ev: Evidence, registry: RegistryReader, store: StoreReader, inp
                                                         "a verified base model and step log"))
         return
     if ev.step_format != STEP_FORMAT:
-        why = (f"this run uses {ev.step_format} records, which this version cannot replay (v1 noise kept only 32 "
-               "bits of its seed)")
-        checks.inconclusive("checkpoint_zero", why)
-        if want_replay:
-            checks.inconclusive("replay", why)
-        else:
-            checks.not_run("replay", "--replay 0: no segment replayed")
+        why = (f"this run uses {ev.step_format} records, which this version does not replay (its verdict stops at "
+               "commitments and data)")
+        checks.not_run("checkpoint_zero", why)
+        checks.not_run("replay", why)
         return
-    candidates = list(range(1, len(ev.lineage)))
-    section: dict[str, Any] = {"requested": inputs.replay, "beacon": None, "candidates": len(candidates),
+    lineage = _steps_added(ev.lineage)  # this file's segments
+    section: dict[str, Any] = {"requested": inputs.replay, "beacon": None, "candidates": len(lineage),
                                "chosen": [], "catch_probability": None, "environment": None, "segments": []}
     chosen: list[int] = []
     with checks.run("replay"):
@@ -171,36 +194,56 @@ def stage_replay(ev: Evidence, registry: RegistryReader, store: StoreReader, inp
             checks.not_run("replay", "--replay 0: no segment replayed")
         elif usable is None:
             checks.not_run("replay", checks.why_missing("dataset", "the committed dataset and the run's secrets"))
+        elif checks.status("steps") is Status.FAILED:
+            checks.not_run("replay", checks.why_missing("steps", "every step recomputed from the data and secrets"))
         elif inputs.replay == "all":
-            chosen = candidates
+            chosen = lineage
+            section["catch_probability"] = 1.0 if lineage else None
         else:
+            # Drawn over every segment of the whole (finalised) run, whichever checkpoint is verified, so that
+            # shipping an earlier or later checkpoint cannot re-roll the sample.
             beacon = _beacon(ev, registry, inputs)
             section["beacon"] = beacon.to_json()
-            chosen = rp.choose_segments(beacon.seed, candidates, int(inputs.replay))
+            run_segments = _steps_added(list(ev.history.checkpoints))
+            drawn = rp.choose_segments(beacon.seed, run_segments, int(inputs.replay))
+            chosen = [j for j in drawn if j <= ev.record.index]
+            section["drawn"] = drawn
+            section["catch_probability"] = rp.catch_probability(len(drawn), len(run_segments))
+            if not chosen and lineage:
+                checks.not_run("replay", f"the segments drawn for this run ({drawn}) all lie after this checkpoint: "
+                                         "pass --replay all to re-run this lineage")
         section["chosen"] = chosen
-        section["catch_probability"] = rp.catch_probability(len(chosen), len(candidates)) if chosen else None
     _run_worker(ev, store, inputs, usable, chosen, section, work)
     ev.replay = section
 
 
 def _run_worker(ev: Evidence, store: StoreReader, inputs: AuditorInputs, usable: tuple[Secrets, list[Any]] | None,
                 chosen: list[int], section: dict[str, Any], work: Path) -> None:
+    """Rebuild checkpoint 0 and the chosen segments in one worker process and judge them. Whatever goes wrong on
+    the way (a store error, content that does not parse) becomes the result of every check still pending."""
     checks = ev.checks
-    zero_pending = checks.status("checkpoint_zero") is None
-    replay_pending = checks.status("replay") is None
-    if not (zero_pending or replay_pending):
+    ids = [c for c in ("checkpoint_zero", "replay") if checks.status(c) is None]
+    if not ids:
         return
-    ids = [c for c, pending in (("checkpoint_zero", zero_pending), ("replay", replay_pending)) if pending]
+    probe = Checks()
+    with probe.run("replay"):
+        _rebuild_and_judge(ev, store, inputs, chosen, section, work, zero_pending="checkpoint_zero" in ids,
+                           replay_pending="replay" in ids)
+    outcome = probe.results.get("replay")
+    if outcome is not None:
+        for check_id in ids:
+            if checks.status(check_id) is None:
+                checks.set(check_id, outcome.status, outcome.summary, expected=outcome.expected, found=outcome.found)
+        checks.reach_error = checks.reach_error or probe.reach_error
+
+
+def _rebuild_and_judge(ev: Evidence, store: StoreReader, inputs: AuditorInputs, chosen: list[int],
+                       section: dict[str, Any], work: Path, *, zero_pending: bool, replay_pending: bool) -> None:
     try:
         protocol.find_worker()
-        rec, problems = _environment(ev)
-    except (protocol.ReplayUnavailable, CheckFailed) as exc:
-        for check_id in ids:
-            if isinstance(exc, CheckFailed):
-                checks.failed(check_id, str(exc).split(" (expected ")[0], expected=exc.expected, found=exc.found)
-            else:
-                checks.inconclusive(check_id, str(exc))
-        return
+    except protocol.ReplayUnavailable as exc:
+        raise CheckInconclusive(str(exc)) from None
+    rec, problems = _environment(ev)
     section["environment"] = {"recorded": rec.to_json(), "here": determinism.installed_versions(),
                               "bitwise_possible": not problems, "problems": problems}
     assert ev.manifest is not None and inputs.base_model is not None
@@ -215,18 +258,28 @@ def _run_worker(ev: Evidence, store: StoreReader, inputs: AuditorInputs, usable:
             jobs=jobs, env=determinism.replay_environment(rec), workdir=work,
             timeout=protocol.worker_timeout()) if jobs else protocol.WorkerResult()
     except ProvenanceError as exc:
-        for check_id in ids:
-            checks.inconclusive(check_id, f"the replay worker could not run here: {' '.join(str(exc).split())}")
-        return
+        raise CheckInconclusive("the replay worker could not run here: "
+                                f"{_scrub(str(exc), inputs)}") from None
     problems = problems + _worker_environment_problems(rec, result.environment)
     section["environment"]["problems"] = problems
     section["environment"]["bitwise_possible"] = not problems
     from provenance._verify.judge import judge_segments
 
-    judge_segments(ev, store, result, jobs, problems, section, zero_pending=zero_pending,
+    scrubbed = protocol.WorkerResult(result.environment, tuple(
+        replace(o, error=None if o.error is None else _scrub(o.error, inputs)) for o in result.segments))
+    judge_segments(ev, store, scrubbed, jobs, problems, section, zero_pending=zero_pending,
                    replay_pending=replay_pending)
     for job in jobs:
         shutil.rmtree(job.out, ignore_errors=True)
+
+
+def _scrub(text: str, inputs: AuditorInputs) -> str:
+    """A worker's message without the auditor's local paths (reports are filed and may be published)."""
+    text = " ".join(text.split())
+    for path in (inputs.data, inputs.base_model, inputs.secrets, inputs.stats):
+        if path is not None:
+            text = text.replace(str(path.resolve()), path.name).replace(str(path), path.name)
+    return text[:300]
 
 
 def _worker_environment_problems(rec: determinism.Recorded, actual: dict[str, Any]) -> list[str]:

@@ -9,7 +9,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from provenance.errors import EXIT_INCONCLUSIVE, ChainError, ProvenanceError, StoreError, VerificationError
+from provenance.cid import CidMismatch
+from provenance.errors import (
+    EXIT_INCONCLUSIVE,
+    ChainError,
+    FormatError,
+    ProvenanceError,
+    StoreError,
+    UsageError,
+    VerificationError,
+)
 
 
 class Status(StrEnum):
@@ -113,10 +122,14 @@ class Checks:
 
     @contextmanager
     def run(self, check_id: str) -> Iterator[None]:
-        """Run a check body: a VerificationError fails it, CheckInconclusive makes it inconclusive, a store or
-        chain reach error leaves it not run (and is remembered: the verdict is then 'error')."""
+        """Run a check body: a VerificationError fails it; so does content that does not parse (FormatError: the
+        trainer published it) and any unexpected exception on that content (named, never a pass).
+        CheckInconclusive makes it inconclusive; a store or chain reach error (or a store serving bytes that do not
+        match their CID) leaves it not run and is remembered: the verdict is then 'error'."""
         try:
             yield
+        except CidMismatch as exc:
+            self._unreachable(check_id, exc)
         except VerificationError as exc:
             message = str(exc)
             if exc.expected is not None or exc.found is not None:
@@ -125,9 +138,19 @@ class Checks:
         except CheckInconclusive as exc:
             self.inconclusive(check_id, " ".join(str(exc).split()))
         except (StoreError, ChainError) as exc:
-            self.not_run(check_id, f"could not run: {' '.join(str(exc).split())}")
-            if self.reach_error is None:
-                self.reach_error = exc
+            self._unreachable(check_id, exc)
+        except UsageError:
+            raise  # the auditor's own input (a missing file, a bad option): a one-line error, not a verdict
+        except FormatError as exc:
+            self.failed(check_id, f"published content does not parse: {' '.join(str(exc).split())}")
+        except (ProvenanceError, ArithmeticError, LookupError, TypeError, ValueError, AttributeError) as exc:
+            self.failed(check_id, f"the content could not be checked ({type(exc).__name__}: "
+                                  f"{' '.join(str(exc).split())[:200]})")
+
+    def _unreachable(self, check_id: str, exc: ProvenanceError) -> None:
+        self.not_run(check_id, f"could not run: {' '.join(str(exc).split())}")
+        if self.reach_error is None:
+            self.reach_error = exc
 
     def fill(self, why: str) -> None:
         """Every check that has no result yet did not run, for `why`."""

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from provenance._verify.checks import CheckFailed
+from provenance.errors import StoreError
 from provenance.hashing import Digest
-from provenance.manifest import decode_run_manifest
+from provenance.manifest import decode_run_manifest, run_id_of
 from provenance.ports import RegistryReader, StoreReader
 
 MANIFEST_LIMIT = 16 * 1024 * 1024
@@ -62,43 +63,69 @@ def _rank(claim: Claim, metadata: Mapping[str, str]) -> tuple[int, int, int, int
     return (0 if named else 1, 0 if claim.match == "weights" else 1, record.block_number, record.index)
 
 
+def _candidate_problem(record: Any, history: Any, data: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """(manifest, None) when this claim's run is consistent; (None, why) when it is not the trainer's run."""
+    run = history.registration
+    if Digest.of(data) != run.manifest_digest:
+        return None, f"its stored run manifest is not the registered one ({Digest.of(data)} ≠ {run.manifest_digest})"
+    manifest = decode_run_manifest(data, source=f"run manifest {run.manifest_cid}")
+    if manifest.get("run_id") != run_id_of(manifest) or manifest["run_id"] != record.run_id.hex():
+        return None, "its run id is not the hash of its manifest (a manifest forged to borrow another run's id)"
+    owner = manifest.get("owner")
+    if isinstance(owner, str) and owner.lower() != str(run.owner).lower():
+        return None, (f"registered by {run.owner}, but its manifest names owner {owner}: a copied registration, "
+                      "not the trainer's run")
+    return manifest, None
+
+
 def select(found: list[Claim], *, metadata: Mapping[str, str], registry: RegistryReader, store: StoreReader,
            expected_run: bytes | None) -> Chosen:
-    """The claim to verify (see the module docstring); rejected and other claims are annotated in `found`."""
+    """The claim to verify (see the module docstring); rejected and other claims are annotated in `found`.
+
+    Every claim is examined (a claim whose manifest cannot be read or does not fit is annotated and skipped, so a
+    copier cannot make an honest file fail or error); among the consistent ones, the one the file's metadata names
+    wins, then one whose manifest binds its owner, then a file-digest match, then the earliest."""
     rejected: list[str] = []
-    for position, claim in sorted(enumerate(found), key=lambda item: _rank(item[1], metadata)):
+    valid: list[tuple[tuple[Any, ...], int, Any, dict[str, Any]]] = []
+    unreadable: StoreError | None = None
+    for position, claim in enumerate(found):
         record = claim.record
-        if expected_run is not None and record.run_id != expected_run:
+        if expected_run is not None and expected_run not in (record.run_id, record.run_key):
             found[position] = Claim(record, claim.match, note="another run than the one asked for (--run)")
             continue
         history = registry.run(record.run_key)
-        run = history.registration
-        data = store.get_bytes(run.manifest_cid, max_size=MANIFEST_LIMIT)
-        if Digest.of(data) != run.manifest_digest:
-            raise CheckFailed("the stored run manifest is not the registered one", expected=run.manifest_digest,
-                              found=Digest.of(data))
-        manifest = decode_run_manifest(data, source=f"run manifest {run.manifest_cid}")
-        owner = manifest.get("owner")
-        if isinstance(owner, str) and owner.lower() != str(run.owner).lower():
-            note = (f"registered by {run.owner}, but its manifest names owner {owner}: a copied registration, "
-                    "not the trainer's run")
-            found[position] = Claim(record, claim.match, note=note)
-            rejected.append(note)
+        try:
+            data = store.get_bytes(history.registration.manifest_cid, max_size=MANIFEST_LIMIT)
+        except StoreError as exc:
+            unreadable = unreadable or exc
+            found[position] = Claim(record, claim.match, note=f"its run manifest could not be read ({exc})")
             continue
-        found[position] = Claim(record, claim.match, selected=True)
-        warnings = _ambiguity(found, position, manifest)
-        summary = (f"checkpoint {record.index} of run {record.run_id.hex()[:12]}… (owner {run.owner}), block "
-                   f"{record.block_number}")
-        others = sum(1 for c in found if not c.selected)
-        if others:
-            summary += f"; {others} other claim(s) listed"
-        return Chosen(record, history, manifest, summary, warnings)
-    if expected_run is not None and not rejected:
-        raise CheckFailed("this file belongs to another run than the one asked for", expected=expected_run.hex(),
-                          found=", ".join(sorted({c.record.run_id.hex() for c in found})))
-    raise CheckFailed("every on-chain claim of this file was registered by an account its run manifest does not "
-                      "name (copied registrations)", expected="a registration by the manifest's owner",
-                      found="; ".join(rejected))
+        manifest, problem = _candidate_problem(record, history, data)
+        if manifest is None:
+            found[position] = Claim(record, claim.match, note=f"rejected: {problem}")
+            rejected.append(f"run key {record.run_key.hex()[:12]}…: {problem}")
+            continue
+        named, _, block, index = _rank(claim, metadata)
+        key = (named, 0 if isinstance(manifest.get("owner"), str) else 1, claim.match != "weights", block, index)
+        valid.append((key, position, history, manifest))
+    if not valid:
+        if unreadable is not None and not rejected:
+            raise unreadable
+        if expected_run is not None and not rejected:
+            raise CheckFailed("this file belongs to another run than the one asked for", expected=expected_run.hex(),
+                              found=", ".join(sorted({c.record.run_id.hex() for c in found})))
+        raise CheckFailed("every on-chain claim of this file belongs to a run that is not what it says it is",
+                          expected="a consistent registration by the manifest's owner", found="; ".join(rejected))
+    _, position, history, manifest = min(valid, key=lambda item: item[0])
+    record = found[position].record
+    found[position] = Claim(record, found[position].match, selected=True)
+    run = history.registration
+    summary = (f"checkpoint {record.index} of run {record.run_id.hex()[:12]}… (owner {run.owner}), block "
+               f"{record.block_number}")
+    others = sum(1 for c in found if not c.selected)
+    if others:
+        summary += f"; {others} other claim(s) listed"
+    return Chosen(record, history, manifest, summary, _ambiguity(found, position, manifest))
 
 
 def _ambiguity(found: list[Claim], position: int, manifest: Mapping[str, Any]) -> list[str]:

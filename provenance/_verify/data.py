@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from provenance import batches, canonical
-from provenance._verify.checks import CheckFailed
-from provenance.dataset import dataset_root, load_examples
+from provenance._verify.checks import CheckFailed, CheckInconclusive
+from provenance.dataset import dataset_root, load_committed
 from provenance.errors import FormatError, UsageError
 from provenance.hashing import Digest
 from provenance.records import AnyStepRecord, StepRecord, StepRecordV1, StepStats, batch_digest_v1
@@ -26,6 +26,7 @@ from provenance.schedule import lr_of_manifest
 from provenance.secrets import Secrets
 
 STATS_FILE = "stats.jsonl"
+MAX_DATASET = 1 << 27  # the sampler draws 8 bytes per example and step
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,10 @@ def check_dataset(*, manifest: Mapping[str, Any], run: Any, secrets: Secrets, ex
     if str(Digest.of(secrets.dataset_key)) != expected_key:
         raise CheckFailed("the dataset key given does not open the run's commitment", expected=expected_key,
                           found=Digest.of(secrets.dataset_key))
+    declared = manifest["dataset"].get("size")
+    if declared != len(examples):
+        raise CheckFailed("the data given does not have the committed number of examples", expected=declared,
+                          found=len(examples))
     found = dataset_root(examples, secrets.dataset_key)
     if found != run.dataset_root:
         raise CheckFailed("the data given is not the committed training set (its salted root differs)",
@@ -70,9 +75,9 @@ def check_dataset(*, manifest: Mapping[str, Any], run: Any, secrets: Secrets, ex
 
 
 def read_examples(path: Path, manifest: Mapping[str, Any]) -> list[Any]:
-    dataset = manifest["dataset"]
+    """The records of the data given, read as the run read them (kind and field names from its manifest)."""
     data_format = (manifest.get("config") or {}).get("data", {}).get("format", "auto")
-    return load_examples(path, format=data_format, text_field=dataset.get("text_field", "text"))
+    return list(load_committed(path, manifest["dataset"], format=data_format if data_format != "text" else "auto"))
 
 
 def tokenizer_available() -> bool:
@@ -85,8 +90,11 @@ def _mismatch(step: int, field: str, expected: Any, found: Any) -> CheckFailed:
 
 
 def check_steps(*, manifest: Mapping[str, Any], steps: Sequence[AnyStepRecord], secrets: Secrets,
-                tokenized: batches.TokenizedDataset | None, stats: Mapping[int, StepStats] | None) -> StepsResult:
-    """Recompute everything about every logged step that needs no training; fail on the first mismatch."""
+                tokenized: batches.TokenizedDataset | None, stats: Mapping[int, StepStats] | None,
+                tokenizer_note: str | None = None) -> StepsResult:
+    """Recompute everything about every logged step that needs no training; fail on the first mismatch.
+    `tokenizer_note`: why this machine's tokenizer may not be the run's (other library versions): a batch that
+    differs is then inconclusive, not a failure."""
     training = manifest["training"]
     try:
         size = int(training["dataset_size"])
@@ -94,9 +102,12 @@ def check_steps(*, manifest: Mapping[str, Any], steps: Sequence[AnyStepRecord], 
         world = int(training.get("world_size", 1))
     except (KeyError, TypeError, ValueError):
         raise FormatError("run manifest: training.dataset_size / dp.sample_rate missing") from None
-    if size != int(manifest["dataset"].get("size", size)):
+    if size != manifest["dataset"].get("size"):
         raise CheckFailed("the plan's dataset size differs from the committed dataset's",
                           expected=manifest["dataset"].get("size"), found=size)
+    if not 0 < size <= MAX_DATASET:
+        raise CheckInconclusive(f"a dataset of {size} examples is beyond what this verifier samples in memory "
+                                f"({MAX_DATASET}); the other checks stand")
     batch_key, stats_key = secrets.batch_key(), secrets.stats_key()
     loss: list[float] = []
     for record in steps:
@@ -116,6 +127,9 @@ def check_steps(*, manifest: Mapping[str, Any], steps: Sequence[AnyStepRecord], 
             else:
                 digest = batch_digest_v1(step=k, indices=indices, tensors=tensors)
             if record.batch != digest:
+                if tokenizer_note is not None:
+                    raise CheckInconclusive(f"step {k}: the batch recomputed here differs from the logged one, and "
+                                            f"{tokenizer_note}")
                 raise _mismatch(k, "batch commitment (other examples or other tokens were fed)", digest,
                                 record.batch)
         if isinstance(record, StepRecordV1):

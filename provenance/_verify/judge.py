@@ -14,7 +14,7 @@ from typing import Any
 from provenance import replay as protocol
 from provenance._verify import replay as rp
 from provenance._verify.pipeline import Evidence
-from provenance.manifest import MANIFEST_NAME, CheckpointManifest
+from provenance.manifest import MANIFEST_NAME, CheckpointManifest, hash_directory
 from provenance.ports import StoreReader
 
 
@@ -41,17 +41,19 @@ def _judge(ev: Evidence, store: StoreReader, job: protocol.SegmentJob, outcome: 
                             "steps": [a, b], "status": "failed", "bitwise": False,
                             "expected": str(target.checkpoint_digest), "found": None, "weight_distance": None,
                             "first_divergence": None}
-    if outcome.error is not None:
+    if outcome.error is not None or not (job.out / MANIFEST_NAME).is_file():
         item["first_divergence"] = {"step": None, "field": "replay", "expected": "a rebuilt checkpoint",
-                                    "found": outcome.error}
+                                    "found": outcome.error or "the worker wrote no checkpoint"}
         return item
-    item["found"] = str(outcome.checkpoint_digest)
+    # The verifier hashes what the worker wrote itself: a worker's own word about its result is not evidence.
+    rebuilt = hash_directory(job.out).digest()
+    item["found"] = str(rebuilt)
     logged = ev.steps[a:b]
     exact = rp.exact_divergence(logged, outcome.records)
     if exact is not None:
         item["first_divergence"] = exact
         return item
-    if outcome.checkpoint_digest == target.checkpoint_digest:
+    if rebuilt == target.checkpoint_digest:
         item.update(status="passed", bitwise=True)
         return item
     fields = rp.all_fields(logged[0]) if logged else []

@@ -25,6 +25,8 @@ SEGMENT_FILE = "steps.jsonl"
 ADAPTER_FILE = "adapter_model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 MANIFEST_LIMIT = 1 << 20  # a checkpoint manifest lists a handful of files
+TRAINSTATE_FORMATS = ("prov.trainstate.v1", "prov.trainstate.v2")
+CHECKPOINT_FILES = frozenset({ADAPTER_FILE, "adapter_config.json", OPTIMIZER_FILE, STATE_FILE, SEGMENT_FILE})
 
 
 @dataclass(frozen=True)
@@ -64,15 +66,24 @@ def fetch_checkpoint(store: Any, record: Any) -> CheckpointFiles:
     if stored != listed:
         raise CheckFailed(f"{where}: stored files differ from its manifest", expected=sorted(listed),
                           found=sorted(stored))
+    if listed != CHECKPOINT_FILES:
+        raise CheckFailed(f"{where}: a checkpoint holds exactly the trainer's files", expected=sorted(CHECKPOINT_FILES),
+                          found=sorted(listed))
     if manifest.file(ADAPTER_FILE).digest != record.weights_digest:
         raise CheckFailed(f"{where}: its adapter is not the committed weights", expected=record.weights_digest,
                           found=manifest.file(ADAPTER_FILE).digest)
     state = canonical.decode(_verified_file(store, listing, manifest, STATE_FILE, where), source=f"{where} state")
     segment = _verified_file(store, listing, manifest, SEGMENT_FILE, where)
-    if state.get("log_size") != record.log_size or state.get("log_root") != record.log_root.hex:
-        raise CheckFailed(f"{where}: its state does not match the commitment",
-                          expected=f"log size {record.log_size}, root {record.log_root.hex}",
-                          found=f"log size {state.get('log_size')}, root {state.get('log_root')}")
+    if not isinstance(state, dict):
+        raise CheckFailed(f"{where}: its state.json is not an object", expected="an object", found=type(state).__name__)
+    expected = {"format": TRAINSTATE_FORMATS, "run_id": record.run_id.hex(), "checkpoint": record.index,
+                "step": record.log_size, "log_size": record.log_size, "log_root": record.log_root.hex,
+                "weights": str(record.weights_digest)}
+    for key, want in expected.items():
+        found = state.get(key)
+        if found not in want if isinstance(want, tuple) else found != want:
+            raise CheckFailed(f"{where}: its state.json {key} does not match the commitment", expected=want,
+                              found=found)
     return CheckpointFiles(record, manifest, listing, state, segment)
 
 
@@ -117,6 +128,14 @@ def check_zero_step(store: Any, before: CheckpointFiles, after: CheckpointFiles)
         if old != new:
             raise CheckFailed(f"{where} its {name} tensors differ from checkpoint {before.record.index}'s",
                               expected=old, found=new)
+    tensor_files = (ADAPTER_FILE, OPTIMIZER_FILE, STATE_FILE)
+    for entry in after.manifest.files:
+        if entry.path in tensor_files:
+            continue
+        previous = {f.path: f.digest for f in before.manifest.files}.get(entry.path)
+        if previous != entry.digest:
+            raise CheckFailed(f"{where} its {entry.path} differs from checkpoint {before.record.index}'s",
+                              expected=previous, found=entry.digest)
     keep = {k: v for k, v in before.state.items() if k not in _STATE_KEYS_PER_CHECKPOINT}
     now = {k: v for k, v in after.state.items() if k not in _STATE_KEYS_PER_CHECKPOINT}
     if keep != now:
@@ -169,7 +188,7 @@ def check_committers(records: list[Any], fetch_events: Callable[[], list[Any]], 
     events = fetch_events()
     writers: set[str] = set()
     timeline = sorted(
-        [e for e in events if e.args.get("runId") == run.run_id],
+        [e for e in events if e.args.get("runKey", e.args.get("runId")) == getattr(run, "run_key", run.run_id)],
         key=lambda e: (e.block_number, getattr(e, "log_index", 0)),
     )
     position = 0

@@ -13,15 +13,17 @@ from typing import Any
 
 from provenance._verify import claims as claimsmod
 from provenance._verify import lineage as walk
-from provenance._verify.checks import CheckFailed, Checks
+from provenance._verify.checks import CheckFailed, CheckInconclusive, Checks
 from provenance._verify.privacy import PrivacyResult, check_privacy
 from provenance._verify.subject import Subject
 from provenance.hashing import Digest
 from provenance.ports import RegistryReader, StoreReader
 from provenance.records import STEP_FORMAT, STEP_FORMAT_V1, AnyStepRecord
 
-DEV_CHAIN_WARNING = ("this is a local development chain: its timestamps and block hashes are controlled by whoever "
-                     "runs it, so they prove nothing to a third party")
+KNOWN_FORMATS = {"batch": "prov.batch.v2", "noise": "prov.noise.v2", "stats": "prov.stats.v1",
+                 "step": STEP_FORMAT, "trainstate": "prov.trainstate.v2"}
+DEV_CHAIN_WARNING = ("its timestamps and block hashes are controlled by whoever runs it, so they prove nothing to a "
+                     "third party")
 
 
 @dataclass
@@ -74,8 +76,18 @@ def stage_record(ev: Evidence, registry: RegistryReader, store: StoreReader, *, 
         ev.record, ev.history, ev.manifest = chosen.record, chosen.history, chosen.manifest
         ev.run = chosen.history.registration
         ev.warnings.extend(chosen.warnings)
-        ev.lineage = list(chosen.history.checkpoints[: chosen.record.index + 1])
+        lineage = list(chosen.history.checkpoints[: chosen.record.index + 1])
+        if len(lineage) != chosen.record.index + 1 or _identity(lineage[-1]) != _identity(chosen.record):
+            raise CheckFailed("the run's on-chain history does not contain the claim that was found (an "
+                              "inconsistent node or registry)", expected=_identity(chosen.record),
+                              found=_identity(lineage[-1]) if lineage else "no checkpoint")
+        ev.lineage = lineage
         checks.passed("record", chosen.summary)
+
+
+def _identity(record: Any) -> tuple[Any, ...]:
+    return (record.run_key, record.index, record.weights_digest, record.checkpoint_digest, record.log_size,
+            record.log_root, record.epsilon_micro, record.block_number)
 
 
 def stage_run_manifest(ev: Evidence) -> None:
@@ -96,6 +108,12 @@ def stage_run_manifest(ev: Evidence) -> None:
                 raise CheckFailed(f"the run manifest's {what} differs from the registration", expected=on_chain,
                                   found=in_manifest)
         summary = "the stored manifest has the registered digest and commitments"
+        formats = manifest.get("formats")
+        if isinstance(formats, dict):
+            unknown = {k: v for k, v in formats.items() if KNOWN_FORMATS.get(k) != v}
+            if unknown:
+                raise CheckInconclusive(f"the run uses formats this version of prov does not know ({unknown}): "
+                                        "verify with a newer prov")
         if manifest.get("format") == "prov.run.v1":
             ev.warnings.append("this run was recorded in v1 formats (prov.run.v1 / prov.step.v1): its per-step loss "
                                "and clipped fraction and unsalted batch digests were published in clear, and this "
@@ -176,8 +194,10 @@ def stage_privacy(ev: Evidence) -> None:
                                                      "the run manifest and every checkpoint's state"))
         return
     with checks.run("privacy"):
+        versions = (ev.manifest.get("software") or {}).get("versions") or {}
         result = check_privacy(manifest=ev.manifest, states=[f.state for f in ev.files],
-                               committed=[r.epsilon for r in ev.lineage])
+                               committed_micro=[r.epsilon_micro for r in ev.lineage],
+                               opacus_version=versions.get("opacus") if isinstance(versions, dict) else None)
         ev.privacy = result
         checks.passed("privacy", result.summary)
 

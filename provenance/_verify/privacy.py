@@ -26,6 +26,7 @@ from provenance._verify.checks import CheckFailed, CheckInconclusive
 from provenance.errors import FormatError
 
 EPSILON_RTOL = 1e-3
+ACCOUNTANTS = ("rdp", "prv")  # gdp is asymptotic: not a guarantee prov will vouch for
 EPSILON_ATOL = 1e-6
 History = tuple[tuple[float, float, int], ...]
 
@@ -123,50 +124,114 @@ def _check_one(*, index: int, name: str, history: History, state: dict[str, Any]
                           expected=dp.get("accountant"), found=name)
 
 
-def check_privacy(*, manifest: dict[str, Any], states: Sequence[dict[str, Any]],
-                  committed: Sequence[float]) -> PrivacyResult:
-    """Raise CheckFailed unless every checkpoint's committed ε equals the one recomputed from its state and the
-    last respects the declared budget. `states[i]` and `committed[i]` belong to checkpoint i of the lineage."""
+def dp_parameters(dp: dict[str, Any]) -> tuple[float, float, float, str]:
+    """(σ, q, δ, accountant) of a manifest's `dp` section, refusing values no honest DP-SGD run has: an ε computed
+    from them would be meaningless (δ = 0 or NaN made every comparison vacuous)."""
+    try:
+        sigma, q, delta = float(dp["noise_multiplier"]), float(dp["sample_rate"]), float(dp["delta"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckFailed("the run manifest's DP parameters are missing or not numbers",
+                          expected="noise_multiplier, sample_rate, delta", found=dp) from None
+    accountant = dp.get("accountant")
+    problems = []
+    if not (math.isfinite(sigma) and sigma > 0):
+        problems.append(f"noise multiplier {sigma}")
+    if not (math.isfinite(q) and 0 < q <= 1):
+        problems.append(f"sample rate {q}")
+    if not (math.isfinite(delta) and 0 < delta < 1):
+        problems.append(f"δ {delta}")
+    if accountant not in ACCOUNTANTS:
+        problems.append(f"accountant {accountant!r}")
+    if problems:
+        raise CheckFailed("the run manifest's DP parameters cannot describe a DP-SGD run", expected="σ > 0, "
+                          f"0 < q ≤ 1, 0 < δ < 1, accountant in {ACCOUNTANTS}", found=", ".join(problems))
+    return sigma, q, delta, str(accountant)
+
+
+def _tolerance(eps: float, exact: bool) -> tuple[float, float]:
+    """How far below and above the recomputed ε a committed one may be. The committed value is micro-ε rounded
+    up; with the trainer's own opacus version the computation is the same, so only that rounding is allowed."""
+    if exact:
+        return 1e-9 * max(1.0, eps), 1e-6 + 1e-9 * max(1.0, eps)
+    loose = EPSILON_ATOL + EPSILON_RTOL * eps
+    return loose, loose
+
+
+def check_privacy(*, manifest: dict[str, Any], states: Sequence[dict[str, Any]], committed_micro: Sequence[int],
+                  opacus_version: str | None = None) -> PrivacyResult:
+    """Raise CheckFailed unless every checkpoint's committed ε equals the one recomputed from its state (and the
+    one its state.json records), and the last respects the declared budget. `states[i]` and `committed_micro[i]`
+    belong to checkpoint i of the lineage. `opacus_version`: the version the run recorded (None: unknown)."""
+    from provenance._chain.records import EPSILON_NOT_PRIVATE, epsilon_to_micro
+
     dp = manifest["training"].get("dp", {})
     mode = dp.get("mode")
     if mode == "non-private":
-        for index, value in enumerate(committed):
-            if not math.isinf(value):
+        for index, micro in enumerate(committed_micro):
+            if micro != EPSILON_NOT_PRIVATE:
                 raise CheckFailed(f"the run manifest says non-private but checkpoint {index} committed a finite ε",
-                                  expected="no ε (non-private)", found=value)
-        return PrivacyResult(False, [None] * len(committed), "trained without differential privacy (recorded as "
-                                                             "such)")
+                                  expected="no ε (non-private)", found=micro / 1e6)
+        return PrivacyResult(False, [None] * len(committed_micro),
+                             "trained without differential privacy (recorded as such)")
     if mode != "dp":
-        raise FormatError(f"run manifest: unknown dp.mode {mode!r}")
+        raise CheckFailed("the run manifest's DP mode is unknown", expected="dp or non-private", found=mode)
+    sigma, q, delta, accountant = dp_parameters(dp)
     if not opacus_available():
         raise CheckInconclusive("ε cannot be recomputed here: opacus is not installed "
                                 "(pip install torch==2.13.0 'prov[train]')")
-    delta = float(dp["delta"])
     jobs = []
-    for index, (state, value) in enumerate(zip(states, committed, strict=True)):
-        if math.isinf(value):
+    for index, (state, micro) in enumerate(zip(states, committed_micro, strict=True)):
+        if micro == EPSILON_NOT_PRIVATE:
             raise CheckFailed(f"the run manifest says DP but checkpoint {index} committed no ε",
                               expected="a finite ε", found="none")
+        recorded = state.get("epsilon")
+        if not isinstance(recorded, str) or epsilon_to_micro(_float(recorded, index)) != micro:
+            raise CheckFailed(f"checkpoint {index}: the ε in its state.json is not the ε committed on chain",
+                              expected=micro / 1e6, found=recorded)
         name, history = history_of(state, f"checkpoint {index}")
         _check_one(index=index, name=name, history=history, state=state, dp=dp)
-        jobs.append((name if history else "rdp", history, delta))
+        jobs.append((name if history else accountant, history, delta))
     recomputed = _recompute_all(jobs)
-    for index, (value, eps) in enumerate(zip(committed, recomputed, strict=True)):
-        tolerance = EPSILON_ATOL + EPSILON_RTOL * eps
-        if value < eps - tolerance:
+    exact = opacus_version is not None and opacus_version == _installed_opacus()
+    for index, (micro, eps) in enumerate(zip(committed_micro, recomputed, strict=True)):
+        value = micro / 1e6
+        below, above = _tolerance(eps, exact)
+        if not math.isfinite(eps):
+            raise CheckFailed(f"checkpoint {index}: ε recomputed from its parameters is not finite",
+                              expected="a finite ε", found=eps)
+        if not value >= eps - below:
             raise CheckFailed(f"checkpoint {index}: the committed ε is lower than the ε its parameters actually "
                               "spend", expected=f"ε ≥ {eps:.6f}", found=f"ε = {value:.6f}")
-        if value > eps + tolerance:
+        if not value <= eps + above:
             raise CheckFailed(f"checkpoint {index}: the committed ε does not match the recomputed one",
                               expected=f"ε = {eps:.6f}", found=f"ε = {value:.6f}")
     last = recomputed[-1]
-    name = jobs[-1][0]
-    summary = (f"ε = {last:.4g} at δ = {delta:.3g} ({name}, {int(states[-1].get('log_size', 0))} steps); all "
-               f"{len(recomputed)} committed values recomputed and matching")
+    summary = (f"ε = {last:.4g} at δ = {delta:.3g} ({accountant}, σ = {sigma:g}, q = {q:g}, "
+               f"{int(states[-1].get('log_size', 0))} steps); all {len(recomputed)} committed values recomputed and "
+               f"matching" + ("" if exact else " (opacus version differs from the run's: 0.1% tolerance)"))
     budget = dp.get("epsilon_budget")
     if budget is not None:
-        if last > float(budget) + EPSILON_ATOL + EPSILON_RTOL * last:
+        limit = _float(budget, -1)
+        if not (math.isfinite(limit) and last <= limit + _tolerance(last, exact)[1]):
             raise CheckFailed("ε exceeds the run's declared privacy budget", expected=f"ε ≤ {budget}",
                               found=f"ε = {last:.6f}")
         summary += f", within budget {budget}"
     return PrivacyResult(True, list(recomputed), summary)
+
+
+def _float(text: Any, index: int) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise CheckFailed(f"checkpoint {index}: an ε that is not a number", expected="a number",
+                          found=text) from None
+    return value
+
+
+def _installed_opacus() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("opacus")
+    except PackageNotFoundError:
+        return None

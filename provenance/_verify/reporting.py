@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from provenance._verify.checks import Status
 from provenance._verify.pipeline import Evidence
 from provenance.ports import RegistryReader, StoreReader
+from provenance.report import level_text
 
 
 def _iso(timestamp: int | None) -> str | None:
@@ -54,24 +55,21 @@ def level_of(ev: Evidence, verdict: str) -> dict[str, Any]:
     candidates = int(replay.get("candidates") or 0)
     level: dict[str, Any] = {"name": None, "replayed": len(chosen), "segments": candidates,
                              "catch_probability": replay.get("catch_probability"), "text": ""}
-    words = {"failed": "FAILED", "inconclusive": "INCONCLUSIVE", "error": "COULD NOT VERIFY"}
-    if verdict != "verified":
-        level["text"] = words[verdict]
-    else:
+    if verdict == "verified":
         checks = ev.checks
         data = checks.ok("dataset") and checks.ok("steps") and ev.steps_full
         replayed = checks.ok("replay")
         zero = checks.ok("checkpoint_zero")
         if data and zero and ((replayed and len(chosen) == candidates) or candidates == 0):
-            level.update(name="full", text="VERIFIED (fully replayed)")
+            level["name"] = "full"
         elif data and replayed:
-            level.update(name="sampled", text=f"VERIFIED (replayed {len(chosen)}/{candidates} segments)")
+            level["name"] = "sampled"
         elif data:
-            level.update(name="data", text="VERIFIED (commitments and data)")
+            level["name"] = "data"
         else:
-            level.update(name="commitments", text="VERIFIED (commitments)")
-    if ev.chain.get("dev_chain"):
-        level["text"] += " — local development chain"
+            level["name"] = "commitments"
+    level["text"] = level_text(verdict, level["name"], replayed=len(chosen), segments=candidates,
+                               dev_chain=ev.chain.get("dev_chain"))
     return level
 
 
@@ -109,14 +107,22 @@ def _run_section(ev: Evidence) -> dict[str, Any] | None:
         "manifest_owner": manifest.get("owner"), "register_tx": run.tx_hash, "register_block": run.block_number,
         "register_time": _iso(run.block_timestamp), "manifest_cid": run.manifest_cid,
         "manifest_digest": str(run.manifest_digest),
-        "base_model": {"digest": str(run.base_model_digest), "name": (manifest.get("base_model") or {}).get("name")},
-        "dataset_root": str(run.dataset_root), "examples": (manifest.get("dataset") or {}).get("size"),
-        "steps_planned": (manifest.get("training") or {}).get("steps"),
-        "formats": manifest.get("formats") or {"run": manifest.get("format"), "step": ev.step_format},
+        "base_model": {"digest": str(run.base_model_digest),
+                       "name": _text_or_none((manifest.get("base_model") or {}).get("name"))},
+        "dataset_root": str(run.dataset_root), "examples": _int_or_none((manifest.get("dataset") or {}).get("size")),
+        "steps_planned": _int_or_none((manifest.get("training") or {}).get("steps")),
+        "formats": _formats(manifest, ev.step_format),
         "finalized": None if final is None else {
             "block": final.block_number, "time": _iso(getattr(final, "block_timestamp", None)),
             "tx": final.tx_hash, "merged_tensor_digest": None if merged is None else str(merged)},
     }
+
+
+def _formats(manifest: dict[str, Any], step_format: str) -> dict[str, str]:
+    formats = manifest.get("formats")
+    if isinstance(formats, dict):
+        return {str(k)[:40]: str(v)[:60] for k, v in formats.items() if isinstance(v, str)}
+    return {"run": str(manifest.get("format"))[:60], "step": step_format}
 
 
 def _dp_section(ev: Evidence) -> dict[str, Any] | None:
@@ -125,12 +131,16 @@ def _dp_section(ev: Evidence) -> dict[str, Any] | None:
     dp = ev.manifest["training"].get("dp", {})
 
     def num(key: str) -> float | None:
-        value = dp.get(key)
-        return None if value is None else float(value)
+        try:
+            value = float(dp.get(key))
+        except (TypeError, ValueError):
+            return None
+        return value if math.isfinite(value) else None
 
     return {
-        "mode": dp.get("mode"), "noise_multiplier": num("noise_multiplier"), "max_grad_norm": num("max_grad_norm"),
-        "sample_rate": num("sample_rate"), "delta": num("delta"), "accountant": dp.get("accountant"),
+        "mode": dp.get("mode") if dp.get("mode") in ("dp", "non-private") else None,
+        "noise_multiplier": num("noise_multiplier"), "max_grad_norm": num("max_grad_norm"),
+        "sample_rate": num("sample_rate"), "delta": num("delta"), "accountant": _text_or_none(dp.get("accountant"), 20),
         "epsilon_budget": num("epsilon_budget"),
         "epsilon_committed": _eps(ev.record.epsilon) if ev.record is not None else None,
         "epsilon_recomputed": ev.privacy.last if ev.privacy is not None else None,
@@ -173,7 +183,8 @@ def build_report(ev: Evidence, *, verdict: str, exit_code: int, registry: Regist
         "subject": {"path": ev.subject.path.name, "kind": ev.subject.kind,
                     "weights_digest": str(ev.subject.weights_digest),
                     "tensor_digest": None if ev.tensor_digest is None else str(ev.tensor_digest),
-                    "run_id": meta.get("prov.run_id"), "checkpoint": _int_or_none(meta.get("prov.checkpoint"))},
+                    "run_id": _hex_or_none(meta.get("prov.run_id")),
+                    "checkpoint": _int_or_none(meta.get("prov.checkpoint"))},
         "chain": {"chain_id": ev.chain.get("chain_id"), "genesis_hash": ev.chain.get("genesis_hash"),
                   "registry": registry.address, "registry_version": registry.version, "rpc": public_rpc(rpc),
                   "dev_chain": ev.chain.get("dev_chain"), "expected_chain_id": options.expected_chain_id,
@@ -184,13 +195,32 @@ def build_report(ev: Evidence, *, verdict: str, exit_code: int, registry: Regist
         "series": {"step": [s.step for s in steps], "loss": ev.loss, "loss_status": ev.loss_status,
                    "epsilon": [[r.log_size, _eps(r.epsilon)] for r in ev.lineage if _eps(r.epsilon) is not None]},
         "replay": ev.replay, "warnings": list(ev.warnings),
-        "not_checked": [f"{r.id}: {r.summary}" for r in ev.checks.ordered() if r.status is Status.NOT_RUN] + ev.notes,
+        "not_checked": list(ev.notes),
         "attestations": ev.attestations,
     }
 
 
-def _int_or_none(text: str | None) -> int | None:
-    return int(text) if text is not None and text.isdigit() and len(text) < 19 else None
+def _int_or_none(value: Any) -> int | None:
+    """An integer from untrusted text or JSON (a file's metadata, a manifest), or None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 19:
+        return int(value)
+    return None
+
+
+def _text_or_none(value: Any, limit: int = 200) -> str | None:
+    return value[:limit] if isinstance(value, str) else None
+
+
+def _hex_or_none(value: Any) -> str | None:
+    if isinstance(value, str) and len(value) == 64 and value.isascii():
+        try:
+            bytes.fromhex(value)
+            return value.lower()
+        except ValueError:
+            return None
+    return None
 
 
 def _verdict_text(ev: Evidence, verdict: str) -> str:

@@ -1,6 +1,7 @@
-"""`prov verify` on real runs: an honest run verifies (with bitwise replay), and every tampering in the matrix
-fails with the right check named. Runs are trained by the real trainer (tiny model), anchored through the real
-outbox into the in-process py-evm chain and the local store."""
+"""`prov verify` on real runs: an honest run verifies at every level (with whole-checkpoint bitwise replay), and
+every tampering in the matrix fails with the right check named. Runs are trained by the real trainer (tiny model),
+anchored through the real outbox into the in-process py-evm chain and the local store. The attacks a dishonest
+*trainer* would mount with its own code live in tests/adversarial/."""
 
 from __future__ import annotations
 
@@ -15,102 +16,84 @@ import pytest
 pytest.importorskip("torch", reason="the verifier's replay tests need the train extra (scripts/setup installs it)")
 
 from provenance import canonical
-from provenance.anchor import Outbox
-from provenance.chain import NotARegistry, Registry, Unauthorized, WeightsAlreadyCommitted, connect
-from provenance.manifest import MANIFEST_NAME, hash_directory
-from provenance.store import open_store
-from provenance.verify import VerifyOptions, verify
+from provenance.chain import NotARegistry, Registry, Unauthorized
+from tests.fixtures.verify import VerifyEnv, check, data_options, failed, last, reseal, status
 
 pytestmark = pytest.mark.replay
 
 
-class Env:
-    """One in-process chain + local store, and helpers to anchor runs into it and verify files against it."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.registry = connect("tester")
-        self.registry.deploy()
-        self.store = open_store(f"local:{tmp / 'store'}")
-
-    def copy(self, run_dir: Path, name: str = "run") -> Path:
-        dest = self.tmp / name
-        shutil.copytree(run_dir, dest)
-        return dest
-
-    def anchor(self, run_dir: Path) -> None:
-        run_id = bytes.fromhex(json.loads((run_dir / "run.json").read_bytes())["run_id"])
-        with Outbox.open(run_dir, chain="tester", registry_client=self.registry, store_client=self.store) as box:
-            box.enqueue_run(run_id=run_id, manifest_path=run_dir / "run.json")
-            for ck in sorted((run_dir / "checkpoints").iterdir()):
-                box.enqueue_checkpoint(index=int(ck.name), checkpoint_dir=ck)
-            assert box.flush(timeout=120), box.status_line()
-
-    def verify(self, path: Path, **options: Any) -> dict[str, Any]:
-        return verify(path, registry=self.registry, store=self.store, options=VerifyOptions(**options))
-
-
-def last(run_dir: Path) -> Path:
-    return sorted((run_dir / "checkpoints").iterdir())[-1]
-
-
-def status(report: dict[str, Any]) -> dict[str, str]:
-    return {c["id"]: c["status"] for c in report["checks"]}
-
-
-def failed(report: dict[str, Any]) -> list[str]:
-    return [c["id"] for c in report["checks"] if c["status"] == "failed"]
-
-
-def reseal(checkpoint: Path) -> None:
-    """Rewrite a checkpoint's manifest after tampering, as a dishonest trainer would before anchoring."""
-    (checkpoint / MANIFEST_NAME).write_bytes(hash_directory(checkpoint).encode())
-
-
-def data_options(run_dir: Path, tiny_model_dir: Path) -> dict[str, Any]:
-    from training.runinfo import read_local
-
-    _, data, _ = read_local(run_dir)
-    return {"base_model": tiny_model_dir, "data": data, "secrets": run_dir / "secrets.json"}
+@pytest.fixture
+def env(tmp_path: Path) -> VerifyEnv:
+    return VerifyEnv(tmp_path)
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Env:
-    return Env(tmp_path)
-
-
-@pytest.fixture
-def anchored(env: Env, tiny_run: Any) -> Path:
+def anchored(env: VerifyEnv, tiny_run: Any) -> Path:
     run = env.copy(tiny_run.run_dir)
     env.anchor(run)
     return run
 
 
-def test_honest_run_verifies_with_bitwise_replay(env: Env, anchored: Path, tiny_model_dir: Path) -> None:
+def test_honest_run_verifies_fully_replayed(env: VerifyEnv, anchored: Path, tiny_model_dir: Path) -> None:
     report = env.verify(last(anchored) / "adapter_model.safetensors", replay="all",
                         **data_options(anchored, tiny_model_dir))
     assert report["verdict"] == "verified" and report["exit_code"] == 0, failed(report)
     assert set(status(report).values()) == {"passed"}
-    assert [s["status"] for s in report["replay"]["segments"]] == ["passed"] * 3
-    assert all(s["bitwise"] for s in report["replay"]["segments"])
+    assert report["level"]["name"] == "full" and report["level"]["text"].startswith("VERIFIED (fully replayed)")
+    assert [s["status"] for s in report["replay"]["segments"]] == ["passed"] * 4  # checkpoint 0 and 3 segments
+    assert all(s["bitwise"] and s["expected"] == s["found"] for s in report["replay"]["segments"])
     assert len(report["lineage"]) == 4 and report["lineage"][-1]["is_subject"]
     assert report["dp"]["epsilon_recomputed"] == pytest.approx(report["dp"]["epsilon_committed"], rel=1e-3)
+    assert report["dp"]["epsilon_checked"] == 4
+    assert report["series"]["loss_status"] == "checked" and len(report["series"]["loss"]) == 6
+
+
+def test_each_level_says_what_was_proven(env: VerifyEnv, anchored: Path, tiny_model_dir: Path) -> None:
+    adapter = last(anchored) / "adapter_model.safetensors"
+    plain = env.verify(adapter)
+    assert plain["level"]["name"] == "commitments" and plain["series"]["loss_status"] == "withheld"
+    assert plain["series"]["loss"] is None
+    data = env.verify(adapter, replay="0", **data_options(anchored, tiny_model_dir))
+    assert data["level"]["text"].startswith("VERIFIED (commitments and data)")
+    # On a development chain (this in-process one) block hashes are the chain runner's to pick: a sample needs the
+    # auditor's own seed too.
+    unseeded = env.verify(adapter, replay="1", **data_options(anchored, tiny_model_dir))
+    assert unseeded["verdict"] == "inconclusive" and "--beacon" in check(unseeded, "replay")["summary"]
+    sampled = env.verify(adapter, replay="1", beacon="auditor's seed", **data_options(anchored, tiny_model_dir))
+    assert sampled["level"]["name"] == "sampled" and sampled["level"]["replayed"] == 1
+    assert sampled["level"]["catch_probability"] == pytest.approx(1 / 3)
+    assert sampled["replay"]["beacon"]["source"] == "chain+auditor"
     # The checkpoint directory verifies too, and so does an earlier checkpoint.
     assert env.verify(last(anchored))["verdict"] == "verified"
     earlier = env.verify(anchored / "checkpoints" / "000001" / "adapter_model.safetensors")
     assert earlier["verdict"] == "verified" and len(earlier["lineage"]) == 2
 
 
-def test_one_byte_changed_in_the_adapter(env: Env, anchored: Path, tmp_path: Path) -> None:
+def test_one_byte_changed_in_the_adapter(env: VerifyEnv, anchored: Path, tmp_path: Path) -> None:
     adapter = tmp_path / "adapter.safetensors"
     data = bytearray((last(anchored) / "adapter_model.safetensors").read_bytes())
     data[-1] ^= 1
     adapter.write_bytes(bytes(data))
     report = env.verify(adapter)
     assert report["verdict"] == "failed" and failed(report) == ["record"]
+    assert report["next_steps"][0].startswith("This file has no valid on-chain record")
+    # Later checks say once why they did not run, naming the real cause.
+    assert "on-chain record, which failed its check" in check(report, "history")["summary"]
 
 
-def test_adapter_from_another_run(env: Env, anchored: Path, tiny_config: Callable[..., Any],
+def test_a_re_encoded_copy_is_found_by_its_tensors(env: VerifyEnv, anchored: Path, tmp_path: Path) -> None:
+    from safetensors.numpy import load, save
+
+    tensors = load((last(anchored) / "adapter_model.safetensors").read_bytes())
+    copy = tmp_path / "renamed.safetensors"
+    copy.write_bytes(save(dict(reversed(list(tensors.items()))), metadata={"format": "pt", "note": "converted"}))
+    report = env.verify(copy)
+    assert report["verdict"] == "verified"
+    assert [c["match"] for c in report["claims"]] == ["tensors"]
+    assert any("re-encoded" in w for w in report["warnings"])
+
+
+def test_adapter_from_another_run(env: VerifyEnv, anchored: Path, tiny_config: Callable[..., Any],
                                   isolated_state: Path) -> None:
     from provenance.secrets import Secrets
     from training.trainer import train
@@ -124,10 +107,10 @@ def test_adapter_from_another_run(env: Env, anchored: Path, tiny_config: Callabl
     assert failed(report) == ["record"]
     swapped = env.copy(last(anchored), "swapped")
     shutil.copy(foreign, swapped / "adapter_model.safetensors")
-    assert failed(env.verify(swapped)) == ["checkpoint_manifest"]
+    assert failed(env.verify(swapped)) == ["checkpoint"]
 
 
-def test_optimizer_state_altered(env: Env, tiny_run: Any, tiny_model_dir: Path) -> None:
+def test_optimizer_state_altered(env: VerifyEnv, tiny_run: Any, tiny_model_dir: Path) -> None:
     from safetensors.numpy import load, save
 
     # After anchoring: the checkpoint directory no longer matches its commitment.
@@ -138,9 +121,10 @@ def test_optimizer_state_altered(env: Env, tiny_run: Any, tiny_model_dir: Path) 
     name = sorted(tensors)[0]
     tensors[name] = tensors[name] + 1e-3
     (subject / "optimizer.safetensors").write_bytes(save(tensors))
-    assert failed(env.verify(subject)) == ["checkpoint_manifest"]
-    # Before anchoring (a dishonest trainer resealed it): only replay from that checkpoint can tell.
-    env2 = Env(env.tmp / "second")
+    assert failed(env.verify(subject)) == ["checkpoint"]
+    # Before anchoring (resealed): the weights of every checkpoint are honest, only the optimizer state of
+    # checkpoint 1 is not; rebuilding the whole checkpoint (not only the weights) catches it.
+    env2 = VerifyEnv(env.tmp / "second")
     run2 = env2.copy(tiny_run.run_dir)
     ck = run2 / "checkpoints" / "000001"
     tensors = load((ck / "optimizer.safetensors").read_bytes())
@@ -150,8 +134,8 @@ def test_optimizer_state_altered(env: Env, tiny_run: Any, tiny_model_dir: Path) 
     env2.anchor(run2)
     report = env2.verify(last(run2) / "adapter_model.safetensors", replay="all", **data_options(run2, tiny_model_dir))
     assert failed(report) == ["replay"]
-    segment = next(s for s in report["replay"]["segments"] if s["from_index"] == 1)
-    assert segment["status"] == "failed" and segment["first_divergence"] is not None
+    segment = next(s for s in report["replay"]["segments"] if s["to_index"] == 1)
+    assert segment["status"] == "failed" and segment["first_divergence"]["field"] == "file optimizer.safetensors"
 
 
 def _lines(ck: Path) -> list[bytes]:
@@ -159,7 +143,7 @@ def _lines(ck: Path) -> list[bytes]:
 
 
 @pytest.mark.parametrize("how", ["altered", "dropped", "duplicated", "reordered", "inserted", "truncated"])
-def test_step_log_tampered_before_anchoring(env: Env, tiny_run: Any, how: str) -> None:
+def test_step_log_tampered_before_anchoring(env: VerifyEnv, tiny_run: Any, how: str) -> None:
     run = env.copy(tiny_run.run_dir)
     ck = run / "checkpoints" / "000002"
     lines = _lines(ck)
@@ -182,42 +166,53 @@ def test_step_log_tampered_before_anchoring(env: Env, tiny_run: Any, how: str) -
     assert failed(report) == ["step_log"], report["checks"]
 
 
-def test_manifest_altered_in_the_store(env: Env, anchored: Path) -> None:
-    run_record = env.registry.get_run(json.loads((anchored / "run.json").read_bytes())["run_id"])
-    cid = run_record.manifest_cid
+def test_manifest_altered_in_the_store(env: VerifyEnv, anchored: Path) -> None:
+    """A store that serves other bytes for the run manifest's CID: the store's own CID check refuses them, so the
+    verification cannot be carried out (error, exit 2) and says which content was bad."""
+    run_key = env.registry.claims(weights=_weights(anchored))[0].run_key
+    cid = env.registry.run(run_key).registration.manifest_cid
     block = next((env.tmp / "store" / "blocks").rglob(cid))
     block.chmod(0o644)
     forged = json.loads(block.read_bytes())
     forged["training"]["dp"]["noise_multiplier"] = "5.0"
     block.write_bytes(canonical.encode(forged))
     report = env.verify(last(anchored) / "adapter_model.safetensors")
-    assert failed(report) == ["run_manifest"]
-    assert cid in next(c for c in report["checks"] if c["id"] == "run_manifest")["summary"]
+    assert report["verdict"] == "error" and report["exit_code"] == 2
+    assert cid in check(report, "record")["summary"]
 
 
-def test_self_consistent_forgery_cannot_claim_the_adapter(env: Env, anchored: Path) -> None:
-    """A forger publishes a run manifest of their own (a different CID, internally consistent) and tries to
-    attach the honest adapter to it: the registry refuses a second claim on the same weights, and the honest
-    lineage still verifies."""
-    from provenance.hashing import Digest, hash_file
+def _weights(run: Path) -> Any:
+    from provenance.hashing import hash_file
+
+    return hash_file(last(run) / "adapter_model.safetensors")
+
+
+def test_a_forged_run_claiming_the_same_weights_is_listed_not_selected(env: VerifyEnv, anchored: Path) -> None:
+    """A forger publishes a run manifest of its own (σ = 50, internally consistent) and claims the honest adapter
+    in it (v2 allows any number of claims): the verifier selects the claim the adapter's metadata names, lists the
+    forger's, and the honest lineage still verifies."""
+    from provenance.hashing import Digest
+    from provenance.manifest import encode_run_manifest, run_id_of
 
     forged = json.loads((anchored / "run.json").read_bytes())
-    forged["run_id"] = "ee" * 32
     forged["training"]["dp"]["noise_multiplier"] = "50.0"
-    data = canonical.encode(forged)
+    forged["run_id"] = run_id_of(forged)
+    data = encode_run_manifest(forged)
     cid = env.store.put_bytes(data)
     d = Digest.of(data)
-    env.registry.register_run(forged["run_id"], manifest_digest=d, base_model_digest=d, dataset_root=d,
-                              noise_seed_commitment=d, manifest_cid=cid)
-    record = env.registry.find_by_weights(hash_file(last(anchored) / "adapter_model.safetensors"))
-    with pytest.raises(WeightsAlreadyCommitted):
-        env.registry.commit_checkpoint(forged["run_id"], index=0, weights_digest=record.weights_digest,
-                                       checkpoint_digest=d, log_size=0, log_root=d, epsilon_micro=0, manifest_cid=cid)
+    thief = env.registry.with_signer(env.registry.dev_keys()[2])
+    key = thief.register_run(forged["run_id"], manifest_digest=d, base_model_digest=d, dataset_root=d,
+                             noise_seed_commitment=d, manifest_cid=cid).run_key
+    honest = env.registry.claims(weights=_weights(anchored))[0]
+    thief.commit_checkpoint(key, index=0, weights_digest=honest.weights_digest, tensor_digest=honest.tensor_digest,
+                            checkpoint_digest=honest.checkpoint_digest, log_size=0, log_root=honest.log_root,
+                            epsilon_micro=0, manifest_cid=honest.manifest_cid)
     report = env.verify(last(anchored) / "adapter_model.safetensors")
     assert report["verdict"] == "verified" and report["run"]["run_id"] != forged["run_id"]
+    assert len(report["claims"]) == 2 and [c["selected"] for c in report["claims"]].count(True) == 1
 
 
-def test_wrong_base_model(env: Env, anchored: Path, tmp_path: Path) -> None:
+def test_wrong_base_model(env: VerifyEnv, anchored: Path, tmp_path: Path) -> None:
     from training.tiny import build_tiny_model
 
     other = build_tiny_model(tmp_path / "other-model", seed=1)
@@ -225,7 +220,7 @@ def test_wrong_base_model(env: Env, anchored: Path, tmp_path: Path) -> None:
     assert failed(report) == ["base_model"]
 
 
-def test_claimed_epsilon_lower_than_recomputed(env: Env, tiny_run: Any) -> None:
+def test_claimed_epsilon_lower_than_recomputed(env: VerifyEnv, tiny_run: Any) -> None:
     run = env.copy(tiny_run.run_dir)
     final, before = last(run), run / "checkpoints" / "000002"
     state = json.loads((final / "state.json").read_bytes())
@@ -235,44 +230,44 @@ def test_claimed_epsilon_lower_than_recomputed(env: Env, tiny_run: Any) -> None:
     env.anchor(run)
     report = env.verify(final / "adapter_model.safetensors")
     assert failed(report) == ["privacy"]
-    assert "lower than" in next(c for c in report["checks"] if c["id"] == "privacy")["summary"]
+    assert "checkpoint 3: the committed ε is lower than" in check(report, "privacy")["summary"]
 
 
-def test_replay_with_different_data(env: Env, anchored: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_verify_with_different_data(env: VerifyEnv, anchored: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     options = data_options(anchored, tiny_model_dir)
     changed = tmp_path / "data.txt"
     text = Path(options["data"]).read_text()
     changed.write_text("\n".join(line + " (edited)" for line in text.splitlines()) + "\n")
     options["data"] = changed
     report = env.verify(last(anchored) / "adapter_model.safetensors", replay="all", **options)
-    assert set(failed(report)) == {"dataset", "replay"}
-    divergences = [s["first_divergence"] for s in report["replay"]["segments"] if s["status"] == "failed"]
-    assert divergences and divergences[0]["field"] == "batch"
+    assert failed(report) == ["dataset"]
+    assert status(report)["steps"] == "not_run" and status(report)["replay"] == "not_run"
 
 
-def test_wrong_noise_seed(env: Env, anchored: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_wrong_noise_seed(env: VerifyEnv, anchored: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     options = data_options(anchored, tiny_model_dir)
     secrets = json.loads(Path(options["secrets"]).read_bytes())
     secrets["noise_seed"] = "11" * 32
     options["secrets"] = tmp_path / "secrets.json"
     options["secrets"].write_bytes(canonical.encode(secrets))
     report = env.verify(last(anchored) / "adapter_model.safetensors", replay="1", **options)
-    assert failed(report) == ["replay"] and status(report)["dataset"] == "passed"
+    assert failed(report) == ["steps"] and status(report)["dataset"] == "passed"
+    assert "noise seed given does not open" in check(report, "steps")["summary"]
 
 
-def test_commit_by_an_unauthorised_account_is_impossible(env: Env, anchored: Path) -> None:
+def test_commit_by_an_unauthorised_account_is_impossible(env: VerifyEnv, anchored: Path) -> None:
     from provenance.hashing import Digest
 
-    run_id = json.loads((anchored / "run.json").read_bytes())["run_id"]
+    record = env.registry.claims(weights=_weights(anchored))[0]
     intruder = env.registry.with_signer(env.registry.dev_keys()[3])
     d = Digest.of(b"intruder")
     with pytest.raises(Unauthorized):
-        intruder.commit_checkpoint(run_id, index=4, weights_digest=d, checkpoint_digest=d, log_size=99,
-                                   log_root=d, epsilon_micro=10**9, manifest_cid="bafkreiintruder")
+        intruder.commit_checkpoint(record.run_key, index=4, weights_digest=d, tensor_digest=d, checkpoint_digest=d,
+                                   log_size=99, log_root=d, epsilon_micro=10**9, manifest_cid=record.manifest_cid)
     assert env.verify(last(anchored) / "adapter_model.safetensors")["verdict"] == "verified"
 
 
-def test_registry_address_that_is_not_our_contract(env: Env, anchored: Path) -> None:
+def test_registry_address_that_is_not_our_contract(env: VerifyEnv, anchored: Path) -> None:
     # Deploy some other contract (a bare STOP) on the same chain and point the verifier at it.
     w3 = env.registry.web3
     tx = env.registry.transport.transact(w3.eth.contract(abi=[], bytecode="0x6001600c60003960016000f300"
@@ -281,24 +276,27 @@ def test_registry_address_that_is_not_our_contract(env: Env, anchored: Path) -> 
         Registry(env.registry.transport, tx["contractAddress"])
 
 
-def test_unmatchable_determinism_reports_weight_distance(env: Env, anchored: Path, tiny_model_dir: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """This CPU cannot be changed in a test, so the determinism check is made to report a mismatch (what it does
-    on a machine whose CPU kernels differ from the recorded ones): replay still runs, but reports the weight
-    distance instead of a bitwise verdict, and the check says why."""
-    from training import determinism
+def test_replay_in_another_environment_is_inconclusive_with_the_weight_distance(
+        env: VerifyEnv, anchored: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run recorded this CPU's native kernels; the worker is made to run the generic ones instead (what happens
+    on a machine that cannot run the recorded kernels). Every exact field still matches, the floating-point state
+    does not: the verdict is inconclusive (exit 3), never verified, and the weight distance is shown."""
+    from provenance import determinism
 
-    monkeypatch.setattr(determinism, "check", lambda manifest: ["cpu_capability: recorded AVX512, here AVX2"])
-    report = env.verify(last(anchored) / "adapter_model.safetensors", replay="1",
+    real = determinism.replay_environment
+    monkeypatch.setattr(determinism, "replay_environment",
+                        lambda rec, base=None: {**real(rec, base), "ATEN_CPU_CAPABILITY": "default"})
+    report = env.verify(last(anchored) / "adapter_model.safetensors", replay="all",
                         **data_options(anchored, tiny_model_dir))
-    replay = next(c for c in report["checks"] if c["id"] == "replay")
-    assert replay["status"] == "skipped" and "cannot match the recorded determinism" in replay["summary"]
-    [segment] = report["replay"]["segments"]
-    assert segment["bitwise"] is False and segment["weight_distance"] == pytest.approx(0.0, abs=1e-12)
-    assert report["verdict"] == "verified"  # nothing failed; the replay is reported as not bitwise
+    assert report["verdict"] == "inconclusive" and report["exit_code"] == 3, report["checks"]
+    assert check(report, "replay")["status"] == "inconclusive"
+    assert "the worker ran with CPU kernels DEFAULT" in check(report, "replay")["summary"]
+    assert report["replay"]["environment"]["bitwise_possible"] is False
+    segments = [s for s in report["replay"]["segments"] if s["from_index"] is not None]
+    assert all(s["status"] == "inconclusive" and 0 < s["weight_distance"] < 1e-4 for s in segments)
 
 
-def test_unreadable_attestation_registry_does_not_abort_verification(env: Env, anchored: Path) -> None:
+def test_unreadable_attestation_registry_does_not_abort_verification(env: VerifyEnv, anchored: Path) -> None:
     # An address with no contract: the attestation list cannot be read, the lineage verdict still stands.
     report = env.verify(last(anchored) / "adapter_model.safetensors", attestations="0x" + "12" * 20)
     assert report["verdict"] == "verified" and report["attestations"] is None

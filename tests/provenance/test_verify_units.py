@@ -184,22 +184,37 @@ def test_replay_environment_sets_the_recorded_kernels_and_threads() -> None:
 DP = {"mode": "dp", "noise_multiplier": "1.0", "sample_rate": "0.05", "delta": "1e-05", "accountant": "rdp"}
 
 
-def states(sizes: list[int], name: str = "rdp") -> list[dict[str, Any]]:
-    return [{"log_size": n, "accountant": {"name": name, "history": [["1.0", "0.05", n]] if n else []}}
-            for n in sizes]
+def states(sizes: list[int], eps: list[float] | None = None) -> list[dict[str, Any]]:
+    eps = eps or [0.0] * len(sizes)
+    return [{"log_size": n, "epsilon": repr(e),
+             "accountant": {"name": "rdp", "history": [["1.0", "0.05", n]] if n else []}}
+            for n, e in zip(sizes, eps, strict=True)]
+
+
+def micro(values: list[float]) -> list[int]:
+    from provenance._chain.records import epsilon_to_micro
+
+    return [epsilon_to_micro(v) for v in values]
+
+
+def honest(sizes: list[int]) -> list[float]:
+    return [recompute_epsilon("rdp", ((1.0, 0.05, n),), 1e-5) if n else 0.0 for n in sizes]
 
 
 def test_epsilon_is_recomputed_and_checked_for_every_checkpoint() -> None:
     pytest.importorskip("opacus", reason="ε needs opacus (the train extra)")
     sizes = [0, 10, 20, 30]
-    eps = [recompute_epsilon("rdp", ((1.0, 0.05, n),), 1e-5) if n else 0.0 for n in sizes]
+    eps = honest(sizes)
     manifest = {"training": {"dp": DP}}
-    result = check_privacy(manifest=manifest, states=states(sizes), committed=eps)
+    result = check_privacy(manifest=manifest, states=states(sizes, eps), committed_micro=micro(eps))
     assert result.recomputed == pytest.approx(eps) and "all 4 committed values" in result.summary
     lied = list(eps)
-    lied[1] = eps[1] / 4  # a tiny ε committed for an earlier checkpoint
+    lied[1] = eps[1] / 4  # a tiny ε committed (and recorded) for an earlier checkpoint
     with pytest.raises(CheckFailed, match="checkpoint 1: the committed ε is lower"):
-        check_privacy(manifest=manifest, states=states(sizes), committed=lied)
+        check_privacy(manifest=manifest, states=states(sizes, lied), committed_micro=micro(lied))
+    # The state.json of each checkpoint must record the ε its commitment carries.
+    with pytest.raises(CheckFailed, match=r"checkpoint 2: the ε in its state\.json is not the ε committed"):
+        check_privacy(manifest=manifest, states=states(sizes, eps), committed_micro=micro([*eps[:2], 9.0, eps[3]]))
     # The shortcut for RDP gives exactly opacus' own accountant value.
     from opacus.accountants import create_accountant
 
@@ -208,16 +223,29 @@ def test_epsilon_is_recomputed_and_checked_for_every_checkpoint() -> None:
     assert recompute_epsilon("rdp", ((1.0, 0.05, 30),), 1e-5) == float(acc.get_epsilon(delta=1e-5))
 
 
+@pytest.mark.parametrize("field_name, value", [("delta", "0.0"), ("delta", "nan"), ("delta", "1.5"),
+                                                ("noise_multiplier", "0.0"), ("noise_multiplier", "inf"),
+                                                ("sample_rate", "0"), ("accountant", "gdp")])
+def test_dp_parameters_that_make_epsilon_meaningless_fail(field_name: str, value: str) -> None:
+    """δ = 0 once made the recomputed ε infinite and every comparison vacuous: such parameters now fail."""
+    pytest.importorskip("opacus", reason="ε needs opacus (the train extra)")
+    dp = dict(DP, **{field_name: value})
+    with pytest.raises(CheckFailed, match="cannot describe a DP-SGD run"):
+        check_privacy(manifest={"training": {"dp": dp}}, states=states([0, 10], [0.0, 0.5]),
+                      committed_micro=micro([0.0, 0.5]))
+
+
 def test_accountant_history_must_cover_the_log_and_use_the_manifest_parameters() -> None:
     pytest.importorskip("opacus", reason="ε needs opacus (the train extra)")
-    bad = states([0, 10])
+    eps = honest([0, 10])
+    bad = states([0, 10], eps)
     bad[1]["accountant"]["history"] = [["1.0", "0.05", 9]]
     with pytest.raises(CheckFailed, match="does not cover every logged step"):
-        check_privacy(manifest={"training": {"dp": DP}}, states=bad, committed=[0.0, 1.0])
-    other = states([0, 10])
+        check_privacy(manifest={"training": {"dp": DP}}, states=bad, committed_micro=micro(eps))
+    other = states([0, 10], eps)
     other[1]["accountant"]["history"] = [["2.0", "0.05", 10]]
     with pytest.raises(CheckFailed, match="other DP parameters"):
-        check_privacy(manifest={"training": {"dp": DP}}, states=other, committed=[0.0, 1.0])
+        check_privacy(manifest={"training": {"dp": DP}}, states=other, committed_micro=micro(eps))
 
 
 def test_without_opacus_privacy_is_inconclusive(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -225,7 +253,7 @@ def test_without_opacus_privacy_is_inconclusive(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(privacy, "opacus_available", lambda: False)
     with pytest.raises(CheckInconclusive, match="opacus"):
-        check_privacy(manifest={"training": {"dp": DP}}, states=states([0]), committed=[0.0])
+        check_privacy(manifest={"training": {"dp": DP}}, states=states([0]), committed_micro=[0])
 
 
 # --- every step, no training --------------------------------------------------------------------------------------
@@ -315,13 +343,21 @@ class FakeStore:
 
 
 def manifest_bytes(owner: str | None) -> bytes:
-    from provenance.manifest import encode_run_manifest
+    """A run manifest naming `owner` (v1 shape plus the owner field); its run id is its content hash."""
+    from provenance.manifest import encode_run_manifest, run_id_of
     from tests.fixtures.golden import run_manifest
 
     doc = dict(run_manifest())
     if owner is not None:
         doc["owner"] = owner
+    doc["run_id"] = run_id_of(doc)
     return encode_run_manifest(doc)
+
+
+def run_id_in(data: bytes) -> bytes:
+    import json
+
+    return bytes.fromhex(json.loads(data)["run_id"])
 
 
 def test_a_copied_registration_is_rejected_when_the_manifest_names_its_owner() -> None:
@@ -330,11 +366,12 @@ def test_a_copied_registration_is_rejected_when_the_manifest_names_its_owner() -
     registry = FakeRegistry({b"H" * 32: History(Registration(honest, "cidM", Digest.of(data))),
                              b"T" * 32: History(Registration(thief, "cidM", Digest.of(data)))})
     store = FakeStore({"cidM": data})
-    found = [claimsmod.Claim(Claimed(b"T" * 32, RUN, 3, 10, thief), "weights"),
-             claimsmod.Claim(Claimed(b"H" * 32, RUN, 3, 11, honest), "weights")]
+    rid = run_id_in(data)
+    found = [claimsmod.Claim(Claimed(b"T" * 32, rid, 3, 10, thief), "weights"),
+             claimsmod.Claim(Claimed(b"H" * 32, rid, 3, 11, honest), "weights")]
     chosen = claimsmod.select(found, metadata={}, registry=registry, store=store, expected_run=None)
     assert chosen.record.run_key == b"H" * 32
-    assert found[0].note.startswith(f"registered by {thief}") and found[1].selected
+    assert f"registered by {thief}" in found[0].note and found[1].selected
 
 
 def test_without_an_owner_in_the_manifest_two_registrations_are_an_announced_ambiguity() -> None:
@@ -342,25 +379,46 @@ def test_without_an_owner_in_the_manifest_two_registrations_are_an_announced_amb
     data = manifest_bytes(None)
     registry = FakeRegistry({b"A" * 32: History(Registration(a, "cidM", Digest.of(data))),
                              b"B" * 32: History(Registration(b, "cidM", Digest.of(data)))})
-    found = [claimsmod.Claim(Claimed(b"A" * 32, RUN, 3, 10, a), "weights"),
-             claimsmod.Claim(Claimed(b"B" * 32, RUN, 3, 11, b), "weights")]
+    rid = run_id_in(data)
+    found = [claimsmod.Claim(Claimed(b"A" * 32, rid, 3, 10, a), "weights"),
+             claimsmod.Claim(Claimed(b"B" * 32, rid, 3, 11, b), "weights")]
     chosen = claimsmod.select(found, metadata={}, registry=registry, store=FakeStore({"cidM": data}),
                               expected_run=None)
     assert chosen.record.run_key == b"A" * 32 and chosen.warnings and b in chosen.warnings[0]
 
 
 def test_the_claim_the_file_metadata_names_comes_first() -> None:
-    data = manifest_bytes(None)
     owner = "0x" + "11" * 20
-    other_run = b"\x05" * 32
-    registry = FakeRegistry({b"A" * 32: History(Registration(owner, "cidM", Digest.of(data))),
+    data, other = manifest_bytes(None), manifest_bytes(owner)
+    registry = FakeRegistry({b"A" * 32: History(Registration(owner, "cidO", Digest.of(other))),
                              b"B" * 32: History(Registration(owner, "cidM", Digest.of(data)))})
-    found = [claimsmod.Claim(Claimed(b"A" * 32, other_run, 1, 5, owner), "weights"),
-             claimsmod.Claim(Claimed(b"B" * 32, RUN, 2, 9, owner), "weights")]
-    meta = {"prov.run_id": RUN.hex(), "prov.checkpoint": "2"}
-    chosen = claimsmod.select(found, metadata=meta, registry=registry, store=FakeStore({"cidM": data}),
-                              expected_run=None)
+    found = [claimsmod.Claim(Claimed(b"A" * 32, run_id_in(other), 1, 5, owner), "weights"),
+             claimsmod.Claim(Claimed(b"B" * 32, run_id_in(data), 2, 9, owner), "weights")]
+    meta = {"prov.run_id": run_id_in(data).hex(), "prov.checkpoint": "2"}
+    chosen = claimsmod.select(found, metadata=meta, registry=registry,
+                              store=FakeStore({"cidM": data, "cidO": other}), expected_run=None)
     assert chosen.record.run_key == b"B" * 32
+
+
+def test_a_manifest_forged_to_borrow_a_run_id_is_rejected() -> None:
+    """A forger registers its own manifest (σ = 50) under the honest run's id and claims the honest weights."""
+    import json
+
+    from provenance.manifest import encode_run_manifest
+
+    honest = manifest_bytes(None)
+    forged_doc = json.loads(honest)
+    forged_doc["training"]["dp"]["noise_multiplier"] = "50.0"
+    forged = encode_run_manifest(forged_doc)  # same run_id field, other content
+    owner = "0x" + "11" * 20
+    registry = FakeRegistry({b"F" * 32: History(Registration(owner, "cidF", Digest.of(forged))),
+                             b"H" * 32: History(Registration(owner, "cidH", Digest.of(honest)))})
+    rid = run_id_in(honest)
+    found = [claimsmod.Claim(Claimed(b"F" * 32, rid, 3, 4, owner), "weights"),
+             claimsmod.Claim(Claimed(b"H" * 32, rid, 3, 9, owner), "weights")]
+    chosen = claimsmod.select(found, metadata={}, registry=registry,
+                              store=FakeStore({"cidF": forged, "cidH": honest}), expected_run=None)
+    assert chosen.record.run_key == b"H" * 32 and "not the hash of its manifest" in found[0].note
 
 
 # --- verdicts and levels --------------------------------------------------------------------------------------------
