@@ -95,13 +95,10 @@ def _mine(registry: Any, blocks: int) -> None:
     segments (a few blocks after the run's finalisation) exists. Only a development chain allows this, and the
     report labels such chains: whoever runs one controls its block hashes."""
     web3 = registry.web3
-    if hasattr(web3, "testing"):  # the in-process py-evm chain
-        try:
-            web3.testing.mine(blocks)
-            return
-        except (AttributeError, NotImplementedError):
-            pass
-    for _ in range(blocks):
+    if registry.transport.rpc_url == "tester":  # the in-process py-evm chain
+        web3.testing.mine(blocks)
+        return
+    for _ in range(blocks):  # anvil and Hardhat: one block per call, at the next timestamp
         web3.provider.make_request("evm_mine", [])
 
 
@@ -129,8 +126,10 @@ def run_demo(out: Path, *, steps: int = 30, checkpoint_every: int = 10, replay: 
         shutil.copyfile(final, adapter)
         echo(f"\ntrained   {result.steps} steps, checkpoints {result.checkpoints}, ε = {result.epsilon:.4g}; "
              f"anchored: {result.anchored or not persistent}\nadapter   {adapter} (a copy of the final checkpoint's)")
+        # The demo plays the auditor: on its own development chain the block hashes prove nothing, so the segment
+        # draw also takes the auditor's own seed (recorded in the report), as `prov verify --beacon` does.
         options = VerifyOptions(base_model=out / "model", data=out / "data.jsonl", secrets=run_dir / "secrets.json",
-                                replay=replay)
+                                replay=replay, beacon=os.urandom(8).hex())
         echo("\n== prov verify adapter_model.safetensors (with the data and secrets an auditor is given)\n")
         _mine(registry, options.confirmations)  # the beacon block: mined after the run was finalised
         report = verify(adapter, registry=registry, store=store, options=options).to_json()
