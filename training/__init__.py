@@ -1,8 +1,10 @@
-"""The DP-SGD LoRA trainer of prov: trains an adapter with Opacus and records its provenance as it goes.
+"""The DP-SGD LoRA trainer of prov: trains an adapter (Opacus per-sample gradients, our own fixed-order clipping,
+accumulation and noise) and records its provenance as it goes.
 
-Modules: `config` (validated config), `data` (examples, salted dataset root, batches), `modelfiles` (base-model
-digest), `model` (loading + LoRA), `tiny` (demo model builder), `seeds` (secrets and derived randomness),
-`sampler` (Poisson sampling), `plan` (resolved numbers + accountant), `engine` (one step), `checkpoint`,
-`trainer` (`train`, `resume`), `replay` (`replay_segment`). Importing this package does not import torch;
-`config`, `data`, `modelfiles`, `sampler` and `seeds` never do.
+Modules: `config` (validated config, CLI overrides), `data` (how data is read), `model` (loading + LoRA), `tiny`
+(demo model builder), `noise` (`prov.noise.v2`), `dpstep` (the step's arithmetic in a fixed order), `plan` (resolved
+numbers + accountant), `engine` (one step), `checkpoint`, `statslog` (private per-step statistics), `runinfo`
+(run manifest), `rundir` (creating a run), `trainer` (`train`, `resume`, torchrun ranks), `distributed` (a torchrun
+rank), `launch` (what `prov train` does), `determinism` (profiles), `replay` (the replay worker). Importing this
+package does not import torch; `config`, `data`, `runinfo`, `rundir`, `launch`, `statslog` and `determinism` never do.
 """

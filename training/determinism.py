@@ -43,7 +43,9 @@ PORTABLE_ENV = {
     "AMD64": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
 }
 CUBLAS_WORKSPACE = ":4096:8"
-KNOWN_CAPABILITIES = ("DEFAULT", "AVX2", "AVX512", "NO AVX", "ZVECTOR", "SVE256", "SVE")
+# torch.backends.cpu.get_cpu_capability() value -> the ATEN_CPU_CAPABILITY that selects it
+KNOWN_CAPABILITIES = {"DEFAULT": "default", "NO AVX": "default", "AVX2": "avx2", "AVX512": "avx512",
+                      "ZVECTOR": "zvector", "SVE256": "sve256"}
 REPLAY_PACKAGES = ("torch", "transformers", "peft", "opacus")
 
 
@@ -228,12 +230,15 @@ def check(manifest: Mapping[str, Any]) -> list[str]:
 
 
 def environment_for(manifest: Mapping[str, Any]) -> dict[str, str]:
-    """Environment variables a fresh process (replay worker, resume) needs to match the recorded settings."""
+    """Environment variables a fresh process (replay worker, resume) needs to match the recorded settings: the
+    recorded values of the known variables only (a manifest is untrusted input), and ATEN_CPU_CAPABILITY from the
+    capability torch recorded running, when it is a known one."""
     recorded = manifest.get("determinism", {})
-    env = {k: v for k, v in (recorded.get("env") or {}).items() if isinstance(v, str) and k in ENV_VARS}
-    capability = recorded.get("cpu_capability")
+    env = {k: v for k, v in (recorded.get("env") or {}).items()
+           if isinstance(v, str) and k in ENV_VARS and k != "ATEN_CPU_CAPABILITY"}
+    capability = recorded.get("cpu_capability")  # what torch really ran, whatever the variable said
     if isinstance(capability, str) and capability.upper() in KNOWN_CAPABILITIES:
-        env.setdefault("ATEN_CPU_CAPABILITY", capability.lower())
+        env["ATEN_CPU_CAPABILITY"] = KNOWN_CAPABILITIES[capability.upper()]
     if recorded.get("device") == "cuda":
         env.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     return env

@@ -165,8 +165,9 @@ def _last_line(path: Path) -> str:
         lines = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
     except OSError:
         return ""
-    errors = [line for line in lines if "error" in line.lower() and line]
-    return (errors or [line for line in lines if line] or [""])[-1][:200]
+    ours = [line for line in lines if line.startswith("prov: error: ")]  # a rank's own one-line error
+    errors = [line for line in lines if "error" in line.lower()]
+    return (ours or errors or [line for line in lines if line] or [""])[-1][:300]
 
 
 def _relay(path: Path, out: TextIO, stop: threading.Event) -> None:

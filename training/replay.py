@@ -121,6 +121,20 @@ def parse_request(doc: Any) -> ReplayRequest:
                          tuple(parse_segment(s, i) for i, s in enumerate(segments)))
 
 
+def _check_settings(det: Any, *, source: str) -> dict[str, Any]:
+    """The recorded determinism settings this worker applies, checked (a manifest is untrusted input)."""
+    from training.config import DEVICES, DTYPES
+
+    threads = det.get("threads") if isinstance(det, dict) else None
+    if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= 4096:
+        raise FormatError(f"{source}: determinism.threads must be an integer in [1, 4096]")
+    if det.get("device", "cpu") not in DEVICES or det.get("dtype") not in DTYPES \
+            or det.get("attn_implementation") != "eager":
+        raise FormatError(f"{source}: unknown determinism settings (device {det.get('device')!r}, dtype "
+                          f"{det.get('dtype')!r}, attention {det.get('attn_implementation')!r})")
+    return dict(det)
+
+
 class Replayer:
     """Everything loaded once for a request: manifest, secrets, data, model and engine."""
 
@@ -150,10 +164,15 @@ class Replayer:
         records = records_for_run(request.data, self.manifest)
         if str(dataset_root(records, self.secrets.dataset_key)) != self.manifest["dataset"]["root"]:
             raise UsageError(f"{request.data}: not the run's data (its salted dataset root differs)")
-        det = self.manifest["determinism"]
+        det = _check_settings(self.manifest["determinism"], source=str(request.manifest))
+        device = str(det.get("device", "cpu"))
         determinism.apply_threads(int(det["threads"]))
-        self.environment = determinism.environment_report(device=str(det.get("device", "cpu")),
-                                                          dtype=str(det["dtype"]))
+        determinism.apply_device(device)  # a CUDA run and no GPU here: a request this machine cannot run
+        self.environment = determinism.environment_report(device=device, dtype=str(det["dtype"]))
+        size = self.manifest["training"].get("dataset_size")
+        if size != len(records):
+            raise UsageError(f"{request.manifest}: the plan samples from {size} examples; the data holds "
+                             f"{len(records)}")
         world = int(self.manifest["training"].get("world_size", 1))
         self.engine = load_engine(self.manifest, self.secrets, request.base_model, examples=records,
                                   collective=LocalCollective(world))

@@ -23,13 +23,11 @@ from provenance import canonical
 from provenance.batches import BATCH_FORMAT
 from provenance.errors import FormatError, UsageError
 from provenance.fsutil import atomic_write
-from provenance.manifest import RUN_FORMAT as RUN_FORMAT_V1
-from provenance.manifest import validate_run_manifest
+from provenance.manifest import RUN_FORMAT_V2, decode_run_manifest, encode_run_manifest
 from provenance.records import STATS_FORMAT, STEP_FORMAT
 from training.config import AnchorConfig, _build
 
-RUN_FORMAT = "prov.run.v2"
-RUN_FORMATS = (RUN_FORMAT_V1, RUN_FORMAT)
+RUN_FORMAT = RUN_FORMAT_V2
 STATE_FORMAT = "prov.trainstate.v2"
 FORMATS = {"batch": BATCH_FORMAT, "noise": "prov.noise.v2", "stats": STATS_FORMAT, "step": STEP_FORMAT,
            "trainstate": STATE_FORMAT}
@@ -66,32 +64,15 @@ def build_manifest(*, base_model: dict[str, Any], dataset: dict[str, Any], secre
     return body
 
 
-def validate_manifest(document: Any, *, source: str = "run manifest") -> dict[str, Any]:
-    """Check a run manifest of either format (v2 has v1's required shape plus `formats` and `owner`)."""
-    if not isinstance(document, dict) or document.get("format") not in RUN_FORMATS:
-        found = document.get("format") if isinstance(document, dict) else None
-        raise FormatError(f"{source}: unknown format {found!r} (expected one of {', '.join(RUN_FORMATS)})")
-    validate_run_manifest({**document, "format": RUN_FORMAT_V1}, source=source)
-    if document["format"] == RUN_FORMAT:
-        owner = document.get("owner")
-        if not isinstance(document.get("formats"), dict) or not (owner is None or isinstance(owner, str)):
-            raise FormatError(f"{source}: a {RUN_FORMAT} manifest needs `formats` and `owner`")
-    return document
-
-
-def encode_manifest(manifest: dict[str, Any]) -> bytes:
-    return canonical.encode(validate_manifest(manifest))
-
-
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> Path:
     path = run_dir / RUN_FILE
-    atomic_write(path, encode_manifest(manifest))
+    atomic_write(path, encode_run_manifest(manifest))
     return path
 
 
 def decode_manifest(data: bytes, *, source: str) -> dict[str, Any]:
     """Parse and check a run manifest (v1 or v2) including its run id."""
-    manifest = validate_manifest(canonical.decode(data, source=source), source=source)
+    manifest = decode_run_manifest(data, source=source)
     if run_id_of(manifest) != manifest["run_id"]:
         raise FormatError(f"{source}: run_id does not match the manifest's content (altered manifest)")
     return manifest

@@ -93,3 +93,54 @@ def test_committed_json_leaves_out_local_paths_and_has_no_floats() -> None:
 
     assert no_floats(doc) and no_floats(cfg.to_json())
     assert doc["optimizer"]["lr"] == "0.001"
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('[model]\ndtype = "float16"\n', "model.dtype"),
+        ('[model]\ndevice = "tpu"\n', "model.device"),
+        ("[training]\nphysical_batch_size = -1\n", "training.physical_batch_size"),
+        ("[training]\nworld_size = 0\n", "training.world_size"),
+        ('[determinism]\nprofile = "fast"\n', "determinism.profile"),
+    ],
+)
+def test_bad_precision_device_batch_and_profile_settings(tmp_path: Path, text: str, field: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config(path)
+
+
+def test_cli_overrides_map_options_to_fields() -> None:
+    from provenance.errors import UsageError
+    from training.config import cli_overrides
+
+    overrides = cli_overrides({"model": Path("/m"), "nproc": 2, "physical_batch_size": 16, "profile": "native",
+                               "steps": None}, non_private=True, no_anchor=True)
+    cfg = with_overrides(TrainConfig(), overrides)
+    assert cfg.model.path == "/m" and cfg.training.world_size == 2 and cfg.training.physical_batch_size == 16
+    assert cfg.determinism.profile == "native" and not cfg.dp.enabled and not cfg.anchor.enabled
+    assert cfg.training.steps == TrainConfig().training.steps  # None = not given
+    with pytest.raises(UsageError, match="not both"):
+        cli_overrides({"noise_multiplier": 1.0, "target_epsilon": 2.0})
+    with pytest.raises(UsageError, match="unknown training option"):
+        cli_overrides({"stepz": 3})
+
+
+def test_resume_settings_allow_only_what_a_resume_may_change(tiny_run: object, isolated_state: Path) -> None:
+    from provenance.errors import UsageError
+    from training.launch import resume_settings
+
+    run_dir = tiny_run.run_dir  # type: ignore[attr-defined]
+    settings = resume_settings(run_dir, options={"steps": None, "nproc": None})
+    assert settings.nproc == 1 and settings.anchor is None
+    assert settings.env.get("ATEN_CPU_CAPABILITY")  # the recorded kernels, for a fresh process
+    assert resume_settings(run_dir, options={"chain": "tester"}).anchor is not None
+    assert resume_settings(run_dir, options={}, no_anchor=True).anchor.enabled is False  # type: ignore[union-attr]
+    with pytest.raises(UsageError, match="--resume continues a run"):
+        resume_settings(run_dir, options={"steps": 3})
+    with pytest.raises(UsageError, match="--resume continues a run"):
+        resume_settings(run_dir, options={}, extra_given=True)
+    with pytest.raises(UsageError, match="world size 1"):
+        resume_settings(run_dir, options={"nproc": 3})

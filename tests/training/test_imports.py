@@ -9,7 +9,8 @@ import sys
 def test_cli_and_light_modules_do_not_import_torch() -> None:
     code = (
         "import sys, provenance.cli, provenance.verify, provenance.dataset, provenance.secrets, provenance.sampler, "
-        "provenance.basemodel, training, training.config, training.data, training.runinfo; "
+        "provenance.basemodel, training, training.config, training.data, training.runinfo, training.launch, "
+        "training.rundir, training.statslog, training.determinism, training.anchoring; "
         "heavy = [m for m in ('torch', 'transformers', 'peft', 'opacus') if m in sys.modules]; "
         "print(heavy); sys.exit(1 if heavy else 0)"
     )

@@ -1,0 +1,121 @@
+"""torchrun (CPU, gloo): a 2-process run whose every checkpoint the replay worker rebuilds bit for bit in ONE
+process, and kill -9 of rank 0 followed by `prov train --resume` (on 2 processes, or on 1 computing both shards)
+ending with the same log, statistics and checkpoints as the uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provenance.manifest import hash_directory
+from provenance.records import StepRecord
+from provenance.steplog import StepLog, verify_log
+from training.data import DEMO_DATA
+from training.replay import request_for_run
+
+pytestmark = [pytest.mark.slow]
+
+CONFIG = """
+[training]
+steps = 5
+checkpoint_every = 2
+threads = 1
+physical_batch_size = 3
+[lora]
+dropout = 0.1
+[anchor]
+enabled = false
+"""
+
+
+def _env(base: Path, fault: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PROV_TRAIN_FAULT", "OMP_NUM_THREADS")}
+    env["PROV_HOME"] = str(base / "home")
+    if fault:
+        env["PROV_TRAIN_FAULT"] = fault
+    return env
+
+
+def _prov(base: Path, args: list[str], *, fault: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "provenance", *args], env=_env(base, fault), capture_output=True,
+                          text=True, timeout=600, check=False)
+
+
+def _train_args(base: Path, model: Path, secrets: Any, run: Path) -> list[str]:
+    config = base / "train.toml"
+    config.write_text(CONFIG)
+    secrets_file = base / "secrets-in.json"
+    if not secrets_file.exists():
+        secrets.save(secrets_file)
+    return ["train", str(config), "--model", str(model), "--out", str(run), "--secrets", str(secrets_file),
+            "--nproc", "2", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, fixed_secrets: Any) -> Path:
+    base = tmp_path_factory.mktemp("torchrun")
+    run = base / "run"
+    out = _prov(base, [*_train_args(base, tiny_model_dir, fixed_secrets, run), "--json"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout)
+    assert summary["steps"] == 5 and summary["checkpoints"] == 4
+    return run
+
+
+def test_a_two_process_run_is_recorded_as_one(two_process_run: Path) -> None:
+    manifest = json.loads((two_process_run / "run.json").read_text())
+    assert manifest["training"]["world_size"] == 2 and manifest["training"]["batch"]["physical_batch_size"] == 3
+    det = manifest["determinism"]
+    assert det["threads"] == 1 and det["env"]["OMP_NUM_THREADS"] == "1"
+    if det["machine"] == "x86_64":  # `prov train` applied the portable profile before torch was imported
+        assert det["profile"] == "portable" and det["cpu_capability"] == "AVX2"
+        assert det["env"]["ATEN_CPU_CAPABILITY"] == "avx2" and det["env"]["MKL_CBWR"] == "AVX2"
+    assert verify_log(two_process_run)[0] == 5
+    log = StepLog.open(two_process_run, create=False)
+    assert all(isinstance(r, StepRecord) for r in log.records())
+    assert (two_process_run / "launch.log").is_file()
+
+
+@pytest.mark.replay
+def test_every_segment_replays_bit_for_bit_in_one_process(two_process_run: Path, tiny_model_dir: Path,
+                                                          tmp_path: Path) -> None:
+    from training.determinism import environment_for
+    from training.runinfo import read_manifest
+
+    request = request_for_run(two_process_run, base_model=tiny_model_dir, data=DEMO_DATA, out=tmp_path / "out")
+    path = tmp_path / "req.json"
+    path.write_text(json.dumps(request.to_json()))
+    env = {**_env(tmp_path), **environment_for(read_manifest(two_process_run))}
+    out = subprocess.run([sys.executable, "-m", "training.replay", "--request", str(path), "--result",
+                          str(tmp_path / "res.json")], env=env, capture_output=True, text=True, timeout=600,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    result = json.loads((tmp_path / "res.json").read_text())
+    assert result["environment"]["threads"] == 1
+    assert result["environment"]["cpu_capability"] == read_manifest(two_process_run)["determinism"]["cpu_capability"]
+    for seg in result["segments"]:
+        committed = hash_directory(two_process_run / "checkpoints" / f"{seg['index']:06d}").digest()
+        assert seg["checkpoint_digest"] == str(committed), seg["index"]
+    assert [s["index"] for s in result["segments"]] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("resume_nproc", [2, 1])
+def test_kill_rank_0_then_resume(resume_nproc: int, two_process_run: Path, tmp_path: Path, tiny_model_dir: Path,
+                                 fixed_secrets: Any) -> None:
+    run = tmp_path / "run"
+    killed = _prov(tmp_path, _train_args(tmp_path, tiny_model_dir, fixed_secrets, run), fault="step:3")
+    assert killed.returncode == 2 and killed.stderr.startswith("prov: error: torchrun exited")
+    assert killed.stderr.count("\n") == 1, killed.stderr
+    resumed = _prov(tmp_path, ["train", "--resume", str(run), "--nproc", str(resume_nproc), "--quiet"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for name in ("run.json", "steps.jsonl", "stats.jsonl"):
+        assert (run / name).read_bytes() == (two_process_run / name).read_bytes(), name
+    for index in range(4):
+        mine = hash_directory(run / "checkpoints" / f"{index:06d}").digest()
+        assert mine == hash_directory(two_process_run / "checkpoints" / f"{index:06d}").digest(), index
