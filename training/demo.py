@@ -56,8 +56,11 @@ def _start_chain(home: Path, echo: Echo) -> tuple[Any, bool]:
 
 def _train(out: Path, home: Path, *, persistent: bool, registry: Any, store: Any, steps: int, every: int,
            echo: Echo) -> Any:
+    from training import determinism
     from training.config import TrainConfig, with_overrides
     from training.data import DEMO_DATA
+
+    determinism.apply_profile("portable")  # before torch is imported below, so the demo run is replayable elsewhere
     from training.tiny import build_tiny_model
     from training.trainer import train
 
