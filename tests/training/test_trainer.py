@@ -286,3 +286,20 @@ def test_a_profile_that_cannot_be_applied_is_recorded_as_it_ran(tiny_config: Any
         assert det["profile"] == "native"
         assert f"torch was imported before the profile could be applied and runs {cpu_capability()}" in \
             stream.getvalue()
+
+
+def test_state_records_epsilon_rounded_up_to_micro_epsilon(tiny_run: Any) -> None:
+    """state.json's ε is the committed micro-ε (rounded up), so numpy's SIMD level cannot change a checkpoint
+    digest: two ε that differ in the last bits (as AVX512 and AVX2 numpy builds give) record the same text."""
+    from provenance.chain import epsilon_to_micro
+    from training.checkpoint import epsilon_text
+    from training.plan import Plan, epsilon_after
+
+    assert epsilon_text(0.09726343457700286) == epsilon_text(0.09726343457700429) == "0.097264"
+    assert epsilon_text(None) is None and epsilon_text(0.0) == "0.0" and epsilon_text(3e-7) == "1e-06"
+    plan = Plan.from_json(read_manifest(tiny_run.run_dir)["training"])
+    for index, steps in enumerate([0, 2, 4, 6]):
+        state = read_checkpoint(tiny_run.run_dir / "checkpoints" / f"{index:06d}").state
+        exact = epsilon_after(plan, steps)
+        assert exact is not None and exact <= float(state["epsilon"]) < exact + 1e-6
+        assert epsilon_to_micro(float(state["epsilon"])) == epsilon_to_micro(exact)
