@@ -6,6 +6,6 @@ import importlib.util
 
 pytest_plugins = [
     name
-    for name in ("tests.fixtures.chain", "tests.fixtures.ipfs", "tests.fixtures.training")
+    for name in ("tests.fixtures.chain", "tests.fixtures.ipfs", "tests.fixtures.training", "tests.fixtures.adversary")
     if importlib.util.find_spec(name) is not None
 ]
