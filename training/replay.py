@@ -7,7 +7,9 @@ finds this module through the `prov.replay` entry point group. It never imports 
 
 Request (`prov.replay-request.v1`, JSON):
 
-    {"format", "manifest": path of the verified run.json, "base_model": dir, "data": path, "secrets": secrets.json,
+    {"format", "manifest": path of the verified run.json, "base_model": dir, "data": path or null,
+     "secrets": secrets.json or null (both may be null when no segment runs a step: checkpoint 0 and zero-step
+     segments need neither),
      "segments": [{"start": checkpoint dir j-1 (already verified) or null, "index": j, "steps": [a, b],
                    "log": {"size": a, "hashes": [hex, ...]}, "out": dir}]}
 
@@ -64,13 +66,14 @@ class SegmentRequest:
 class ReplayRequest:
     manifest: Path
     base_model: Path
-    data: Path
-    secrets: Path
+    data: Path | None  # None: no segment runs a step
+    secrets: Path | None
     segments: tuple[SegmentRequest, ...]
 
     def to_json(self) -> dict[str, Any]:
-        return {"base_model": str(self.base_model), "data": str(self.data), "format": REQUEST_FORMAT,
-                "manifest": str(self.manifest), "secrets": str(self.secrets),
+        return {"base_model": str(self.base_model), "data": None if self.data is None else str(self.data),
+                "format": REQUEST_FORMAT, "manifest": str(self.manifest),
+                "secrets": None if self.secrets is None else str(self.secrets),
                 "segments": [{"index": s.index, "log": {"hashes": [h.hex() for h in s.log_hashes],
                                                         "size": s.log_size},
                               "out": str(s.out), "start": None if s.start is None else str(s.start),
@@ -117,7 +120,7 @@ def parse_request(doc: Any) -> ReplayRequest:
         raise FormatError(f"replay request: not a {REQUEST_FORMAT} document")
     segments = _field(doc, "segments", list, "")
     return ReplayRequest(Path(_field(doc, "manifest", str, "")), Path(_field(doc, "base_model", str, "")),
-                         Path(_field(doc, "data", str, "")), Path(_field(doc, "secrets", str, "")),
+                         _optional_path(doc, "data"), _optional_path(doc, "secrets"),
                          tuple(parse_segment(s, i) for i, s in enumerate(segments)))
 
 
@@ -133,6 +136,17 @@ def _check_settings(det: Any, *, source: str) -> dict[str, Any]:
         raise FormatError(f"{source}: unknown determinism settings (device {det.get('device')!r}, dtype "
                           f"{det.get('dtype')!r}, attention {det.get('attn_implementation')!r})")
     return dict(det)
+
+
+def _optional_path(doc: dict[str, Any], name: str) -> Path | None:
+    value = doc.get(name)
+    if value is not None and not isinstance(value, str):
+        raise FormatError(f"replay request: {name} must be a path or null")
+    return None if value is None else Path(value)
+
+
+def _no_batches(step: int, indices: Sequence[int]) -> Any:
+    raise UsageError(f"step {step} needs the data, which the request did not give")
 
 
 class Replayer:
@@ -155,26 +169,34 @@ class Replayer:
         if self.manifest["format"] != RUN_FORMAT:
             raise UsageError(f"{request.manifest}: a {self.manifest['format']} run cannot be replayed by this "
                              "version (its noise generator kept only 32 bits of its seed)")
-        self.secrets = Secrets.load(request.secrets)
-        self.secrets.check_commitments(self.manifest["secrets"])
         found = base_model_manifest(request.base_model).digest()
         if str(found) != self.manifest["base_model"]["digest"]:
             raise UsageError(f"{request.base_model}: not the run's base model (expected "
                              f"{self.manifest['base_model']['digest']}, found {found})")
-        records = records_for_run(request.data, self.manifest)
-        if str(dataset_root(records, self.secrets.dataset_key)) != self.manifest["dataset"]["root"]:
-            raise UsageError(f"{request.data}: not the run's data (its salted dataset root differs)")
+        records = None
+        if request.data is None or request.secrets is None:
+            if any(s.steps[0] < s.steps[1] for s in request.segments):
+                raise UsageError("a segment runs training steps: the request needs data and secrets")
+            # nothing a step-free checkpoint holds derives from the secrets: any key builds the engine
+            self.secrets = Secrets(bytes(32), bytes(32))
+        else:
+            self.secrets = Secrets.load(request.secrets)
+            self.secrets.check_commitments(self.manifest["secrets"])
+            records = records_for_run(request.data, self.manifest)
+            if str(dataset_root(records, self.secrets.dataset_key)) != self.manifest["dataset"]["root"]:
+                raise UsageError(f"{request.data}: not the run's data (its salted dataset root differs)")
         det = _check_settings(self.manifest["determinism"], source=str(request.manifest))
         device = str(det.get("device", "cpu"))
         determinism.apply_threads(int(det["threads"]))
         determinism.apply_device(device)  # a CUDA run and no GPU here: a request this machine cannot run
         self.environment = determinism.environment_report(device=device, dtype=str(det["dtype"]))
         size = self.manifest["training"].get("dataset_size")
-        if size != len(records):
+        if records is not None and size != len(records):
             raise UsageError(f"{request.manifest}: the plan samples from {size} examples; the data holds "
                              f"{len(records)}")
         world = int(self.manifest["training"].get("world_size", 1))
         self.engine = load_engine(self.manifest, self.secrets, request.base_model, examples=records,
+                                  batches=None if records is not None else _no_batches,
                                   collective=LocalCollective(world))
         # checkpoint 0 is the engine right after LoRA init: keep it to rebuild that checkpoint at any time
         self.initial_adapter = adapter_state(self.engine.peft_model)

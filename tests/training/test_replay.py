@@ -195,3 +195,18 @@ def test_the_worker_runs_in_a_fresh_process_found_by_its_entry_point(tiny_run: A
     result = json.loads((tmp_path / "res.json").read_text())
     assert {s["index"]: s["checkpoint_digest"] for s in result["segments"]} == {
         j: _committed(tiny_run.run_dir, j) for j in range(4)}
+
+
+def test_checkpoint_0_and_zero_step_segments_need_no_data_or_secrets(tiny_run: Any, tiny_model_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    """The verifier rebuilds checkpoint 0 with only the base model (no --data/--secrets): nothing in a checkpoint
+    that no step produced derives from them. A segment that runs steps still needs both."""
+    request = request_for_run(tiny_run.run_dir, base_model=tiny_model_dir, data=DEMO_DATA, out=tmp_path / "out",
+                              indices=[0])
+    bare = replace(request, data=None, secrets=None)
+    result = replay(bare)
+    assert result["segments"][0]["checkpoint_digest"] == _committed(tiny_run.run_dir, 0)
+    with_steps = request_for_run(tiny_run.run_dir, base_model=tiny_model_dir, data=DEMO_DATA,
+                                 out=tmp_path / "out2", indices=[1])
+    path = _request_file(tmp_path, replace(with_steps, data=None, secrets=None).to_json())
+    assert main(["--request", str(path), "--result", str(tmp_path / "res.json")]) == 2
