@@ -18,7 +18,7 @@ from provenance import __version__
 from provenance.errors import ProvenanceError
 
 # Sibling modules that contribute commands. Each defines COMMANDS: list[click.Command].
-_COMMAND_MODULES = ("core", "chain", "store", "anchor", "train", "verify", "demo", "attest")
+_COMMAND_MODULES = ("core", "chain", "store", "anchor", "train", "verify", "demo", "attest", "proofs")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
