@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from provenance import batches, canonical, merkle
-from provenance.dataset import KINDS, example_record
+from provenance.dataset import KINDS, detect_kind, example_record
 from provenance.errors import FormatError, ProofError, UsageError, VerificationError
 from provenance.fsutil import atomic_write
 from provenance.hashing import Digest
@@ -121,8 +121,9 @@ class DatasetOpening:
         d = _fields(value, {"index", "kind", "max_length", "path", "record", "salt", "size"}, "dataset")
         if d["kind"] not in KINDS:
             raise FormatError(f"dataset kind must be one of {', '.join(KINDS)}")
-        if not isinstance(d["record"], dict) or example_record(d["record"]) != d["record"]:
-            raise FormatError("the record is not a canonical text, prompt/completion or chat record")
+        if not isinstance(d["record"], dict) or example_record(d["record"]) != d["record"] \
+                or detect_kind(d["record"]) != d["kind"]:
+            raise FormatError(f"the record is not a canonical {d['kind']} record")
         return cls(index=_count(d["index"], "dataset index"), size=_count(d["size"], "dataset size"), kind=d["kind"],
                    max_length=_count(d["max_length"], "max_length"), record=d["record"],
                    salt=_hash(d["salt"], "salt"), path=_path(d["path"], "dataset path"))

@@ -380,6 +380,8 @@ BAD_INPUT: dict[str, tuple[Callable[[Path], Path], str]] = {
     "short tensor": (lambda p: edit(p, lambda d: _labels(d).pop()), "int64 values"),
     "bad hex": (lambda p: edit(p, lambda d: d["dataset"].update(salt="zz" * 32)), "64 lowercase hex"),
     "unknown kind": (lambda p: edit(p, lambda d: d["dataset"].update(kind="audio")), "dataset kind"),
+    "record of another kind": (lambda p: edit(p, lambda d: d["dataset"].update(kind="chat")),
+                               "not a canonical chat record"),
 }
 
 
