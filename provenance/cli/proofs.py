@@ -48,7 +48,7 @@ def prove_example_command(run_dir: Path, index: int, out: Path | None, data: Pat
     Run by the trainer (it reads the run's secrets). The proof reveals this record, its salts and tokens, and
     hashes of nothing else; give it to whoever asked (`prov check-example` checks it).
     """
-    from provenance.proofs import prove_example
+    from provenance.proving import prove_example
 
     proof = prove_example(run_dir, index=index, registry=_registry(rpc_url, registry), data=data,
                           base_model=base_model)

@@ -25,15 +25,8 @@ from provenance.cli import main
 from provenance.dataset import example_salt, load_records
 from provenance.errors import ProofError, UsageError, VerificationError
 from provenance.hashing import Digest
-from provenance.proofs import (
-    NEVER_PROVEN,
-    DatasetOpening,
-    ExampleProof,
-    check_example,
-    check_step_opening,
-    open_step,
-    prove_example,
-)
+from provenance.proofs import NEVER_PROVEN, DatasetOpening, ExampleProof, check_example, check_step_opening
+from provenance.proving import open_step, prove_example
 from provenance.records import StepRecord
 from provenance.secrets import Secrets
 from tests.fixtures.proofs import HandBuiltRun, constant_tokens, edit, flip_hex, where_sampled
