@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 
 import click
 
@@ -18,7 +19,10 @@ from provenance import __version__
 from provenance.errors import ProvenanceError
 
 # Sibling modules that contribute commands. Each defines COMMANDS: list[click.Command].
-_COMMAND_MODULES = ("core", "chain", "store", "anchor", "train", "verify", "demo", "attest", "proofs")
+_COMMAND_MODULES = ("core", "chain", "store", "anchor", "verify", "attest", "proofs")
+# Commands other parts of prov contribute (the trainer's `train`, `init-model`, `demo`): found by entry point, so
+# the library never imports the trainer. Only prov's own distribution may add commands.
+_ENTRY_POINT_GROUP = "prov.commands"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -40,6 +44,11 @@ def _register() -> None:
                 continue
             raise
         for command in module.COMMANDS:
+            cli.add_command(command)
+    for entry in sorted(entry_points(group=_ENTRY_POINT_GROUP), key=lambda ep: ep.name):
+        if entry.dist is None or entry.dist.name != "prov":
+            continue
+        for command in importlib.import_module(entry.value).COMMANDS:
             cli.add_command(command)
 
 

@@ -1,7 +1,9 @@
-"""Training commands: `prov train` (new run, `--resume`, `--nproc N` under torchrun) and `prov init-model --tiny`.
+"""The trainer's commands in the `prov` command line: `prov train` (new run, `--resume`, `--nproc N` under torchrun),
+`prov init-model --size tiny|small` and `prov demo` (the main job).
 
-Thin wrappers over `training.launch.train_from_cli` and `training.tiny.build_tiny_model`; torch and the trainer
-are imported inside the commands so `prov` starts without them (and so the determinism profile is in the
+They live with the trainer, not in `provenance.cli`: the library never imports the trainer, and the CLI finds these
+commands through the `prov.commands` entry point (pyproject.toml). Each is a thin wrapper over one library call;
+torch is imported inside the commands so `prov` starts without it (and so the determinism profile is in the
 environment before torch is imported).
 """
 
@@ -98,4 +100,18 @@ def init_model_command(directory: Path | None, size: str | None, tiny: bool, see
     click.echo(f"{size} model written to {path}")
 
 
-COMMANDS = [train_command, init_model_command]
+@click.command("demo")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("prov-demo"), show_default=True,
+              help="Directory for the demo's chain state, store, model, run and reports.")
+@click.option("--steps", type=int, default=30, show_default=True, help="Training steps.")
+@click.option("--checkpoint-every", type=int, default=10, show_default=True, help="Steps between checkpoints.")
+@click.option("--replay", default="2", show_default=True, help="Segments to replay bit for bit ('all' for every).")
+def demo_command(out: Path, steps: int, checkpoint_every: int, replay: str) -> None:
+    """Train on a local chain, anchor, verify with replay, tamper, and verify again."""
+    from training.demo import run_demo
+
+    raise click.exceptions.Exit(run_demo(out, steps=steps, checkpoint_every=checkpoint_every, replay=replay,
+                                         echo=click.echo))
+
+
+COMMANDS = [train_command, init_model_command, demo_command]
