@@ -1,19 +1,43 @@
 """The learning-rate schedule as a pure function of a run manifest's `training` section (no torch).
 
-The trainer (`training.plan.Plan.lr_at`) and the verifier both call `lr_at`, so the lr recorded for every step can
-be recomputed exactly. Linear warmup from lr/warmup over `warmup_steps`, then `constant`, `linear` decay to
-`min_lr_ratio * lr` at the last step, or `cosine` decay to the same floor.
+The trainer (`training.plan.Plan.lr_at`) and the verifier both call `lr_at`, so the lr recorded for every step is
+recomputed exactly, on any machine. Linear warmup from lr/warmup over `warmup_steps`, then `constant`, `linear` decay
+to `min_lr_ratio * lr` at the last step, or `cosine` decay to the same floor.
+
+The cosine is not the platform's `math.cos` (C libraries may differ in the last bit, and the lr is compared
+exactly): `cos_pi` evaluates cos(π·x) with decimal arithmetic at 50 digits and rounds once to the nearest float, the
+same on every machine.
 """
 
 from __future__ import annotations
 
-import math
+import decimal
 from collections.abc import Mapping
 from typing import Any
 
 from provenance.errors import FormatError
 
 SCHEDULES = ("constant", "linear", "cosine")
+
+
+_PI = decimal.Decimal("3.14159265358979323846264338327950288419716939937510582097494459")
+
+
+def cos_pi(x: float) -> float:
+    """cos(π·x), correctly rounded to a float for the schedule's purposes: a Taylor series in 50-digit decimals
+    (x is the exact binary value of the float), so every machine gets the same bits."""
+    with decimal.localcontext() as ctx:
+        ctx.prec = 50
+        angle = decimal.Decimal(x) * _PI
+        term, total, n = decimal.Decimal(1), decimal.Decimal(1), 0
+        square = angle * angle
+        while True:
+            n += 2
+            term = -term * square / (n * (n - 1))
+            if abs(term) < decimal.Decimal("1e-45"):
+                break
+            total += term
+        return float(total)
 
 
 def lr_at(*, base: float, name: str, warmup_steps: int, min_lr_ratio: float, steps: int, step: int) -> float:
@@ -28,7 +52,7 @@ def lr_at(*, base: float, name: str, warmup_steps: int, min_lr_ratio: float, ste
     if name == "linear":
         factor = 1.0 - (1.0 - floor) * progress
     else:  # cosine
-        factor = floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        factor = floor + (1.0 - floor) * 0.5 * (1.0 + cos_pi(progress))
     return base * factor
 
 

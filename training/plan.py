@@ -11,12 +11,12 @@ decay to `min_lr_ratio * lr` at the last step, or `cosine` decay to the same flo
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
 from provenance.errors import ConfigError, FormatError
+from provenance.schedule import lr_at
 from training.config import LoraSettings, OptimizerConfig, ScheduleConfig, TrainConfig, _build
 
 DEFAULT_NOISE_MULTIPLIER = 1.0
@@ -72,20 +72,9 @@ class Plan:
         return self.mode == "dp"
 
     def lr_at(self, step: int) -> float:
-        base = self.optimizer.lr
-        warm = self.schedule.warmup_steps
-        if warm and step < warm:
-            return base * (step + 1) / warm
-        if self.schedule.name == "constant":
-            return base
-        span = max(1, self.steps - warm - 1)
-        progress = min(1.0, (step - warm) / span)
-        floor = self.schedule.min_lr_ratio
-        if self.schedule.name == "linear":
-            factor = 1.0 - (1.0 - floor) * progress
-        else:  # cosine
-            factor = floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-        return base * factor
+        """The scheduled lr of `step`: `provenance.schedule.lr_at`, the function the verifier recomputes it with."""
+        return lr_at(base=self.optimizer.lr, name=self.schedule.name, warmup_steps=self.schedule.warmup_steps,
+                     min_lr_ratio=self.schedule.min_lr_ratio, steps=self.steps, step=step)
 
     def to_json(self) -> dict[str, Any]:
         def f(x: float | None) -> str | None:
