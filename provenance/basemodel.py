@@ -10,11 +10,11 @@ only in such a format is refused with a one-line error saying to convert them to
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
+from provenance import canonical
 from provenance.errors import UsageError
 from provenance.hashing import hash_file
 from provenance.manifest import CheckpointManifest, FileEntry
@@ -70,8 +70,8 @@ def architecture_of(directory: str | os.PathLike[str]) -> str:
     """The model class named in config.json (`architectures[0]`), or its `model_type`."""
     path = Path(directory) / "config.json"
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        config = canonical.load_json(path.read_bytes(), source=f"{path} (model config)")
+    except OSError as exc:
         raise UsageError(f"{path}: unreadable model config ({exc})") from None
     names = config.get("architectures") if isinstance(config, dict) else None
     if isinstance(names, list) and names and isinstance(names[0], str):

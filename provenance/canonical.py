@@ -106,6 +106,25 @@ def _too_deep(data: bytes) -> bool:
     return deepest > MAX_DEPTH
 
 
+def load_json(data: bytes | str, *, source: str, max_size: int = MAX_DOCUMENT) -> Any:
+    """Parse any JSON (floats allowed: not a canonical document) from a trust boundary — a user's file, a tool's
+    output — bounded like `decode`: size, nesting (checked before the recursive parser, which would otherwise
+    overflow the C stack on a hostile file), one-line FormatError naming `source`."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    if len(raw) > max_size:
+        raise FormatError(f"{source}: {len(raw)} bytes is more than the {max_size}-byte limit for a document")
+    if _too_deep(raw):
+        raise FormatError(f"{source}: JSON nested deeper than {MAX_DEPTH} levels")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise FormatError(f"{source}: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise FormatError(f"{source}: JSON nested too deeply") from None
+
+
 def decode(data: bytes, *, source: str = "document", strict: bool = False, max_size: int = MAX_DOCUMENT) -> Any:
     """Parse JSON bytes from a trust boundary. `strict` also demands the bytes already be canonical.
 

@@ -10,13 +10,12 @@ of prov owns one section; `update_section` rewrites the file atomically.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from provenance import canonical
-from provenance.errors import ConfigError
+from provenance.errors import ConfigError, FormatError
 from provenance.fsutil import atomic_write
 
 STATE_DIR_NAME = ".prov"
@@ -56,9 +55,9 @@ def load_config(home: Path | None = None) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read project config ({exc.strerror})") from None
     try:
-        value = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: project config is not valid JSON ({exc}); fix or delete it") from None
+        value = canonical.load_json(raw, source=str(path))
+    except FormatError as exc:
+        raise ConfigError(f"{exc}; fix or delete the project config") from None
     if not isinstance(value, dict) or value.get("version") != CONFIG_VERSION:
         raise ConfigError(f"{path}: not a prov project config (expected an object with \"version\": 1)")
     return value

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -284,13 +283,7 @@ def _json_lines(p: Path) -> Iterator[tuple[str, Any]]:
         if not line.strip():
             continue
         where = f"{p} line {number}"
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise FormatError(f"{where}: not valid JSON ({exc.msg})") from None
-        except RecursionError:
-            raise FormatError(f"{where}: JSON nested too deeply") from None
-        yield where, value
+        yield where, canonical.load_json(line, source=where)
 
 
 def _parquet_rows(p: Path, fields: Fields) -> Iterator[tuple[str, Any]]:

@@ -9,10 +9,10 @@ digest is on chain), fetched from the store or given as a file, and checked agai
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from provenance import canonical
 from provenance._export import annex as _annex
 from provenance._export import card as _card
 from provenance._export import render as _render
@@ -82,10 +82,10 @@ def annex_iv_format(path: Path | None, fmt: str | None) -> str:
 def load_report(path: Path) -> dict[str, Any]:
     """A report saved with `prov verify --json`, validated (v1 or v2)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = canonical.load_json(path.read_bytes(), source=f"{path}: a JSON verify report")
     except FileNotFoundError:
         raise UsageError(f"{path}: no such report file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
         raise FormatError(f"{path}: not a JSON verify report ({' '.join(str(exc).split())})") from None
     return publishable(data)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from provenance import config
+from provenance import canonical, config
 from provenance._attest import bls
 from provenance._chain.records import TxInfo
 from provenance.errors import FormatError, UsageError
@@ -128,7 +128,7 @@ def new_key(name: str, password: str, *, path: Path | None = None, home: Path | 
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = canonical.load_json(path.read_bytes(), source=f"{path} (key file)")
     except FileNotFoundError:
         raise KeyFileError(f"{path}: no such key file (create one with `prov keys new NAME`)") from None
     except OSError as exc:

@@ -30,6 +30,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from provenance import canonical
 from provenance.errors import FormatError, ProvenanceError, UsageError
 from provenance.hashing import Digest
 from provenance.records import AnyStepRecord, StepStats, step_record_from_json
@@ -120,10 +121,7 @@ def _outcome(value: Any) -> SegmentOutcome:
 
 
 def parse_result(data: bytes) -> WorkerResult:
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError):
-        raise FormatError("replay result: not JSON") from None
+    doc = canonical.load_json(data, source="replay result")
     if not isinstance(doc, dict) or doc.get("format") != RESULT_FORMAT:
         raise FormatError(f"replay result: not a {RESULT_FORMAT} document")
     env = doc["environment"] if isinstance(doc.get("environment"), dict) else {}

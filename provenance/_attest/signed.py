@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from provenance import canonical
 from provenance._attest import bls
 from provenance._attest.client import AttestationClient
 from provenance._attest.errors import (
@@ -95,11 +96,9 @@ class SignedAttestation:
     @classmethod
     def read(cls, path: Path) -> SignedAttestation:
         try:
-            value = json.loads(path.read_text(encoding="utf-8"))
+            value = canonical.load_json(path.read_bytes(), source=str(path))
         except OSError as exc:
             raise UsageError(f"{path}: cannot read ({exc.strerror or exc})") from None
-        except (ValueError, RecursionError):
-            raise FormatError(f"{path}: not JSON") from None
         return cls.from_json(value, source=str(path))
 
 

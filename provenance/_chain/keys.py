@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from provenance import canonical
 from provenance._chain.errors import SignerError
 
 ENV_KEY = "PROV_PRIVATE_KEY"
@@ -54,7 +55,7 @@ def from_keystore(path: str | os.PathLike[str], password: str | None = None) -> 
     if password is None:
         raise SignerError(f"keystore {p}: set {ENV_KEYSTORE_PASSWORD} to its password")
     try:
-        document = json.loads(p.read_text(encoding="utf-8"))
+        document = canonical.load_json(p.read_bytes(), source=f"keystore {p}")
     except OSError as exc:
         raise SignerError(f"keystore {p}: cannot read ({exc.strerror or exc})") from None
     except ValueError:
