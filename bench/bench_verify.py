@@ -1,162 +1,218 @@
-"""Issue 6 benchmarks: verification time without replay on a 10,000-step, 100-checkpoint run (beyond hashing the
-file), and the cost of replaying steps relative to training them.
+"""Verifier benchmarks for issue #12's performance targets, each row measured side by side in one run.
 
-The long run is synthetic (training 10,000 real steps would take half an hour here): a run directory in the
-trainer's exact layout — step log, 100 checkpoint directories with safetensors adapters, state and log segments —
-anchored through the real outbox into the in-process py-evm registry and the local store, then verified by the
-real verifier. The replay ratio uses the real trainer on the tiny model.
+1. `verify` without replay on a 10,000-step run with 100 checkpoints (ε recomputed for all 100), in seconds beyond
+   hashing the file (target ≤ 2 s), on the in-process py-evm chain and on anvil, with the RDP accountant and with
+   PRV (reported against RDP: one PRV evaluation takes ~0.1-1 s here, growing with the step count, and the verifier
+   runs them in 2 processes). Each run is synthetic but in the trainer's exact v2 layout (bench/bench_steps.py),
+   anchored through the trainer's outbox (register, 100 commits, finalise), and must come out verified at level
+   `commitments` with ε checked for all 100 checkpoints.
+2. (bench/bench_steps.py: the every-step pass over 10,000 steps.)
+3. Replay of one segment through the verifier's real path (`provenance.replay.run_worker`: a fresh worker process
+   with the run's recorded environment, the whole rebuilt checkpoint digest compared) vs `prov train` of the same
+   steps in a fresh process (target ≤ 1.1); interpreter start-up, imports and model load count on both sides.
+
+`--quick`: 2,000 steps / 20 checkpoints, one round.
 """
 
 from __future__ import annotations
 
-import json
+import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np
-from safetensors.numpy import save
+from bench.bench_steps import THREADS, SyntheticRuns, demo_data, prov_home, timed
+from bench.common import interleaved, row, show
 
-from bench.common import row, show
-from provenance import canonical
-from provenance.anchor import Outbox
-from provenance.chain import connect
-from provenance.hashing import Digest, hash_file
-from provenance.manifest import MANIFEST_NAME, encode_run_manifest, hash_directory
-from provenance.records import StepRecord
-from provenance.steplog import StepLog
-from provenance.store import open_store
-from provenance.verify import VerifyOptions, verify
+ROOT = Path(__file__).resolve().parents[1]
+ACCOUNTANTS = ("rdp", "prv")
 
 
-def synthetic_run(root: Path, *, steps: int, checkpoints: int) -> Path:
-    from opacus.accountants import create_accountant
+@dataclass(frozen=True)
+class Anchored:
+    """A synthetic run anchored and finalised on one registry: what a verification needs."""
 
-    run = root / "run"
-    run.mkdir()
-    sigma, q, delta = 1.0, 0.01, 1e-5
-    run_id = "5a" * 32
-    manifest = {
-        "format": "prov.run.v1", "run_id": run_id,
-        "base_model": {"digest": str(Digest.of(b"base")), "name": "synthetic"},
-        "dataset": {"root": str(Digest.of(b"data")), "size": 10_000},
-        "secrets": {"noise_seed_commitment": str(Digest.of(b"s")), "dataset_key_commitment": str(Digest.of(b"k"))},
-        "training": {"steps": steps, "dp": {"mode": "dp", "noise_multiplier": repr(sigma), "sample_rate": repr(q),
-                                            "delta": repr(delta), "max_grad_norm": "1.0", "accountant": "rdp"}},
-        "software": {}, "determinism": {"threads": 1},
-    }
-    (run / "run.json").write_bytes(encode_run_manifest(manifest))
-    log = StepLog.open(run, fsync_every=0)
-    every = steps // (checkpoints - 1)
-    rng = np.random.default_rng(0)
-    for index in range(checkpoints):
-        start = log.size
-        for k in range(start, min(start + (every if index else 0), steps)):
-            log.append(StepRecord(step=k, batch=Digest.of(k.to_bytes(8, "big")), examples=100, lr=1e-3,
-                                  noise_index=k, stats=Digest.of(k.to_bytes(8, 'big') + b's')))
-        ck = run / "checkpoints" / f"{index:06d}"
-        ck.mkdir(parents=True)
-        tensors = {"lora_A": rng.standard_normal((8, 64), dtype=np.float32),
-                   "lora_B": rng.standard_normal((64, 8), dtype=np.float32)}
-        (ck / "adapter_model.safetensors").write_bytes(
-            save(tensors, metadata={"prov.run_id": run_id, "prov.checkpoint": str(index)}))
-        accountant = create_accountant("rdp")
-        history = [[repr(sigma), repr(q), log.size]] if log.size else []
-        accountant.history = [(sigma, q, log.size)] if log.size else []
-        epsilon = float(accountant.get_epsilon(delta=delta)) if log.size else 0.0
-        (ck / "steps.jsonl").write_bytes(log.segment(start, log.size))
-        (ck / "state.json").write_bytes(canonical.encode({
-            "log_size": log.size, "log_root": log.root().hex(), "epsilon": repr(epsilon), "step": log.size,
-            "delta": repr(delta), "accountant": {"name": "rdp", "history": history}}))
-        (ck / MANIFEST_NAME).write_bytes(hash_directory(ck).encode())
-    log.close()
-    return run
+    backend: str
+    accountant: str
+    run: Path
+    registry: Any
+
+    @property
+    def adapter(self) -> Path:
+        return sorted((self.run / "checkpoints").iterdir())[-1] / "adapter_model.safetensors"
 
 
-def bench_verify_long_run(steps: int = 10_000, checkpoints: int = 100, *, backend: str = "py-evm") -> dict[str, Any]:
-    from provenance._chain import anvil
+def anchor_run(runs: SyntheticRuns, store: Any, *, backend: str, url: str, accountant: str, seed: int) -> Anchored:
+    """Build a run for a new registry on `url` (one registry per run: no rival claims of the same tensors) and
+    register it, commit every checkpoint and finalise it through the trainer's outbox."""
+    import json
 
-    node = anvil.start() if backend == "anvil" else None
-    try:
-        return _verify_long_run(steps, checkpoints, backend=backend, url=node.rpc_url if node else "tester")
-    finally:
-        if node is not None:
-            node.stop()
+    from provenance.anchor import Outbox
+    from provenance.chain import connect
 
-
-def _verify_long_run(steps: int, checkpoints: int, *, backend: str, url: str) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        run = synthetic_run(root, steps=steps, checkpoints=checkpoints)
-        registry = connect(url, use_config=False)
-        registry.deploy()
-        store = open_store(f"local:{root / 'store'}")
-        run_id = bytes.fromhex(json.loads((run / "run.json").read_bytes())["run_id"])
-        with Outbox.open(run, chain=url, registry_client=registry, store_client=store) as box:
-            box.enqueue_run(run_id=run_id, manifest_path=run / "run.json")
-            for ck in sorted((run / "checkpoints").iterdir()):
-                box.enqueue_checkpoint(index=int(ck.name), checkpoint_dir=ck)
-            assert box.flush(timeout=600), box.status_line()
-        adapter = sorted((run / "checkpoints").iterdir())[-1] / "adapter_model.safetensors"
-        t0 = time.perf_counter()
-        hash_file(adapter)
-        t_hash = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        report = verify(adapter, registry=registry, store=store, options=VerifyOptions())
-        t_verify = time.perf_counter() - t0
-        assert report["verdict"] == "verified", report["checks"]
-    return row(f"verify without replay, {steps:,} steps / {checkpoints} checkpoints, {backend} (s beyond hashing "
-               "the file, vs the 2 s budget)", t_verify - t_hash, 2.0, unit="s", target="<= 1.0",
-               note=f"(file hash {t_hash * 1e3:.1f} ms; local store; ε recomputed)")
+    registry = connect(url, use_config=False)
+    registry.deploy()
+    run = runs.build(f"{backend}-{accountant}", accountant=accountant, owner=registry.transport.signer.address,
+                     seed=seed)
+    run_id = bytes.fromhex(json.loads((run / "run.json").read_bytes())["run_id"])
+    with Outbox.open(run, registry_client=registry, store_client=store) as box:
+        box.enqueue_run(run_id=run_id, manifest_path=run / "run.json")
+        for ck in sorted((run / "checkpoints").iterdir()):
+            box.enqueue_checkpoint(index=int(ck.name), checkpoint_dir=ck)
+        box.enqueue_finalize()
+        assert box.flush(timeout=900), box.status_line()
+    return Anchored(backend, accountant, run, registry)
 
 
-def bench_replay_vs_training(steps: int = 12) -> dict[str, Any]:
-    """Train `steps` steps with provenance (anchoring off), then replay them all from checkpoint 0."""
-    import os
+class _TimedRegistry:
+    """The registry as the verifier sees it, adding up the seconds its calls take (the rows' breakdown)."""
 
-    from provenance.secrets import Secrets
-    from training.config import TrainConfig, with_overrides
-    from training.replay import replay_segment
-    from training.runinfo import read_local
-    from training.tiny import build_tiny_model
-    from training.trainer import train
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.seconds = 0.0
 
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        os.environ["PROV_HOME"] = str(root / "home")
-        model = build_tiny_model(root / "model")
-        cfg = with_overrides(TrainConfig(), {"model.path": str(model), "out": str(root / "run"),
-                                             "training.steps": steps, "training.checkpoint_every": steps,
-                                             "training.threads": 1, "anchor.enabled": False})
-        secrets = Secrets(bytes(range(32)), bytes(range(32, 64)))
-        t0 = time.perf_counter()
-        result = train(cfg, secrets=secrets, quiet=True)
-        t_train = time.perf_counter() - t0
-        assert result.run_dir is not None
-        _, data, _ = read_local(result.run_dir)
-        from provenance.dataset import load_examples
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._inner, name)
+        if not callable(value):
+            return value
 
-        t0 = time.perf_counter()
-        replayed = replay_segment(result.run_dir / "checkpoints" / "000000", steps=steps,
-                                  batches=load_examples(data), secrets=secrets, base_model_dir=model)
-        t_replay = time.perf_counter() - t0
-        assert replayed.weights == result.weights, "replay was not bitwise"
-    return row(f"replay of {steps} steps vs training them (tiny model, incl. model load)", t_replay, t_train,
-               unit="s", target="<= 1.1")
+        def call(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return value(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - t0
+
+        return call
+
+
+def _verify_once(item: Anchored, store: Any, registry: Any, *, checkpoints: int) -> None:
+    from provenance.verify import VerifyOptions, verify
+
+    report = verify(item.adapter, registry=registry, store=store, options=VerifyOptions(replay="0"))
+    body = report.to_json()
+    assert report.verdict == "verified", [c for c in body["checks"] if c["status"] not in ("passed", "not_run")]
+    assert report.level["name"] == "commitments", report.level
+    assert body["dp"]["epsilon_checked"] == checkpoints, body["dp"]
+
+
+def _verify_rounds(item: Anchored, store: Any, *, rounds: int, checkpoints: int) -> tuple[float, float]:
+    """Median seconds of hashing the file and of `verify` (no data, no replay), interleaved; every report checked."""
+    from provenance.hashing import hash_file
+
+    return interleaved(lambda: hash_file(item.adapter),
+                       lambda: _verify_once(item, store, item.registry, checkpoints=checkpoints), rounds=rounds)
+
+
+def _registry_seconds(item: Anchored, store: Any, *, checkpoints: int) -> float:
+    """Seconds one more verification (untimed itself) spends in registry calls: the chain's share of the time."""
+    registry = _TimedRegistry(item.registry)
+    _verify_once(item, store, registry, checkpoints=checkpoints)
+    return registry.seconds
+
+
+def bench_verify(rdp: Anchored, prv: Anchored, store: Any, *, steps: int, checkpoints: int, rounds: int,
+                 prv_cost: tuple[float, float], every: int) -> list[dict[str, Any]]:
+    t_hash, t_rdp = _verify_rounds(rdp, store, rounds=rounds, checkpoints=checkpoints)
+    p_hash, t_prv = _verify_rounds(prv, store, rounds=1, checkpoints=checkpoints)
+    chain = _registry_seconds(rdp, store, checkpoints=checkpoints)
+    beyond, prv_beyond = t_rdp - t_hash, t_prv - p_hash
+    where = f"{steps:,} steps / {checkpoints} checkpoints, {rdp.backend}"
+    return [
+        row(f"verify without replay, {where}, RDP, ε recomputed for all {checkpoints} (s beyond hashing the file, "
+            "vs the 2 s budget)", beyond, 2.0, unit="s", target="<= 1.0",
+            note=f"(median of {rounds}; registry calls ~{chain:.2f} s of it (one more run, timed per call); file "
+                 f"hash {t_hash * 1e3:.2f} ms; local store; finalised run; verified at level commitments)"),
+        row(f"verify without replay, {where}, PRV (s beyond hashing the file) vs the same with RDP", prv_beyond,
+            beyond, unit="s", target="report",
+            note=f"({checkpoints - 1} PRV evaluations in 2 processes; one takes {prv_cost[0]:.2f} s at {every} steps, "
+                 f"{prv_cost[1]:.2f} s at {steps:,}; one round)"),
+    ]
+
+
+def bench_replay(root: Path, model: Path, *, steps: int, rounds: int) -> dict[str, Any]:
+    """One segment replayed through the verifier's worker protocol vs `prov train` of the same steps, each a fresh
+    process (interpreter start-up, imports and model load counted on both sides), interleaved."""
+    from provenance import determinism
+    from provenance.manifest import MANIFEST_NAME, hash_directory
+    from provenance.replay import SegmentJob, run_worker
+    from training.runinfo import read_manifest
+
+    config = root / "replay.toml"
+    config.write_text(f"[training]\nsteps = {steps}\ncheckpoint_every = {steps}\nthreads = {THREADS}\n"
+                      "batch_size = 16\n[anchor]\nenabled = false\n")
+    runs: list[Path] = []
+
+    def train_once() -> None:
+        run = root / f"replay-run-{len(runs)}"
+        subprocess.run([sys.executable, "-m", "provenance", "train", str(config), "--model", str(model), "--out",
+                        str(run), "--quiet"], env={**os.environ, "PROV_HOME": str(root / "home")}, check=True,
+                       capture_output=True, cwd=ROOT)
+        runs.append(run)
+
+    def replay_once() -> None:
+        run = runs[-1]
+        manifest = read_manifest(run)
+        work = Path(tempfile.mkdtemp(prefix="replay-", dir=root))
+        job = SegmentJob(run / "checkpoints" / "000000", 1, (0, steps), (), work / "rebuilt-000001")
+        result = run_worker(manifest=run / "run.json", base_model=model, data=demo_data(), secrets=run / "secrets.json",
+                            jobs=[job], env=determinism.replay_environment(determinism.recorded(manifest)),
+                            workdir=work)
+        committed = hash_directory(run / "checkpoints" / "000001").digest()
+        outcome = result.outcome(1)
+        assert outcome.checkpoint_digest == committed, f"replay was not bitwise: {outcome}"
+
+    trains: list[float] = []
+    replays: list[float] = []
+    for _ in range(rounds):  # alternating, so drift on a shared machine hits both alike
+        trains.append(timed(train_once))
+        replays.append(timed(replay_once))
+    t_replay, t_train = statistics.median(replays), statistics.median(trains)
+    marks = [(runs[-1] / "checkpoints" / f"{i:06d}" / MANIFEST_NAME).stat().st_mtime for i in (0, 1)]
+    return row(f"replay of one {steps}-step segment through the worker protocol (run_worker, recorded environment) "
+               "vs `prov train` of the same steps", t_replay, t_train, unit="s", target="<= 1.1",
+               note=f"(each a fresh process: start-up, imports and model load on both sides; the {steps} steps alone "
+                    f"took {marks[1] - marks[0]:.1f} s in training; tiny model, batch 16, 1 thread; whole checkpoint "
+                    f"digest compared; median of {rounds})")
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
-    from provenance._chain.anvil import find_anvil
+    from provenance._chain import anvil
+    from provenance.store import open_store
 
     steps, checkpoints = (2_000, 20) if quick else (10_000, 100)
-    rows = [bench_verify_long_run(steps, checkpoints, backend="py-evm")]
-    if find_anvil() is not None:
-        rows.append(bench_verify_long_run(steps, checkpoints, backend="anvil"))
-    return [*rows, bench_replay_vs_training()]
+    rounds = 1 if quick else 3
+    with tempfile.TemporaryDirectory() as tmp, prov_home(Path(tmp) / "home"):
+        root = Path(tmp)
+        node = anvil.start() if anvil.find_anvil() is not None else None
+        if node is None:
+            print("anvil not found (npm ci installs it): the anvil rows are not measured", file=sys.stderr)
+        runs = SyntheticRuns(root, steps=steps, checkpoints=checkpoints, accountants=ACCOUNTANTS)
+        try:
+            store = open_store(f"local:{root / 'store'}")
+            backends = [("py-evm", "tester")] + ([("anvil", node.rpc_url)] if node is not None else [])
+            anchored = {(backend, name): anchor_run(runs, store, backend=backend, url=url, accountant=name, seed=seed)
+                        for seed, (name, (backend, url)) in enumerate(
+                            (n, b) for n in ACCOUNTANTS for b in backends)}
+            runs.close()  # set-up done: nothing else runs while the rows below are timed
+            cost = runs.prv_cost()
+            rows = []
+            for backend, _ in backends:
+                rows += bench_verify(anchored[backend, "rdp"], anchored[backend, "prv"], store, steps=steps,
+                                     checkpoints=checkpoints, rounds=rounds, prv_cost=cost, every=runs.every)
+        finally:
+            runs.close()
+            if node is not None:
+                node.stop()
+        rows.append(bench_replay(root, runs.model, steps=30 if quick else 100, rounds=1 if quick else 2))
+    return rows
 
 
 if __name__ == "__main__":
