@@ -82,10 +82,10 @@ def annex_iv_format(path: Path | None, fmt: str | None) -> str:
 def load_report(path: Path) -> dict[str, Any]:
     """A report saved with `prov verify --json`, validated (v1 or v2)."""
     try:
-        data = canonical.load_json(path.read_bytes(), source=f"{path}: a JSON verify report")
+        data = canonical.load_json(path.read_bytes(), source=str(path))
     except FileNotFoundError:
         raise UsageError(f"{path}: no such report file") from None
-    except OSError as exc:
+    except (OSError, FormatError) as exc:
         raise FormatError(f"{path}: not a JSON verify report ({' '.join(str(exc).split())})") from None
     return publishable(data)
 

@@ -15,7 +15,7 @@ import math
 import os
 import urllib.parse
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -191,7 +191,7 @@ class KuboStore(Store):
         expected = directory_cid(source)  # also refuses symlinks, special files and HAMT-sized folders
         result = self._call(f"add -r {source}", self._client.add, str(source), recursive=True,
                             **self._add_args(pin))
-        entries = [e for e in (result if isinstance(result, list) else [result]) if isinstance(e, dict)]
+        entries = [e for e in (result if isinstance(result, list) else [result]) if isinstance(e, Mapping)]
         top = [e for e in entries if e.get("Name") == source.name] or entries[-1:]
         if not top:
             raise StoreError(f"IPFS API at {self.url}: add -r {source} answered nothing")
@@ -214,15 +214,15 @@ class KuboStore(Store):
 
     def pins(self) -> list[str]:
         answer = self._call("pin/ls", self._client.pin.ls, type="recursive", opts={"cid-base": "base32"})
-        keys = answer.get("Keys") if isinstance(answer, dict) else None
-        if not isinstance(keys, dict):
+        keys = answer.get("Keys") if isinstance(answer, Mapping) else None
+        if not isinstance(keys, Mapping):
             raise StoreError(f"IPFS API at {self.url}: pin/ls answered no Keys object")
         return sorted(str(parse_cid(str(key))) for key in keys)
 
     def gc(self) -> int:
         removed = self._call("repo/gc", self._client.repo.gc, opts={"timeout": "600s"})
         items = removed if isinstance(removed, list) else []
-        return sum(1 for item in items if isinstance(item, dict) and not item.get("Error"))
+        return sum(1 for item in items if isinstance(item, Mapping) and not item.get("Error"))
 
     # -- CAR ----------------------------------------------------------------------------------------------
 
@@ -249,7 +249,7 @@ class KuboStore(Store):
 
 def _hash_of(entry: Any) -> Any:
     """The `Hash` of one `add` answer entry (None when the node answered something else)."""
-    return entry.get("Hash") if isinstance(entry, dict) else None
+    return entry.get("Hash") if isinstance(entry, Mapping) else None
 
 
 def _reason(exc: BaseException) -> str:
