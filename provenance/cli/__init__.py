@@ -19,7 +19,7 @@ from provenance import __version__
 from provenance.errors import ProvenanceError
 
 # Sibling modules that contribute commands. Each defines COMMANDS: list[click.Command].
-_COMMAND_MODULES = ("core", "chain", "store", "anchor", "verify", "attest", "proofs")
+_COMMAND_MODULES = ("core", "chain", "store", "anchor", "verify", "attest", "proofs", "merge")
 # Commands other parts of prov contribute (the trainer's `train`, `init-model`, `demo`): found by entry point, so
 # the library never imports the trainer. Only prov's own distribution may add commands.
 _ENTRY_POINT_GROUP = "prov.commands"
