@@ -3,8 +3,11 @@
 Calls, in order: `Outbox.open(run_dir, store=..., chain=...)`; `enqueue_run(run_id=<32 bytes>, manifest_path=...)`
 before step 0, then `wait_registered(timeout=anchor.register_timeout)` (training starts either way);
 `enqueue_checkpoint(index=i, checkpoint_dir=...)` after each checkpoint is in place (the outbox reads `step`,
-`log_size`, `log_root`, `epsilon` from its state.json); `status_line()` for the progress bar; at the end
-`flush(timeout=anchor.flush_timeout)` and `close()`.
+`log_size`, `log_root`, `epsilon` from its state.json); `status_line()` for the progress bar; when every step is
+done and `anchor.finalize` is on (the default), `finalize_run`: the `prov.merge.v1` tensor digest of the last
+checkpoint merged into the base model, recorded in `RUN_DIR/merged.json` and queued with `enqueue_finalize(digest)`
+(the run is closed on chain with it, after its last checkpoint); at the end `flush(timeout=anchor.flush_timeout)`
+and `close()`.
 
 Destination (`resolve_target`): the configured `anchor.chain` (`"tester"` or an RPC URL) and `anchor.store`
 (`"local"`, `"kubo:<addr>"`); when left out, the project config's `chain.rpc_url`/`chain.registry` and
@@ -16,15 +19,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from provenance import canonical
+from provenance.errors import FormatError
+from provenance.fsutil import atomic_write
+from provenance.hashing import Digest, hash_file
 from training.config import AnchorConfig
+
+MERGED_FILE = "merged.json"
+MERGED_RECORD_FORMAT = "prov.merged.v1"
 
 
 class OutboxLike(Protocol):
     def enqueue_run(self, *, run_id: bytes, manifest_path: Path) -> None: ...
     def wait_registered(self, *, timeout: float) -> bool: ...
     def enqueue_checkpoint(self, *, index: int, checkpoint_dir: Path) -> None: ...
+    def enqueue_finalize(self, merged_tensor_digest: Any = None) -> None: ...
     def status_line(self) -> str: ...
     def flush(self, *, timeout: float) -> bool: ...
     def close(self) -> None: ...
@@ -36,6 +47,7 @@ class NullOutbox:
     def __init__(self, reason: str = "anchoring off") -> None:
         self.reason = reason
         self.checkpoints: list[int] = []
+        self.finalized = False
 
     def enqueue_run(self, *, run_id: bytes, manifest_path: Path) -> None:
         return None
@@ -45,6 +57,9 @@ class NullOutbox:
 
     def enqueue_checkpoint(self, *, index: int, checkpoint_dir: Path) -> None:
         self.checkpoints.append(index)
+
+    def enqueue_finalize(self, merged_tensor_digest: Any = None) -> None:
+        self.finalized = True
 
     def status_line(self) -> str:
         return self.reason
@@ -103,3 +118,33 @@ def open_outbox(run_dir: Path, config: AnchorConfig, *, reuse_target: bool = Fal
     outbox = Outbox.open(run_dir, chain=chain, registry=registry, store=store, reuse_target=reuse_target)
     outbox.start()
     return outbox
+
+
+def finalize_run(run_dir: Path, outbox: OutboxLike, *, model_dir: Path, checkpoint_dir: Path,
+                 base_model_digest: str) -> Digest:
+    """Close a finished run: merge its last checkpoint into the base model by `prov.merge.v1` (streamed, torch-free),
+    record the merged tensor digest in `merged.json` and queue the finalisation committing it, so `prov verify` finds
+    the merged model the way it finds an adapter."""
+    from provenance.merge import ADAPTER_CONFIG_FILE, ADAPTER_FILE, MERGE_FORMAT, merged_tensor_digest
+
+    adapter = checkpoint_dir / ADAPTER_FILE
+    digest = merged_tensor_digest(model_dir, adapter, checkpoint_dir / ADAPTER_CONFIG_FILE)
+    record = {"adapter": str(hash_file(adapter)), "base_model": base_model_digest,
+              "checkpoint": int(checkpoint_dir.name), "format": MERGED_RECORD_FORMAT, "recipe": MERGE_FORMAT,
+              "tensor_digest": str(digest)}
+    atomic_write(run_dir / MERGED_FILE, canonical.encode(record))
+    outbox.enqueue_finalize(digest)
+    return digest
+
+
+def read_merged(run_dir: Path) -> Digest:
+    """The merged tensor digest a finished run recorded in `merged.json` (what its finalisation commits)."""
+    path = run_dir / MERGED_FILE
+    try:
+        doc = canonical.decode(path.read_bytes(), source=str(path))
+    except FileNotFoundError:
+        raise FormatError(f"{path}: missing (the run did not finish, or was trained with anchor.finalize = false)"
+                          ) from None
+    if not isinstance(doc, dict) or doc.get("format") != MERGED_RECORD_FORMAT:
+        raise FormatError(f"{path}: not a {MERGED_RECORD_FORMAT} record")
+    return Digest.parse(str(doc.get("tensor_digest")))

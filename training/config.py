@@ -129,6 +129,7 @@ class AnchorConfig:
     store: str | None = None  # "local", "kubo:<addr>", or None = the project config
     register_timeout: float = 10.0
     flush_timeout: float = 30.0
+    finalize: bool = True  # when all steps are done: commit the merged weights' digest and close the run on chain
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,14 @@
 """`prov demo`: the whole product on embedded defaults, end to end, in one directory.
 
-In DIR (default `./prov-demo`): start a local anvil with its state persisted in `DIR/.prov/chain` (or, if anvil
-is not installed, the in-process py-evm chain, saying so), deploy the registry, build the tiny model and copy the
-demo dataset, train a DP-SGD LoRA adapter with several checkpoints (anchored and stored through the outbox as it
-trains, local store in `DIR/.prov/store`), verify the final adapter with bitwise replay of sampled segments (terminal
-summary, `DIR/report.html`, `DIR/report.json`), then flip one byte of a copy of the adapter and show that
-verification fails, and why. anvil is stopped at the end; its state stays, so `cd DIR && prov verify
-adapter_model.safetensors ...` later, in a new process, restarts it from that state and finds the same registry.
+In DIR (default `./prov-demo`): start a local anvil with its state persisted in `DIR/.prov/chain` (or, if anvil is not
+installed, the in-process py-evm chain, saying so), deploy the registry, build the tiny model and copy the demo
+dataset, train a DP-SGD LoRA adapter with several checkpoints (anchored and stored through the outbox as it trains,
+local store in `DIR/.prov/store`), verify the final adapter with bitwise replay of sampled segments (terminal summary,
+`DIR/report.html`, `DIR/report.json`), then flip one byte of a copy of the adapter and show that verification fails,
+and why; finally merge the adapter into the base model (`prov.merge.v1`, `DIR/merged-model`, whose digest the trainer
+committed when it finalised the run) and verify the merged model too. anvil is stopped at the end; its state stays, so
+`cd DIR && prov verify adapter_model.safetensors ...` later, in a new process, restarts it from that state and finds
+the same registry.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ def _train(out: Path, home: Path, *, persistent: bool, registry: Any, store: Any
     if result.run_dir is None:
         raise ProvenanceError("training recorded no run directory")
     from provenance.anchor import Outbox
+    from training.anchoring import read_merged
 
     # py-evm lives in this process only: anchor through an outbox sharing our client. Either way, close the run
     # on chain once it is anchored (its block also gives the verifier a hash nobody knew at commit time).
@@ -86,11 +89,34 @@ def _train(out: Path, home: Path, *, persistent: bool, registry: Any, store: Any
             box.enqueue_run(run_id=bytes.fromhex(result.run_id), manifest_path=result.run_dir / "run.json")
             for index in result.checkpoints:
                 box.enqueue_checkpoint(index=index, checkpoint_dir=result.run_dir / "checkpoints" / f"{index:06d}")
-        box.enqueue_finalize()
+        # The trainer finalised the run (training.anchoring.finalize_run): its outbox holds the finalisation with the
+        # merged weights' digest, also recorded in merged.json; py-evm's fresh outbox queues the same one here.
+        merged = read_merged(result.run_dir)
+        box.enqueue_finalize(merged)
         if not box.flush(timeout=120):
             raise ProvenanceError(f"anchoring did not finish: {box.status_line()}")
-        echo(f"anchored  {box.status_line()} (registration, {len(result.checkpoints)} checkpoints, finalization)")
+        echo(f"anchored  {box.status_line()} (registration, {len(result.checkpoints)} checkpoints, finalization "
+             f"committing the merged weights {merged})")
     return result
+
+
+def _verify_merged(out: Path, checkpoint: Path, *, registry: Any, store: Any, echo: Echo) -> dict[str, Any]:
+    """`prov merge` the final checkpoint into the base model, then `prov verify` the merged model (found through the
+    digest the run's finalisation committed; the merge recomputed from the base model and compared)."""
+    from provenance.merge import write_merged
+    from provenance.report import render_text
+    from provenance.verify import VerifyOptions, verify
+
+    target = out / "merged-model"
+    shutil.rmtree(target, ignore_errors=True)
+    merged = write_merged(out / "model", checkpoint, target)
+    echo(f"\n== prov merge: the adapter merged into the base model (prov.merge.v1) in {target}\n"
+         f"   tensors {merged.tensor_digest}, the digest the run's finalisation committed\n")
+    echo("== prov verify merged-model --base-model model\n")
+    report = verify(target, registry=registry, store=store,
+                    options=VerifyOptions(base_model=out / "model", replay="0")).to_json()
+    echo(render_text(report))
+    return report
 
 
 def _mine(registry: Any, blocks: int) -> None:
@@ -146,18 +172,20 @@ def run_demo(out: Path, *, steps: int = 30, checkpoint_every: int = 10, replay: 
         echo("\n== prov verify tampered-adapter.safetensors (one bit of one weight flipped)\n")
         bad = verify(tampered, registry=registry, store=store).to_json()
         echo(render_text(bad))
+        merged = _verify_merged(out, final.parent, registry=registry, store=store, echo=echo)
     finally:
         if persistent:
             from provenance import devchain
 
             devchain.down(home=home)
-    ok = report["exit_code"] == 0 and bad["exit_code"] != 0
+    ok = report["exit_code"] == 0 and bad["exit_code"] != 0 and merged["exit_code"] == 0
     echo(f"\nreport    {out / 'report.html'} (HTML audit report), {out / 'report.json'}")
     echo(f"done in {time.monotonic() - started:.0f} s: honest adapter {report['verdict']}, tampered copy "
-         f"{bad['verdict']}.")
+         f"{bad['verdict']}, merged model {merged['verdict']}.")
     if persistent:
         rel = run_dir.relative_to(out)
         echo(f"\nVerify again later, in a new process (anvil restarts from its saved state):\n"
              f"  cd {out} && prov verify adapter_model.safetensors --base-model model --data data.jsonl "
-             f"--secrets {rel}/secrets.json --report report.html")
+             f"--secrets {rel}/secrets.json --report report.html\n"
+             f"  cd {out} && prov verify merged-model --base-model model")
     return 0 if ok else 1

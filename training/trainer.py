@@ -34,7 +34,7 @@ from provenance.secrets import SECRETS_NAME, Secrets
 from provenance.steplog import StepLog
 from training import checkpoint as ckpt
 from training import determinism, faults
-from training.anchoring import OutboxLike, open_outbox
+from training.anchoring import OutboxLike, finalize_run, open_outbox
 from training.config import AnchorConfig, TrainConfig
 from training.data import records_for_run
 from training.engine import Collective, Engine, LocalCollective, load_engine
@@ -181,7 +181,7 @@ def _continue(run_dir: Path, *, quiet: bool, anchor: AnchorConfig | None, stream
     progress.start_step = engine.next_step
     progress.epsilon = schedule.at(engine.next_step)
     return _loop(run_dir, engine, manifest, log, stats, outbox, progress, run.anchor, schedule,
-                 last_index=complete[-1])
+                 last_index=complete[-1], model_dir=run.model_dir)
 
 
 def _rewind(run_dir: Path, log: StepLog, stats: StatsLog, last: ckpt.LoadedCheckpoint, index: int) -> None:
@@ -196,7 +196,7 @@ def _rewind(run_dir: Path, log: StepLog, stats: StatsLog, last: ckpt.LoadedCheck
 
 def _loop(run_dir: Path, engine: Engine, manifest: dict[str, Any], log: StepLog, stats: StatsLog,
           outbox: OutboxLike, progress: Progress, anchor: AnchorConfig, schedule: EpsilonSchedule, *,
-          last_index: int) -> TrainResult:
+          last_index: int, model_dir: Path) -> TrainResult:
     plan = engine.plan
     run_id = manifest["run_id"]
     index = last_index
@@ -228,6 +228,8 @@ def _loop(run_dir: Path, engine: Engine, manifest: dict[str, Any], log: StepLog,
             else:
                 progress.update(done, result.stats.loss)
         progress.finish()
+        if anchor.finalize:
+            _finalize(run_dir, outbox, progress, model_dir=model_dir, index=index, manifest=manifest)
         anchored = outbox.flush(timeout=anchor.flush_timeout)
         progress.anchor = outbox.status_line()
         if not anchored:
@@ -241,6 +243,20 @@ def _loop(run_dir: Path, engine: Engine, manifest: dict[str, Any], log: StepLog,
     eps = final.state["epsilon"]
     return TrainResult(run_dir, run_id, plan.steps, list(range(index + 1)), final.weights,
                        None if eps is None else float(eps), anchored)
+
+
+def _finalize(run_dir: Path, outbox: OutboxLike, progress: Progress, *, model_dir: Path, index: int,
+              manifest: dict[str, Any]) -> None:
+    """Every step is done: commit the merged weights' digest with the run's finalisation (training.anchoring). A
+    merge that cannot be computed leaves the run open (a finalised run can never get its digest later)."""
+    try:
+        digest = finalize_run(run_dir, outbox, model_dir=model_dir, checkpoint_dir=ckpt.checkpoint_dir(run_dir, index),
+                              base_model_digest=manifest["base_model"]["digest"])
+    except ProvenanceError as exc:
+        progress.message(f"run not finalised: the merged weights could not be computed ({exc})")
+        return
+    progress.message(f"merged weights {digest} (prov.merge.v1 of checkpoint {index}): the run's finalisation "
+                     "commits them")
 
 
 def _follow(run_dir: Path, collective: Collective) -> None:
