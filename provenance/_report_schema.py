@@ -19,6 +19,8 @@ EXIT_CODES_V1 = {"verified": 0, "failed": 1, "error": 2}
 # The v2 checks, in the order the verifier runs them and every renderer shows them.
 CHECK_IDS = ("record", "run_manifest", "checkpoint", "history", "step_log", "committers", "chain", "base_model",
              "privacy", "dataset", "steps", "checkpoint_zero", "replay")
+# Checks only some subjects have, and the check each comes right after: `merge` exactly for a merged model.
+OPTIONAL_CHECKS = {"merge": "checkpoint"}
 LEVEL_WORDS = {"commitments": "VERIFIED (commitments)", "data": "VERIFIED (commitments and data)",
                "full": "VERIFIED (fully replayed)"}
 VERDICT_WORDS = {"verified": "VERIFIED", "failed": "FAILED", "inconclusive": "INCONCLUSIVE",
@@ -145,7 +147,7 @@ _SCHEMA: dict[str, Any] = {
         "run_key": _HEX, "manifest_owner": _Opt(_ADDRESS), "formats": _Map(_Opt(str)),
         "finalized": _Opt({"block": int, "time": _Opt(_TIME), "tx": _HASH, "merged_tensor_digest": _Opt(_DIGEST)})}),
     "claims": _List({"run_key": _HEX, "run_id": _HEX, "owner": _ADDRESS, "index": int, "block": int,
-                     "time": _Opt(_TIME), "tx": _HASH, "match": _Enum("weights", "tensors"), "selected": bool,
+                     "time": _Opt(_TIME), "tx": _HASH, "match": _Enum("weights", "tensors", "merged"), "selected": bool,
                      "note": _Opt(str)}),
     "dp": _Opt(_DP_V1 | {"epsilon_checked": int}),
     "lineage": _List(_LINEAGE_V1 | {"tensor_digest": _Opt(_DIGEST), "epsilon_recomputed": _Opt(float)}),
@@ -263,9 +265,15 @@ def _verdict_agrees(report: dict[str, Any]) -> None:
 
 
 def _check_order(report: dict[str, Any]) -> None:
-    known = [c["id"] for c in report["checks"] if c["id"] in CHECK_IDS]
-    if known != list(CHECK_IDS):
-        raise _bad("checks", "every check id in the order " + ", ".join(CHECK_IDS), known)
+    expected = list(CHECK_IDS)
+    if report["subject"]["kind"] == "merged":
+        expected.insert(expected.index(OPTIONAL_CHECKS["merge"]) + 1, "merge")
+    known = [c["id"] for c in report["checks"] if c["id"] in CHECK_IDS or c["id"] in OPTIONAL_CHECKS]
+    if known != expected:
+        raise _bad("checks", "every check id in the order " + ", ".join(expected), known)
+    merge = [c["status"] for c in report["checks"] if c["id"] == "merge"]
+    if report["verdict"] == "verified" and merge and merge[0] != "passed":
+        raise _bad("verdict", "'verified' for a merged model only when its merge check passed", report["verdict"])
 
 
 def _level_agrees(report: dict[str, Any]) -> None:

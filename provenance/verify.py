@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from provenance import __version__
-from provenance._verify import auditor, pipeline
+from provenance._verify import auditor, merged, pipeline
 from provenance._verify.checks import REQUIRED, CheckFailed, Status
 from provenance._verify.replay import DEFAULT_CONFIRMATIONS
 from provenance._verify.reporting import build_report
@@ -52,6 +52,7 @@ class VerifyOptions:
     expected_chain_id: int | None = None
     expected_registry: str | None = None
     attestations: str | None = None  # AttestationRegistry address (default: the project config's, if any)
+    adapter: Path | None = None  # a merged model not committed on chain: the run's adapter it was merged from
 
     def __post_init__(self) -> None:
         if self.replay != "all" and not self.replay.isdigit():
@@ -78,26 +79,34 @@ class Report:
 
 def verify(path: str | Path, *, registry: RegistryReader, store: StoreReader, options: VerifyOptions | None = None,
            workdir: Path | None = None) -> Report:
-    """Verify `path` (an adapter file or a checkpoint directory) and return the report.
+    """Verify `path` (an adapter file, a checkpoint directory or a merged model) and return the report.
 
     Bad input the auditor gave (a missing or non-safetensors file) raises a ProvenanceError instead: there is
     nothing to report on.
     """
-    from provenance.safetensors import tensor_digest
+    from provenance.safetensors import tensor_digest, tensor_digest_of_files
 
     options = options or VerifyOptions()
     subject = load_subject(Path(path))
-    ev = pipeline.Evidence(subject, tensor_digest(subject.adapter))
+    case = merged.prepare(subject, adapter=options.adapter, base_model=options.base_model)
+    ev = pipeline.Evidence(subject, tensor_digest(subject.adapter) if case is None else
+                           tensor_digest_of_files(subject.files))
+    ev.merged = case
     inputs = auditor.AuditorInputs(options.base_model, options.data, options.secrets, options.stats, options.replay,
                                    options.beacon, options.confirmations)
     with tempfile.TemporaryDirectory(prefix="prov-verify-", dir=workdir) as tmp:
         work = Path(tmp)
         stage_chain(ev, registry, options)
-        pipeline.stage_record(ev, registry, store, expected_run=options.expected_run)
+        if case is None:
+            pipeline.stage_record(ev, registry, store, expected_run=options.expected_run)
+        else:  # a merged model: claimed by a run's finalisation (or, converted, through --adapter)
+            merged.stage_record(ev, registry, store, expected_run=options.expected_run)
         pipeline.stage_run_manifest(ev)
-        pipeline.stage_checkpoint(ev, store, work)
+        (pipeline.stage_checkpoint if case is None else merged.stage_checkpoint)(ev, store, work)
         pipeline.stage_lineage(ev, store)
         pipeline.stage_base_model(ev, options.base_model)
+        if case is not None:
+            merged.stage_merge(ev, options.base_model)
         pipeline.stage_privacy(ev)
         usable = auditor.stage_data(ev, inputs)
         auditor.stage_replay(ev, registry, store, inputs, usable, work)
@@ -116,7 +125,8 @@ def decide(ev: pipeline.Evidence) -> tuple[str, int]:
     statuses = {r.id: r.status for r in ev.checks.ordered()}
     if Status.FAILED in statuses.values():
         return "failed", EXIT_FAILED
-    required_missing = [c for c in REQUIRED if statuses.get(c) in (None, Status.NOT_RUN)]
+    required = REQUIRED if ev.merged is None else (*REQUIRED, merged.MERGE_CHECK)
+    required_missing = [c for c in required if statuses.get(c) in (None, Status.NOT_RUN)]
     if required_missing and ev.checks.reach_error is not None:
         return "error", EXIT_ERROR
     if Status.INCONCLUSIVE in statuses.values():

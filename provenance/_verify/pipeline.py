@@ -7,6 +7,7 @@ naming the real cause (a store that could not be read is not "no on-chain record
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ class Evidence:
     steps_full: bool = False
     replay: dict[str, Any] | None = None
     attestations: list[dict[str, Any]] | None = None
+    merged: Any = None  # a merged model's case (provenance._verify.merged.MergedCase); None for an adapter
 
     @property
     def step_format(self) -> str:
@@ -66,23 +68,30 @@ def stage_record(ev: Evidence, registry: RegistryReader, store: StoreReader, *, 
     checks = ev.checks
     with checks.run("record"):
         found = claimsmod.find(registry, weights=ev.subject.weights_digest, tensors=ev.tensor_digest)
-        ev.claims = found
         if not found:
             raise CheckFailed("no checkpoint on this registry claims this file's weights, nor the same tensors "
                               "re-encoded (altered, or never anchored here)",
                               expected="a checkpoint committing these weights", found=ev.subject.weights_digest)
-        chosen = claimsmod.select(found, metadata=ev.subject.metadata, registry=registry, store=store,
-                                  expected_run=expected_run)
-        ev.record, ev.history, ev.manifest = chosen.record, chosen.history, chosen.manifest
-        ev.run = chosen.history.registration
-        ev.warnings.extend(chosen.warnings)
-        lineage = list(chosen.history.checkpoints[: chosen.record.index + 1])
-        if len(lineage) != chosen.record.index + 1 or _identity(lineage[-1]) != _identity(chosen.record):
-            raise CheckFailed("the run's on-chain history does not contain the claim that was found (an "
-                              "inconsistent node or registry)", expected=_identity(chosen.record),
-                              found=_identity(lineage[-1]) if lineage else "no checkpoint")
-        ev.lineage = lineage
-        checks.passed("record", chosen.summary)
+        checks.passed("record", adopt_claim(ev, found, registry, store, metadata=ev.subject.metadata,
+                                            expected_run=expected_run))
+
+
+def adopt_claim(ev: Evidence, found: list[claimsmod.Claim], registry: RegistryReader, store: StoreReader, *,
+                metadata: Mapping[str, str], expected_run: bytes | None) -> str:
+    """Select one of the claims `found` (claims.select) and make its run's checkpoints up to it the lineage to
+    verify; returns the record check's summary."""
+    ev.claims = found
+    chosen = claimsmod.select(found, metadata=metadata, registry=registry, store=store, expected_run=expected_run)
+    ev.record, ev.history, ev.manifest = chosen.record, chosen.history, chosen.manifest
+    ev.run = chosen.history.registration
+    ev.warnings.extend(chosen.warnings)
+    lineage = list(chosen.history.checkpoints[: chosen.record.index + 1])
+    if len(lineage) != chosen.record.index + 1 or _identity(lineage[-1]) != _identity(chosen.record):
+        raise CheckFailed("the run's on-chain history does not contain the claim that was found (an "
+                          "inconsistent node or registry)", expected=_identity(chosen.record),
+                          found=_identity(lineage[-1]) if lineage else "no checkpoint")
+    ev.lineage = lineage
+    return chosen.summary
 
 
 def _identity(record: Any) -> tuple[Any, ...]:

@@ -77,7 +77,11 @@ def _next_steps(ev: Evidence, verdict: str, registry: RegistryReader) -> list[st
     checks = ev.checks
     failed = [r for r in checks.ordered() if r.status is Status.FAILED]
     out: list[str] = []
-    if verdict == "failed" and checks.status("record") is Status.FAILED:
+    if verdict == "failed" and checks.status("record") is Status.FAILED and ev.subject.kind == "merged":
+        out.append(f"No run on registry {registry.address} committed these merged weights: for a converted or "
+                   "re-sharded copy pass --base-model and --adapter (the run's adapter) to recompute the merge; "
+                   "otherwise check you were given the model the trainer finalised, and the right --registry.")
+    elif verdict == "failed" and checks.status("record") is Status.FAILED:
         out.append(f"This file has no valid on-chain record on registry {registry.address}: check you were given "
                    "the file the trainer anchored, and the right --registry and --rpc.")
     elif verdict == "failed":
@@ -226,7 +230,8 @@ def _hex_or_none(value: Any) -> str | None:
 def _verdict_text(ev: Evidence, verdict: str) -> str:
     failed = [r.id for r in ev.checks.ordered() if r.status is Status.FAILED]
     if verdict == "verified":
-        return "This adapter's lineage checks out against the on-chain record."
+        what = "merged model's" if ev.subject.kind == "merged" else "adapter's"
+        return f"This {what} lineage checks out against the on-chain record."
     if verdict == "failed":
         return f"{len(failed)} check(s) failed: {', '.join(failed)}."
     if verdict == "inconclusive":

@@ -1,4 +1,4 @@
-"""`prov verify PATH`: the auditor's verdict on an adapter file or checkpoint directory.
+"""`prov verify PATH`: the auditor's verdict on an adapter file, a checkpoint directory or a merged model.
 
 Exit codes: 0 verified (at a level: commitments, commitments and data, replayed k/n segments, fully replayed),
 1 a check failed, 2 could not run (bad input, unreachable node, missing content), 3 inconclusive (a check could not
@@ -24,6 +24,8 @@ import click
 @click.option("--expect-registry", metavar="ADDRESS", help="Fail unless the registry is at this address.")
 @click.option("--base-model", type=click.Path(path_type=Path), help="Base model directory (compare, rebuild "
               "checkpoint 0, tokenize, replay).")
+@click.option("--adapter", type=click.Path(path_type=Path), help="For a merged model not committed on chain (e.g. "
+              "converted to float16): the run's adapter it was merged from; needs --base-model.")
 @click.option("--data", type=click.Path(path_type=Path), help="The training data (given only to auditors).")
 @click.option("--secrets", type=click.Path(path_type=Path), help="The run's secrets.json (dataset key, noise seed).")
 @click.option("--stats", type=click.Path(path_type=Path), help="The run's private stats.jsonl (default: beside "
@@ -39,12 +41,15 @@ import click
 @click.option("--report", "html_path", type=click.Path(path_type=Path), help="Write the HTML audit report here.")
 def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_spec: str | None,
                    run_id: str | None, expect_chain_id: int | None, expect_registry: str | None,
-                   base_model: Path | None, data: Path | None, secrets: Path | None, stats: Path | None, replay: str,
+                   base_model: Path | None, adapter: Path | None, data: Path | None, secrets: Path | None,
+                   stats: Path | None, replay: str,
                    beacon: str | None, confirmations: int, attestations: str | None, as_json: bool,
                    html_path: Path | None) -> None:
-    """Prove an adapter's lineage against the registry and the store, and print the verdict.
+    """Prove an adapter's (or merged model's) lineage against the registry and the store, and print the verdict.
 
-    PATH is an adapter weights file (adapter_model.safetensors) or a checkpoint directory. The verdict says what
+    PATH is an adapter weights file (adapter_model.safetensors), a checkpoint directory, or a merged model (a model
+    directory or safetensors file; found through the merged digest its run committed at finalisation, or with
+    --base-model --adapter recomputed and compared bit for bit, whatever its dtypes or sharding). The verdict says what
     was proven: VERIFIED (commitments) from the file alone; (commitments and data) with --data --secrets
     --base-model; (replayed k/n segments) or (fully replayed, --replay all) when training was re-run bit for bit.
 
@@ -66,7 +71,7 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
                             beacon=beacon, confirmations=confirmations,
                             expected_run=parse_run_id(run_id) if run_id else None,
                             expected_chain_id=expect_chain_id, expected_registry=expect_registry,
-                            attestations=attestations)
+                            attestations=attestations, adapter=adapter)
     if rpc_url is None:
         _ensure_local_chain()
     client = connect(rpc_url, registry=registry)
