@@ -61,7 +61,7 @@ class SegmentJob:
 
     def to_json(self) -> dict[str, Any]:
         return {"index": self.index, "log": {"hashes": [h.hex() for h in self.log_hashes], "size": self.steps[0]},
-                "out": str(self.out), "start": None if self.start is None else str(self.start),
+                "out": str(self.out.resolve()), "start": None if self.start is None else str(self.start.resolve()),
                 "steps": list(self.steps)}
 
 
@@ -139,9 +139,12 @@ def run_worker(*, manifest: Path, base_model: Path, data: Path | None, secrets: 
     module = find_worker()
     request = workdir / "replay-request.json"
     result = workdir / "replay-result.json"
+    def absolute(path: Path | None) -> str | None:  # the worker runs in `workdir`, not the caller's directory
+        return None if path is None else str(Path(path).resolve())
+
     request.write_text(json.dumps({
-        "base_model": str(base_model), "data": None if data is None else str(data), "format": REQUEST_FORMAT,
-        "manifest": str(manifest), "secrets": None if secrets is None else str(secrets),
+        "base_model": absolute(base_model), "data": absolute(data), "format": REQUEST_FORMAT,
+        "manifest": absolute(manifest), "secrets": absolute(secrets),
         "segments": [job.to_json() for job in jobs],
     }, sort_keys=True), encoding="utf-8")
     result.unlink(missing_ok=True)

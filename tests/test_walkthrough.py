@@ -45,7 +45,8 @@ def test_readme_walkthrough(tmp_path: Path, ipfs_daemon, anvil_node) -> None:
             f'[anchor]\nstore = "{store}"\n')
         prov(project, "train", "config.toml", "--out", "run", "--quiet")
         status = prov(project, "anchor", "status", "run", "--json")
-        assert json.loads(status.stdout)["status"] == "anchored 4/4"  # registration + checkpoints 0, 1, 2
+        # registration, checkpoints 0, 1, 2 and the finalisation (with the merged model's digest)
+        assert json.loads(status.stdout)["status"] == "anchored 5/5"
         prov(project, "chain", "down")
 
         # Later, an auditor in a fresh process: anvil comes back from its saved state.
