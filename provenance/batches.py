@@ -34,8 +34,10 @@ leaves. Hiding without the dataset key; one example's presence in a step can be 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +48,6 @@ from provenance import canonical, merkle
 from provenance.dataset import KIND_FIELDS, KINDS, Example, Records, example_record
 from provenance.errors import FormatError, UsageError
 from provenance.hashing import Digest
-from provenance.records import encode_safetensors
 
 BATCH_FORMAT = "prov.batch.v2"
 EXAMPLE_FORMAT = "prov.batch-example.v2"
@@ -220,12 +221,30 @@ def shard_bounds(count: int, world_size: int) -> list[tuple[int, int]]:
 
 
 def example_bytes(*, step: int, index: int, row: Mapping[str, np.ndarray]) -> bytes:
-    """The canonical bytes of one example as fed at `step`: its three int64 rows of shape (1, max_length)."""
-    entries: dict[str, tuple[str, Sequence[int], bytes]] = {}
-    for name in TENSOR_NAMES:
-        array = np.ascontiguousarray(np.asarray(row[name]).reshape(1, -1), dtype="<i8")
-        entries[name] = ("I64", array.shape, array.tobytes())
-    return encode_safetensors(entries, {"format": EXAMPLE_FORMAT, "index": str(int(index)), "step": str(int(step))})
+    """The canonical bytes of one example as fed at `step`: its three int64 rows of shape (1, max_length), in the
+    layout `provenance.records.encode_safetensors` writes (tests compare the two). Only the step and index differ
+    between examples of one run, so the rest of the header is built once per row length: the every-step pass
+    hashes tens of thousands of examples."""
+    rows = [np.ascontiguousarray(np.asarray(row[name]).reshape(-1), dtype="<i8") for name in TENSOR_NAMES]
+    length = rows[0].shape[0]
+    if any(r.shape[0] != length for r in rows):
+        raise FormatError(f"step {step}, example {index}: its tensors have different lengths")
+    head = f'{{"__metadata__":{{"format":"{EXAMPLE_FORMAT}","index":"{int(index)}","step":"{int(step)}"}},'
+    head += _tensor_header(length)
+    raw = head.encode("ascii")
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + b"".join(r.tobytes() for r in rows)
+
+
+@functools.lru_cache(maxsize=16)
+def _tensor_header(length: int) -> str:
+    """The tensors' part of an example's canonical safetensors header (everything after `__metadata__`)."""
+    entries: dict[str, Any] = {}
+    offset = 0
+    for name in TENSOR_NAMES:  # already in sorted order, as the canonical header lists them
+        entries[name] = {"data_offsets": [offset, offset + 8 * length], "dtype": "I64", "shape": [1, length]}
+        offset += 8 * length
+    return canonical.encode(entries).decode("ascii")[1:]
 
 
 def example_salt(batch_key: bytes, *, step: int, index: int) -> bytes:

@@ -143,6 +143,9 @@ class Registry(ClientBase, LegacyReads):
         super().__init__(transport)
         self._artifact = artifact.load()
         self._events: EventReader | None = None
+        # A run's history as of block `at` never changes: one verification asks for the same run several times
+        # (its claims by weights and by tensors, then its lineage), so each is rebuilt and checked once.
+        self._histories: dict[tuple[bytes, int], RunHistory] = {}
         if address is not None:
             self._bind(address)
 
@@ -288,6 +291,9 @@ class Registry(ClientBase, LegacyReads):
         return self._history(parse_run_id(run_key), int(self.web3.eth.block_number))
 
     def _history(self, key: bytes, at: int) -> RunHistory:
+        cached = self._histories.get((key, at))
+        if cached is not None:
+            return cached
         state = self.run_state(key, block=at)
         events = self.event_reader.query([[self.event_reader.topic(n) for n in EVENTS], key],
                                          from_block=state.registered_block, to_block=at)
@@ -296,6 +302,9 @@ class Registry(ClientBase, LegacyReads):
             builder.add(event)
         history = builder.finish()
         self._remember(history)
+        if len(self._histories) > 256:
+            self._histories.clear()
+        self._histories[(key, at)] = history
         return history
 
     def _checkpoint(self, key: bytes, index: int) -> CheckpointRecord:

@@ -49,11 +49,9 @@ class Chosen:
 def find(registry: RegistryReader, *, weights: Digest, tensors: Digest | None) -> list[Claim]:
     """Every claim of these weights (file digest) or these tensors (tensor digest), oldest first, no duplicates."""
     out: dict[tuple[bytes, int], Claim] = {}
-    for record in registry.claims(weights=weights):
-        out[(record.run_key, record.index)] = Claim(record, "weights")
-    if tensors is not None:
-        for record in registry.claims(tensors=tensors):
-            out.setdefault((record.run_key, record.index), Claim(record, "tensors"))
+    for record in registry.claims(weights=weights, tensors=tensors):  # one query, each run's history built once
+        match = "weights" if record.weights_digest == weights else "tensors"
+        out.setdefault((record.run_key, record.index), Claim(record, match))
     return sorted(out.values(), key=lambda c: (c.record.block_number, c.record.index))
 
 

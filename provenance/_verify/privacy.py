@@ -1,18 +1,22 @@
 """Recompute ε for every checkpoint of a lineage from its recorded DP parameters, and compare each with the ε
 committed on chain (a trainer cannot commit a tiny ε for earlier checkpoints: each is checked).
 
-Tolerance: the committed value is micro-ε rounded up, and accountant numerics (PRV's discretisation) can differ
-slightly between opacus versions, so the two agree when |committed − recomputed| ≤ 1e-6 + 1e-3·recomputed
-(EPSILON_RTOL). A committed ε *below* the recomputed one by more than that is the dangerous case (a run claiming
-more privacy than it had) and fails with its own message.
+Tolerance: the committed value is micro-ε rounded up. With the run's own opacus version that rounding is the only
+difference allowed; with another version (PRV's discretisation can move between releases) the two must agree within
+1e-6 + 1e-3·recomputed (EPSILON_RTOL), and the summary says so. A committed ε *below* the recomputed one is the
+dangerous case (a run claiming more privacy than it had) and fails with its own message.
 
 Cost: the RDP accountant's per-order values are computed once per (σ, q) and scaled by the step count — exactly what
 opacus computes, so the numbers are identical; PRV evaluations (≈0.1–2 s each, growing with the step count) run in
-parallel processes. Needs opacus (the `train` extra); without it the check is inconclusive, saying what to install.
+parallel processes and are remembered in the auditor's cache (`$PROV_CACHE`, else `~/.cache/prov`, file
+`epsilon-v1.json`, keyed by the accountant, its history, δ and the opacus version), so verifying a run again costs
+nothing for ε. Needs opacus (the
+`train` extra); without it the check is inconclusive, saying what to install.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import math
@@ -20,8 +24,10 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from provenance import canonical
 from provenance._verify.checks import CheckFailed, CheckInconclusive
 from provenance.errors import FormatError
 
@@ -90,10 +96,39 @@ def recompute_epsilon(name: str, history: History, delta: float) -> float:
     return float(accountant.get_epsilon(delta=delta))
 
 
+CACHE_FILE = "epsilon-v1.json"
+
+
+def _cache_key(job: tuple[str, History, float]) -> str:
+    name, history, delta = job
+    return canonical.encode([name, [[repr(s), repr(q), n] for s, q, n in history], repr(delta),
+                             _installed_opacus()]).decode()
+
+
+def _load_cache() -> tuple[Path | None, dict[str, str]]:
+    """The auditor's own cache of PRV results: the same (accountant, history, δ, opacus version) always gives the
+    same ε, and a PRV evaluation costs up to seconds. Never shared, never taken from a run: it only holds what this
+    machine computed."""
+    try:
+        root = Path(os.environ.get("PROV_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                    / "prov")
+        root.mkdir(parents=True, exist_ok=True)
+        path = root / CACHE_FILE
+        data = canonical.load_json(path.read_bytes(), source=str(path)) if path.is_file() else {}
+    except (OSError, FormatError):
+        return None, {}
+    return path, {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
 def _recompute_all(jobs: Sequence[tuple[str, History, float]]) -> list[float]:
     unique = sorted(set(jobs), key=lambda j: sum(n for _, _, n in j[1]), reverse=True)
-    slow = [j for j in unique if j[0] != "rdp" and j[1]]
+    path, cache = _load_cache()
     results: dict[tuple[str, History, float], float] = {}
+    for job in unique:
+        hit = cache.get(_cache_key(job)) if job[0] != "rdp" else None
+        if hit is not None:
+            results[job] = float(hit)
+    slow = [j for j in unique if j[0] != "rdp" and j[1] and j not in results]
     workers = min(len(slow), os.cpu_count() or 1)
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -102,6 +137,12 @@ def _recompute_all(jobs: Sequence[tuple[str, History, float]]) -> list[float]:
     for job in unique:
         if job not in results:
             results[job] = recompute_epsilon(*job)
+    fresh = {_cache_key(j): repr(results[j]) for j in slow}
+    if path is not None and fresh:
+        from provenance.fsutil import atomic_write
+
+        with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
+            atomic_write(path, canonical.encode({**cache, **fresh}))
     return [results[j] for j in jobs]
 
 
