@@ -94,8 +94,12 @@ class _TimedRegistry:
 
 
 def _verify_once(item: Anchored, store: Any, registry: Any, *, checkpoints: int) -> None:
+    import os
+    import tempfile
+
     from provenance.verify import VerifyOptions, verify
 
+    os.environ["PROV_CACHE"] = tempfile.mkdtemp(prefix="prov-cache-")  # cold: no ε remembered from a previous round
     report = verify(item.adapter, registry=registry, store=store, options=VerifyOptions(replay="0"))
     body = report.to_json()
     assert report.verdict == "verified", [c for c in body["checks"] if c["status"] not in ("passed", "not_run")]
