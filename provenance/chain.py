@@ -24,7 +24,9 @@ every backend); connection and configuration problems are other ChainError subcl
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -143,9 +145,10 @@ class Registry(ClientBase, LegacyReads):
         super().__init__(transport)
         self._artifact = artifact.load()
         self._events: EventReader | None = None
-        # A run's history as of block `at` never changes: one verification asks for the same run several times
-        # (its claims by weights and by tensors, then its lineage), so each is rebuilt and checked once.
-        self._histories: dict[tuple[bytes, int], RunHistory] = {}
+        # While `remembering()`: a run's history as of block `at` is rebuilt and checked once (one verification asks
+        # for the same run several times: its claims, then its lineage). Off by default, so every other read asks
+        # the node again.
+        self._histories: dict[tuple[bytes, int], RunHistory] | None = None
         if address is not None:
             self._bind(address)
 
@@ -290,8 +293,18 @@ class Registry(ClientBase, LegacyReads):
         node hid or forged an event); UnknownRun if there is no such run."""
         return self._history(parse_run_id(run_key), int(self.web3.eth.block_number))
 
+    @contextlib.contextmanager
+    def remembering(self) -> Iterator[None]:
+        """Within this block, each run's verified history at a given block is built once and reused."""
+        outer = self._histories
+        self._histories = {} if outer is None else outer
+        try:
+            yield
+        finally:
+            self._histories = outer
+
     def _history(self, key: bytes, at: int) -> RunHistory:
-        cached = self._histories.get((key, at))
+        cached = None if self._histories is None else self._histories.get((key, at))
         if cached is not None:
             return cached
         state = self.run_state(key, block=at)
@@ -302,9 +315,8 @@ class Registry(ClientBase, LegacyReads):
             builder.add(event)
         history = builder.finish()
         self._remember(history)
-        if len(self._histories) > 256:
-            self._histories.clear()
-        self._histories[(key, at)] = history
+        if self._histories is not None:
+            self._histories[(key, at)] = history
         return history
 
     def _checkpoint(self, key: bytes, index: int) -> CheckpointRecord:

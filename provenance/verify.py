@@ -18,6 +18,7 @@ never verified; `error` 2 — verification could not run (store or chain unreach
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import tempfile
 from dataclasses import dataclass, field
@@ -94,7 +95,8 @@ def verify(path: str | Path, *, registry: RegistryReader, store: StoreReader, op
     ev.merged = case
     inputs = auditor.AuditorInputs(options.base_model, options.data, options.secrets, options.stats, options.replay,
                                    options.beacon, options.confirmations)
-    with tempfile.TemporaryDirectory(prefix="prov-verify-", dir=workdir) as tmp:
+    remembering = getattr(registry, "remembering", contextlib.nullcontext)  # each run's history read once
+    with tempfile.TemporaryDirectory(prefix="prov-verify-", dir=workdir) as tmp, remembering():
         work = Path(tmp)
         stage_chain(ev, registry, options)
         if case is None:

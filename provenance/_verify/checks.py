@@ -32,6 +32,7 @@ TITLES = {
     "record": "On-chain record for this file",
     "run_manifest": "Run manifest matches the registration",
     "checkpoint": "Checkpoint contents match the on-chain commitment",
+    "merge": "Merged weights are the committed adapter merged into the base model",
     "history": "Checkpoint history is complete and in order",
     "step_log": "Training-step log matches every committed root",
     "committers": "Every commitment was made by the run's owner or an authorised writer",

@@ -28,7 +28,6 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from provenance._verify import checks as checksmod
 from provenance._verify import claims as claimsmod
 from provenance._verify.checks import CheckFailed
 from provenance._verify.pipeline import Evidence, adopt_claim
@@ -52,21 +51,6 @@ from provenance.safetensors import TensorInfo, canonical_header, header_of
 MERGE_CHECK = "merge"
 MERGE_TITLE = "Merged weights are the committed adapter merged into the base model"
 DTYPE_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
-
-
-def _register_check() -> None:
-    """Give `merge` its title and its place right after `checkpoint` in every report's check order.
-    (Until `checks.TITLES` lists it itself; the report schema places it there too.)"""
-    titles = checksmod.TITLES
-    if MERGE_CHECK in titles:
-        return
-    items = list(titles.items())
-    at = [name for name, _ in items].index("checkpoint") + 1
-    titles.clear()
-    titles.update([*items[:at], (MERGE_CHECK, MERGE_TITLE), *items[at:]])
-
-
-_register_check()
 
 
 @dataclass

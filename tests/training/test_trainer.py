@@ -40,7 +40,8 @@ def safetensors_metadata(path: Path) -> dict[str, str]:
 def test_run_directory_layout_and_manifest(tiny_run: Any, fixed_secrets: Any) -> None:
     run_dir: Path = tiny_run.run_dir
     assert {p.name for p in run_dir.iterdir()} == {"run.json", "secrets.json", "local.json", "steps.jsonl",
-                                                   "stats.jsonl", "checkpoints", "train.lock"}
+                                                   "stats.jsonl", "checkpoints", "train.lock",
+                                                   "merged.json"}
     assert stat.S_IMODE((run_dir / "secrets.json").stat().st_mode) == 0o600
     assert stat.S_IMODE((run_dir / "stats.jsonl").stat().st_mode) == 0o600
     raw = (run_dir / "run.json").read_bytes()
