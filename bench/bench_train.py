@@ -347,6 +347,26 @@ def bench_replay(root: Path, *, steps: int, rounds: int) -> dict[str, Any]:
                "training them", a, b, unit="s", target="<= 1.1")
 
 
+def run_small() -> list[dict[str, Any]]:
+    """The issue's rows on the `small` model (~86M parameters, `prov init-model --size small`), sized to finish in
+    about ten minutes on 2 cores: fewer steps, 32-token sequences for the per-step rows. Not part of `bench/run`
+    (`python -m bench.bench_train --small` runs it); its rows are named "[small model]"."""
+    global SIZES, SEQ
+    from training.tiny import MODEL_SIZES
+
+    SIZES, SEQ = dict(MODEL_SIZES["small"]), 32
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        rows = bench_noise(root, steps=2)
+        rows.append(bench_large_batch(root, steps=1))
+        rows.append(bench_memory(root))
+        rows.append(bench_provenance(root, steps=6, every=3, rounds=1))
+        rows += bench_torchrun(root, steps=3)
+    for item in rows:
+        item["name"] = "[small model] " + item["name"]
+    return rows
+
+
 def run(quick: bool = False) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -368,5 +388,7 @@ if __name__ == "__main__":
         _memory_child(int(sys.argv[2]), Path(sys.argv[3]))
     elif len(sys.argv) == 4 and sys.argv[1] == "--profile-child":
         _profile_child(Path(sys.argv[2]), int(sys.argv[3]))
+    elif "--small" in sys.argv:
+        show(run_small())
     else:
         show(run(quick="--quick" in sys.argv))

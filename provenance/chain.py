@@ -383,20 +383,6 @@ class Registry(ClientBase, LegacyReads):
         return [RegistryEvent(e.name, e.args, e.block_number, e.tx_hash, e.log_index)
                 for e in self.event_reader.query(topics, from_block=from_block, to_block=to_block)]
 
-    @wrap_rpc
-    def root_from_inclusion_proof(self, *, leaf_hash: bytes, leaf_index: int, tree_size: int,
-                                  proof: list[bytes]) -> bytes:
-        """The RFC 6962 root the contract computes from an inclusion proof (raises InvalidProof if malformed)."""
-        fn = self.contract.functions.rootFromInclusionProof(leaf_hash, leaf_index, tree_size, list(proof))
-        return bytes(self.transport.view(fn))
-
-    def verify_inclusion(self, record: CheckpointRecord, *, leaf_hash: bytes, leaf_index: int,
-                         proof: list[bytes]) -> bool:
-        """Whether the contract's RFC 6962 view puts `leaf_hash` at `leaf_index` of the log `record` commits."""
-        root = self.root_from_inclusion_proof(leaf_hash=leaf_hash, leaf_index=leaf_index, tree_size=record.log_size,
-                                              proof=proof)
-        return root == record.log_root.value
-
 
 AnyRegistry = Registry | RegistryV1
 

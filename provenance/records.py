@@ -122,8 +122,23 @@ def _check_fields(value: Any, expected: set[str], format_name: str) -> dict[str,
 EXACT_FIELDS = ("batch", "examples", "lr", "noise_index")
 
 
+class _Logged:
+    """What every step-record format shares: its canonical bytes, and its leaf in the step log."""
+
+    __slots__ = ()
+
+    def to_json(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def encode(self) -> bytes:
+        return canonical.encode(self.to_json())
+
+    def leaf_hash(self) -> bytes:
+        return merkle.hash_leaf(self.encode())
+
+
 @dataclass(frozen=True, slots=True)
-class StepRecord:
+class StepRecord(_Logged):
     """One optimizer step as logged (`prov.step.v2`). `examples` is the Poisson batch size (may be 0); `stats` is
     the salted commitment to the step's loss and clipped fraction (`stats_commitment`)."""
 
@@ -146,12 +161,6 @@ class StepRecord:
             "step": self.step,
         }
 
-    def encode(self) -> bytes:
-        return canonical.encode(self.to_json())
-
-    def leaf_hash(self) -> bytes:
-        return merkle.hash_leaf(self.encode())
-
     @classmethod
     def from_json(cls, value: Any) -> StepRecord:
         """Parse a v2 record read from a trust boundary; every field is checked."""
@@ -162,7 +171,7 @@ class StepRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class StepRecordV1:
+class StepRecordV1(_Logged):
     """A step as logged by runs before 0.2 (`prov.step.v1`): loss and clipped fraction in clear, no stats
     commitment. Read-only: kept so old runs stay auditable."""
 
@@ -186,12 +195,6 @@ class StepRecordV1:
             "noise_index": self.noise_index,
             "step": self.step,
         }
-
-    def encode(self) -> bytes:
-        return canonical.encode(self.to_json())
-
-    def leaf_hash(self) -> bytes:
-        return merkle.hash_leaf(self.encode())
 
     @classmethod
     def from_json(cls, value: Any) -> StepRecordV1:

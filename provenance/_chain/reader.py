@@ -143,6 +143,24 @@ class ClientBase:
         found = self.block(block_number + 1)
         return None if found is None else (found.number, found.hash)
 
+    @property
+    def contract(self) -> Any:
+        raise NotImplementedError
+
+    @wrap_rpc
+    def root_from_inclusion_proof(self, *, leaf_hash: bytes, leaf_index: int, tree_size: int,
+                                  proof: list[bytes]) -> bytes:
+        """The RFC 6962 root the contract computes from an inclusion proof (raises InvalidProof if malformed)."""
+        fn = self.contract.functions.rootFromInclusionProof(leaf_hash, leaf_index, tree_size, list(proof))
+        return bytes(self.transport.view(fn))
+
+    def verify_inclusion(self, record: CheckpointRecord, *, leaf_hash: bytes, leaf_index: int,
+                         proof: list[bytes]) -> bool:
+        """Whether the contract's RFC 6962 view puts `leaf_hash` at `leaf_index` of the log `record` commits."""
+        root = self.root_from_inclusion_proof(leaf_hash=leaf_hash, leaf_index=leaf_index, tree_size=record.log_size,
+                                              proof=proof)
+        return root == record.log_root.value
+
     def _timestamp(self, block: int) -> int:
         if block not in self._timestamps:
             self._timestamps[block] = int(self.web3.eth.get_block(block)["timestamp"])

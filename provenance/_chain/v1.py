@@ -196,18 +196,6 @@ class RegistryV1(ClientBase):
                  for log in getattr(self.contract.events, name).get_logs(from_block=from_block, to_block=to_block)]
         return sorted(found, key=lambda e: (e.block_number, e.log_index))
 
-    @wrap_rpc
-    def root_from_inclusion_proof(self, *, leaf_hash: bytes, leaf_index: int, tree_size: int,
-                                  proof: list[bytes]) -> bytes:
-        """The RFC 6962 root the contract computes from an inclusion proof (raises InvalidProof if malformed)."""
-        fn = self.contract.functions.rootFromInclusionProof(leaf_hash, leaf_index, tree_size, list(proof))
-        return bytes(self.transport.view(fn))
-
-    def verify_inclusion(self, record: CheckpointRecord, *, leaf_hash: bytes, leaf_index: int,
-                         proof: list[bytes]) -> bool:
-        root = self.root_from_inclusion_proof(leaf_hash=leaf_hash, leaf_index=leaf_index, tree_size=record.log_size,
-                                              proof=proof)
-        return root == record.log_root.value
 
     # --- helpers ------------------------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from provenance._verify import claims as claimsmod
 from provenance._verify.checks import CheckFailed
-from provenance._verify.pipeline import Evidence, adopt_claim
+from provenance._verify.pipeline import Evidence, adopt_claim, fetch_committed
 from provenance._verify.subject import Subject, load_subject
 from provenance.errors import UsageError
 from provenance.hashing import Digest
@@ -131,11 +131,7 @@ def stage_checkpoint(ev: Evidence, store: StoreReader, tmp: Path) -> None:
     with checks.run("checkpoint"):
         record = ev.record
         fetched = tmp / "committed"
-        store.get_directory(record.manifest_cid, fetched)
-        stored = load_subject(fetched)
-        if stored.checkpoint_digest != record.checkpoint_digest:
-            raise CheckFailed("the stored checkpoint is not the committed one", expected=record.checkpoint_digest,
-                              found=stored.checkpoint_digest)
+        stored = fetch_committed(record, store, fetched)
         summary = f"the stored checkpoint {record.index} has the committed digest; its adapter is the one merged"
         if case.adapter is not None and case.finalization is None:
             from provenance.safetensors import tensor_digest

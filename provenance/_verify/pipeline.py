@@ -131,22 +131,29 @@ def stage_run_manifest(ev: Evidence) -> None:
         checks.passed("run_manifest", summary)
 
 
+def fetch_committed(record: Any, store: StoreReader, target: Path) -> Subject:
+    """The checkpoint directory `record` commits, fetched from the store into `target` and read as a subject;
+    CheckFailed unless it has the committed checkpoint digest."""
+    from provenance._verify.subject import load_subject
+
+    store.get_directory(record.manifest_cid, target)
+    stored = load_subject(target)
+    if stored.checkpoint_digest != record.checkpoint_digest:
+        raise CheckFailed("the stored checkpoint is not the committed one", expected=record.checkpoint_digest,
+                          found=stored.checkpoint_digest)
+    return stored
+
+
 def stage_checkpoint(ev: Evidence, store: StoreReader, tmp: Path) -> None:
     checks = ev.checks
     if ev.record is None:
         checks.not_run("checkpoint", checks.why_missing("record", "the on-chain record"))
         return
-    from provenance._verify.subject import load_subject
     from provenance.safetensors import tensor_digest
 
     with checks.run("checkpoint"):
         record = ev.record
-        fetched = tmp / "subject"
-        store.get_directory(record.manifest_cid, fetched)
-        stored = load_subject(fetched)
-        if stored.checkpoint_digest != record.checkpoint_digest:
-            raise CheckFailed("the stored checkpoint is not the committed one", expected=record.checkpoint_digest,
-                              found=stored.checkpoint_digest)
+        stored = fetch_committed(record, store, tmp / "subject")
         summary = "the stored checkpoint has the committed digest and holds this file"
         if stored.weights_digest != ev.subject.weights_digest:
             stored_tensors = tensor_digest(stored.adapter)
