@@ -123,11 +123,23 @@ def environment_lines(replay: dict[str, Any]) -> list[str]:
     if env is None:
         return []
     recorded, here = env["recorded"], env["here"]
-    differ = [f"{k} {num(recorded.get(k))} recorded, {num(here.get(k))} here" for k in sorted({*recorded, *here})
-              if recorded.get(k) != here.get(k)]
     head = ("Bit-for-bit replay is possible on this machine." if env["bitwise_possible"] else
             "Bit-for-bit replay is NOT possible on this machine: differences are information only.")
-    return [head, *env["problems"], *([("Environment: " + "; ".join(differ) + ".")] if differ else [])]
+    settings = [f"profile {recorded.get('profile') or 'native'}", f"CPU kernels {recorded.get('capability')}",
+                f"{recorded.get('threads')} threads", f"{recorded.get('device')} {recorded.get('dtype')}"]
+    if recorded.get("env"):
+        settings.append(" ".join(f"{k}={v}" for k, v in sorted(recorded["env"].items())))
+    lines = [head, *env["problems"],
+             "The replay worker ran with the run's recorded settings: " + ", ".join(settings) + "."]
+    wanted, installed = recorded.get("versions") or {}, here.get("versions") or {}
+    differ = [f"{k} {wanted[k]} recorded, {installed.get(k, 'absent')} here" for k in sorted(wanted)
+              if k != "python" and k in installed and wanted[k] != installed[k]]
+    same = [f"{k} {wanted[k]}" for k in sorted(wanted) if k in installed and wanted[k] == installed[k]]
+    if differ:
+        lines.append("Package versions differ: " + "; ".join(differ) + ".")
+    elif same:
+        lines.append("Package versions match the run's: " + ", ".join(same) + ".")
+    return lines
 
 
 def segment_span(segment: dict[str, Any]) -> str:

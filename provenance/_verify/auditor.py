@@ -244,7 +244,9 @@ def _rebuild_and_judge(ev: Evidence, store: StoreReader, inputs: AuditorInputs, 
     except protocol.ReplayUnavailable as exc:
         raise CheckInconclusive(str(exc)) from None
     rec, problems = _environment(ev)
-    section["environment"] = {"recorded": rec.to_json(), "here": determinism.installed_versions(),
+    section["environment"] = {"recorded": rec.to_json(),
+                              "here": {"versions": determinism.installed_versions(),
+                                       "cpu_capabilities": sorted(determinism.machine_capabilities())},
                               "bitwise_possible": not problems, "problems": problems}
     assert ev.manifest is not None and inputs.base_model is not None
     jobs = _jobs(ev, store, chosen if replay_pending else [], zero_pending, work)

@@ -278,3 +278,17 @@ def test_the_beacon_is_described() -> None:
     report["replay"]["beacon"] = {"block": None, "hash": None, "auditor_seed": "my-seed", "confirmations": 2,
                                   "source": "auditor"}
     assert "Segments were drawn from the auditor&#x27;s seed &#x27;my-seed&#x27;." in render_html(report)
+
+
+def test_the_replay_environment_is_described() -> None:
+    replay = sample_report()["replay"]
+    lines = words.environment_lines(replay)
+    assert lines[0] == "Bit-for-bit replay is possible on this machine."
+    assert ("The replay worker ran with the run's recorded settings: profile portable, CPU kernels AVX2, 2 threads, "
+            "cpu float32, ATEN_CPU_CAPABILITY=avx2.") in lines
+    assert "Package versions match the run's: opacus 1.6.0, torch 2.13.0." in lines
+    replay["environment"]["here"]["versions"]["torch"] = "2.12.0"
+    replay["environment"]["bitwise_possible"] = False
+    lines = words.environment_lines(replay)
+    assert lines[0].startswith("Bit-for-bit replay is NOT possible")
+    assert "Package versions differ: torch 2.13.0 recorded, 2.12.0 here." in lines
