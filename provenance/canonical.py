@@ -12,9 +12,10 @@ nesting at most `MAX_DEPTH` deep (checked by a linear scan *before* the recursiv
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
-from provenance.errors import FormatError
+from provenance.errors import FormatError, ProvenanceError
 
 # Integers outside this range do not survive JSON readers in other languages (JavaScript's 2^53).
 _MAX_SAFE = 2**63 - 1
@@ -152,3 +153,18 @@ def decode(data: bytes, *, source: str = "document", strict: bool = False, max_s
         if canonical != data:
             raise FormatError(f"{source}: JSON is not in canonical form (sorted keys, no whitespace)")
     return value
+
+
+def read_document(path: Path, format_name: str, *, missing: ProvenanceError, what: str = "document") -> dict[str, Any]:
+    """A canonical-JSON file whose `format` is `format_name`: `missing` is raised when there is no such file, a
+    one-line FormatError when it is not such a document (its other fields are the caller's to check)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise missing from None
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    doc = decode(data, source=str(path))
+    if not isinstance(doc, dict) or doc.get("format") != format_name:
+        raise FormatError(f"{path}: not a {format_name} {what}")
+    return doc

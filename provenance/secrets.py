@@ -114,12 +114,8 @@ class Secrets:
         p = Path(path)
         if p.is_dir():
             p = p / SECRETS_NAME
-        try:
-            data = canonical.decode(p.read_bytes(), source=str(p))
-        except FileNotFoundError:
-            raise UsageError(f"{p}: secrets file not found") from None
-        if not isinstance(data, dict) or data.get("format") != SECRETS_FORMAT:
-            raise FormatError(f"{p}: not a {SECRETS_FORMAT} secrets file")
+        data = canonical.read_document(p, SECRETS_FORMAT, missing=UsageError(f"{p}: secrets file not found"),
+                                       what="secrets file")
         try:
             return cls(bytes.fromhex(data["noise_seed"]), bytes.fromhex(data["dataset_key"]))
         except (KeyError, TypeError, ValueError):

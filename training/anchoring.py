@@ -140,11 +140,6 @@ def finalize_run(run_dir: Path, outbox: OutboxLike, *, model_dir: Path, checkpoi
 def read_merged(run_dir: Path) -> Digest:
     """The merged tensor digest a finished run recorded in `merged.json` (what its finalisation commits)."""
     path = run_dir / MERGED_FILE
-    try:
-        doc = canonical.decode(path.read_bytes(), source=str(path))
-    except FileNotFoundError:
-        raise FormatError(f"{path}: missing (the run did not finish, or was trained with anchor.finalize = false)"
-                          ) from None
-    if not isinstance(doc, dict) or doc.get("format") != MERGED_RECORD_FORMAT:
-        raise FormatError(f"{path}: not a {MERGED_RECORD_FORMAT} record")
+    doc = canonical.read_document(path, MERGED_RECORD_FORMAT, what="record", missing=FormatError(
+        f"{path}: missing (the run did not finish, or was trained with anchor.finalize = false)"))
     return Digest.parse(str(doc.get("tensor_digest")))

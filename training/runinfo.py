@@ -99,11 +99,7 @@ def write_local(run_dir: Path, *, model_dir: Path, data_path: Path, anchor: Anch
 
 def read_local(run_dir: Path) -> tuple[Path, Path, AnchorConfig]:
     path = run_dir / LOCAL_FILE
-    try:
-        doc = canonical.decode(path.read_bytes(), source=str(path))
-    except FileNotFoundError:
-        raise UsageError(f"{run_dir}: no {LOCAL_FILE}; cannot tell where the model and data are") from None
-    if not isinstance(doc, dict) or doc.get("format") != LOCAL_FORMAT:
-        raise FormatError(f"{path}: not a {LOCAL_FORMAT} document")
+    doc = canonical.read_document(path, LOCAL_FORMAT, missing=UsageError(
+        f"{run_dir}: no {LOCAL_FILE}; cannot tell where the model and data are"))
     anchor = _build(AnchorConfig, doc.get("anchor", {}), "anchor")
     return Path(doc["model"]), Path(doc["data"]), anchor

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -268,3 +269,19 @@ def test_atomic_write_modes(tmp_path) -> None:
     assert stat.S_IMODE((tmp_path / "public.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "secret.json").stat().st_mode) == 0o600
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_read_document_names_the_file_and_what_is_wrong(tmp_path: Path) -> None:
+    path = tmp_path / "doc.json"
+    with pytest.raises(UsageError, match="nothing here"):
+        canonical.read_document(path, "prov.x.v1", missing=UsageError("nothing here"))
+    path.write_bytes(canonical.encode({"format": "prov.y.v1"}))
+    with pytest.raises(FormatError, match=r"doc\.json: not a prov\.x\.v1 record$"):
+        canonical.read_document(path, "prov.x.v1", missing=UsageError("-"), what="record")
+    path.write_bytes(b'{"format": "prov.x.v1", ')
+    with pytest.raises(FormatError, match=r"doc\.json: malformed JSON"):
+        canonical.read_document(path, "prov.x.v1", missing=UsageError("-"))
+    with pytest.raises(FormatError, match="cannot be read"):
+        canonical.read_document(tmp_path, "prov.x.v1", missing=UsageError("-"))
+    path.write_bytes(canonical.encode({"format": "prov.x.v1", "n": 1}))
+    assert canonical.read_document(path, "prov.x.v1", missing=UsageError("-")) == {"format": "prov.x.v1", "n": 1}
