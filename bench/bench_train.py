@@ -287,8 +287,9 @@ def bench_torchrun(root: Path, *, steps: int) -> list[dict[str, Any]]:
                                   "start-up)"),
         row(f"replay of the 2-process run ({steps} steps) in one process (worker, every checkpoint) vs training it "
             "with torchrun", replay, walls[2], unit="s", target="<= 1.2",
-            note=f"(start-up included on both sides; the worker computes both ranks' shards with one rank's threads, "
-                 f"as bitwise equality requires: steps alone took {seconds[2]:.1f} s on 2 processes)"),
+            note=f"(start-up included on both sides; the worker computes the ranks' shards concurrently, each with "
+                 f"one rank's thread count as bitwise equality requires: steps alone took {seconds[2]:.1f} s on 2 "
+                 "processes)"),
     ]
 
 

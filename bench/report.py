@@ -30,6 +30,18 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
 
 
+KEPT_FROM = "\n## "  # sections after the bench/run table (the small model's, measured on its own) are kept
+
+
+def _kept_sections() -> str:
+    """The hand-run sections of the current BENCHMARKS.md (from its first `## ` heading on), kept on rewrite."""
+    if not OUT.is_file():
+        return ""
+    text = OUT.read_text(encoding="utf-8")
+    at = text.find(KEPT_FROM)
+    return text[at + 1 :] if at >= 0 else ""
+
+
 def main(argv: list[str]) -> int:
     quick = "--quick" in argv
     sections: list[tuple[str, list[dict[str, Any]], float]] = []
@@ -61,7 +73,8 @@ def main(argv: list[str]) -> int:
             lines.append(f"| {r['name']} {r.get('note', '')} | {r['value']:.4g} {r['unit']} | "
                          f"{r['baseline']:.4g} {r['unit']} | {r['ratio']:.3f} | {r.get('target') or 'report'} |")
     lines += ["", "Time per module: " + ", ".join(f"{n.split('.')[-1]} {t:.0f} s" for n, _, t in sections), ""]
-    OUT.write_text("\n".join(lines))
+    kept = _kept_sections()
+    OUT.write_text("\n".join(lines) + (f"\n{kept}" if kept else ""))
     print(f"wrote {OUT}")
     return 0
 

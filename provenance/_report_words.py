@@ -131,6 +131,9 @@ def environment_lines(replay: dict[str, Any]) -> list[str]:
         settings.append(" ".join(f"{k}={v}" for k, v in sorted(recorded["env"].items())))
     lines = [head, *env["problems"],
              "The replay worker ran with the run's recorded settings: " + ", ".join(settings) + "."]
+    shards = here.get("shard_threads")
+    if isinstance(shards, int) and shards > 1:
+        lines.append(f"It computed the shards of each step {shards} at a time, each as its rank did.")
     wanted, installed = recorded.get("versions") or {}, here.get("versions") or {}
     differ = [f"{k} {wanted[k]} recorded, {installed.get(k, 'absent')} here" for k in sorted(wanted)
               if k != "python" and k in installed and wanted[k] != installed[k]]

@@ -21,8 +21,10 @@ under DP (parameters not reaching the optimizer) is exactly what this catches.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -35,7 +37,7 @@ from provenance.sampler import poisson_indices
 from provenance.secrets import Secrets
 from training import determinism
 from training.data import tokenized_for
-from training.dpstep import StepMath, combine, rank_dropout_seed
+from training.dpstep import ShardResult, StepMath, combine, rank_dropout_seed
 from training.model import add_lora, load_base_model, trainable_parameters
 from training.noise import step_noise
 from training.plan import Plan, epsilon_of, make_accountant
@@ -90,9 +92,7 @@ class Engine:
 
     def __init__(self, *, peft_model: Any, plan: Plan, secrets: Secrets, batches: BatchSource, device: str = "cpu",
                  dtype: str = "float32", record: bool = True, guard: bool = True,
-                 collective: Collective | None = None) -> None:
-        from opacus import GradSampleModule
-
+                 collective: Collective | None = None, shard_threads: int = 1) -> None:
         self.plan = plan
         self.peft_model = peft_model
         self.secrets = secrets
@@ -106,11 +106,12 @@ class Engine:
         self.named_params = trainable_parameters(peft_model)
         params = [p for _, p in self.named_params]
         self.base_optimizer = make_optimizer(plan, params)
-        self.module: Any = (GradSampleModule(peft_model, batch_first=True, loss_reduction="sum")
-                            if plan.private else peft_model)
-        self.math = StepMath(module=self.module, params=params, private=plan.private,
-                             max_grad_norm=plan.max_grad_norm, device=self.device,
-                             autocast_dtype=torch.bfloat16 if dtype == "bfloat16" else None)
+        self._autocast_dtype = torch.bfloat16 if dtype == "bfloat16" else None
+        replicas = ShardThreads.replicas(peft_model, ranks=len(self.collective.local_ranks), device=self.device,
+                                         threads=shard_threads)  # copied before Opacus hooks the model
+        self.math = self._step_math(peft_model)
+        self.module: Any = self.math.module
+        self.shard_threads = ShardThreads(self, replicas) if replicas else None
         self.accountant = make_accountant(plan) if plan.private else None
         self.next_step = 0
         self._batch_key = secrets.batch_key()
@@ -158,17 +159,34 @@ class Engine:
                                                        clipped_fraction=stats.clipped_fraction))
         return StepResult(record=record, stats=stats, indices=chosen)
 
+    def _step_math(self, peft_model: Any) -> StepMath:
+        """The step arithmetic over `peft_model` (wrapped in Opacus' `GradSampleModule` in DP mode)."""
+        from opacus import GradSampleModule
+
+        module = GradSampleModule(peft_model, batch_first=True, loss_reduction="sum") if self.plan.private \
+            else peft_model
+        return StepMath(module=module, params=[p for _, p in trainable_parameters(peft_model)],
+                        private=self.plan.private, max_grad_norm=self.plan.max_grad_norm, device=self.device,
+                        autocast_dtype=self._autocast_dtype)
+
+    def shard(self, math: StepMath, bounds: tuple[int, int], tensors: Batch) -> ShardResult:
+        """One rank's shard of the step's batch (positions `bounds`), computed with `math`."""
+        start, end = bounds
+        return math.shard_sum({k: v[start:end] for k, v in tensors.items()}, micro_size=self.plan.physical_batch_size)
+
     def _gradient_sum(self, step: int, n: int, tensors: Batch) -> tuple[torch.Tensor, list[float], int]:
         """This step's gradient sum over all shards (gathered in rank order), per-sample losses and clip count."""
         bounds = shard_bounds(n, self.plan.world_size)
         width = max(end - start for start, end in bounds)
+        shards = self.shard_threads.run(step, bounds, tensors) if self.shard_threads is not None else None
+        if shards is None:
+            shards = {}
+            for rank in self.collective.local_ranks:
+                torch.manual_seed(rank_dropout_seed(self.secrets, step, rank))
+                shards[rank] = self.shard(self.math, bounds[rank], tensors)
         sums: dict[int, torch.Tensor] = {}
         packed: dict[int, torch.Tensor] = {}
-        for rank in self.collective.local_ranks:
-            start, end = bounds[rank]
-            torch.manual_seed(rank_dropout_seed(self.secrets, step, rank))
-            shard = self.math.shard_sum({k: v[start:end] for k, v in tensors.items()},
-                                        micro_size=self.plan.physical_batch_size)
+        for rank, shard in shards.items():
             sums[rank] = shard.grad_sum
             stats = torch.zeros(width + 1, dtype=torch.float64)
             stats[: len(shard.losses)] = torch.tensor(shard.losses, dtype=torch.float64)
@@ -217,6 +235,117 @@ class Engine:
             self._previous = [p.detach().clone() for _, p in self.named_params]
 
 
+class ShardThreads:
+    """Computes a step's W rank shards concurrently in one process: a thread per group of ranks, each on its own
+    replica of the LoRA model, each op with the recorded intra-op thread count. A shard is the same kernels on the
+    same inputs as on its rank, so the bits are those of the W-process run, while a one-process replay on a
+    machine with W spare cores takes about as long as the run did instead of W times as long.
+
+    A replica is a deep copy of the unwrapped LoRA model that shares the frozen base weights (no second copy of the
+    base model) and owns its trainable parameters (Opacus keeps per-sample gradients on the parameter
+    itself); they are copied from the engine's parameters before every step. The global torch generator is one per
+    process, so a replica's LoRA dropout (`torch.nn.Dropout`) is replaced by `ShardDropout`, which draws the same
+    bits from the replica's own generator, seeded per shard exactly as a rank seeds the global one
+    (`rank_dropout_seed`). Models that draw random numbers any other way (attention or hidden dropout in the base
+    model's config, other dropout modules) run in rank order. The global generator is also checked after every
+    step: a step whose shards drew from it is computed again in rank order, as are all later steps.
+    """
+
+    SENTINEL_SEED = 0x5EED
+
+    def __init__(self, engine: Engine, replicas: Sequence[tuple[Any, torch.Generator]]) -> None:
+        self.engine = engine
+        self.maths = [engine._step_math(model) for model, _ in replicas]
+        self.generators = [generator for _, generator in replicas]
+        self.pool = ThreadPoolExecutor(max_workers=len(replicas), thread_name_prefix="prov-shard")
+        self.active = True
+
+    @staticmethod
+    def replicas(peft_model: Any, *, ranks: int, device: torch.device,
+                 threads: int) -> list[tuple[Any, torch.Generator]]:
+        """`min(threads, ranks)` replicas of an unwrapped LoRA model with their dropout generators, or none where
+        the shards must run in rank order (one thread or rank, not on CPU, or a model that draws random numbers
+        other than through `torch.nn.Dropout`)."""
+        threads = min(threads, ranks)
+        if threads < 2 or device.type != "cpu" or _draws_random_otherwise(peft_model):
+            return []
+        shared = {id(p): p for p in peft_model.parameters() if not p.requires_grad}  # buffers are copied: small,
+        # and a module may update its own in forward
+        out = []
+        for _ in range(threads):
+            replica = copy.deepcopy(peft_model, memo=dict(shared))
+            generator = torch.Generator()
+            for module in list(replica.modules()):
+                for name, child in list(module.named_children()):
+                    if type(child) is torch.nn.Dropout:
+                        setattr(module, name, ShardDropout(child.p, generator))
+            out.append((replica, generator))
+        return out
+
+    def run(self, step: int, bounds: Sequence[tuple[int, int]],
+            tensors: Batch) -> dict[int, ShardResult] | None:
+        """Every local rank's shard, or None (and rank order from now on) if a shard drew from the global
+        generator."""
+        if not self.active:
+            return None
+        engine = self.engine
+        with torch.no_grad():
+            for math in self.maths:
+                math.module.train()
+                for mine, theirs in zip(math.params, engine.math.params, strict=True):
+                    mine.copy_(theirs)
+        ranks = engine.collective.local_ranks
+        groups = [ranks[i :: len(self.maths)] for i in range(len(self.maths))]
+        torch.manual_seed(self.SENTINEL_SEED)
+        before = torch.get_rng_state()
+
+        def group(i: int) -> dict[int, ShardResult]:
+            out = {}
+            for rank in groups[i]:
+                self.generators[i].manual_seed(rank_dropout_seed(engine.secrets, step, rank))
+                out[rank] = engine.shard(self.maths[i], bounds[rank], tensors)
+            return out
+
+        results: dict[int, ShardResult] = {}
+        for part in self.pool.map(group, range(len(self.maths))):
+            results.update(part)
+        if not torch.equal(torch.get_rng_state(), before):
+            self.active = False
+            return None
+        return results
+
+
+class ShardDropout(torch.nn.Module):
+    """`torch.nn.Dropout(p)` drawing from its own generator: the same arithmetic as ATen's CPU dropout (a
+    Bernoulli(1 - p) mask divided by 1 - p, times the input), so the same bits as `nn.Dropout` after the global
+    generator was given the same seed."""
+
+    def __init__(self, p: float, generator: torch.Generator) -> None:
+        super().__init__()
+        self.p = p
+        self.generator = generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0 or not self.training or x.numel() == 0:
+            return x
+        if self.p == 1:
+            return x * torch.zeros((), dtype=x.dtype, device=x.device)
+        noise = torch.empty_like(x).bernoulli_(1 - self.p, generator=self.generator)
+        noise.div_(1 - self.p)
+        return x * noise
+
+
+def _draws_random_otherwise(model: Any) -> bool:
+    """Whether a training-mode forward of `model` may draw random numbers other than through `nn.Dropout`."""
+    config = getattr(model, "config", None)
+    for name in ("attention_dropout", "hidden_dropout", "dropout"):
+        value = getattr(config, name, 0.0)
+        if isinstance(value, (int, float)) and value > 0:
+            return True
+    return any(isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0
+               and (type(m) is not torch.nn.Dropout or m.inplace) for m in model.modules())
+
+
 def _mean(losses: Sequence[float]) -> float:
     """Mean of the per-sample losses, summed in float64 in batch order (0.0 for an empty batch)."""
     total = 0.0
@@ -235,11 +364,12 @@ def make_optimizer(plan: Plan, params: list[torch.nn.Parameter]) -> torch.optim.
 
 def load_engine(manifest: Mapping[str, Any], secrets: Secrets, model_dir: str | os.PathLike[str], *,
                 examples: Sequence[Any] | None = None, batches: BatchSource | None = None,
-                record: bool = True, collective: Collective | None = None) -> Engine:
+                record: bool = True, collective: Collective | None = None, shard_threads: int = 1) -> Engine:
     """Load the base model, add LoRA and build the engine exactly as a run manifest says.
 
     Batches come from `batches`, or from `examples` tokenized with the model's tokenizer as the trainer does.
-    Shared by the trainer, resume and replay, so all three compute steps identically.
+    Shared by the trainer, resume and replay, so all three compute steps identically. `shard_threads` > 1 computes
+    the shards of a W-rank step concurrently in this one process (`ShardThreads`; the replay worker uses it).
     """
     plan = Plan.from_json(manifest["training"])
     det = manifest["determinism"]
@@ -257,4 +387,4 @@ def load_engine(manifest: Mapping[str, Any], secrets: Secrets, model_dir: str | 
 
     peft_model = add_lora(model, plan.lora, seed=plan.seed).to(device)
     return Engine(peft_model=peft_model, plan=plan, secrets=secrets, batches=batches, device=device, dtype=dtype,
-                  record=record, collective=collective)
+                  record=record, collective=collective, shard_threads=shard_threads)

@@ -20,13 +20,16 @@ the segment are computed. A segment with a == b is replayed too (restore j-1, wr
 written into `out` (absent or empty) with the trainer's `write_checkpoint`.
 
 Result (`prov.replay-result.v1`): `{"format", "environment": {"cpu_capability", "threads", "device", "dtype",
-"versions", "env", "gpu"}, "segments": [{"index", "checkpoint_digest", "weights_digest", "records": [step record
-JSON], "stats": [StepStats JSON], "indices": [[...] per step]} or {"index", "error": one line}]}`.
+"versions", "env", "gpu", "shard_threads"}, "segments": [{"index", "checkpoint_digest", "weights_digest",
+"records": [step record JSON], "stats": [StepStats JSON], "indices": [[...] per step]} or {"index", "error": one
+line}]}`.
 
 Exit status: 0 when the result file was written (even with per-segment errors); 2 with one stderr line when the
 request cannot be run (malformed, wrong secrets, model or data that are not the run's, a v1 run, a CUDA run and no
-GPU here). The model is loaded once for all segments; runs of any world size replay in this one process (the W
-shards are computed in rank order, exactly as the W ranks did).
+GPU here). The model is loaded once for all segments; runs of any world size replay in this one process: the W
+shards are computed as the W ranks did, each with the recorded intra-op thread count, concurrently on as many
+threads as this machine's cores allow (`training.engine.ShardThreads`; in rank order where the model draws random
+numbers), so the bits are the run's and a 2-process run replays in about the time it trained on 2 cores.
 """
 
 from __future__ import annotations
@@ -124,6 +127,13 @@ def parse_request(doc: Any) -> ReplayRequest:
                          tuple(parse_segment(s, i) for i, s in enumerate(segments)))
 
 
+def shard_threads(world: int, threads: int) -> int:
+    """How many shards of a W-rank step to compute at once: as many as this process's cores hold at the recorded
+    intra-op thread count each, at most W."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(world, cores // max(1, threads)))
+
+
 def _check_settings(det: Any, *, source: str) -> dict[str, Any]:
     """The recorded determinism settings this worker applies, checked (a manifest is untrusted input)."""
     from training.config import DEVICES, DTYPES
@@ -197,7 +207,10 @@ class Replayer:
         world = int(self.manifest["training"].get("world_size", 1))
         self.engine = load_engine(self.manifest, self.secrets, request.base_model, examples=records,
                                   batches=None if records is not None else _no_batches,
-                                  collective=LocalCollective(world))
+                                  collective=LocalCollective(world),
+                                  shard_threads=shard_threads(world, int(det["threads"])))
+        shards = self.engine.shard_threads
+        self.environment["shard_threads"] = len(shards.maths) if shards is not None else 1
         # checkpoint 0 is the engine right after LoRA init: keep it to rebuild that checkpoint at any time
         self.initial_adapter = adapter_state(self.engine.peft_model)
         self.initial_rng = torch.get_rng_state()

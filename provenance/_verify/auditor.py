@@ -263,6 +263,9 @@ def _rebuild_and_judge(ev: Evidence, store: StoreReader, inputs: AuditorInputs, 
         raise CheckInconclusive("the replay worker could not run here: "
                                 f"{_scrub(str(exc), inputs)}") from None
     problems = problems + _worker_environment_problems(rec, result.environment)
+    shards = result.environment.get("shard_threads")
+    if isinstance(shards, int) and not isinstance(shards, bool) and shards >= 1:
+        section["environment"]["here"]["shard_threads"] = shards
     section["environment"]["problems"] = problems
     section["environment"]["bitwise_possible"] = not problems
     from provenance._verify.judge import judge_segments

@@ -98,6 +98,8 @@ def test_every_segment_replays_bit_for_bit_in_one_process(two_process_run: Path,
     assert out.returncode == 0, out.stderr
     result = json.loads((tmp_path / "res.json").read_text())
     assert result["environment"]["threads"] == 1
+    # the two ranks' shards were computed concurrently on this machine's cores (LoRA dropout on: own generators)
+    assert result["environment"]["shard_threads"] == min(2, len(os.sched_getaffinity(0)))
     assert result["environment"]["cpu_capability"] == read_manifest(two_process_run)["determinism"]["cpu_capability"]
     for seg in result["segments"]:
         committed = hash_directory(two_process_run / "checkpoints" / f"{seg['index']:06d}").digest()

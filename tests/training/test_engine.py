@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from provenance.errors import ConfigError
+from training import engine as engine_module
 from training.config import TrainConfig, with_overrides
 from training.dpstep import micro_batches, per_sample_loss
-from training.engine import TrainingGuardError
+from training.engine import ShardDropout, TrainingGuardError
 from training.noise import step_noise
 from training.plan import Plan, epsilon_after, resolve
 
@@ -103,6 +104,81 @@ def test_micro_batches_and_rank_shards_change_order_not_meaning(tiny_engine: Any
     for a, c in zip(base, sharded, strict=True):
         assert a.indices == c.indices and a.record.batch != c.record.batch
     assert torch.allclose(w_base, w_micro, atol=1e-6) and torch.allclose(w_base, w_sharded, atol=1e-6)
+
+
+def _steps(engine: Any, steps: int) -> tuple[list[Any], list[torch.Tensor], torch.Tensor]:
+    results = [engine.step(k) for k in range(steps)]
+    return results, [p.detach().clone() for _, p in engine.named_params], torch.get_rng_state()
+
+
+@pytest.mark.parametrize(("world", "threads", "dropout", "private"),
+                         [(2, 2, 0.1, True), (3, 2, 0.0, True), (2, 2, 0.1, False)])
+def test_shards_on_threads_give_the_rank_order_bits(tiny_engine: Any, world: int, threads: int, dropout: float,
+                                                    private: bool) -> None:
+    """A one-process replay computes a W-rank step's shards concurrently (`ShardThreads`, replicas with their own
+    dropout generators): records, statistics, weights, optimizer moves and the generator state left behind are
+    bit for bit those of computing the shards in rank order, as the W ranks did — with LoRA dropout on, with
+    more ranks than threads, and without DP."""
+    overrides = {"training.world_size": world, "training.physical_batch_size": 3, "lora.dropout": dropout,
+                 "training.batch_size": 12, "dp.enabled": private}
+    serial = tiny_engine(**overrides)
+    threaded = tiny_engine(shard_threads=threads, **overrides)
+    assert serial.shard_threads is None and threaded.shard_threads is not None
+    assert len(threaded.shard_threads.maths) == threads
+    a, b = _steps(serial, 3), _steps(threaded, 3)
+    assert threaded.shard_threads.active
+    assert [r.record for r in a[0]] == [r.record for r in b[0]] and [r.stats for r in a[0]] == [r.stats for r in b[0]]
+    assert all(torch.equal(x, y) for x, y in zip(a[1], b[1], strict=True)) and torch.equal(a[2], b[2])
+    if dropout:  # the masks matter: without them the weights differ
+        plain = tiny_engine(shard_threads=threads, **{**overrides, "lora.dropout": 0.0})
+        assert not all(torch.equal(x, y) for x, y in zip(a[1], _steps(plain, 3)[1], strict=True))
+
+
+def test_a_shard_that_draws_from_the_global_generator_falls_back_to_rank_order(
+        tiny_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random numbers drawn from the process-wide generator by concurrent shards would race: the engine sees
+    the generator moved, drops that step's threaded result, computes it in rank order, and stays there."""
+    overrides = {"training.world_size": 2, "lora.dropout": 0.1, "training.batch_size": 8}
+    serial = _steps(tiny_engine(**overrides), 2)
+    original = ShardDropout.forward
+
+    def racing(self: ShardDropout, x: torch.Tensor) -> torch.Tensor:
+        torch.rand(1)  # a draw from the global generator, as an unknown random module would make
+        return original(self, x)
+
+    monkeypatch.setattr(ShardDropout, "forward", racing)
+    engine = tiny_engine(shard_threads=2, **overrides)
+    threaded = _steps(engine, 2)
+    assert engine.shard_threads is not None and not engine.shard_threads.active
+    assert all(torch.equal(x, y) for x, y in zip(serial[1], threaded[1], strict=True))
+    assert [r.record for r in serial[0]] == [r.record for r in threaded[0]]
+
+
+def test_models_that_draw_random_numbers_otherwise_keep_rank_order(tiny_engine: Any) -> None:
+    """Attention dropout in the base model's config, or a dropout module other than `nn.Dropout`, cannot be
+    given a per-replica generator: no replicas are made."""
+    engine = tiny_engine(**{"training.world_size": 2, "lora.dropout": 0.0})
+    model = engine.peft_model
+    assert not engine_module._draws_random_otherwise(model)
+    model.config.attention_dropout = 0.1
+    assert engine_module._draws_random_otherwise(model)
+    assert engine_module.ShardThreads.replicas(model, ranks=2, device=torch.device("cpu"), threads=2) == []
+    model.config.attention_dropout = 0.0
+    model.add_module("extra", torch.nn.AlphaDropout(0.2))
+    assert engine_module._draws_random_otherwise(model)
+    assert engine_module.ShardThreads.replicas(model, ranks=2, device=torch.device("cpu"), threads=1) == []
+
+
+def test_replicas_share_the_frozen_base_weights(tiny_engine: Any) -> None:
+    """A replica owns its adapter parameters (per-sample gradients live on them) and shares every frozen base
+    weight with the engine's model: no second copy of the base model."""
+    engine = tiny_engine(shard_threads=2, **{"training.world_size": 2})
+    frozen = {p.data_ptr() for p in engine.peft_model.parameters() if not p.requires_grad}
+    trainable = {p.data_ptr() for p in engine.math.params}
+    for replica in engine.shard_threads.maths:
+        module = replica.module._module if hasattr(replica.module, "_module") else replica.module
+        assert {p.data_ptr() for p in module.parameters() if not p.requires_grad} == frozen
+        assert not {p.data_ptr() for p in replica.params} & trainable
 
 
 def test_micro_batch_bounds() -> None:

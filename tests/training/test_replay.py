@@ -210,3 +210,14 @@ def test_checkpoint_0_and_zero_step_segments_need_no_data_or_secrets(tiny_run: A
                                  out=tmp_path / "out2", indices=[1])
     path = _request_file(tmp_path, replace(with_steps, data=None, secrets=None).to_json())
     assert main(["--request", str(path), "--result", str(tmp_path / "res.json")]) == 2
+
+
+@pytest.mark.parametrize(("world", "threads", "cores", "expected"),
+                         [(1, 1, 16, 1), (2, 1, 2, 2), (2, 1, 1, 1), (4, 2, 4, 2), (2, 4, 2, 1), (8, 1, 16, 8)])
+def test_shards_run_on_as_many_threads_as_the_cores_hold(world: int, threads: int, cores: int, expected: int,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker computes at most W shards at once, each at the recorded intra-op thread count."""
+    from training import replay
+
+    monkeypatch.setattr(replay.os, "sched_getaffinity", lambda _pid: set(range(cores)), raising=False)
+    assert replay.shard_threads(world, threads) == expected
