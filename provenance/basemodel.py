@@ -1,8 +1,15 @@
 """Which files of a local Hugging Face model directory make up the base model, and their digest (no torch).
 
-The base-model digest covers the weights, the config and the tokenizer: every top-level regular file named in
+The base-model digest covers the weights, the config and the tokenizer: every top-level file named in
 `MODEL_FILES`/`TOKENIZER_FILES` or ending in `.safetensors`, hashed into a `prov.checkpoint.v1` manifest whose root
-(`provenance.manifest.checkpoint_digest`) is the digest. Other files (README, .git, pickles) are not part of it.
+(`provenance.manifest.checkpoint_digest`) is the digest. A symbolic link counts as the file it points to (a Hugging
+Face cache snapshot is all links), so the digest always covers the bytes the loader reads.
+
+Everything the loader could read must be in the digest, so `check_model_dir` refuses a directory with a top-level
+file that is neither covered nor known to be ignored when a safetensors causal LM and its tokenizer are loaded
+(documentation, hidden files, and other weight formats, which `use_safetensors=True` never opens): a digest that
+left out a vocabulary file, or an `adapter_config.json` that makes transformers load another model, would let two
+different models share one digest. The shards named in `model.safetensors.index.json` must be top-level files.
 
 Pickled weights (`*.bin`, `*.pt`, `*.pth`, `*.ckpt`, `*.pkl`) are never loaded: a directory whose weights exist
 only in such a format is refused with a one-line error saying to convert them to safetensors.
@@ -25,6 +32,11 @@ TOKENIZER_FILES = frozenset({
     "vocab.json", "vocab.txt", "merges.txt", "chat_template.jinja", "chat_template.json",
 })
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+# Top-level files a safetensors causal-LM load never reads: documentation, and weights in other formats.
+IGNORED_PREFIXES = ("readme", "license", "licence", "notice", "copying", "use_policy", "responsible_use")
+IGNORED_SUFFIXES = (".md", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".pdf", *PICKLE_SUFFIXES, ".h5", ".msgpack",
+                    ".onnx", ".gguf", ".ot", ".bin.index.json", ".msgpack.index.json", ".h5.index.json")
+WEIGHT_INDEX = "model.safetensors.index.json"
 
 
 def check_model_dir(directory: str | os.PathLike[str]) -> Path:
@@ -46,23 +58,57 @@ def check_model_dir(directory: str | os.PathLike[str]) -> Path:
         raise UsageError(f"{root}: no *.safetensors weights found")
     if "tokenizer.json" not in names and "tokenizer.model" not in names and "vocab.json" not in names:
         raise UsageError(f"{root}: no tokenizer files (tokenizer.json, tokenizer.model or vocab.json)")
+    if "adapter_config.json" in names:
+        raise UsageError(f"{root}: holds adapter_config.json, so it is a PEFT adapter and transformers would load "
+                         "the model it names instead; pass the base model's own directory")
+    unknown = sorted(n for n in names if not _covered(n) and not _ignored(n))
+    if unknown:
+        raise UsageError(f"{root}: {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''} would not be covered "
+                         "by the base-model digest but may be read when loading; move such files out of the "
+                         "directory")
+    _check_weight_index(root, names)
     return root
 
 
+def _covered(name: str) -> bool:
+    return name in MODEL_FILES or name in TOKENIZER_FILES or name.endswith(".safetensors")
+
+
+def _ignored(name: str) -> bool:
+    lower = name.lower()
+    return lower.startswith(".") or lower.startswith(IGNORED_PREFIXES) or lower.endswith(IGNORED_SUFFIXES)
+
+
+def _check_weight_index(root: Path, names: set[str]) -> None:
+    """Every shard the index names must be a top-level safetensors file of `root` (so it is in the digest)."""
+    if WEIGHT_INDEX not in names:
+        return
+    path = root / WEIGHT_INDEX
+    try:
+        index = canonical.load_json(path.read_bytes(), source=str(path))
+    except OSError as exc:
+        raise UsageError(f"{path}: unreadable ({exc})") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict):
+        raise UsageError(f"{path}: no weight_map object; re-save the model with save_pretrained")
+    for shard in sorted({str(v) for v in weight_map.values()}):
+        if shard not in names or not shard.endswith(".safetensors") or "/" in shard or "\\" in shard:
+            raise UsageError(f"{path}: shard {shard!r} is not a safetensors file at the top of the directory, so "
+                             "the base-model digest would not cover it; re-save the model with save_pretrained")
+
+
 def model_file_names(directory: Path) -> list[str]:
-    names = []
-    for p in sorted(directory.iterdir()):
-        if p.is_symlink() or not p.is_file():
-            continue
-        if p.name in MODEL_FILES or p.name in TOKENIZER_FILES or p.name.endswith(".safetensors"):
-            names.append(p.name)
-    return names
+    """The top-level files the base-model digest covers (symbolic links count as what they point to)."""
+    return [p.name for p in sorted(directory.iterdir()) if p.is_file() and _covered(p.name)]
 
 
 def base_model_manifest(directory: str | os.PathLike[str]) -> CheckpointManifest:
     """The manifest of the files the base-model digest covers."""
     root = check_model_dir(directory)
     entries = [FileEntry(n, hash_file(root / n), (root / n).stat().st_size) for n in model_file_names(root)]
+    if not any(e.path == "config.json" for e in entries) or not any(e.path.endswith(".safetensors")
+                                                                    for e in entries):
+        raise UsageError(f"{root}: the base-model digest would cover no config or weights; pass a model directory")
     return CheckpointManifest(tuple(entries))
 
 

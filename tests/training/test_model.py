@@ -3,6 +3,7 @@ pickle-only models."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -138,3 +139,61 @@ def test_unknown_lora_target_is_named(tiny_model_dir: Path) -> None:
     model, _ = load_base_model(tiny_model_dir)
     with pytest.raises(UsageError, match="wq_proj"):
         add_lora(model, LoraSettings(target_modules=("q_proj", "wq_proj")), seed=0)
+
+
+def test_the_base_model_digest_covers_what_symbolic_links_point_to(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A Hugging Face cache snapshot is all symbolic links: its digest is that of the files behind them, so two
+    linked directories of different models never share a digest."""
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    for file in tiny_model_dir.iterdir():
+        (linked / file.name).symlink_to(file)
+    manifest = base_model_manifest(linked)
+    assert manifest.digest() == base_model_manifest(tiny_model_dir).digest()
+    assert "model.safetensors" in {e.path for e in manifest.files}
+    (linked / "model.safetensors").unlink()
+    changed = tmp_path / "changed.safetensors"
+    changed.write_bytes((tiny_model_dir / "model.safetensors").read_bytes()[:-1] + b" ")
+    (linked / "model.safetensors").symlink_to(changed)
+    assert base_model_manifest(linked).digest() != manifest.digest()
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("adapter_config.json", "{}", "PEFT adapter"),
+    ("spiece.model", "x", r"spiece\.model would not be covered"),
+    ("custom_tokenizer.py", "x", r"custom_tokenizer\.py would not be covered"),
+])
+def test_a_base_model_directory_with_files_the_digest_would_miss_is_refused(
+        name: str, content: str, message: str, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Whatever the loader could read must be in the digest: an adapter config (transformers would load the model
+    it names) or an unknown file (a vocabulary, code) is refused with what to do."""
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, copy)
+    (copy / name).write_text(content)
+    with pytest.raises(UsageError, match=message):
+        check_model_dir(copy)
+
+
+def test_documentation_and_other_weight_formats_are_ignored(tiny_model_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, copy)
+    for name in ("README.md", "LICENSE", ".gitattributes", "USE_POLICY.md", "pytorch_model.bin", "flax_model.msgpack"):
+        (copy / name).write_text("x")
+    (copy / "original").mkdir()
+    assert base_model_manifest(copy).digest() == base_model_manifest(tiny_model_dir).digest()
+
+
+def test_every_shard_of_the_weight_index_must_be_in_the_digest(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """transformers loads the shards the index names, wherever they are: each must be a top-level file."""
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, copy)
+    (copy / "sub").mkdir()
+    (copy / "model.safetensors").rename(copy / "sub" / "model.safetensors")
+    (copy / "model-00001-of-00001.safetensors").write_bytes((copy / "sub" / "model.safetensors").read_bytes())
+    index = {"metadata": {}, "weight_map": {"lm_head.weight": "sub/model.safetensors"}}
+    (copy / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(UsageError, match=r"shard 'sub/model\.safetensors' is not a safetensors file at the top"):
+        check_model_dir(copy)
+    index["weight_map"]["lm_head.weight"] = "model-00001-of-00001.safetensors"
+    (copy / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert check_model_dir(copy) == copy
