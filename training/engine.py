@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import copy
 import os
+import random
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from provenance.batches import Batch, batch_digest, shard_bounds
@@ -247,15 +249,18 @@ class ShardThreads:
     process, so a replica's LoRA dropout (`torch.nn.Dropout`) is replaced by `ShardDropout`, which draws the same
     bits from the replica's own generator, seeded per shard exactly as a rank seeds the global one
     (`rank_dropout_seed`). Models that draw random numbers any other way (attention or hidden dropout in the base
-    model's config, other dropout modules) run in rank order. The global generator is also checked after every
-    step: a step whose shards drew from it is computed again in rank order, as are all later steps.
+    model's config, other dropout modules) run in rank order. After every step the process-wide generators (torch,
+    Python's, numpy's) and the replicas' buffers are checked: a step whose shards drew from a shared generator or
+    changed a buffer (which the rank order would have carried from shard to shard) is computed again in rank
+    order, as are all later steps; so is a step where a shard raised, once every shard has stopped.
     """
 
     SENTINEL_SEED = 0x5EED
 
     def __init__(self, engine: Engine, replicas: Sequence[tuple[Any, torch.Generator]]) -> None:
         self.engine = engine
-        self.maths = [engine._step_math(model) for model, _ in replicas]
+        self.models = [model for model, _ in replicas]
+        self.maths = [engine._step_math(model) for model in self.models]
         self.generators = [generator for _, generator in replicas]
         self.pool = ThreadPoolExecutor(max_workers=len(replicas), thread_name_prefix="prov-shard")
         self.active = True
@@ -297,7 +302,7 @@ class ShardThreads:
         ranks = engine.collective.local_ranks
         groups = [ranks[i :: len(self.maths)] for i in range(len(self.maths))]
         torch.manual_seed(self.SENTINEL_SEED)
-        before = torch.get_rng_state()
+        before = torch.get_rng_state(), random.getstate(), np.random.get_state()
 
         def group(i: int) -> dict[int, ShardResult]:
             out = {}
@@ -306,13 +311,30 @@ class ShardThreads:
                 out[rank] = engine.shard(self.maths[i], bounds[rank], tensors)
             return out
 
-        results: dict[int, ShardResult] = {}
-        for part in self.pool.map(group, range(len(self.maths))):
-            results.update(part)
-        if not torch.equal(torch.get_rng_state(), before):
+        futures = [self.pool.submit(group, i) for i in range(len(self.maths))]
+        wait(futures)  # every shard has stopped before anything is raised or reused
+        errors = [e for e in (f.exception() for f in futures) if e is not None]
+        if errors:
+            self.active = False
+            raise errors[0]
+        if self._shared_state_moved(before):
             self.active = False
             return None
+        results: dict[int, ShardResult] = {}
+        for future in futures:
+            results.update(future.result())
         return results
+
+    def _shared_state_moved(self, before: tuple[torch.Tensor, Any, Any]) -> bool:
+        """Whether the shards drew from a process-wide generator or changed a buffer of their replica."""
+        torch_state, python_state, numpy_state = before
+        now = np.random.get_state()
+        if (not torch.equal(torch.get_rng_state(), torch_state) or random.getstate() != python_state
+                or not all(np.array_equal(a, b) for a, b in zip(numpy_state, now, strict=True))):
+            return True
+        main = list(self.engine.peft_model.buffers())
+        return any(not all(torch.equal(a, b) for a, b in zip(main, model.buffers(), strict=True))
+                   for model in self.models)
 
 
 class ShardDropout(torch.nn.Module):

@@ -134,24 +134,67 @@ def test_shards_on_threads_give_the_rank_order_bits(tiny_engine: Any, world: int
         assert not all(torch.equal(x, y) for x, y in zip(a[1], _steps(plain, 3)[1], strict=True))
 
 
-def test_a_shard_that_draws_from_the_global_generator_falls_back_to_rank_order(
-        tiny_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Random numbers drawn from the process-wide generator by concurrent shards would race: the engine sees
-    the generator moved, drops that step's threaded result, computes it in rank order, and stays there."""
+@pytest.mark.parametrize("disturbance", ["torch", "python", "numpy", "buffer"])
+def test_a_shard_that_touches_shared_state_falls_back_to_rank_order(
+        tiny_engine: Any, monkeypatch: pytest.MonkeyPatch, disturbance: str) -> None:
+    """Random numbers drawn from a process-wide generator by concurrent shards would race, and a buffer changed
+    in forward would have been carried from shard to shard in rank order: the engine sees it, drops that step's
+    threaded result, computes it in rank order, and stays there — the bits are the rank order's."""
+    import random
+
+    import numpy as np
+
     overrides = {"training.world_size": 2, "lora.dropout": 0.1, "training.batch_size": 8}
     serial = _steps(tiny_engine(**overrides), 2)
     original = ShardDropout.forward
 
     def racing(self: ShardDropout, x: torch.Tensor) -> torch.Tensor:
-        torch.rand(1)  # a draw from the global generator, as an unknown random module would make
+        if disturbance == "torch":
+            torch.rand(1)
+        elif disturbance == "python":
+            random.random()
+        elif disturbance == "numpy":
+            np.random.rand()
         return original(self, x)
 
     monkeypatch.setattr(ShardDropout, "forward", racing)
     engine = tiny_engine(shard_threads=2, **overrides)
+    if disturbance == "buffer":  # a module that updates its own buffer in forward
+        def update(_module: Any, _args: Any, _output: Any) -> None:
+            for model in engine.shard_threads.models:
+                next(model.buffers()).mul_(1.0001)
+
+        engine.shard_threads.models[0].register_forward_hook(update)
     threaded = _steps(engine, 2)
     assert engine.shard_threads is not None and not engine.shard_threads.active
     assert all(torch.equal(x, y) for x, y in zip(serial[1], threaded[1], strict=True))
     assert [r.record for r in serial[0]] == [r.record for r in threaded[0]]
+
+
+def test_a_shard_that_raises_stops_every_shard_first(tiny_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error in one shard is raised only once every shard has stopped (no replica is still in use when the
+    next request arrives), and the engine computes in rank order from then on."""
+    import time
+
+    failing_generator: list[torch.Generator] = []
+    finished: list[int] = []
+    original = ShardDropout.forward
+
+    def failing(self: ShardDropout, x: torch.Tensor) -> torch.Tensor:
+        if self.generator is failing_generator[0]:
+            raise RuntimeError("out of memory in shard 0")
+        time.sleep(0.01)  # the other shard is slower: it is still running when shard 0 fails
+        finished.append(1)
+        return original(self, x)
+
+    monkeypatch.setattr(ShardDropout, "forward", failing)
+    engine = tiny_engine(shard_threads=2, **{"training.world_size": 2, "lora.dropout": 0.1, "training.batch_size": 8})
+    failing_generator.append(engine.shard_threads.generators[0])
+    with pytest.raises(RuntimeError, match="out of memory in shard 0"):
+        engine.step(0)
+    count = len(finished)
+    time.sleep(0.3)
+    assert not engine.shard_threads.active and count > 0 and len(finished) == count
 
 
 def test_models_that_draw_random_numbers_otherwise_keep_rank_order(tiny_engine: Any) -> None:
@@ -260,3 +303,10 @@ def test_target_epsilon_and_budget() -> None:
                                            "training.steps": 50})
     with pytest.raises(ConfigError, match=r"dp\.epsilon_budget"):
         resolve(tight, dataset_size=256)
+
+
+def test_a_delta_of_at_least_one_over_n_is_refused() -> None:
+    """δ ≥ 1/N would let the mechanism publish a whole record with probability δ: no DP run records it."""
+    with pytest.raises(ConfigError, match=r"dp\.delta = 0\.01 is at least 1/N"):
+        resolve(with_overrides(TrainConfig(), {"dp.delta": 0.01}), dataset_size=256)
+    assert resolve(with_overrides(TrainConfig(), {"dp.delta": 1e-3}), dataset_size=256).delta == 1e-3
