@@ -157,7 +157,8 @@ _SCHEMA: dict[str, Any] = {
                "loss_status": _Enum("checked", "withheld", "public-v1"), "epsilon": _List(_Tuple(int, float))},
     "replay": _Opt({
         "requested": _REQUESTED,
-        "beacon": _Opt({"block": _Opt(int), "hash": _Opt(_HASH), "auditor_seed": _Opt(str), "confirmations": int,
+        "beacon": _Opt({"block": _Opt(int), "hash": _Opt(_HASH), "auditor_seed": _Opt(str),
+                        "auditor_seed_origin": _Opt(_Enum("given", "drawn")), "confirmations": int,
                         "source": _Enum("chain", "auditor", "chain+auditor")}),
         "candidates": int, "chosen": _List(int), "catch_probability": _Opt(_PROBABILITY),
         "environment": _Opt({"recorded": _Map(), "here": _Map(), "bitwise_possible": bool,

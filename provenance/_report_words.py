@@ -108,13 +108,19 @@ def beacon_sentence(replay: dict[str, Any]) -> str | None:
     beacon = replay["beacon"]
     if beacon is None:
         return None
+    seed = beacon["auditor_seed"]
+    if seed is not None and beacon.get("auditor_seed_origin") == "drawn":
+        seed_text = (f"a seed this verifier drew at random when it ran ({short(seed)}; replay.beacon.auditor_seed "
+                     "of the JSON report holds it whole: pass it as --beacon to repeat the draw)")
+    else:
+        seed_text = f"the auditor's seed {seed!r}"
     if beacon["block"] is None:
-        return f"Segments were drawn from the auditor's seed {beacon['auditor_seed']!r}."
+        return f"Segments were drawn from {seed_text}."
     text = (f"Segments were drawn from the hash of block {beacon['block']} ({short(beacon['hash'])}), "
             f"{beacon['confirmations']} confirmations after the run's last commitment: a value the trainer "
             "could not know when it committed")
-    if beacon["auditor_seed"] is not None:
-        text += f", mixed with the auditor's seed {beacon['auditor_seed']!r}"
+    if seed is not None:
+        text += f", mixed with {seed_text}"
     return text + "."
 
 

@@ -76,6 +76,7 @@ class SegmentOutcome:
     stats: tuple[StepStats, ...] = ()
     indices: tuple[tuple[int, ...], ...] = ()
     error: str | None = None
+    resource: bool = False  # the error was this machine's (out of memory or disk), not the segment's
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,8 @@ def _outcome(value: Any) -> SegmentOutcome:
         raise FormatError("replay result: a segment needs an integer index")
     index = value["index"]
     if value.get("error") is not None:
-        return SegmentOutcome(index, error=" ".join(str(value["error"]).split()))
+        return SegmentOutcome(index, error=" ".join(str(value["error"]).split()),
+                              resource=value.get("resource") is True)
     try:
         return SegmentOutcome(
             index,

@@ -179,7 +179,8 @@ def _upgrade_replay(old: dict[str, Any], lineage: list[dict[str, Any]]) -> dict[
         for s in old["segments"] if s["to_index"] < len(lineage)]
     return {"requested": old["requested"],
             "beacon": {"block": old["seed_block"], "hash": old["seed_hash"], "auditor_seed": None,
-                       "confirmations": max(0, old["seed_block"] - last), "source": "chain"},
+                       "auditor_seed_origin": None, "confirmations": max(0, old["seed_block"] - last),
+                       "source": "chain"},
             "candidates": max(0, len(lineage) - 1), "chosen": [s["to_index"] for s in segments],
             "catch_probability": None, "environment": None, "segments": segments}
 

@@ -146,7 +146,7 @@ def stage_chain(ev: pipeline.Evidence, registry: RegistryReader, options: Verify
     with checks.run("chain"):
         info = registry.chain_info()
         ev.chain = {"chain_id": info.chain_id, "genesis_hash": info.genesis_hash, "dev_chain": info.dev_chain,
-                    "latest_block": info.latest_block}
+                    "latest_block": info.latest_block, "registry_version": registry.version}
         if options.expected_chain_id is not None and info.chain_id != options.expected_chain_id:
             raise CheckFailed("the node serves another chain than the one expected (--expect-chain-id)",
                               expected=options.expected_chain_id, found=info.chain_id)

@@ -155,10 +155,10 @@ def run_demo(out: Path, *, steps: int = 30, checkpoint_every: int = 10, replay: 
         shutil.copyfile(final, adapter)
         echo(f"\ntrained   {result.steps} steps, checkpoints {result.checkpoints}, ε = {result.epsilon:.4g}; "
              f"anchored: {result.anchored or not persistent}\nadapter   {adapter} (a copy of the final checkpoint's)")
-        # The demo plays the auditor: on its own development chain the block hashes prove nothing, so the segment
-        # draw also takes the auditor's own seed (recorded in the report), as `prov verify --beacon` does.
+        # The demo plays the auditor: the verifier mixes a seed it draws itself into the segment draw (recorded in
+        # the report), since on its own development chain the block hashes prove nothing.
         options = VerifyOptions(base_model=out / "model", data=out / "data.jsonl", secrets=run_dir / "secrets.json",
-                                replay=replay, beacon=os.urandom(8).hex())
+                                replay=replay)
         echo("\n== prov verify adapter_model.safetensors (with the data and secrets an auditor is given)\n")
         _mine(registry, options.confirmations)  # the beacon block: mined after the run was finalised
         report = verify(adapter, registry=registry, store=store, options=options).to_json()

@@ -35,6 +35,7 @@ numbers), so the bits are the run's and a 2-process run replays in about the tim
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -125,6 +126,9 @@ def parse_request(doc: Any) -> ReplayRequest:
     return ReplayRequest(Path(_field(doc, "manifest", str, "")), Path(_field(doc, "base_model", str, "")),
                          _optional_path(doc, "data"), _optional_path(doc, "secrets"),
                          tuple(parse_segment(s, i) for i, s in enumerate(segments)))
+
+
+RESOURCE_ERRNOS = frozenset({errno.ENOMEM, errno.ENOSPC, errno.EDQUOT})
 
 
 def shard_threads(world: int, threads: int) -> int:
@@ -279,6 +283,14 @@ def replay(request: ReplayRequest) -> dict[str, Any]:
             segments.append(replayer.segment(seg))
         except ProvenanceError as exc:
             segments.append({"error": " ".join(str(exc).split()), "index": seg.index})
+        except (MemoryError, OSError) as exc:  # this machine's limits: the segment is undecided, not failed
+            if isinstance(exc, OSError) and exc.errno not in RESOURCE_ERRNOS:
+                segments.append({"error": f"cannot replay: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
+                                 "index": seg.index})
+            else:
+                memory = isinstance(exc, MemoryError) or exc.errno == errno.ENOMEM
+                segments.append({"error": f"this machine ran out of {'memory' if memory else 'disk space'} "
+                                          f"({type(exc).__name__})", "index": seg.index, "resource": True})
         except Exception as exc:  # a crafted checkpoint (wrong shapes, dtypes) must fail its segment, not the worker
             segments.append({"error": f"cannot replay: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
                              "index": seg.index})

@@ -105,32 +105,18 @@ def _environment(ev: Evidence) -> tuple[determinism.Recorded, list[str]]:
 
 
 def _beacon(ev: Evidence, registry: RegistryReader, inputs: AuditorInputs) -> rp.Beacon:
-    """The seed of the segment draw. The chain part is a block after the run's finalisation (no commitment can
-    follow it); it is not enough on a development chain (whoever runs it picks its block hashes) or when other runs
-    claim the same tensors (a trainer could ship whichever run's draw it likes): then the auditor's seed is needed."""
+    """The seed of the segment draw: the auditor's seed (`--beacon`, or else one drawn here at random), mixed with
+    the hash of a block after the run's finalisation when there is one. Never the block alone: the trainer knows
+    it before shipping (and picks it on its own chain), so it could finalise several runs, each forging another
+    segment, and ship the one whose draw misses its forgery."""
     final = ev.history.finalization
-    if inputs.beacon is None:
-        if ev.chain.get("dev_chain"):
-            raise CheckInconclusive("on a development chain the block hashes that draw the sample are chosen by "
-                                    "whoever runs the chain: add your own seed (--beacon) or pass --replay all")
-        rivals = {c.record.run_key for c in ev.claims if not c.selected} - {ev.record.run_key}
-        if rivals:
-            raise CheckInconclusive(f"{len(rivals)} other run(s) claim these tensors, so a trainer could ship the "
-                                    "one whose sample suits it: add your own seed (--beacon) or pass --replay all")
-        if final is None:
-            raise CheckInconclusive("the run is not finalised, so its trainer could still extend it and re-roll "
-                                    "which segments are sampled: replay every segment (--replay all) or add your "
-                                    "own seed (--beacon)")
+    seed, origin = (inputs.beacon, "given") if inputs.beacon is not None else (rp.drawn_seed(), "drawn")
     block = None
     if final is not None:
         info = registry.block(int(final.block_number) + inputs.confirmations)
         if info is not None:
             block = (int(info.number), bytes(info.hash))
-        elif inputs.beacon is None:
-            raise CheckInconclusive(f"the beacon block ({inputs.confirmations} blocks after the finalisation in "
-                                    f"block {final.block_number}) is not mined yet: wait, pass --replay all, or add "
-                                    "your own seed (--beacon)")
-    return rp.make_beacon(block=block, auditor_seed=inputs.beacon, confirmations=inputs.confirmations)
+    return rp.make_beacon(block=block, auditor_seed=seed, confirmations=inputs.confirmations, seed_origin=origin)
 
 
 def _steps_added(records: list[Any]) -> list[int]:
@@ -183,7 +169,10 @@ def stage_replay(ev: Evidence, registry: RegistryReader, store: StoreReader, inp
         why = (f"this run uses {ev.step_format} records, which this version does not replay (its verdict stops at "
                "commitments and data)")
         checks.not_run("checkpoint_zero", why)
-        checks.not_run("replay", why)
+        if want_replay:  # asked for and impossible: never a verdict that hides it
+            checks.inconclusive("replay", why + "; pass --replay 0 for the verdict without replay")
+        else:
+            checks.not_run("replay", why)
         return
     lineage = _steps_added(ev.lineage)  # this file's segments
     section: dict[str, Any] = {"requested": inputs.replay, "beacon": None, "candidates": len(lineage),

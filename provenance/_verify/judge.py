@@ -44,6 +44,8 @@ def _judge(ev: Evidence, store: StoreReader, job: protocol.SegmentJob, outcome: 
     if outcome.error is not None or not (job.out / MANIFEST_NAME).is_file():
         item["first_divergence"] = {"step": None, "field": "replay", "expected": "a rebuilt checkpoint",
                                     "found": outcome.error or "the worker wrote no checkpoint"}
+        if outcome.resource:  # out of memory or disk here: undecided, never a pass
+            item["status"] = "inconclusive"
         return item
     # The verifier hashes what the worker wrote itself: a worker's own word about its result is not evidence.
     rebuilt = hash_directory(job.out).digest()
@@ -85,6 +87,10 @@ def judge_segments(ev: Evidence, store: StoreReader, result: protocol.WorkerResu
     zero = [i for i in items if i["from_index"] is None]
     rest = [i for i in items if i["from_index"] is not None]
     env_note = f" (this machine cannot match the recorded environment: {'; '.join(problems)})" if problems else ""
+    short_of = next((str(i["first_divergence"]["found"]) for i in items if i["status"] == "inconclusive"
+                     and i["first_divergence"] and "ran out of" in str(i["first_divergence"]["found"])), None)
+    if short_of is not None:
+        env_note += f" ({short_of}: free memory or disk, or replay fewer segments at a time)"
     if zero_pending and zero:
         item = zero[0]
         if item["status"] == "passed":
@@ -115,9 +121,11 @@ def judge_segments(ev: Evidence, store: StoreReader, result: protocol.WorkerResu
         total = section.get("candidates") or len(chosen)
         beacon = section.get("beacon")
         how = "every segment" if len(chosen) == total else f"segment(s) {chosen} of {total}"
+        seed = ("a seed drawn at random here" if beacon is not None and beacon.get("auditor_seed_origin") == "drawn"
+                else "the auditor's seed")
         source = "" if beacon is None else (f", chosen by block {beacon['block']}'s hash" if beacon["block"]
-                                            is not None else ", chosen by the auditor's seed")
+                                            is not None else f", chosen by {seed}")
         if beacon is not None and beacon["block"] is not None and beacon["auditor_seed"] is not None:
-            source += " and the auditor's seed"
+            source += f" and {seed}"
         checks.passed("replay", f"{how} rebuilt bit for bit: every byte of each committed checkpoint (weights, "
                                 f"optimizer, RNG, sampler, accountant, log){source}")

@@ -99,6 +99,9 @@ def _identity(record: Any) -> tuple[Any, ...]:
             record.log_root, record.epsilon_micro, record.block_number)
 
 
+MAX_WORLD_SIZE = 4096  # processes of one data-parallel run; more would build that many rank leaves per step
+
+
 def stage_run_manifest(ev: Evidence) -> None:
     checks = ev.checks
     if ev.manifest is None:
@@ -123,6 +126,15 @@ def stage_run_manifest(ev: Evidence) -> None:
             if unknown:
                 raise CheckInconclusive(f"the run uses formats this version of prov does not know ({unknown}): "
                                         "verify with a newer prov")
+        world = manifest.get("training", {}).get("world_size", 1) if isinstance(manifest.get("training"), dict) \
+            else 1
+        if not isinstance(world, int) or isinstance(world, bool) or not 1 <= world <= MAX_WORLD_SIZE:
+            raise CheckFailed("the run manifest records a world size no run can have", expected=f"1..{MAX_WORLD_SIZE}",
+                              found=repr(world))
+        if manifest.get("format") == "prov.run.v1" and int(ev.chain.get("registry_version") or 1) >= 2:
+            raise CheckFailed("a run in v1 formats registered on a v2 registry: prov 0.1 wrote v1 runs to v1 "
+                              "registries only, and v1 runs cannot be replayed (a way to escape replay)",
+                              expected="prov.run.v2", found="prov.run.v1")
         if manifest.get("format") == "prov.run.v1":
             ev.warnings.append("this run was recorded in v1 formats (prov.run.v1 / prov.step.v1): its per-step loss "
                                "and clipped fraction and unsalted batch digests were published in clear, and this "

@@ -217,6 +217,11 @@ def check_privacy(*, manifest: dict[str, Any], states: Sequence[dict[str, Any]],
     if mode != "dp":
         raise CheckFailed("the run manifest's DP mode is unknown", expected="dp or non-private", found=mode)
     sigma, q, delta, accountant = dp_parameters(dp)
+    size = manifest["training"].get("dataset_size")
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0 and delta >= 1.0 / size:
+        raise CheckFailed("the run's δ is at least 1/N: a mechanism may then publish a whole training record with "
+                          "probability δ, so (ε, δ) is no privacy guarantee", expected=f"δ < 1/N = {1.0 / size:.3g} "
+                          f"(N = {size} examples)", found=f"δ = {delta:.3g}")
     if not opacus_available():
         raise CheckInconclusive("ε cannot be recomputed here: opacus is not installed "
                                 "(pip install torch==2.13.0 'prov[train]')")
@@ -237,9 +242,9 @@ def check_privacy(*, manifest: dict[str, Any], states: Sequence[dict[str, Any]],
     for index, (micro, eps) in enumerate(zip(committed_micro, recomputed, strict=True)):
         value = micro / 1e6
         below, above = _tolerance(eps, exact)
-        if not math.isfinite(eps):
-            raise CheckFailed(f"checkpoint {index}: ε recomputed from its parameters is not finite",
-                              expected="a finite ε", found=eps)
+        if not math.isfinite(eps) or (eps <= 0 and index > 0 and int(states[index].get("log_size", 0)) > 0):
+            raise CheckFailed(f"checkpoint {index}: ε recomputed from its parameters is not a finite positive "
+                              "number", expected="0 < ε < ∞", found=eps)
         if not value >= eps - below:
             raise CheckFailed(f"checkpoint {index}: the committed ε is lower than the ε its parameters actually "
                               "spend", expected=f"ε ≥ {eps:.6f}", found=f"ε = {value:.6f}")

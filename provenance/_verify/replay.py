@@ -1,12 +1,14 @@
 """Replay: which segments to re-run (an unpredictable beacon), running them through the replay worker with the
 recorded determinism environment, and judging each rebuilt checkpoint against the committed one.
 
-**Beacon.** Sampled segments are drawn from randomness the trainer could not know when it committed its last
-checkpoint: the hash of the block `confirmations` blocks after the run's *finalisation* (no commitment can follow
-it), optionally mixed with an auditor's own seed (`--beacon`), recorded in the report so anyone can redo the
-choice. A run that is not finalised can still be extended (and the sample re-rolled by its trainer): sampling it
-needs an auditor seed, else the result is inconclusive — never a fallback to a block the trainer could pick.
-`--replay all` needs no beacon. Draws: `SHA-256(seed || uint32_be(i))` over the candidates (partial Fisher–Yates).
+**Beacon.** Sampled segments are drawn from randomness the trainer could not know when it shipped its file: an
+auditor seed — the one given with `--beacon`, or else 32 bytes this verifier draws from the operating system when
+it runs — mixed with the hash of the block `confirmations` blocks after the run's *finalisation* when there is
+one. Block hashes alone are not enough: on its own chain the trainer picks them, and on any chain it knows them
+before it ships, so it could finalise several runs, each forging another segment, and ship the one whose draw
+misses its forgery. The seed and block are recorded in the report, so anyone can redo the choice (`--beacon` with
+the recorded seed). `--replay all` needs no beacon. Draws: `SHA-256(seed || uint32_be(i))` over the candidates
+(partial Fisher–Yates).
 
 **Judgement.** A segment passes only if the rebuilt checkpoint has the committed *checkpoint digest* (adapter,
 optimizer state, RNG, sampler, accountant, log segment: every byte). Fields that do not depend on floating point
@@ -49,6 +51,7 @@ class Beacon:
     block_hash: str | None
     auditor_seed: str | None
     confirmations: int
+    seed_origin: str | None = None  # "given" (--beacon) or "drawn" (by this verifier, at random)
 
     @property
     def source(self) -> str:
@@ -58,14 +61,23 @@ class Beacon:
 
     def to_json(self) -> dict[str, Any]:
         return {"block": self.block, "hash": self.block_hash, "auditor_seed": self.auditor_seed,
-                "confirmations": self.confirmations, "source": self.source}
+                "auditor_seed_origin": self.seed_origin, "confirmations": self.confirmations, "source": self.source}
 
 
-def make_beacon(*, block: tuple[int, bytes] | None, auditor_seed: str | None, confirmations: int) -> Beacon:
+def make_beacon(*, block: tuple[int, bytes] | None, auditor_seed: str | None, confirmations: int,
+                seed_origin: str | None = None) -> Beacon:
     """The seed of the segment draw: `SHA-256("prov.beacon.v1" || 0x00 || block hash || 0x00 || auditor seed)`."""
     material = BEACON_LABEL + b"\x00" + (block[1] if block else b"") + b"\x00" + (auditor_seed or "").encode()
     return Beacon(hashlib.sha256(material).digest(), block[0] if block else None,
-                  "0x" + block[1].hex() if block else None, auditor_seed, confirmations)
+                  "0x" + block[1].hex() if block else None, auditor_seed, confirmations,
+                  None if auditor_seed is None else seed_origin)
+
+
+def drawn_seed() -> str:
+    """32 random bytes (hex) from the operating system: the auditor seed when none is given."""
+    import secrets
+
+    return secrets.token_hex(32)
 
 
 def catch_probability(chosen: int, candidates: int) -> float | None:

@@ -165,22 +165,29 @@ def test_hole_7_the_auditor_pins_the_chain(lab: Lab) -> None:
     assert code == 0 and "as expected" in check_of(report, "chain")["summary"]
 
 
-def test_hole_5_the_sample_cannot_be_picked_or_re_rolled(lab: Lab) -> None:
-    """Sampling needs randomness the trainer cannot know when it commits: a run that is not finalised can still be
-    extended (re-rolled); on a development chain block hashes are the runner's to pick; the auditor's own seed is
-    needed; and the draw covers the whole run, so shipping another checkpoint of it changes nothing."""
+def test_hole_5_the_sample_cannot_be_predicted_picked_or_re_rolled(lab: Lab) -> None:
+    """A trainer knows every block hash before it ships its file (and picks them on its own chain), so it could
+    finalise several runs, each forging another segment, and ship the one whose block-drawn sample misses its
+    forgery. The draw therefore always mixes in a seed the verifier draws when it runs (recorded, so `--beacon`
+    repeats it), with or without finalisation; and it covers the whole run, so shipping another checkpoint of the
+    run changes nothing."""
     run = lab.train("beacon", **{"training.steps": 8})
     args = [*lab.auditor_args(run), "--replay", "1"]
-    code, report = lab.verify(last_adapter(run), *args)
-    assert code == 3 and "--beacon" in check_of(report, "replay")["summary"]
+    code, unfinalised = lab.verify(last_adapter(run), *args)
+    assert code == 0 and unfinalised["level"]["name"] == "sampled", unfinalised["checks"]
+    first = unfinalised["replay"]["beacon"]
+    assert (first["source"], first["auditor_seed_origin"], first["block"]) == ("auditor", "drawn", None)
     lab.finalize(run)
-    code, report = lab.verify(last_adapter(run), *args)
-    assert code == 3 and "development chain" in check_of(report, "replay")["summary"]
-    code, final = lab.verify(last_adapter(run), *args, "--beacon", "auditor-7")
+    code, final = lab.verify(last_adapter(run), *args)
+    beacon = final["replay"]["beacon"]
     assert code == 0 and final["level"]["name"] == "sampled", final["checks"]
-    assert final["replay"]["beacon"]["source"] == "chain+auditor"
+    assert (beacon["source"], beacon["auditor_seed_origin"]) == ("chain+auditor", "drawn")
+    assert beacon["auditor_seed"] != first["auditor_seed"]  # fresh randomness on every verification
+    code, repeated = lab.verify(last_adapter(run), *args, "--beacon", beacon["auditor_seed"])
+    assert code == 0 and repeated["replay"]["drawn"] == final["replay"]["drawn"]
+    assert repeated["replay"]["beacon"]["auditor_seed_origin"] == "given"
     earlier = run / "checkpoints" / "000003" / "adapter_model.safetensors"
-    code, report = lab.verify(earlier, *args, "--beacon", "auditor-7")
+    code, report = lab.verify(earlier, *args, "--beacon", beacon["auditor_seed"])
     assert report["replay"]["drawn"] == final["replay"]["drawn"]
 
 
@@ -233,3 +240,37 @@ def test_hole_10_after_a_store_error_later_checks_say_why(lab: Lab) -> None:
 
 def _manifest(run: Path) -> dict[str, Any]:
     return json.loads((run / "run.json").read_bytes())
+
+
+def _linked(source: Path, target: Path) -> Path:
+    """A model directory laid out like a Hugging Face cache snapshot: every file a symbolic link."""
+    target.mkdir()
+    for file in source.iterdir():
+        (target / file.name).symlink_to(file.resolve())
+    return target
+
+
+def test_hole_11_a_base_model_swapped_behind_symbolic_links(lab: Lab, tmp_path: Path) -> None:
+    """The trainer fine-tunes model Y but claims X, both as directories of symbolic links (as every Hugging Face
+    cache snapshot is). The base-model digest must cover the bytes behind the links: the auditor's genuine X does
+    not match the registered digest, and Y does."""
+    from safetensors.numpy import load_file, save_file
+
+    other = tmp_path / "model-y"
+    other.mkdir()
+    for file in lab.model.iterdir():
+        (other / file.name).write_bytes(file.read_bytes())
+    tensors = load_file(str(other / "model.safetensors"))
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] * 1.5
+    save_file(tensors, str(other / "model.safetensors"), metadata={"format": "pt"})
+    y_links, x_links = _linked(other, tmp_path / "y-links"), _linked(lab.model, tmp_path / "x-links")
+    run = lab.train("swapped-base", **{"model.path": str(y_links), "training.steps": 4})
+    lab.finalize(run)
+    auditor = lab.auditor_args(run)
+    auditor[auditor.index("--base-model") + 1] = str(x_links)
+    code, report = lab.verify(last_adapter(run), *auditor, "--replay", "0")
+    assert code == 1 and failed_checks(report) == ["base_model"], report["checks"]
+    auditor[auditor.index("--base-model") + 1] = str(y_links)
+    code, report = lab.verify(last_adapter(run), *auditor, "--replay", "0")
+    assert code == 0 and check_of(report, "base_model")["status"] == "passed", report["checks"]

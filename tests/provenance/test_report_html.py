@@ -276,8 +276,12 @@ def test_the_beacon_is_described() -> None:
     page = render_html(report)
     assert "drawn from the hash of block 1432 (0x" in page and "12 confirmations after the run&#x27;s last" in page
     report["replay"]["beacon"] = {"block": None, "hash": None, "auditor_seed": "my-seed", "confirmations": 2,
-                                  "source": "auditor"}
+                                  "auditor_seed_origin": "given", "source": "auditor"}
     assert "Segments were drawn from the auditor&#x27;s seed &#x27;my-seed&#x27;." in render_html(report)
+    report["replay"]["beacon"].update(auditor_seed="ab" * 32, auditor_seed_origin="drawn")
+    assert ("Segments were drawn from a seed this verifier drew at random when it ran (abababab…abab; "
+            "replay.beacon.auditor_seed of the JSON report holds it whole: pass it as --beacon to repeat the draw)."
+            ) in render_html(report)
 
 
 def test_the_replay_environment_is_described() -> None:

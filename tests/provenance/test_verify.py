@@ -55,10 +55,16 @@ def test_each_level_says_what_was_proven(env: VerifyEnv, anchored: Path, tiny_mo
     assert plain["series"]["loss"] is None
     data = env.verify(adapter, replay="0", **data_options(anchored, tiny_model_dir))
     assert data["level"]["text"].startswith("VERIFIED (commitments and data)")
-    # On a development chain (this in-process one) block hashes are the chain runner's to pick: a sample needs the
-    # auditor's own seed too.
+    # Block hashes are the chain runner's to pick (and known to the trainer before it ships): without --beacon the
+    # verifier draws its own seed, records it, and the same seed repeats the draw.
     unseeded = env.verify(adapter, replay="1", **data_options(anchored, tiny_model_dir))
-    assert unseeded["verdict"] == "inconclusive" and "--beacon" in check(unseeded, "replay")["summary"]
+    assert unseeded["level"]["name"] == "sampled", unseeded["checks"]
+    beacon = unseeded["replay"]["beacon"]
+    assert beacon["auditor_seed_origin"] == "drawn" and beacon["source"] == "chain+auditor"
+    assert "a seed drawn at random here" in check(unseeded, "replay")["summary"]
+    again = env.verify(adapter, replay="1", beacon=beacon["auditor_seed"], **data_options(anchored, tiny_model_dir))
+    assert again["replay"]["chosen"] == unseeded["replay"]["chosen"]
+    assert again["replay"]["beacon"]["auditor_seed_origin"] == "given"
     sampled = env.verify(adapter, replay="1", beacon="auditor's seed", **data_options(anchored, tiny_model_dir))
     assert sampled["level"]["name"] == "sampled" and sampled["level"]["replayed"] == 1
     assert sampled["level"]["catch_probability"] == pytest.approx(1 / 3)

@@ -21,6 +21,7 @@ from provenance._verify.privacy import check_privacy, recompute_epsilon
 from provenance._verify.replay import (
     catch_probability,
     choose_segments,
+    drawn_seed,
     exact_divergence,
     first_divergence,
     make_beacon,
@@ -115,6 +116,15 @@ def test_beacon_mixes_block_and_auditor_seed_and_says_where_it_came_from() -> No
     assert (chain.source, both.source, auditor.source) == ("chain", "chain+auditor", "auditor")
     assert both.to_json()["hash"] == "0x" + "07" * 32 and both.to_json()["block"] == 12
     assert catch_probability(2, 30) == pytest.approx(2 / 30) and catch_probability(0, 0) is None
+    drawn = make_beacon(block=block, auditor_seed=drawn_seed(), confirmations=2, seed_origin="drawn")
+    assert drawn.to_json()["auditor_seed_origin"] == "drawn" and len(drawn.to_json()["auditor_seed"]) == 64
+    assert chain.to_json()["auditor_seed_origin"] is None
+
+
+def test_a_drawn_seed_is_fresh_randomness_every_time() -> None:
+    """Without --beacon the verifier draws 32 bytes from the operating system: the trainer cannot know them."""
+    seeds = {drawn_seed() for _ in range(50)}
+    assert len(seeds) == 50 and all(len(s) == 64 and int(s, 16) >= 0 for s in seeds)
 
 
 def test_divergence_names_step_and_field_and_separates_exact_fields() -> None:
@@ -233,6 +243,21 @@ def test_dp_parameters_that_make_epsilon_meaningless_fail(field_name: str, value
     with pytest.raises(CheckFailed, match="cannot describe a DP-SGD run"):
         check_privacy(manifest={"training": {"dp": dp}}, states=states([0, 10], [0.0, 0.5]),
                       committed_micro=micro([0.0, 0.5]))
+
+
+def test_a_delta_of_at_least_one_over_n_is_no_guarantee() -> None:
+    """δ = 0.1 makes RDP report ε ≈ 0.1 for a run that may publish a record with probability 0.1; the verifier
+    fails it (the trainer refuses to record it)."""
+    pytest.importorskip("opacus", reason="ε needs opacus (the train extra)")
+    dp = dict(DP, delta="0.1")
+    eps = [0.0, recompute_epsilon("rdp", ((1.0, 0.05, 10),), 0.1)]
+    with pytest.raises(CheckFailed, match="δ is at least 1/N"):
+        check_privacy(manifest={"training": {"dp": dp, "dataset_size": 256}}, states=states([0, 10], eps),
+                      committed_micro=micro(eps))
+    fine = honest([0, 10])
+    result = check_privacy(manifest={"training": {"dp": DP, "dataset_size": 256}}, states=states([0, 10], fine),
+                           committed_micro=micro(fine))
+    assert result.private
 
 
 def test_accountant_history_must_cover_the_log_and_use_the_manifest_parameters() -> None:
@@ -488,3 +513,59 @@ def test_in_memory_tensor_digest_and_reader_agree_with_the_file_versions(tmp_pat
     other = save({"a": np.ones(3, dtype=np.int64), "b": np.arange(6, dtype=np.float32).reshape(2, 3)})
     assert tensor_digest_of_bytes(other) == tensor_digest_of_bytes(data)
     assert (read_tensors(data)["b"] == np.arange(6).reshape(2, 3)).all()
+
+
+# --- run manifest rules -----------------------------------------------------------------------------------------------
+
+def _manifest_evidence(manifest: dict[str, Any], registry_version: int) -> Evidence:
+    from types import SimpleNamespace
+
+    ev = Evidence(subject=None, tensor_digest=None)  # type: ignore[arg-type]
+    digest = Digest.of(b"x")
+    ev.run = SimpleNamespace(run_id=b"\x01" * 32, base_model_digest=digest, dataset_root=digest,
+                             noise_seed_commitment=digest)
+    ev.manifest = {"run_id": "01" * 32, "base_model": {"digest": str(digest)}, "dataset": {"root": str(digest)},
+                   "secrets": {"noise_seed_commitment": str(digest)}, **manifest}
+    ev.chain = {"registry_version": registry_version}
+    return ev
+
+
+@pytest.mark.parametrize(("manifest", "registry_version", "status", "summary"), [
+    ({"format": "prov.run.v2", "training": {"world_size": 2}}, 2, Status.PASSED, "registered digest"),
+    ({"format": "prov.run.v2", "training": {"world_size": 0}}, 2, Status.FAILED, "world size no run can have"),
+    ({"format": "prov.run.v2", "training": {"world_size": 10**9}}, 2, Status.FAILED, "world size"),
+    ({"format": "prov.run.v2", "training": {"world_size": True}}, 2, Status.FAILED, "world size"),
+    ({"format": "prov.run.v1", "training": {}}, 1, Status.PASSED, "v1 formats"),
+    ({"format": "prov.run.v1", "training": {}}, 2, Status.FAILED, "v1 formats registered on a v2 registry"),
+])
+def test_run_manifest_rules(manifest: dict[str, Any], registry_version: int, status: Status, summary: str) -> None:
+    """A world size that would make the verifier build billions of rank leaves, or a v1 run (never replayed) on a
+    registry prov 0.1 never wrote to, is the trainer's choice and fails the manifest check."""
+    from provenance._verify.pipeline import stage_run_manifest
+
+    ev = _manifest_evidence(manifest, registry_version)
+    stage_run_manifest(ev)
+    assert ev.checks.status("run_manifest") is status
+    assert summary in next(c for c in ev.checks.ordered() if c.id == "run_manifest").summary
+
+
+@pytest.mark.parametrize(("resource", "status"), [(True, Status.INCONCLUSIVE), (False, Status.FAILED)])
+def test_a_segment_this_machine_could_not_finish_is_undecided(resource: bool, status: Status, tmp_path: Path) -> None:
+    """Out of memory or disk in the worker leaves replay inconclusive (saying what to free); any other worker
+    error for a segment fails it."""
+    from types import SimpleNamespace
+
+    from provenance import replay as protocol
+    from provenance._verify.judge import judge_segments
+
+    ev = Evidence(subject=None, tensor_digest=None)  # type: ignore[arg-type]
+    ev.files, ev.steps = [], []
+    ev.lineage = [SimpleNamespace(checkpoint_digest=Digest.of(bytes([i]))) for i in range(2)]
+    job = protocol.SegmentJob(tmp_path / "c0", 1, (0, 0), (), tmp_path / "rebuilt-1")
+    error = "this machine ran out of memory (MemoryError)" if resource else "cannot replay: RuntimeError: shapes"
+    result = protocol.WorkerResult({}, (protocol.SegmentOutcome(1, error=error, resource=resource),))
+    judge_segments(ev, None, result, [job], [], {}, zero_pending=False,  # type: ignore[arg-type]
+                   replay_pending=True)
+    assert ev.checks.status("replay") is status
+    summary = next(c for c in ev.checks.ordered() if c.id == "replay").summary
+    assert ("free memory or disk" in summary) is resource

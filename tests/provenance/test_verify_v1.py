@@ -70,15 +70,20 @@ def test_a_v1_run_verifies_at_the_commitment_level_with_warnings(v1_world: dict[
 
 
 def test_a_v1_run_with_its_data_verifies_data_but_is_not_replayed(v1_world: dict[str, Any]) -> None:
-    code, report = verify(v1_world, V1_RUN / "adapter_model.safetensors", "--data", str(V1_RUN / "data.jsonl"),
-                          "--secrets", str(V1_RUN / "secrets.json"), "--base-model", str(V1_RUN / "model"),
-                          "--replay", "all")
+    auditor = ["--data", str(V1_RUN / "data.jsonl"), "--secrets", str(V1_RUN / "secrets.json"), "--base-model",
+               str(V1_RUN / "model")]
+    code, report = verify(v1_world, V1_RUN / "adapter_model.safetensors", *auditor, "--replay", "0")
     assert code == 0 and report["verdict"] == "verified", report["checks"]
     checks = statuses(report)
     assert checks["dataset"] == "passed" and checks["steps"] == "passed" and checks["base_model"] == "passed"
     assert checks["replay"] == "not_run" and checks["checkpoint_zero"] == "not_run"
     assert report["level"]["name"] == "data"
     assert report["series"]["loss_status"] == "public-v1" and len(report["series"]["loss"]) == v1_world["steps"]
+    # Replay asked for and impossible in these formats: never a verdict that hides it.
+    code, report = verify(v1_world, V1_RUN / "adapter_model.safetensors", *auditor, "--replay", "all")
+    assert code == 3 and report["verdict"] == "inconclusive", report["checks"]
+    replay = next(c for c in report["checks"] if c["id"] == "replay")
+    assert replay["status"] == "inconclusive" and "--replay 0" in replay["summary"]
 
 
 def test_a_tampered_v1_adapter_and_wrong_data_fail(v1_world: dict[str, Any], tmp_path: Path) -> None:

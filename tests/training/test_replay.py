@@ -221,3 +221,28 @@ def test_shards_run_on_as_many_threads_as_the_cores_hold(world: int, threads: in
 
     monkeypatch.setattr(replay.os, "sched_getaffinity", lambda _pid: set(range(cores)), raising=False)
     assert replay.shard_threads(world, threads) == expected
+
+
+@pytest.mark.parametrize(("error", "resource"), [
+    (MemoryError(), True), (OSError(28, "No space left on device"), True), (OSError(13, "Permission denied"), False),
+    (RuntimeError("shape mismatch"), False),
+])
+def test_running_out_of_memory_or_disk_leaves_a_segment_undecided(
+        error: Exception, resource: bool, tiny_run: Any, tiny_model_dir: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine's limits are not the run's fault: such a segment is marked `resource` (the verifier's replay is
+    then inconclusive, never failed or passed); any other error fails the segment."""
+    from provenance.replay import parse_result
+    from training import replay as worker
+
+    def broken(self: Any, seg: Any) -> dict[str, Any]:
+        raise error
+
+    monkeypatch.setattr(worker.Replayer, "segment", broken)
+    request = request_for_run(tiny_run.run_dir, base_model=tiny_model_dir, data=DEMO_DATA, out=tmp_path / "out")
+    result = replay(request)
+    assert all(bool(s.get("resource")) is resource for s in result["segments"])
+    outcome = parse_result(json.dumps(result).encode()).outcome(1)
+    assert outcome.error and outcome.resource is resource
+    if resource:
+        assert "this machine ran out of" in outcome.error
