@@ -48,6 +48,10 @@ class _Opt:
         self.inner = inner
 
 
+class _Added(_Opt):
+    """A nullable field added to v2 after reports were stored: reports written before may lack it."""
+
+
 class _List:
     def __init__(self, item: Any) -> None:
         self.item = item
@@ -158,7 +162,7 @@ _SCHEMA: dict[str, Any] = {
     "replay": _Opt({
         "requested": _REQUESTED,
         "beacon": _Opt({"block": _Opt(int), "hash": _Opt(_HASH), "auditor_seed": _Opt(str),
-                        "auditor_seed_origin": _Opt(_Enum("given", "drawn")), "confirmations": int,
+                        "auditor_seed_origin": _Added(_Enum("given", "drawn")), "confirmations": int,
                         "source": _Enum("chain", "auditor", "chain+auditor")}),
         "candidates": int, "chosen": _List(int), "catch_probability": _Opt(_PROBABILITY),
         "environment": _Opt({"recorded": _Map(), "here": _Map(), "bitwise_possible": bool,
@@ -194,6 +198,8 @@ def _check(value: Any, spec: Any, where: str) -> None:
         for key, sub in spec.items():
             path = f"{where}.{key}" if where else key
             if key not in value:
+                if isinstance(sub, _Added):
+                    continue
                 raise FormatError(f"invalid report: field {path!r} is missing")
             _check(value[key], sub, path)
     elif isinstance(spec, _Map):

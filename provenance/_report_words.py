@@ -117,8 +117,7 @@ def beacon_sentence(replay: dict[str, Any]) -> str | None:
     if beacon["block"] is None:
         return f"Segments were drawn from {seed_text}."
     text = (f"Segments were drawn from the hash of block {beacon['block']} ({short(beacon['hash'])}), "
-            f"{beacon['confirmations']} confirmations after the run's last commitment: a value the trainer "
-            "could not know when it committed")
+            f"{beacon['confirmations']} confirmations after the run's last commitment")
     if seed is not None:
         text += f", mixed with {seed_text}"
     return text + "."

@@ -213,6 +213,9 @@ def _pack(rows: Sequence[Row], *, pad_id: int, max_length: int) -> TokenizedData
 # --- the commitment -------------------------------------------------------------------------------------------
 
 
+MAX_WORLD_SIZE = 4096  # processes of one data-parallel run (the trainer's limit; the verifier fails more)
+
+
 def shard_bounds(count: int, world_size: int) -> list[tuple[int, int]]:
     """Positions `[start, end)` of each rank's shard of a sorted logical batch of `count` examples."""
     if world_size < 1:

@@ -12,7 +12,8 @@ statistics), `checkpoint_zero` (rebuilt from the base model), `replay` (segments
 Verdicts (exit codes): `verified` 0 — with a level saying what was proven: `commitments`, `data` (commitments and
 every step recomputed from the data), `sampled` (k of n segments replayed, with the probability a single forged
 segment would have been caught), `full` (every segment and checkpoint 0 rebuilt); `failed` 1; `inconclusive` 3 — a
-check could not be decided here (replay not bitwise on this machine, ε not recomputable, no unpredictable beacon),
+check could not be decided here (replay not bitwise on this machine, ε not recomputable, replay asked of a run
+that cannot be replayed),
 never verified; `error` 2 — verification could not run (store or chain unreachable).
 """
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from provenance.batches import MAX_WORLD_SIZE
 from provenance.dataset import FORMATS, KINDS, Fields
 from provenance.errors import ConfigError, UsageError
 
@@ -291,6 +292,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _positive(cfg.training.threads, "training.threads")
     _positive(cfg.training.physical_batch_size, "training.physical_batch_size", allow_zero=True)
     _positive(cfg.training.world_size, "training.world_size")
+    if cfg.training.world_size > MAX_WORLD_SIZE:
+        raise ConfigError(f"training.world_size: at most {MAX_WORLD_SIZE} processes, got {cfg.training.world_size}")
     _choice(cfg.determinism.profile, PROFILES, "determinism.profile")
     _positive(cfg.anchor.register_timeout, "anchor.register_timeout", allow_zero=True)
     _positive(cfg.anchor.flush_timeout, "anchor.flush_timeout", allow_zero=True)

@@ -22,6 +22,7 @@ under DP (parameters not reaching the optimizer) is exactly what this catches.
 from __future__ import annotations
 
 import copy
+import errno
 import os
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -237,6 +238,22 @@ class Engine:
             self._previous = [p.detach().clone() for _, p in self.named_params]
 
 
+RESOURCE_ERRNOS = frozenset({errno.ENOMEM, errno.ENOSPC, errno.EDQUOT})
+OOM_MESSAGES = ("can't allocate memory", "out of memory", "error code 12")
+
+
+def resource_shortage(exc: BaseException) -> str | None:
+    """"memory" or "disk space" when `exc` says this machine ran short (Python's MemoryError, torch's allocator
+    errors, which are RuntimeErrors, ENOMEM/ENOSPC/EDQUOT); None for any other error."""
+    if isinstance(exc, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))):
+        return "memory"
+    if isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS:
+        return "memory" if exc.errno == errno.ENOMEM else "disk space"
+    if isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in OOM_MESSAGES):
+        return "memory"
+    return None
+
+
 class ShardThreads:
     """Computes a step's W rank shards concurrently in one process: a thread per group of ranks, each on its own
     replica of the LoRA model, each op with the recorded intra-op thread count. A shard is the same kernels on the
@@ -252,7 +269,8 @@ class ShardThreads:
     model's config, other dropout modules) run in rank order. After every step the process-wide generators (torch,
     Python's, numpy's) and the replicas' buffers are checked: a step whose shards drew from a shared generator or
     changed a buffer (which the rank order would have carried from shard to shard) is computed again in rank
-    order, as are all later steps; so is a step where a shard raised, once every shard has stopped.
+    order, as are all later steps. A shard that raises is reported once every shard has stopped; if it ran out of
+    memory (W replicas hold their activations at once) the step is computed again in rank order instead.
     """
 
     SENTINEL_SEED = 0x5EED
@@ -316,6 +334,8 @@ class ShardThreads:
         errors = [e for e in (f.exception() for f in futures) if e is not None]
         if errors:
             self.active = False
+            if all(resource_shortage(e) == "memory" for e in errors):
+                return None  # one shard at a time needs less memory
             raise errors[0]
         if self._shared_state_moved(before):
             self.active = False

@@ -164,6 +164,8 @@ def resolve(cfg: TrainConfig, *, dataset_size: int) -> Plan:
         return Plan(mode="non-private", noise_multiplier=None, max_grad_norm=None, delta=None, accountant=None,
                     target_epsilon=None, epsilon_budget=None, **common)
     delta = cfg.dp.delta if cfg.dp.delta is not None else default_delta(dataset_size)
+    if dataset_size < 2:
+        raise ConfigError(f"a DP run needs at least 2 examples; the data holds {dataset_size}")
     if delta >= 1.0 / dataset_size:
         raise ConfigError(f"dp.delta = {delta:g} is at least 1/N = {1.0 / dataset_size:.3g} (N = {dataset_size} "
                           "examples): it would allow publishing a whole record with probability δ; use δ < 1/N "

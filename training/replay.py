@@ -35,7 +35,6 @@ numbers), so the bits are the run's and a 2-process run replays in about the tim
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import sys
@@ -128,9 +127,6 @@ def parse_request(doc: Any) -> ReplayRequest:
                          tuple(parse_segment(s, i) for i, s in enumerate(segments)))
 
 
-RESOURCE_ERRNOS = frozenset({errno.ENOMEM, errno.ENOSPC, errno.EDQUOT})
-
-
 def shard_threads(world: int, threads: int) -> int:
     """How many shards of a W-rank step to compute at once: as many as this process's cores hold at the recorded
     intra-op thread count each, at most W."""
@@ -213,8 +209,6 @@ class Replayer:
                                   batches=None if records is not None else _no_batches,
                                   collective=LocalCollective(world),
                                   shard_threads=shard_threads(world, int(det["threads"])))
-        shards = self.engine.shard_threads
-        self.environment["shard_threads"] = len(shards.maths) if shards is not None else 1
         # checkpoint 0 is the engine right after LoRA init: keep it to rebuild that checkpoint at any time
         self.initial_adapter = adapter_state(self.engine.peft_model)
         self.initial_rng = torch.get_rng_state()
@@ -276,6 +270,8 @@ class Replayer:
 
 def replay(request: ReplayRequest) -> dict[str, Any]:
     """Run every segment of the request; the result document (per-segment errors included)."""
+    from training.engine import resource_shortage
+
     replayer = Replayer(request)
     segments = []
     for seg in request.segments:
@@ -283,17 +279,16 @@ def replay(request: ReplayRequest) -> dict[str, Any]:
             segments.append(replayer.segment(seg))
         except ProvenanceError as exc:
             segments.append({"error": " ".join(str(exc).split()), "index": seg.index})
-        except (MemoryError, OSError) as exc:  # this machine's limits: the segment is undecided, not failed
-            if isinstance(exc, OSError) and exc.errno not in RESOURCE_ERRNOS:
+        except Exception as exc:  # a crafted checkpoint (wrong shapes, dtypes) must fail its segment, not the worker
+            short = resource_shortage(exc)
+            if short is not None:  # this machine's limits: the segment is undecided, not failed
+                segments.append({"error": f"this machine ran out of {short} ({type(exc).__name__})",
+                                 "index": seg.index, "resource": True})
+            else:
                 segments.append({"error": f"cannot replay: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
                                  "index": seg.index})
-            else:
-                memory = isinstance(exc, MemoryError) or exc.errno == errno.ENOMEM
-                segments.append({"error": f"this machine ran out of {'memory' if memory else 'disk space'} "
-                                          f"({type(exc).__name__})", "index": seg.index, "resource": True})
-        except Exception as exc:  # a crafted checkpoint (wrong shapes, dtypes) must fail its segment, not the worker
-            segments.append({"error": f"cannot replay: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
-                             "index": seg.index})
+    shards = replayer.engine.shard_threads  # how the shards really ran (rank order after a fallback)
+    replayer.environment["shard_threads"] = len(shards.maths) if shards is not None and shards.active else 1
     return {"environment": replayer.environment, "format": RESULT_FORMAT, "segments": segments}
 
 

@@ -39,9 +39,9 @@ def stage_data(ev: Evidence, inputs: AuditorInputs) -> tuple[Secrets, list[Any]]
         checks.not_run("dataset", why)
         checks.not_run("steps", why)
         return None
-    if ev.manifest is None or ev.run is None:
-        checks.not_run("dataset", checks.why_missing("run_manifest", "the run manifest"))
-        checks.not_run("steps", checks.why_missing("run_manifest", "the run manifest"))
+    if ev.manifest is None or ev.run is None or not checks.ok("run_manifest"):
+        checks.not_run("dataset", checks.why_missing("run_manifest", "a verified run manifest"))
+        checks.not_run("steps", checks.why_missing("run_manifest", "a verified run manifest"))
         return None
     secrets = Secrets.load(inputs.secrets)
     examples: list[Any] = []
@@ -159,6 +159,10 @@ def stage_replay(ev: Evidence, registry: RegistryReader, store: StoreReader, inp
     if inputs.base_model is None:
         checks.not_run("checkpoint_zero", "needs --base-model (checkpoint 0 is rebuilt from the base model)")
         checks.not_run("replay", "needs --base-model, --data and --secrets to re-run training steps")
+        return
+    if not checks.ok("run_manifest"):
+        for check_id in ("checkpoint_zero", "replay"):
+            checks.not_run(check_id, checks.why_missing("run_manifest", "a verified run manifest"))
         return
     if ev.manifest is None or ev.files is None or not checks.ok("base_model"):
         for check_id in ("checkpoint_zero", "replay"):

@@ -17,6 +17,7 @@ from provenance._verify import lineage as walk
 from provenance._verify.checks import CheckFailed, CheckInconclusive, Checks
 from provenance._verify.privacy import PrivacyResult, check_privacy
 from provenance._verify.subject import Subject
+from provenance.batches import MAX_WORLD_SIZE
 from provenance.hashing import Digest
 from provenance.ports import RegistryReader, StoreReader
 from provenance.records import STEP_FORMAT, STEP_FORMAT_V1, AnyStepRecord
@@ -99,7 +100,8 @@ def _identity(record: Any) -> tuple[Any, ...]:
             record.log_root, record.epsilon_micro, record.block_number)
 
 
-MAX_WORLD_SIZE = 4096  # processes of one data-parallel run; more would build that many rank leaves per step
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def stage_run_manifest(ev: Evidence) -> None:
@@ -126,11 +128,16 @@ def stage_run_manifest(ev: Evidence) -> None:
             if unknown:
                 raise CheckInconclusive(f"the run uses formats this version of prov does not know ({unknown}): "
                                         "verify with a newer prov")
-        world = manifest.get("training", {}).get("world_size", 1) if isinstance(manifest.get("training"), dict) \
-            else 1
-        if not isinstance(world, int) or isinstance(world, bool) or not 1 <= world <= MAX_WORLD_SIZE:
+        training: dict[str, Any] = manifest["training"] if isinstance(manifest.get("training"), dict) else {}
+        world = training.get("world_size", 1)
+        if not _count(world) or world > MAX_WORLD_SIZE:
             raise CheckFailed("the run manifest records a world size no run can have", expected=f"1..{MAX_WORLD_SIZE}",
                               found=repr(world))
+        size, declared = training.get("dataset_size"), (manifest.get("dataset") or {}).get("size")
+        if not _count(size) or size != declared:
+            raise CheckFailed("the run manifest's training.dataset_size is not the dataset's size (sampling and δ "
+                              "depend on it)", expected=f"a whole number ≥ 1 equal to dataset.size ({declared!r})",
+                              found=repr(size))
         if manifest.get("format") == "prov.run.v1" and int(ev.chain.get("registry_version") or 1) >= 2:
             raise CheckFailed("a run in v1 formats registered on a v2 registry: prov 0.1 wrote v1 runs to v1 "
                               "registries only, and v1 runs cannot be replayed (a way to escape replay)",
@@ -241,6 +248,12 @@ def stage_base_model(ev: Evidence, base_model: Path | None) -> None:
     from provenance.basemodel import base_model_manifest
 
     with checks.run("base_model"):
+        from provenance.manifest import CheckpointManifest
+
+        if ev.run.base_model_digest == CheckpointManifest(()).digest():
+            raise CheckFailed("the run registered the digest of an empty file list, which commits to no base model "
+                              "(prov before this version hashed a directory of symbolic links as nothing)",
+                              expected="the digest of the base model's files", found=ev.run.base_model_digest)
         found = base_model_manifest(base_model).digest()
         if found != ev.run.base_model_digest:
             raise CheckFailed("the base model given is not the one this run registered",

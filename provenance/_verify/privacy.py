@@ -218,7 +218,10 @@ def check_privacy(*, manifest: dict[str, Any], states: Sequence[dict[str, Any]],
         raise CheckFailed("the run manifest's DP mode is unknown", expected="dp or non-private", found=mode)
     sigma, q, delta, accountant = dp_parameters(dp)
     size = manifest["training"].get("dataset_size")
-    if isinstance(size, int) and not isinstance(size, bool) and size > 0 and delta >= 1.0 / size:
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise CheckFailed("the run manifest's training.dataset_size is not a whole number of examples (δ is judged "
+                          "against it)", expected="an integer ≥ 1", found=repr(size))
+    if delta >= 1.0 / size:
         raise CheckFailed("the run's δ is at least 1/N: a mechanism may then publish a whole training record with "
                           "probability δ, so (ε, δ) is no privacy guarantee", expected=f"δ < 1/N = {1.0 / size:.3g} "
                           f"(N = {size} examples)", found=f"δ = {delta:.3g}")

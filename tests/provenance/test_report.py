@@ -171,6 +171,7 @@ def _attestation_without_revoked(report: dict[str, Any]) -> None:
     (_second_selected_claim, "'claims'"),
     (_set("replay.beacon.auditor_seed", None), "'replay.beacon.auditor_seed'"),
     (_set("replay.beacon.hash", None), "'replay.beacon'"),
+    (_set("replay.beacon.auditor_seed_origin", "guessed"), "'replay.beacon.auditor_seed_origin'"),
     (_set("replay.environment.recorded", [1]), "'replay.environment.recorded'"),
     (_set("dp.epsilon_checked", _DELETE), "'dp.epsilon_checked' is missing"),
     (_set("run.formats.step", 2), "'run.formats.step'"),
@@ -180,6 +181,16 @@ def test_validate_names_the_bad_field(mutate: Callable[[dict[str, Any]], None], 
     report = sample_report()
     mutate(report)
     with pytest.raises(FormatError, match=re.escape(field)):
+        validate_report(report)
+
+
+def test_a_report_stored_before_a_field_was_added_still_validates() -> None:
+    """`replay.beacon.auditor_seed_origin` came after v2 reports were stored: one without it still loads."""
+    report = sample_report()
+    del report["replay"]["beacon"]["auditor_seed_origin"]
+    validate_report(report)
+    del report["replay"]["beacon"]["auditor_seed"]
+    with pytest.raises(FormatError, match=r"'replay\.beacon\.auditor_seed' is missing"):
         validate_report(report)
 
 

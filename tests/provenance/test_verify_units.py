@@ -215,7 +215,7 @@ def test_epsilon_is_recomputed_and_checked_for_every_checkpoint() -> None:
     pytest.importorskip("opacus", reason="ε needs opacus (the train extra)")
     sizes = [0, 10, 20, 30]
     eps = honest(sizes)
-    manifest = {"training": {"dp": DP}}
+    manifest = {"training": {"dp": DP, "dataset_size": 256}}
     result = check_privacy(manifest=manifest, states=states(sizes, eps), committed_micro=micro(eps))
     assert result.recomputed == pytest.approx(eps) and "all 4 committed values" in result.summary
     lied = list(eps)
@@ -241,19 +241,23 @@ def test_dp_parameters_that_make_epsilon_meaningless_fail(field_name: str, value
     pytest.importorskip("opacus", reason="ε needs opacus (the train extra)")
     dp = dict(DP, **{field_name: value})
     with pytest.raises(CheckFailed, match="cannot describe a DP-SGD run"):
-        check_privacy(manifest={"training": {"dp": dp}}, states=states([0, 10], [0.0, 0.5]),
+        check_privacy(manifest={"training": {"dp": dp, "dataset_size": 256}}, states=states([0, 10], [0.0, 0.5]),
                       committed_micro=micro([0.0, 0.5]))
 
 
 def test_a_delta_of_at_least_one_over_n_is_no_guarantee() -> None:
     """δ = 0.1 makes RDP report ε ≈ 0.1 for a run that may publish a record with probability 0.1; the verifier
     fails it (the trainer refuses to record it)."""
-    pytest.importorskip("opacus", reason="ε needs opacus (the train extra)")
     dp = dict(DP, delta="0.1")
-    eps = [0.0, recompute_epsilon("rdp", ((1.0, 0.05, 10),), 0.1)]
+    eps = [0.0, 0.12]  # what RDP reports at δ = 0.1; the rule needs no opacus
     with pytest.raises(CheckFailed, match="δ is at least 1/N"):
         check_privacy(manifest={"training": {"dp": dp, "dataset_size": 256}}, states=states([0, 10], eps),
                       committed_micro=micro(eps))
+    for size in ("256", None, 0, True):  # δ is judged against a size that must be a real count
+        with pytest.raises(CheckFailed, match="dataset_size is not a whole number"):
+            check_privacy(manifest={"training": {"dp": dp, "dataset_size": size}}, states=states([0, 10], eps),
+                          committed_micro=micro(eps))
+    pytest.importorskip("opacus", reason="ε needs opacus (the train extra)")
     fine = honest([0, 10])
     result = check_privacy(manifest={"training": {"dp": DP, "dataset_size": 256}}, states=states([0, 10], fine),
                            committed_micro=micro(fine))
@@ -266,11 +270,11 @@ def test_accountant_history_must_cover_the_log_and_use_the_manifest_parameters()
     bad = states([0, 10], eps)
     bad[1]["accountant"]["history"] = [["1.0", "0.05", 9]]
     with pytest.raises(CheckFailed, match="does not cover every logged step"):
-        check_privacy(manifest={"training": {"dp": DP}}, states=bad, committed_micro=micro(eps))
+        check_privacy(manifest={"training": {"dp": DP, "dataset_size": 256}}, states=bad, committed_micro=micro(eps))
     other = states([0, 10], eps)
     other[1]["accountant"]["history"] = [["2.0", "0.05", 10]]
     with pytest.raises(CheckFailed, match="other DP parameters"):
-        check_privacy(manifest={"training": {"dp": DP}}, states=other, committed_micro=micro(eps))
+        check_privacy(manifest={"training": {"dp": DP, "dataset_size": 256}}, states=other, committed_micro=micro(eps))
 
 
 def test_without_opacus_privacy_is_inconclusive(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -278,7 +282,7 @@ def test_without_opacus_privacy_is_inconclusive(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(privacy, "opacus_available", lambda: False)
     with pytest.raises(CheckInconclusive, match="opacus"):
-        check_privacy(manifest={"training": {"dp": DP}}, states=states([0]), committed_micro=[0])
+        check_privacy(manifest={"training": {"dp": DP, "dataset_size": 256}}, states=states([0]), committed_micro=[0])
 
 
 # --- every step, no training --------------------------------------------------------------------------------------
@@ -524,19 +528,28 @@ def _manifest_evidence(manifest: dict[str, Any], registry_version: int) -> Evide
     digest = Digest.of(b"x")
     ev.run = SimpleNamespace(run_id=b"\x01" * 32, base_model_digest=digest, dataset_root=digest,
                              noise_seed_commitment=digest)
-    ev.manifest = {"run_id": "01" * 32, "base_model": {"digest": str(digest)}, "dataset": {"root": str(digest)},
+    ev.manifest = {"run_id": "01" * 32, "base_model": {"digest": str(digest)},
+                   "dataset": {"root": str(digest), "size": 256},
                    "secrets": {"noise_seed_commitment": str(digest)}, **manifest}
     ev.chain = {"registry_version": registry_version}
     return ev
 
 
 @pytest.mark.parametrize(("manifest", "registry_version", "status", "summary"), [
-    ({"format": "prov.run.v2", "training": {"world_size": 2}}, 2, Status.PASSED, "registered digest"),
-    ({"format": "prov.run.v2", "training": {"world_size": 0}}, 2, Status.FAILED, "world size no run can have"),
-    ({"format": "prov.run.v2", "training": {"world_size": 10**9}}, 2, Status.FAILED, "world size"),
-    ({"format": "prov.run.v2", "training": {"world_size": True}}, 2, Status.FAILED, "world size"),
-    ({"format": "prov.run.v1", "training": {}}, 1, Status.PASSED, "v1 formats"),
-    ({"format": "prov.run.v1", "training": {}}, 2, Status.FAILED, "v1 formats registered on a v2 registry"),
+    ({"format": "prov.run.v2", "training": {"world_size": 2, "dataset_size": 256}}, 2, Status.PASSED,
+     "registered digest"),
+    ({"format": "prov.run.v2", "training": {"world_size": 0, "dataset_size": 256}}, 2, Status.FAILED,
+     "world size no run can have"),
+    ({"format": "prov.run.v2", "training": {"world_size": 10**9, "dataset_size": 256}}, 2, Status.FAILED,
+     "world size"),
+    ({"format": "prov.run.v2", "training": {"world_size": True, "dataset_size": 256}}, 2, Status.FAILED,
+     "world size"),
+    ({"format": "prov.run.v2", "training": {"dataset_size": "256"}}, 2, Status.FAILED, "dataset_size"),
+    ({"format": "prov.run.v2", "training": {"dataset_size": 255}}, 2, Status.FAILED, "dataset_size"),
+    ({"format": "prov.run.v2", "training": {}}, 2, Status.FAILED, "dataset_size"),
+    ({"format": "prov.run.v1", "training": {"dataset_size": 256}}, 1, Status.PASSED, "v1 formats"),
+    ({"format": "prov.run.v1", "training": {"dataset_size": 256}}, 2, Status.FAILED,
+     "v1 formats registered on a v2 registry"),
 ])
 def test_run_manifest_rules(manifest: dict[str, Any], registry_version: int, status: Status, summary: str) -> None:
     """A world size that would make the verifier build billions of rank leaves, or a v1 run (never replayed) on a
@@ -569,3 +582,18 @@ def test_a_segment_this_machine_could_not_finish_is_undecided(resource: bool, st
     assert ev.checks.status("replay") is status
     summary = next(c for c in ev.checks.ordered() if c.id == "replay").summary
     assert ("free memory or disk" in summary) is resource
+
+
+def test_a_registered_empty_base_model_digest_commits_to_nothing(tmp_path: Path) -> None:
+    """Runs anchored while symbolic links hashed as nothing registered the empty manifest's digest: the check
+    says so instead of blaming the model given."""
+    from types import SimpleNamespace
+
+    from provenance._verify.pipeline import stage_base_model
+    from provenance.manifest import CheckpointManifest
+
+    ev = Evidence(subject=None, tensor_digest=None)  # type: ignore[arg-type]
+    ev.run = SimpleNamespace(base_model_digest=CheckpointManifest(()).digest())
+    stage_base_model(ev, tmp_path)
+    assert ev.checks.status("base_model") is Status.FAILED
+    assert "empty file list" in next(c for c in ev.checks.ordered() if c.id == "base_model").summary

@@ -40,6 +40,7 @@ def test_toml_and_yaml_give_the_same_config(tmp_path: Path) -> None:
         ("[lora]\ndropout = 1.5\n", "lora.dropout"),
         ("[dp]\nenabled = 1\n", "dp.enabled"),
         ("[dp]\ndelta = 2.0\n", "dp.delta"),
+        ("[training]\nworld_size = 5000\n", "training.world_size"),
     ],
 )
 def test_bad_config_names_the_field(tmp_path: Path, text: str, field: str) -> None:

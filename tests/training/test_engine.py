@@ -171,30 +171,53 @@ def test_a_shard_that_touches_shared_state_falls_back_to_rank_order(
     assert [r.record for r in serial[0]] == [r.record for r in threaded[0]]
 
 
-def test_a_shard_that_raises_stops_every_shard_first(tiny_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("error", ["broken", "oom"])
+def test_a_shard_that_raises_stops_every_shard_first(tiny_engine: Any, monkeypatch: pytest.MonkeyPatch,
+                                                    error: str) -> None:
     """An error in one shard is raised only once every shard has stopped (no replica is still in use when the
-    next request arrives), and the engine computes in rank order from then on."""
+    next request arrives), and the engine computes in rank order from then on; a shard that ran out of memory
+    (W replicas hold their activations at once) makes the engine compute that step in rank order instead, with the
+    same bits."""
     import time
 
     failing_generator: list[torch.Generator] = []
     finished: list[int] = []
     original = ShardDropout.forward
+    message = ("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes. Error code 12"
+               if error == "oom" else "shape mismatch in shard 0")
 
     def failing(self: ShardDropout, x: torch.Tensor) -> torch.Tensor:
         if self.generator is failing_generator[0]:
-            raise RuntimeError("out of memory in shard 0")
+            raise RuntimeError(message)
         time.sleep(0.01)  # the other shard is slower: it is still running when shard 0 fails
         finished.append(1)
         return original(self, x)
 
+    overrides = {"training.world_size": 2, "lora.dropout": 0.1, "training.batch_size": 8}
+    serial = _steps(tiny_engine(**overrides), 1)
     monkeypatch.setattr(ShardDropout, "forward", failing)
-    engine = tiny_engine(shard_threads=2, **{"training.world_size": 2, "lora.dropout": 0.1, "training.batch_size": 8})
+    engine = tiny_engine(shard_threads=2, **overrides)
     failing_generator.append(engine.shard_threads.generators[0])
-    with pytest.raises(RuntimeError, match="out of memory in shard 0"):
-        engine.step(0)
+    if error == "oom":
+        threaded = _steps(engine, 1)
+        assert all(torch.equal(x, y) for x, y in zip(serial[1], threaded[1], strict=True))
+    else:
+        with pytest.raises(RuntimeError, match="shape mismatch in shard 0"):
+            engine.step(0)
     count = len(finished)
     time.sleep(0.3)
     assert not engine.shard_threads.active and count > 0 and len(finished) == count
+
+
+def test_resource_shortage_names_memory_or_disk_and_nothing_else() -> None:
+    from training.engine import resource_shortage
+
+    assert resource_shortage(MemoryError()) == "memory"
+    assert resource_shortage(torch.OutOfMemoryError("CUDA out of memory")) == "memory"
+    assert resource_shortage(RuntimeError("DefaultCPUAllocator: can't allocate memory: Error code 12")) == "memory"
+    assert resource_shortage(OSError(28, "No space left on device")) == "disk space"
+    assert resource_shortage(OSError(13, "Permission denied")) is None
+    assert resource_shortage(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None
 
 
 def test_models_that_draw_random_numbers_otherwise_keep_rank_order(tiny_engine: Any) -> None:

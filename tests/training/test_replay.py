@@ -225,6 +225,8 @@ def test_shards_run_on_as_many_threads_as_the_cores_hold(world: int, threads: in
 
 @pytest.mark.parametrize(("error", "resource"), [
     (MemoryError(), True), (OSError(28, "No space left on device"), True), (OSError(13, "Permission denied"), False),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to "
+                  "allocate 2 bytes. Error code 12 (Cannot allocate memory)"), True),  # torch's CPU allocator
     (RuntimeError("shape mismatch"), False),
 ])
 def test_running_out_of_memory_or_disk_leaves_a_segment_undecided(
