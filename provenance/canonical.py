@@ -57,6 +57,11 @@ def encode(value: Any) -> bytes:
         raise FormatError("canonical JSON: a string holds a lone UTF-16 surrogate, which is not text") from None
 
 
+def is_count(value: Any, minimum: int = 0) -> bool:
+    """Whether a decoded JSON value is an integer (not a boolean) of at least `minimum`."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
 def _reject_float(text: str) -> Any:
     raise FormatError(f"canonical JSON: float {_short(text)} not allowed")
 

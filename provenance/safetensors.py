@@ -142,14 +142,14 @@ def _metadata(value: Any, source: str) -> dict[str, str]:
 def _tensor(name: str, info: Any, data_size: int, source: str) -> TensorInfo:
     where = f"{source}: safetensors entry {_short(name)}"
     offsets = info.get("data_offsets") if isinstance(info, dict) else None
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)):
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(canonical.is_count(o) for o in offsets)):
         raise FormatError(f"{where} has no valid data_offsets")
     if set(info) != _FIELDS:
         raise FormatError(f"{where} must have exactly dtype, shape and data_offsets")
     dtype, shape = info["dtype"], info["shape"]
     if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
         raise FormatError(f"{where} has unknown dtype {_short(dtype)}")
-    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+    if not isinstance(shape, list) or not all(canonical.is_count(d) for d in shape):
         raise FormatError(f"{where} has a shape that is not a list of non-negative integers")
     begin, end = offsets
     if begin > end:
@@ -190,10 +190,6 @@ def _check_layout(tensors: list[TensorInfo], *, data_start: int, data_size: int,
         position = info.end
     if position != data_size:
         raise FormatError(f"{source}: invalid safetensors file: {data_size - position} bytes after its last tensor")
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _short(value: Any) -> str:

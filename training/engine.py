@@ -292,8 +292,8 @@ class ShardThreads:
         threads = min(threads, ranks)
         if threads < 2 or device.type != "cpu" or _draws_random_otherwise(peft_model):
             return []
-        shared = {id(p): p for p in peft_model.parameters() if not p.requires_grad}  # buffers are copied: small,
-        # and a module may update its own in forward
+        # Frozen weights are shared; buffers are copied (small, and a module may update its own in forward).
+        shared = {id(p): p for p in peft_model.parameters() if not p.requires_grad}
         out = []
         for _ in range(threads):
             replica = copy.deepcopy(peft_model, memo=dict(shared))
@@ -307,8 +307,8 @@ class ShardThreads:
 
     def run(self, step: int, bounds: Sequence[tuple[int, int]],
             tensors: Batch) -> dict[int, ShardResult] | None:
-        """Every local rank's shard, or None (and rank order from now on) if a shard drew from the global
-        generator."""
+        """Every local rank's shard, or None (and rank order from now on) when the step must be computed in rank
+        order: a shard touched a process-wide generator or a buffer, or ran out of memory."""
         if not self.active:
             return None
         engine = self.engine

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from provenance import determinism, merkle
+from provenance import canonical, determinism, merkle
 from provenance import replay as protocol
 from provenance._verify import data as datachecks
 from provenance._verify import replay as rp
@@ -257,7 +257,7 @@ def _rebuild_and_judge(ev: Evidence, store: StoreReader, inputs: AuditorInputs, 
                                 f"{_scrub(str(exc), inputs)}") from None
     problems = problems + _worker_environment_problems(rec, result.environment)
     shards = result.environment.get("shard_threads")
-    if isinstance(shards, int) and not isinstance(shards, bool) and shards >= 1:
+    if canonical.is_count(shards, 1):
         section["environment"]["here"]["shard_threads"] = shards
     section["environment"]["problems"] = problems
     section["environment"]["bitwise_possible"] = not problems

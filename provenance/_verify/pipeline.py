@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from provenance import canonical
 from provenance._verify import claims as claimsmod
 from provenance._verify import lineage as walk
 from provenance._verify.checks import CheckFailed, CheckInconclusive, Checks
@@ -100,10 +101,6 @@ def _identity(record: Any) -> tuple[Any, ...]:
             record.log_root, record.epsilon_micro, record.block_number)
 
 
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
 def stage_run_manifest(ev: Evidence) -> None:
     checks = ev.checks
     if ev.manifest is None:
@@ -130,11 +127,11 @@ def stage_run_manifest(ev: Evidence) -> None:
                                         "verify with a newer prov")
         training: dict[str, Any] = manifest["training"] if isinstance(manifest.get("training"), dict) else {}
         world = training.get("world_size", 1)
-        if not _count(world) or world > MAX_WORLD_SIZE:
+        if not canonical.is_count(world, 1) or world > MAX_WORLD_SIZE:
             raise CheckFailed("the run manifest records a world size no run can have", expected=f"1..{MAX_WORLD_SIZE}",
                               found=repr(world))
         size, declared = training.get("dataset_size"), (manifest.get("dataset") or {}).get("size")
-        if not _count(size) or size != declared:
+        if not canonical.is_count(size, 1) or size != declared:
             raise CheckFailed("the run manifest's training.dataset_size is not the dataset's size (sampling and δ "
                               "depend on it)", expected=f"a whole number ≥ 1 equal to dataset.size ({declared!r})",
                               found=repr(size))

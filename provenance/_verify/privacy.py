@@ -218,7 +218,7 @@ def check_privacy(*, manifest: dict[str, Any], states: Sequence[dict[str, Any]],
         raise CheckFailed("the run manifest's DP mode is unknown", expected="dp or non-private", found=mode)
     sigma, q, delta, accountant = dp_parameters(dp)
     size = manifest["training"].get("dataset_size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+    if not canonical.is_count(size, 1):
         raise CheckFailed("the run manifest's training.dataset_size is not a whole number of examples (δ is judged "
                           "against it)", expected="an integer ≥ 1", found=repr(size))
     if delta >= 1.0 / size:
