@@ -177,3 +177,27 @@ def _key(index: int) -> bytes:
     from provenance._chain.keys import dev_signer
 
     return bytes(dev_signer(index).account.key)
+
+
+def test_a_delta_of_at_least_one_over_n_buys_no_dp_badge(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trainer lifts its own δ < 1/N rule and records δ = 0.01 (N = 256), so the accountant reports a smaller ε
+    for a mechanism that may publish a whole record with probability 0.01. Everything else is honest; the privacy
+    check fails it."""
+    import dataclasses
+
+    from training import plan, trainer
+    from training.runinfo import read_manifest
+
+    honest = plan.resolve
+
+    def loose(cfg: Any, *, dataset_size: int) -> Any:
+        return dataclasses.replace(honest(cfg, dataset_size=dataset_size), delta=0.01)
+
+    monkeypatch.setattr(plan, "resolve", loose)
+    monkeypatch.setattr(trainer, "resolve", loose)
+    run = lab.train("delta", **{"training.steps": 6})
+    assert float(read_manifest(run)["training"]["dp"]["delta"]) == 0.01
+    lab.finalize(run)
+    code, report = lab.verify(last_adapter(run), *lab.auditor_args(run), "--replay", "0")
+    assert code == 1 and failed_checks(report) == ["privacy"], report["checks"]
+    assert "δ is at least 1/N" in check_of(report, "privacy")["summary"]
