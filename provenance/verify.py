@@ -47,7 +47,7 @@ class VerifyOptions:
     data: Path | None = None
     secrets: Path | None = None
     stats: Path | None = None
-    replay: str = "1"  # a number of segments, "all", or "0"
+    replay: str = "auto"  # "auto" (ceil(n/2) of n segments), a number of segments, "all", or "0"
     beacon: str | None = None  # the auditor's own seed, mixed into the segment draw
     confirmations: int = DEFAULT_CONFIRMATIONS
     expected_run: bytes | None = None
@@ -57,8 +57,8 @@ class VerifyOptions:
     adapter: Path | None = None  # a merged model not committed on chain: the run's adapter it was merged from
 
     def __post_init__(self) -> None:
-        if self.replay != "all" and not self.replay.isdigit():
-            raise UsageError(f"--replay takes a number of segments or 'all', not {self.replay!r}")
+        if self.replay not in ("all", "auto") and not self.replay.isdigit():
+            raise UsageError(f"--replay takes a number of segments, 'auto' or 'all', not {self.replay!r}")
         if self.confirmations < 1:
             raise UsageError(f"--confirmations must be at least 1, got {self.confirmations}")
 

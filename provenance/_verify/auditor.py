@@ -198,10 +198,14 @@ def stage_replay(ev: Evidence, registry: RegistryReader, store: StoreReader, inp
             beacon = _beacon(ev, registry, inputs)
             section["beacon"] = beacon.to_json()
             run_segments = _steps_added(list(ev.history.checkpoints))
-            drawn = rp.choose_segments(beacon.seed, run_segments, int(inputs.replay))
+            count = (rp.default_count(len(run_segments)) if inputs.replay == rp.AUTO
+                     else max(1, int(inputs.replay)))
+            own = lineage[-1] if lineage else None  # the file's own last segment: always re-run
+            drawn = rp.choose_segments(beacon.seed, run_segments, count, always=own)
             chosen = [j for j in drawn if j <= ev.record.index]
             section["drawn"] = drawn
-            section["catch_probability"] = rp.catch_probability(len(drawn), len(run_segments))
+            section["catch_probability"] = rp.catch_probability(len(drawn), len(run_segments),
+                                                                forced=own is not None)
             if not chosen and lineage:
                 checks.not_run("replay", f"the segments drawn for this run ({drawn}) all lie after this checkpoint: "
                                          "pass --replay all to re-run this lineage")

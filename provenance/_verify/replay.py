@@ -33,11 +33,28 @@ BEACON_LABEL = b"prov.beacon.v1"
 DEFAULT_CONFIRMATIONS = 2
 
 
-def choose_segments(seed: bytes, candidates: Sequence[int], count: int | None) -> list[int]:
-    """`count` distinct candidates (all when None) chosen by a partial Fisher–Yates shuffle driven by `seed`."""
+AUTO = "auto"  # --replay default: ceil(n / 2) of the run's n segments, the subject's own last one among them
+
+
+def default_count(candidates: int) -> int:
+    """How many segments `--replay auto` draws of `candidates`: at least half (ceil(n / 2)), never fewer than 1."""
+    return max(1, math.ceil(candidates / 2)) if candidates else 0
+
+
+def choose_segments(seed: bytes, candidates: Sequence[int], count: int | None, *,
+                    always: int | None = None) -> list[int]:
+    """`count` distinct candidates (all when None) chosen by a partial Fisher–Yates shuffle driven by `seed`.
+
+    `always` (the verified file's own last segment), when a candidate, is in every draw: it takes the first place
+    and the rest are drawn from the other candidates, so swapped or stolen final weights are always re-run."""
     pool = list(candidates)
     take = len(pool) if count is None else min(count, len(pool))
-    for i in range(take):
+    start = 0
+    if always is not None and always in pool and take > 0:
+        k = pool.index(always)
+        pool[0], pool[k] = pool[k], pool[0]
+        start = 1
+    for i in range(start, take):
         draw = hashlib.sha256(seed + i.to_bytes(4, "big")).digest()
         j = i + int.from_bytes(draw[:8], "big") % (len(pool) - i)
         pool[i], pool[j] = pool[j], pool[i]
@@ -80,9 +97,17 @@ def drawn_seed() -> str:
     return secrets.token_hex(32)
 
 
-def catch_probability(chosen: int, candidates: int) -> float | None:
-    """Probability that a sample of `chosen` of `candidates` segments includes one given forged segment."""
-    return None if candidates == 0 else chosen / candidates
+def catch_probability(chosen: int, candidates: int, *, forced: bool = False) -> float | None:
+    """Probability that a sample of `chosen` of `candidates` segments includes one given forged segment. With
+    `forced` (one segment, the file's own last, is always in the sample) it is the worst case over the others:
+    (chosen - 1) / (candidates - 1), and 1 when every segment is drawn."""
+    if candidates == 0:
+        return None
+    if chosen >= candidates:
+        return 1.0
+    if forced:
+        return (chosen - 1) / (candidates - 1)
+    return chosen / candidates
 
 
 def first_divergence(logged: Sequence[AnyStepRecord], replayed: Sequence[AnyStepRecord],

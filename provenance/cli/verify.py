@@ -30,8 +30,10 @@ import click
 @click.option("--secrets", type=click.Path(path_type=Path), help="The run's secrets.json (dataset key, noise seed).")
 @click.option("--stats", type=click.Path(path_type=Path), help="The run's private stats.jsonl (default: beside "
               "--secrets): checks every step's statistics commitment and shows the loss curve.")
-@click.option("--replay", default="1", show_default=True,
-              help="Segments to re-run bit for bit: a number (sampled by an unpredictable beacon), 'all', or 0.")
+@click.option("--replay", default="auto", show_default=True,
+              help="Segments to re-run bit for bit: 'auto' (half the run's segments, rounded up), a number "
+                   "(sampled by an unpredictable beacon; the file's own last segment is always among them), 'all', "
+                   "or 0.")
 @click.option("--beacon", metavar="SEED", help="Your own seed, mixed into the segment draw (recorded in the report).")
 @click.option("--confirmations", type=int, default=2, show_default=True,
               help="Blocks after the run's finalisation whose hash draws the sampled segments.")

@@ -67,7 +67,11 @@ def test_each_level_says_what_was_proven(env: VerifyEnv, anchored: Path, tiny_mo
     assert again["replay"]["beacon"]["auditor_seed_origin"] == "given"
     sampled = env.verify(adapter, replay="1", beacon="auditor's seed", **data_options(anchored, tiny_model_dir))
     assert sampled["level"]["name"] == "sampled" and sampled["level"]["replayed"] == 1
-    assert sampled["level"]["catch_probability"] == pytest.approx(1 / 3)
+    # --replay 1 re-runs the file's own last segment only: a forged earlier one is not caught (worst case 0)
+    assert sampled["replay"]["chosen"] == [3] and sampled["level"]["catch_probability"] == 0.0
+    auto = env.verify(adapter, beacon="auditor's seed", **data_options(anchored, tiny_model_dir))
+    assert auto["replay"]["requested"] == "auto" and len(auto["replay"]["chosen"]) == 2 and 3 in auto["replay"]["chosen"]
+    assert auto["level"]["catch_probability"] == pytest.approx(1 / 2)
     assert sampled["replay"]["beacon"]["source"] == "chain+auditor"
     # The checkpoint directory verifies too, and so does an earlier checkpoint.
     assert env.verify(last(anchored))["verdict"] == "verified"

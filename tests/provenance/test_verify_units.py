@@ -21,6 +21,7 @@ from provenance._verify.privacy import check_privacy, recompute_epsilon
 from provenance._verify.replay import (
     catch_probability,
     choose_segments,
+    default_count,
     drawn_seed,
     exact_divergence,
     first_divergence,
@@ -105,6 +106,29 @@ def test_segment_choice_is_a_deterministic_function_of_the_seed() -> None:
     assert choose_segments(b"x", [3], 4) == [3]
     picked = {c for s in range(200) for c in choose_segments(s.to_bytes(4, "big"), list(range(1, 11)), 1)}
     assert picked == set(range(1, 11))
+
+
+def test_sampled_replay_always_includes_the_files_own_last_segment() -> None:
+    # Over many seeds and sizes, the subject's own last segment is in every draw, the draw has `count` distinct
+    # members, and every other segment is still reachable (the rest is a fair draw, not a fixed set).
+    for n in (1, 2, 3, 7, 20):
+        candidates = list(range(1, n + 1))
+        for own in (n, max(1, n // 2)):
+            others_seen: set[int] = set()
+            for s in range(300):
+                count = default_count(n)
+                drawn = choose_segments(s.to_bytes(4, "big"), candidates, count, always=own)
+                assert own in drawn and len(set(drawn)) == len(drawn) == min(count, n) and set(drawn) <= set(candidates)
+                others_seen |= set(drawn) - {own}
+            assert others_seen == set(candidates) - {own} or default_count(n) == 1
+    assert choose_segments(b"x", [1, 2, 3], 1, always=3) == [3]
+    assert choose_segments(b"x", [1, 2, 3], 1, always=9) != []  # not a candidate: an ordinary draw
+    assert [default_count(n) for n in (0, 1, 2, 3, 4, 5, 30)] == [0, 1, 1, 2, 2, 3, 15]
+    # worst case over a forged segment the trainer places anywhere but the always-drawn one
+    assert catch_probability(1, 3, forced=True) == 0.0
+    assert catch_probability(2, 3, forced=True) == pytest.approx(0.5)
+    assert catch_probability(3, 3, forced=True) == 1.0
+    assert catch_probability(1, 3) == pytest.approx(1 / 3)
 
 
 def test_beacon_mixes_block_and_auditor_seed_and_says_where_it_came_from() -> None:
