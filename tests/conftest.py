@@ -6,6 +6,7 @@ import importlib.util
 
 pytest_plugins = [
     name
-    for name in ("tests.fixtures.chain", "tests.fixtures.ipfs", "tests.fixtures.training", "tests.fixtures.adversary")
+    for name in ("tests.fixtures.chain", "tests.fixtures.ipfs", "tests.fixtures.training", "tests.fixtures.adversary",
+                 "tests.fixtures.rpcproxy")
     if importlib.util.find_spec(name) is not None
 ]
