@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from provenance import __version__
+from provenance import __version__, limits
 from provenance._verify import auditor, merged, pipeline
 from provenance._verify.checks import REQUIRED, CheckFailed, Status
 from provenance._verify.replay import DEFAULT_CONFIRMATIONS
@@ -55,6 +55,10 @@ class VerifyOptions:
     expected_registry: str | None = None
     attestations: str | None = None  # AttestationRegistry address (default: the project config's, if any)
     adapter: Path | None = None  # a merged model not committed on chain: the run's adapter it was merged from
+    max_bytes: int | None = None  # bytes the store may serve this verification (default: budget_for(subject))
+    timeout: float | None = None  # wall-clock seconds for every store and chain request of this verification
+    signature: Path | None = None  # an OpenSSF model signature (default: PATH.sig beside the model, if any)
+    signature_key: Path | None = None  # the trainer's P-256 public key (PEM) that signature must check with
 
     def __post_init__(self) -> None:
         if self.replay not in ("all", "auto") and not self.replay.isdigit():
@@ -97,7 +101,10 @@ def verify(path: str | Path, *, registry: RegistryReader, store: StoreReader, op
     inputs = auditor.AuditorInputs(options.base_model, options.data, options.secrets, options.stats, options.replay,
                                    options.beacon, options.confirmations)
     remembering = getattr(registry, "remembering", contextlib.nullcontext)  # each run's history read once
-    with tempfile.TemporaryDirectory(prefix="prov-verify-", dir=workdir) as tmp, remembering():
+    budget = limits.Budget(max_bytes=options.max_bytes if options.max_bytes is not None else
+                           limits.budget_for(subject.files or (subject.adapter,)), timeout=options.timeout)
+    with tempfile.TemporaryDirectory(prefix="prov-verify-", dir=workdir) as tmp, remembering(), \
+            limits.active(budget):
         work = Path(tmp)
         stage_chain(ev, registry, options)
         if case is None:
@@ -118,8 +125,20 @@ def verify(path: str | Path, *, registry: RegistryReader, store: StoreReader, op
     body = build_report(ev, verdict=verdict, exit_code=code, registry=registry, store=store,
                         generated_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
                         prov_version=__version__, report_format=REPORT_FORMAT, options=options)
+    _signature(body, subject, options)
     validate_report(body)  # a report that does not match docs/report-schema.md is never returned
     return Report(verdict, code, body["level"], body)
+
+
+def _signature(body: dict[str, Any], subject: Any, options: VerifyOptions) -> None:
+    """The report's `signature` (provenance.signing): informative, like attestations, never the verdict; a signature
+    that does not check, or does not cover exactly the verified files, is also a warning."""
+    from provenance.signing import signature_section, signature_words
+
+    section = signature_section(subject, signature=options.signature, public_key=options.signature_key)
+    body["signature"] = section
+    if section is not None and (section["valid"] is False or section["covers"] == "partial"):
+        body["warnings"].append(signature_words(section))
 
 
 def decide(ev: pipeline.Evidence) -> tuple[str, int]:

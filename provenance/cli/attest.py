@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from provenance.cli.export import export_group  # the `export` group lives there; in-toto is added to it here
+from provenance.cli.sign import COMMANDS as SIGN_COMMANDS  # `prov sign`, `prov signing-key`
 
 _chain_options = [
     click.option("--rpc", "rpc_url", help="Chain RPC URL (default: the project config's)."),
@@ -203,4 +204,4 @@ def export_intoto(checkpoint: Path, run_manifest: Path | None, offline: bool, mo
         intoto.write_json(files, model_signing)
 
 
-COMMANDS = [keys_group, attest_deploy, attest_command, export_group]
+COMMANDS = [keys_group, attest_deploy, attest_command, export_group, *SIGN_COMMANDS]

@@ -39,6 +39,16 @@ import click
               help="Blocks after the run's finalisation whose hash draws the sampled segments.")
 @click.option("--attestations", "attestations", metavar="ADDRESS",
               help="AttestationRegistry to read auditors' attestations from (default: the project config's).")
+@click.option("--signature", type=click.Path(path_type=Path, dir_okay=False),
+              help="An OpenSSF model signature of PATH to check (default: PATH.sig beside it, if present).")
+@click.option("--signature-key", type=click.Path(path_type=Path, dir_okay=False),
+              help="The trainer's P-256 public key (PEM) the model signature must check with.")
+@click.option("--max-bytes", type=int, default=None, metavar="BYTES",
+              help="Most bytes the store may serve this verification (default: 2 GiB + 32 × the verified files' "
+                   "size); beyond it the verdict is 'error', never 'failed'.")
+@click.option("--timeout", "timeout", type=float, default=None, metavar="SECONDS",
+              help="Wall-clock limit for every store and chain request of this verification; a node that keeps it "
+                   "waiting longer gives 'error' (exit 2).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report (docs/report-schema.md).")
 @click.option("--report", "html_path", type=click.Path(path_type=Path), help="Write the HTML audit report here.")
 def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_spec: str | None,
@@ -46,7 +56,9 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
                    base_model: Path | None, adapter: Path | None, data: Path | None, secrets: Path | None,
                    stats: Path | None, replay: str,
                    beacon: str | None, confirmations: int, attestations: str | None, as_json: bool,
-                   html_path: Path | None) -> None:
+                   html_path: Path | None, signature: Path | None = None,
+                   signature_key: Path | None = None, max_bytes: int | None = None,
+                   timeout: float | None = None) -> None:
     """Prove an adapter's (or merged model's) lineage against the registry and the store, and print the verdict.
 
     PATH is an adapter weights file (adapter_model.safetensors), a checkpoint directory, or a merged model (a model
@@ -73,7 +85,8 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
                             beacon=beacon, confirmations=confirmations,
                             expected_run=parse_run_id(run_id) if run_id else None,
                             expected_chain_id=expect_chain_id, expected_registry=expect_registry,
-                            attestations=attestations, adapter=adapter)
+                            attestations=attestations, adapter=adapter, signature=signature,
+                            signature_key=signature_key, max_bytes=max_bytes, timeout=timeout)
     if rpc_url is None:
         _ensure_local_chain()
     client = connect(rpc_url, registry=registry)
