@@ -2,7 +2,12 @@
 
 The trainer (`training.plan.Plan.lr_at`) and the verifier both call `lr_at`, so the lr recorded for every step is
 recomputed exactly, on any machine. Linear warmup from lr/warmup over `warmup_steps`, then `constant`, `linear` decay
-to `min_lr_ratio * lr` at the last step, or `cosine` decay to the same floor.
+towards `min_lr_ratio * lr`, or `cosine` decay towards the same floor.
+
+Two formats, named in the manifest's `training.schedule.format`: `prov.schedule.v2` (the default since it existed)
+follows Hugging Face: step t of a decay of D = steps - warmup_steps steps is at progress (t - warmup) / D, so the
+last executed step still has a positive lr even with `min_lr_ratio = 0` (an lr of 0 would make it a no-op).
+`prov.schedule.v1` (manifests without the field) reached the floor exactly on the last step: (t - warmup) / (D - 1).
 
 The cosine is not the platform's `math.cos` (C libraries may differ in the last bit, and the lr is compared
 exactly): `cos_pi` evaluates cos(π·x) with decimal arithmetic at 50 digits and rounds once to the nearest float, the
@@ -18,6 +23,9 @@ from typing import Any
 from provenance.errors import FormatError
 
 SCHEDULES = ("constant", "linear", "cosine")
+SCHEDULE_V1 = "prov.schedule.v1"
+SCHEDULE_V2 = "prov.schedule.v2"
+SCHEDULE_FORMATS = (SCHEDULE_V1, SCHEDULE_V2)
 
 
 _PI = decimal.Decimal("3.14159265358979323846264338327950288419716939937510582097494459")
@@ -40,13 +48,17 @@ def cos_pi(x: float) -> float:
         return float(total)
 
 
-def lr_at(*, base: float, name: str, warmup_steps: int, min_lr_ratio: float, steps: int, step: int) -> float:
-    """The learning rate of step `step` (0-based) of a run of `steps` steps."""
+def lr_at(*, base: float, name: str, warmup_steps: int, min_lr_ratio: float, steps: int, step: int,
+          fmt: str = SCHEDULE_V2) -> float:
+    """The learning rate of step `step` (0-based) of a run of `steps` steps, in schedule format `fmt`."""
+    if fmt not in SCHEDULE_FORMATS:
+        raise FormatError(f"unknown learning-rate schedule format {fmt!r} "
+                          f"(this prov reads {', '.join(SCHEDULE_FORMATS)})")
     if warmup_steps and step < warmup_steps:
         return base * (step + 1) / warmup_steps
     if name == "constant":
         return base
-    span = max(1, steps - warmup_steps - 1)
+    span = max(1, steps - warmup_steps - (1 if fmt == SCHEDULE_V1 else 0))
     progress = min(1.0, (step - warmup_steps) / span)
     floor = min_lr_ratio
     if name == "linear":
@@ -65,6 +77,6 @@ def lr_of_manifest(training: Mapping[str, Any], step: int) -> float:
             raise FormatError(f"run manifest: unknown learning-rate schedule {name!r}")
         return lr_at(base=float(training["optimizer"]["lr"]), name=name,
                      warmup_steps=int(schedule["warmup_steps"]), min_lr_ratio=float(schedule["min_lr_ratio"]),
-                     steps=int(training["steps"]), step=step)
+                     steps=int(training["steps"]), step=step, fmt=str(schedule.get("format", SCHEDULE_V1)))
     except (KeyError, TypeError, ValueError) as exc:
         raise FormatError(f"run manifest: learning-rate schedule incomplete ({type(exc).__name__}: {exc})") from None

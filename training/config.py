@@ -24,6 +24,7 @@ from typing import Any
 from provenance.batches import MAX_WORLD_SIZE
 from provenance.dataset import FORMATS, KINDS, Fields
 from provenance.errors import ConfigError, UsageError
+from provenance.schedule import SCHEDULE_FORMATS, SCHEDULE_V2
 
 ACCOUNTANTS = ("prv", "rdp")
 OPTIMIZERS = ("adamw", "sgd")
@@ -104,6 +105,7 @@ class ScheduleConfig:
     name: str = "constant"
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
+    format: str = SCHEDULE_V2  # how step t maps to an lr (provenance.schedule); manifests without it are v1
 
 
 @dataclass(frozen=True)
@@ -280,6 +282,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"optimizer.{name}: must be in [0, 1), got {value}")
     _choice(cfg.schedule.name, SCHEDULES, "schedule.name")
+    _choice(cfg.schedule.format, SCHEDULE_FORMATS, "schedule.format")
     _positive(cfg.schedule.warmup_steps, "schedule.warmup_steps", allow_zero=True)
     if not 0.0 <= cfg.schedule.min_lr_ratio <= 1.0:
         raise ConfigError(f"schedule.min_lr_ratio: must be in [0, 1], got {cfg.schedule.min_lr_ratio}")

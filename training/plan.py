@@ -6,7 +6,12 @@ then — like the verifier's replay — trains from `Plan.from_json(manifest["tr
 number the manifest does not commit to. Floats are stored as `repr` strings (exact round trip).
 
 Learning-rate schedule (`lr_at`): linear warmup from lr/warmup over `warmup_steps`, then `constant`, `linear`
-decay to `min_lr_ratio * lr` at the last step, or `cosine` decay to the same floor. Pure function of the step.
+decay towards `min_lr_ratio * lr`, or `cosine` decay towards the same floor; `prov.schedule.v2` (Hugging Face's
+convention: the last executed step keeps a positive lr), manifests without `schedule.format` are v1. Pure function
+of the step.
+
+Plan checks before step 0: a batch size at or above the data size (sample rate 1: every step sees every example,
+and DP's subsampling amplification is gone) is a `ConfigError` saying what to change, never a silent clamp.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from provenance.errors import ConfigError, FormatError
-from provenance.schedule import lr_at
+from provenance.schedule import SCHEDULE_V1, lr_at
 from training.config import LoraSettings, OptimizerConfig, ScheduleConfig, TrainConfig, _build
 
 DEFAULT_NOISE_MULTIPLIER = 1.0
@@ -74,7 +79,7 @@ class Plan:
     def lr_at(self, step: int) -> float:
         """The scheduled lr of `step`: `provenance.schedule.lr_at`, the function the verifier recomputes it with."""
         return lr_at(base=self.optimizer.lr, name=self.schedule.name, warmup_steps=self.schedule.warmup_steps,
-                     min_lr_ratio=self.schedule.min_lr_ratio, steps=self.steps, step=step)
+                     min_lr_ratio=self.schedule.min_lr_ratio, steps=self.steps, step=step, fmt=self.schedule.format)
 
     def to_json(self) -> dict[str, Any]:
         def f(x: float | None) -> str | None:
@@ -136,7 +141,7 @@ class Plan:
                 lora=LoraSettings(r=int(lora["r"]), alpha=int(lora["alpha"]), dropout=float(lora["dropout"]),
                                   target_modules=tuple(lora["target_modules"])),
                 optimizer=_build(OptimizerConfig, value["optimizer"], "training.optimizer"),
-                schedule=_build(ScheduleConfig, value["schedule"], "training.schedule"),
+                schedule=_build(ScheduleConfig, {"format": SCHEDULE_V1, **value["schedule"]}, "training.schedule"),
                 physical_batch_size=_count(value["batch"].get("physical_batch_size", 0)),
                 world_size=_count(value.get("world_size", 1), minimum=1),
             )
@@ -150,9 +155,28 @@ def _count(value: Any, *, minimum: int = 0) -> int:
     return value
 
 
+def check_batch(cfg: TrainConfig, *, dataset_size: int) -> None:
+    """Refuse a sample rate of 1 (or a batch at least as large as the data) before step 0: it used to be clamped
+    silently, and with q = 1 every step reads every example, so DP-SGD loses its subsampling amplification."""
+    t = cfg.training
+    if dataset_size < 1:
+        raise ConfigError("the data holds no examples: point data.path at a non-empty dataset")
+    if t.sample_rate is not None:
+        if t.sample_rate >= 1.0:
+            raise ConfigError(f"training.sample_rate = {t.sample_rate:g}: every step would read all {dataset_size} "
+                              "examples; set training.sample_rate below 1 (e.g. 0.05) in the config, or leave it unset "
+                              f"and use a training.batch_size below {dataset_size}")
+        return
+    if t.batch_size >= dataset_size:
+        raise ConfigError(f"training.batch_size = {t.batch_size} is not below the {dataset_size} examples of the data "
+                          f"(sample rate would be 1): use --batch-size {max(1, dataset_size // 8)} or less, or add "
+                          "data")
+
+
 def resolve(cfg: TrainConfig, *, dataset_size: int) -> Plan:
     """Turn a config into a plan for a dataset of `dataset_size` examples (may compute the noise multiplier)."""
     t = cfg.training
+    check_batch(cfg, dataset_size=dataset_size)
     q = t.sample_rate if t.sample_rate is not None else min(1.0, t.batch_size / dataset_size)
     expected = max(1, round(q * dataset_size))
     common: dict[str, Any] = {
