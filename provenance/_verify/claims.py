@@ -9,6 +9,15 @@ claim — by file digest and by metadata-independent tensor digest — and selec
 2. a claim is rejected when its run's manifest names an owner (`owner`) and the run was registered by another
    account: that is a copied registration (front-running), not the trainer's run.
 
+Anyone can register a run and claim any digest, so a claim is a candidate, never a verdict: one whose manifest is
+missing from the store, malformed (not UTF-8, absurdly nested, fields missing), inconsistent with its registration,
+or whose stored checkpoint does not hold the claimed adapter (a stranger committing the victim's tensor digest over
+a checkpoint of its own) is rejected with its reason and listed; it never decides the verdict on another claim.
+Candidates are examined in rank order and the first consistent claim the file's metadata names ends the search;
+the others are examined within a count (`MAX_EXAMINED`) and a wall-clock budget (`EXAMINE_SECONDS`), so spam
+claims cannot stall a verification. A node that lies about the record (a log omitted, storage and events
+disagreeing) raises a chain error: the verdict is then "could not verify", never FAILED.
+
 The others are reported ("also claimed by run … at block …"). When the manifest names no owner and several
 accounts registered the same run id, which of them trained it cannot be decided from the record: the earliest is
 shown, with a warning.
@@ -16,17 +25,26 @@ shown, with a warning.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from provenance._verify.checks import CheckFailed
-from provenance.errors import StoreError
+from provenance._verify.checks import CheckFailed, CheckInconclusive
+from provenance.cid import CidMismatch
+from provenance.errors import ChainError, ProvenanceError, StoreError
 from provenance.hashing import Digest
 from provenance.manifest import decode_run_manifest, run_id_of
 from provenance.ports import RegistryReader, StoreReader
 
 MANIFEST_LIMIT = 16 * 1024 * 1024
+ADAPTER_FILE = "adapter_model.safetensors"
+ADAPTER_LIMIT = 1 << 30  # a stored adapter larger than this is not fetched to check it (the checkpoint check still is)
+MAX_EXAMINED = 32  # candidates examined at most (the one the file's metadata names always is)
+EXAMINE_SECONDS = 120.0  # wall-clock budget for examining candidates, after the first
+# Content faults a stranger can publish (the candidate is rejected); anything else from the store is a reach
+# problem (the candidate could not be read: "could not verify" if nothing else is consistent).
+_CONTENT_FAULTS = (ProvenanceError, LookupError, TypeError, ValueError, RecursionError, UnicodeError)
 
 
 @dataclass(frozen=True)
@@ -61,13 +79,21 @@ def _rank(claim: Claim, metadata: Mapping[str, str]) -> tuple[int, int, int, int
     return (0 if named else 1, 0 if claim.match == "weights" else 1, record.block_number, record.index)
 
 
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    return (" ".join(str(exc).split()) or type(exc).__name__)[:limit]
+
+
 def _candidate_problem(record: Any, history: Any, data: bytes) -> tuple[dict[str, Any] | None, str | None]:
     """(manifest, None) when this claim's run is consistent; (None, why) when it is not the trainer's run."""
     run = history.registration
     if Digest.of(data) != run.manifest_digest:
         return None, f"its stored run manifest is not the registered one ({Digest.of(data)} ≠ {run.manifest_digest})"
-    manifest = decode_run_manifest(data, source=f"run manifest {run.manifest_cid}")
-    if manifest.get("run_id") != run_id_of(manifest) or manifest["run_id"] != record.run_id.hex():
+    try:
+        manifest = decode_run_manifest(data, source=f"run manifest {run.manifest_cid}")
+        expected_id = run_id_of(manifest)
+    except _CONTENT_FAULTS as exc:  # published by whoever registered it: this candidate only
+        return None, f"its run manifest is malformed ({_one_line(exc)})"
+    if manifest.get("run_id") != expected_id or manifest["run_id"] != record.run_id.hex():
         return None, "its run id is not the hash of its manifest (a manifest forged to borrow another run's id)"
     owner = manifest.get("owner")
     if isinstance(owner, str) and owner.lower() != str(run.owner).lower():
@@ -76,45 +102,115 @@ def _candidate_problem(record: Any, history: Any, data: bytes) -> tuple[dict[str
     return manifest, None
 
 
+def _stored_problem(claim: Claim, store: StoreReader) -> str | None:
+    """Why this claim's stored checkpoint does not hold the adapter the claim is about, or None when it does.
+
+    A claim found by file digest must store an adapter with that digest; one found by tensor digest an adapter with
+    those tensors. Anyone can commit the victim's tensor digest over a checkpoint of its own: such a claim is not
+    a candidate for the victim's file. (The whole checkpoint is checked against its digest once selected.)"""
+    from provenance.safetensors import tensor_digest_of_bytes
+
+    record = claim.record
+    if claim.match not in ("weights", "tensors"):
+        return None  # a merged model's claim: the checkpoint holds the adapter, not the merged file
+    try:
+        entry = store.list_directory(record.manifest_cid).get(ADAPTER_FILE)
+        if entry is None:
+            return f"its stored checkpoint has no {ADAPTER_FILE}"
+        data = store.get_bytes(entry, max_size=ADAPTER_LIMIT)
+        if claim.match == "weights":
+            holds = Digest.of(data) == record.weights_digest
+        else:
+            holds = record.tensor_digest is not None and tensor_digest_of_bytes(data) == record.tensor_digest
+    except (StoreError, CidMismatch, ChainError):
+        raise
+    except _CONTENT_FAULTS as exc:
+        return f"its stored checkpoint cannot be read as a checkpoint ({_one_line(exc)})"
+    if not holds:
+        what = "file digest" if claim.match == "weights" else "tensor digest"
+        return (f"its stored checkpoint does not hold the adapter it claims (the stored {ADAPTER_FILE} has another "
+                f"{what} than the one committed)")
+    return None
+
+
+def _examine(claim: Claim, registry: RegistryReader, store: StoreReader) -> tuple[Any, dict[str, Any] | None, str]:
+    """(history, manifest, "") for a consistent candidate; (history, None, why) for a rejected one. Reach problems
+    (StoreError, CidMismatch) and a lying node (ChainError) are raised."""
+    record = claim.record
+    history = registry.run(record.run_key)  # a ChainError here is the node's fault: the verdict becomes "error"
+    try:
+        data = store.get_bytes(history.registration.manifest_cid, max_size=MANIFEST_LIMIT)
+    except (StoreError, CidMismatch, ChainError):
+        raise
+    except _CONTENT_FAULTS as exc:  # a CID that is not one, a directory: what the registrant published
+        return history, None, f"its run manifest cannot be fetched as a file ({_one_line(exc)})"
+    manifest, problem = _candidate_problem(record, history, data)
+    if manifest is None:
+        return history, None, str(problem)
+    stored = _stored_problem(claim, store)
+    if stored is not None:
+        return history, None, stored
+    return history, manifest, ""
+
+
 def select(found: list[Claim], *, metadata: Mapping[str, str], registry: RegistryReader, store: StoreReader,
            expected_run: bytes | None) -> Chosen:
     """The claim to verify (see the module docstring); rejected and other claims are annotated in `found`.
 
-    Every claim is examined (a claim whose manifest cannot be read or does not fit is annotated and skipped, so a
-    copier cannot make an honest file fail or error); among the consistent ones, the one the file's metadata names
-    wins, then one whose manifest binds its owner, then a file-digest match, then the earliest."""
+    Candidates are examined in rank order (the file's metadata first, then file-digest matches, then the earliest);
+    one whose manifest cannot be read, does not fit or whose stored checkpoint does not hold the file is annotated
+    and skipped, so a stranger cannot make an honest file fail. The first consistent claim the metadata names is
+    taken at once; otherwise, among the consistent ones examined within the limits, one whose manifest binds its
+    owner wins, then a file-digest match, then the earliest."""
     rejected: list[str] = []
     valid: list[tuple[tuple[Any, ...], int, Any, dict[str, Any]]] = []
-    unreadable: StoreError | None = None
-    for position, claim in enumerate(found):
+    unreadable: ProvenanceError | None = None
+    examined = skipped = 0
+    started = time.monotonic()
+    for position in sorted(range(len(found)), key=lambda i: _rank(found[i], metadata)):
+        claim = found[position]
         record = claim.record
         if expected_run is not None and expected_run not in (record.run_id, record.run_key):
             found[position] = Claim(record, claim.match, note="another run than the one asked for (--run)")
             continue
-        history = registry.run(record.run_key)
-        try:
-            data = store.get_bytes(history.registration.manifest_cid, max_size=MANIFEST_LIMIT)
-        except StoreError as exc:
-            unreadable = unreadable or exc
-            found[position] = Claim(record, claim.match, note=f"its run manifest could not be read ({exc})")
+        named = _rank(claim, metadata)[0] == 0
+        if valid and valid[0][0][0] == 0:
+            found[position] = Claim(record, claim.match, note="not examined: the claim this file's metadata names "
+                                                              "is consistent")
             continue
-        manifest, problem = _candidate_problem(record, history, data)
+        if not named and (examined >= MAX_EXAMINED or (examined and time.monotonic() - started > EXAMINE_SECONDS)):
+            skipped += 1
+            found[position] = Claim(record, claim.match, note=f"not examined (limit: {MAX_EXAMINED} claims, "
+                                                              f"{EXAMINE_SECONDS:.0f} s)")
+            continue
+        examined += 1
+        try:
+            history, manifest, problem = _examine(claim, registry, store)
+        except (StoreError, CidMismatch) as exc:
+            unreadable = unreadable or exc
+            found[position] = Claim(record, claim.match, note=f"could not be read ({_one_line(exc)})")
+            continue
         if manifest is None:
             found[position] = Claim(record, claim.match, note=f"rejected: {problem}")
             rejected.append(f"run key {record.run_key.hex()[:12]}…: {problem}")
             continue
-        named, _, block, index = _rank(claim, metadata)
-        key = (named, 0 if isinstance(manifest.get("owner"), str) else 1, claim.match != "weights", block, index)
+        _, _, block, index = _rank(claim, metadata)
+        key = (0 if named else 1, 0 if isinstance(manifest.get("owner"), str) else 1, claim.match != "weights",
+               block, index)
         valid.append((key, position, history, manifest))
+        valid.sort(key=lambda item: item[0])
     if not valid:
-        if unreadable is not None and not rejected:
-            raise unreadable
+        if unreadable is not None:
+            raise unreadable  # one that could not be read may be the trainer's: could not verify, never FAILED
+        if skipped:
+            raise CheckInconclusive(f"none of the {examined} claims examined is consistent and {skipped} more were "
+                                    "not examined within the limits: pass --run RUN_ID to name the run to verify")
         if expected_run is not None and not rejected:
             raise CheckFailed("this file belongs to another run than the one asked for", expected=expected_run.hex(),
                               found=", ".join(sorted({c.record.run_id.hex() for c in found})))
         raise CheckFailed("every on-chain claim of this file belongs to a run that is not what it says it is",
                           expected="a consistent registration by the manifest's owner", found="; ".join(rejected))
-    _, position, history, manifest = min(valid, key=lambda item: item[0])
+    _, position, history, manifest = valid[0]
     record = found[position].record
     found[position] = Claim(record, found[position].match, selected=True)
     run = history.registration

@@ -360,6 +360,12 @@ class Claimed:
     index: int
     block_number: int
     committer: str
+    manifest_cid: str = "cidC"  # the stored checkpoint, holding FAKE_ADAPTER
+    weights_digest: Digest = field(default_factory=lambda: Digest.of(FAKE_ADAPTER))
+    tensor_digest: Digest | None = None
+
+
+FAKE_ADAPTER = b"adapter bytes"
 
 
 @dataclass
@@ -392,7 +398,10 @@ class FakeStore:
         self.blobs = blobs
 
     def get_bytes(self, cid: str, *, max_size: int | None = None) -> bytes:
-        return self.blobs[cid]
+        return {"cidA": FAKE_ADAPTER, **self.blobs}[cid]
+
+    def list_directory(self, cid: str) -> dict[str, str]:
+        return {"adapter_model.safetensors": "cidA", "state.json": "cidS"}
 
 
 def manifest_bytes(owner: str | None) -> bytes:
