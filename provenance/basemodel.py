@@ -5,6 +5,11 @@ The base-model digest covers the weights, the config and the tokenizer: every to
 (`provenance.manifest.checkpoint_digest`) is the digest. A symbolic link counts as the file it points to (a Hugging
 Face cache snapshot is all links), so the digest always covers the bytes the loader reads.
 
+`check_model_dir` also refuses what makes transformers read outside those files (`provenance.loaders`): config keys
+that redirect the weights or the config (`transformers_weights`, `configuration_files`), remote code (`auto_map`),
+`quantization_config`, tokenizer redirects, sub-folders (chat templates and custom code live there), links to
+folders, and a weights layout where the loaded files differ from the hashed ones.
+
 Everything the loader could read must be in the digest, so `check_model_dir` refuses a directory with a top-level
 file that is neither covered nor known to be ignored when a safetensors causal LM and its tokenizer are loaded
 (documentation, hidden files, and other weight formats, which `use_safetensors=True` never opens): a digest that
@@ -22,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from provenance import canonical
-from provenance.errors import UsageError
+from provenance.errors import FormatError, UsageError
 from provenance.hashing import hash_file
+from provenance.loaders import loader_problems
 from provenance.manifest import CheckpointManifest, FileEntry
 
 MODEL_FILES = frozenset({"config.json", "generation_config.json", "model.safetensors.index.json"})
@@ -66,7 +72,13 @@ def check_model_dir(directory: str | os.PathLike[str]) -> Path:
         raise UsageError(f"{root}: {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''} would not be covered "
                          "by the base-model digest but may be read when loading; move such files out of the "
                          "directory")
-    _check_weight_index(root, names)
+    try:
+        problems = loader_problems(root, links="any")
+    except FormatError as exc:
+        raise UsageError(f"{root}: {exc}") from None
+    if problems:
+        raise UsageError(f"{root}: a loader would read outside the base-model digest: {'; '.join(problems[:3])}"
+                         f"{' ...' if len(problems) > 3 else ''} (docs/verifier.md, \"What a verdict covers\")")
     return root
 
 
@@ -77,24 +89,6 @@ def _covered(name: str) -> bool:
 def _ignored(name: str) -> bool:
     lower = name.lower()
     return lower.startswith(".") or lower.startswith(IGNORED_PREFIXES) or lower.endswith(IGNORED_SUFFIXES)
-
-
-def _check_weight_index(root: Path, names: set[str]) -> None:
-    """Every shard the index names must be a top-level safetensors file of `root` (so it is in the digest)."""
-    if WEIGHT_INDEX not in names:
-        return
-    path = root / WEIGHT_INDEX
-    try:
-        index = canonical.load_json(path.read_bytes(), source=str(path))
-    except OSError as exc:
-        raise UsageError(f"{path}: unreadable ({exc})") from None
-    weight_map = index.get("weight_map") if isinstance(index, dict) else None
-    if not isinstance(weight_map, dict):
-        raise UsageError(f"{path}: no weight_map object; re-save the model with save_pretrained")
-    for shard in sorted({str(v) for v in weight_map.values()}):
-        if shard not in names or not shard.endswith(".safetensors") or "/" in shard or "\\" in shard:
-            raise UsageError(f"{path}: shard {shard!r} is not a safetensors file at the top of the directory, so "
-                             "the base-model digest would not cover it; re-save the model with save_pretrained")
 
 
 def model_file_names(directory: Path) -> list[str]:

@@ -179,8 +179,11 @@ def test_documentation_and_other_weight_formats_are_ignored(tiny_model_dir: Path
     shutil.copytree(tiny_model_dir, copy)
     for name in ("README.md", "LICENSE", ".gitattributes", "USE_POLICY.md", "pytorch_model.bin", "flax_model.msgpack"):
         (copy / name).write_text("x")
-    (copy / "original").mkdir()
+    (copy / ".cache").mkdir()  # hidden folders (huggingface-cli's local-dir metadata) are never read
     assert base_model_manifest(copy).digest() == base_model_manifest(tiny_model_dir).digest()
+    (copy / "original").mkdir()  # any other folder may be where a config key or the tokenizer reads: refused
+    with pytest.raises(UsageError, match=r"original/ is a sub-folder"):
+        check_model_dir(copy)
 
 
 def test_every_shard_of_the_weight_index_must_be_in_the_digest(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -196,4 +199,55 @@ def test_every_shard_of_the_weight_index_must_be_in_the_digest(tiny_model_dir: P
         check_model_dir(copy)
     index["weight_map"]["lm_head.weight"] = "model-00001-of-00001.safetensors"
     (copy / "model.safetensors.index.json").write_text(json.dumps(index))
+    shutil.rmtree(copy / "sub")
     assert check_model_dir(copy) == copy
+    # a shard the index does not name is hashed but never loaded; model.safetensors beside an index wins over it
+    (copy / "model-00002-of-00002.safetensors").write_bytes((copy / "model-00001-of-00001.safetensors").read_bytes())
+    with pytest.raises(UsageError, match=r"not named in model\.safetensors\.index\.json"):
+        check_model_dir(copy)
+    (copy / "model-00002-of-00002.safetensors").rename(copy / "model.safetensors")
+    with pytest.raises(UsageError, match=r"transformers loads model\.safetensors and ignores the index"):
+        check_model_dir(copy)
+
+
+@pytest.mark.parametrize(("file", "key", "value"), [
+    ("config.json", "transformers_weights", "sub/model.safetensors"),
+    ("config.json", "configuration_files", ["config.json", "config.99.0.0.json"]),
+    ("config.json", "auto_map", {"AutoModelForCausalLM": "modeling_x.XForCausalLM"}),
+    ("config.json", "quantization_config", {"quant_method": "bitsandbytes", "load_in_8bit": True}),
+    ("tokenizer_config.json", "auto_map", {"AutoTokenizer": ["tok.X", None]}),
+    ("tokenizer_config.json", "fast_tokenizer_files", ["tokenizer.99.0.0.json"]),
+])
+def test_config_keys_that_make_the_loader_read_elsewhere_are_refused(
+        file: str, key: str, value: object, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Read like an adversary reads transformers 5.23: a key that points the loader at other weights, another
+    config, remote code or a quantizer leaves the digest; the directory is refused, naming the key."""
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, copy)
+    doc = json.loads((copy / file).read_text())
+    doc[key] = value
+    (copy / file).write_text(json.dumps(doc))
+    with pytest.raises(UsageError, match=rf"{file} sets '{key}'"):
+        check_model_dir(copy)
+
+
+def test_a_redirect_key_really_loads_other_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Why the key is refused: transformers honours `transformers_weights` (sub-folders allowed), so the same
+    top-level files load other weights."""
+    torch = pytest.importorskip("torch", reason="needs the train extra (torch) to load the model")
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForCausalLM
+
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, copy)
+    (copy / "w").mkdir()
+    tensors = load_file(str(copy / "model.safetensors"))
+    tensors["lm_head.weight"] = torch.zeros_like(tensors["lm_head.weight"])
+    save_file(tensors, str(copy / "w" / "other.safetensors"), metadata={"format": "pt"})
+    doc = json.loads((copy / "config.json").read_text())
+    doc["transformers_weights"] = "w/other.safetensors"
+    (copy / "config.json").write_text(json.dumps(doc))
+    loaded = AutoModelForCausalLM.from_pretrained(copy, local_files_only=True)
+    assert float(loaded.lm_head.weight.detach().abs().sum()) == 0.0  # not the top-level model.safetensors
+    with pytest.raises(UsageError, match="transformers_weights"):
+        check_model_dir(copy)
