@@ -91,7 +91,7 @@ _HEX = _Pat(r"(0x)?[0-9a-fA-F]+", "hex text")
 _TIME = _Pat(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)", "an ISO-8601 time with a zone",
              lambda text: datetime.fromisoformat(text.replace("Z", "+00:00")))
 _REQUESTED_V1 = _Pat(r"all|[1-9][0-9]*", "'all' or a count")
-_REQUESTED = _Pat(r"all|[0-9]+", "'all' or a count")
+_REQUESTED = _Pat(r"all|auto|[0-9]+", "'all', 'auto' or a count")
 # File name only: a local directory path tells the world where the auditor keeps things.
 _FILE_NAME = _Pat(r"[^/\\]+", "a file name without any directory")
 # scheme://host[:port], or a word for a node without a URL (`tester`): an RPC URL's path, query and user info
@@ -140,7 +140,7 @@ _SCHEMA: dict[str, Any] = {
     "level": {"name": _Opt(_Enum("commitments", "data", "sampled", "full")), "replayed": int, "segments": int,
               "catch_probability": _Opt(_PROBABILITY), "text": str},
     "verdict_text": str, "next_steps": _List(str), "generated_at": _TIME, "prov_version": str,
-    "subject": {"path": _FILE_NAME, "kind": _Enum("adapter", "checkpoint", "merged"),
+    "subject": {"path": _FILE_NAME, "kind": _Enum("adapter", "adapter_dir", "checkpoint", "merged"),
                 "weights_digest": _Opt(_DIGEST), "tensor_digest": _Opt(_DIGEST), "run_id": _Opt(_HEX),
                 "checkpoint": _Opt(int)},
     "chain": {"chain_id": _Opt(int), "genesis_hash": _Opt(_HASH), "registry": _Opt(_ADDRESS),

@@ -53,6 +53,7 @@ class VerifyOptions:
     expected_run: bytes | None = None
     expected_chain_id: int | None = None
     expected_registry: str | None = None
+    expected_genesis: str | None = None  # 0x-hex genesis block hash the node's chain must have (--expect-genesis)
     attestations: str | None = None  # AttestationRegistry address (default: the project config's, if any)
     adapter: Path | None = None  # a merged model not committed on chain: the run's adapter it was merged from
     max_bytes: int | None = None  # bytes the store may serve this verification (default: budget_for(subject))
@@ -95,8 +96,8 @@ def verify(path: str | Path, *, registry: RegistryReader, store: StoreReader, op
     options = options or VerifyOptions()
     subject = load_subject(Path(path))
     case = merged.prepare(subject, adapter=options.adapter, base_model=options.base_model)
-    ev = pipeline.Evidence(subject, tensor_digest(subject.adapter) if case is None else
-                           tensor_digest_of_files(subject.files))
+    ev = pipeline.Evidence(subject, None if subject.adapter_missing else tensor_digest(subject.adapter)
+                           if case is None else tensor_digest_of_files(subject.files))
     ev.merged = case
     inputs = auditor.AuditorInputs(options.base_model, options.data, options.secrets, options.stats, options.replay,
                                    options.beacon, options.confirmations)
@@ -170,6 +171,7 @@ def stage_chain(ev: pipeline.Evidence, registry: RegistryReader, options: Verify
         if options.expected_chain_id is not None and info.chain_id != options.expected_chain_id:
             raise CheckFailed("the node serves another chain than the one expected (--expect-chain-id)",
                               expected=options.expected_chain_id, found=info.chain_id)
+        _check_identity(ev, info, options)
         address = str(registry.address or "")
         if options.expected_registry is not None and address.lower() != options.expected_registry.lower():
             raise CheckFailed("the registry is not the one expected (--expect-registry)",
@@ -190,6 +192,20 @@ def stage_chain(ev: pipeline.Evidence, registry: RegistryReader, options: Verify
         if info.dev_chain is not None:
             summary += f"; {info.dev_chain}"
         checks.passed("chain", summary)
+
+
+def _check_identity(ev: pipeline.Evidence, info: Any, options: VerifyOptions) -> None:
+    """A known public chain id must come with that chain's genesis block, and the auditor's --expect-genesis must
+    match; either way the identity is only what the endpoint reports (issue #21)."""
+    if options.expected_genesis is not None and info.genesis_hash.lower() != options.expected_genesis.lower():
+        raise CheckFailed("the node's chain has another genesis block than expected (--expect-genesis)",
+                          expected=options.expected_genesis, found=info.genesis_hash)
+    if getattr(info, "genesis_mismatch", False):
+        raise CheckFailed(f"the node claims chain id {info.chain_id} ({info.public_chain}) but its genesis block is "
+                          f"not that chain's: it is another chain using that id (a local or test node)",
+                          expected=info.expected_genesis, found=info.genesis_hash)
+    ev.notes.append("chain identity (id, genesis block, client) is as reported by the RPC endpoint; for a verdict "
+                    "you rely on, verify through your own node or several independent providers")
 
 
 def _attestations(ev: pipeline.Evidence, registry: RegistryReader, options: VerifyOptions) -> list[Any] | None:

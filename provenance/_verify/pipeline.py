@@ -14,12 +14,14 @@ from typing import Any
 
 from provenance import canonical
 from provenance._verify import claims as claimsmod
+from provenance._verify import files
 from provenance._verify import lineage as walk
 from provenance._verify.checks import CheckFailed, CheckInconclusive, Checks
 from provenance._verify.privacy import PrivacyResult, check_privacy
-from provenance._verify.subject import Subject
+from provenance._verify.subject import ADAPTER_FILE, Subject
 from provenance.batches import MAX_WORLD_SIZE
 from provenance.hashing import Digest
+from provenance.manifest import hash_directory
 from provenance.ports import RegistryReader, StoreReader
 from provenance.records import STEP_FORMAT, STEP_FORMAT_V1, AnyStepRecord
 
@@ -157,6 +159,9 @@ def fetch_committed(record: Any, store: StoreReader, target: Path) -> Subject:
     if stored.checkpoint_digest != record.checkpoint_digest:
         raise CheckFailed("the stored checkpoint is not the committed one", expected=record.checkpoint_digest,
                           found=stored.checkpoint_digest)
+    if stored.adapter_missing or stored.kind != "checkpoint":
+        raise CheckFailed("the committed checkpoint holds no adapter_model.safetensors", expected="an adapter file",
+                          found="none")
     return stored
 
 
@@ -171,6 +176,10 @@ def stage_checkpoint(ev: Evidence, store: StoreReader, tmp: Path) -> None:
         record = ev.record
         stored = fetch_committed(record, store, tmp / "subject")
         summary = "the stored checkpoint has the committed digest and holds this file"
+        if ev.subject.adapter_missing:
+            raise CheckFailed(f"this checkpoint directory has no {ADAPTER_FILE}; the committed checkpoint holds it "
+                              "(its record was found through the weights the directory's own state names)",
+                              expected=stored.weights_digest, found=f"no {ADAPTER_FILE}")
         if stored.weights_digest != ev.subject.weights_digest:
             stored_tensors = tensor_digest(stored.adapter)
             if ev.tensor_digest is None or stored_tensors != ev.tensor_digest:
@@ -180,10 +189,11 @@ def stage_checkpoint(ev: Evidence, store: StoreReader, tmp: Path) -> None:
                        "(this file was re-encoded: its metadata or layout differ)")
             ev.warnings.append("this file is a re-encoded copy of the committed adapter: same tensors, other file "
                                "bytes (metadata or layout)")
-        if ev.subject.checkpoint_digest is not None and ev.subject.checkpoint_digest != record.checkpoint_digest:
-            raise CheckFailed("this checkpoint directory differs from the committed checkpoint (a file was added, "
-                              "removed or changed)", expected=record.checkpoint_digest,
-                              found=ev.subject.checkpoint_digest)
+        if ev.subject.fileset is not None:  # every file a loader reads here is the committed checkpoint's
+            extra, warnings = files.check_files(ev.subject.fileset, hash_directory(tmp / "subject"),
+                                                checkpoint_digest=record.checkpoint_digest)
+            summary += extra
+            ev.warnings.extend(warnings)
         checks.passed("checkpoint", summary)
 
 

@@ -1,0 +1,124 @@
+"""Which files a loader reads from what the auditor holds, and whether each is the committed checkpoint's.
+
+PEFT 0.21.2 loading an adapter directory (`PeftModel.from_pretrained(base, DIR)`,
+`AutoPeftModelForCausalLM.from_pretrained(DIR)`) reads: `adapter_config.json` (every LoRA setting, the base model
+it names, `task_type`, `auto_mapping`, `revision`), `adapter_model.safetensors` — or, when that is absent,
+`adapter_model.bin` through `torch.load` — and, for the Auto class, when `tokenizer_config.json` is present, the
+tokenizer of DIR (tokenizer files, and `config.json` when the tokenizer config names no class), growing the base
+model's embeddings to a larger vocabulary. `subfolder=` reads the same names in a sub-directory, which is also how
+several adapters are saved together. The rule (docs/verifier.md, "What a verdict covers"): in a directory, every
+regular file is either the committed checkpoint's file of that name with its committed digest, the checkpoint's own
+manifest, or a file no loader reads (`UNREAD`); anything else — any other file, a sub-directory, a special file — is
+refused with a failed `checkpoint` check. Nothing is ignored silently: unread files are listed in the report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from provenance._verify.checks import CheckFailed
+from provenance.errors import FormatError
+from provenance.hashing import Digest
+from provenance.manifest import MANIFEST_NAME, CheckpointManifest, FileEntry
+
+ADAPTER_FILE = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+PICKLED_ADAPTER = "adapter_model.bin"
+# Files of a checkpoint directory the trainer writes besides the adapter and its config (their presence marks a
+# trainer's checkpoint directory rather than a shipped adapter).
+CHECKPOINT_MARKERS = frozenset({MANIFEST_NAME, "state.json", "steps.jsonl", "optimizer.safetensors"})
+# Names no supported loader (PEFT, transformers' Auto classes) ever opens: model cards, licences, git files.
+UNREAD_NAMES = frozenset({".gitattributes", ".gitignore"})
+UNREAD_PREFIXES = ("readme", "license", "licence", "notice", "copying")
+UNREAD_DIRS = frozenset({".git", ".cache"})  # git metadata; huggingface_hub's download metadata (.cache/huggingface)
+# Read from an adapter directory by AutoPeftModelForCausalLM (the tokenizer, when tokenizer_config.json is there).
+TOKENIZER_READS = frozenset({
+    "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json", "added_tokens.json", "tokenizer.model",
+    "spiece.model", "vocab.json", "vocab.txt", "merges.txt", "chat_template.jinja", "chat_template.json",
+    "config.json",
+})
+
+
+def is_unread(name: str) -> bool:
+    """A file name no supported loader opens (documentation, licences, git files)."""
+    lower = name.lower()
+    return name in UNREAD_NAMES or lower.startswith(UNREAD_PREFIXES) or lower.endswith(".md")
+
+
+@dataclass(frozen=True)
+class FileSet:
+    """What a directory (or the directory around a lone adapter file) holds, as the subject reads it."""
+
+    entries: tuple[FileEntry, ...] = ()  # regular files (links followed) a loader may read, hashed
+    unread: tuple[str, ...] = ()  # present, read by no supported loader: listed, not bound
+    refused: tuple[str, ...] = ()  # present and unbindable (sub-directories, special files, broken links): why
+    complete: bool = False  # a trainer's checkpoint directory: every committed file must be present
+    lone: bool = False  # a lone adapter file: only its adapter_config.json companion is bound
+    beside: tuple[str, ...] = ()  # a lone file: other loader-read files beside it, not bound
+    manifest: bytes | None = None  # the directory's prov-checkpoint.json, when it has one
+
+    def names(self) -> set[str]:
+        return {e.path for e in self.entries}
+
+
+def check_files(files: FileSet, committed: CheckpointManifest, *, checkpoint_digest: Digest) -> tuple[str, list[str]]:
+    """Each file a loader reads is the committed checkpoint's file of that name, with its digest; CheckFailed naming
+    the first that is not. Returns a summary suffix and warnings (unread and unbound files, listed)."""
+    if files.refused:
+        raise CheckFailed(f"{files.refused[0]}; no commitment binds it, and a loader may read it",
+                          expected="only the committed checkpoint's files (and files no loader reads)",
+                          found="; ".join(files.refused))
+    by_name = {e.path: e for e in committed.files}
+    for entry in files.entries:
+        if entry.path == MANIFEST_NAME:
+            _check_manifest_file(files.manifest or b"", checkpoint_digest)
+            continue
+        want = by_name.get(entry.path)
+        if want is None:
+            raise CheckFailed(_unbound_text(entry.path), expected=f"one of {', '.join(sorted(by_name))}",
+                              found=entry.path)
+        if want.digest != entry.digest:
+            where = "beside this file " if files.lone else ""
+            raise CheckFailed(f"{entry.path} {where}is not the committed checkpoint's {entry.path}"
+                              + (" (PEFT loading this directory would use other settings)"
+                                 if entry.path == ADAPTER_CONFIG else ""),
+                              expected=want.digest, found=entry.digest)
+    present = files.names()
+    if files.complete:
+        missing = sorted(set(by_name) - present)
+        if missing:
+            raise CheckFailed(f"this checkpoint directory lacks {', '.join(missing)}, which the committed checkpoint "
+                              "holds", expected=", ".join(sorted(by_name)), found=", ".join(sorted(present)))
+    warnings = []
+    if files.unread:
+        warnings.append(f"not bound by any commitment, and read by no supported loader: {', '.join(files.unread)}")
+    if files.beside:
+        warnings.append(f"beside this file, {', '.join(files.beside)} would be read by AutoPeftModelForCausalLM "
+                        "loading its directory and are not bound: verify the directory to bind them")
+    bound = sorted(present - {MANIFEST_NAME})
+    if files.lone:
+        return ("; the adapter_config.json beside it is the committed one" if ADAPTER_CONFIG in present else
+                "; no adapter_config.json beside it (its LoRA settings are not bound here)"), warnings
+    return f"; every file a loader reads here is the committed one ({', '.join(bound)})", warnings
+
+
+def _check_manifest_file(data: bytes, checkpoint_digest: Digest) -> None:
+    """A prov-checkpoint.json here must describe the committed checkpoint (prov's own resume reads it)."""
+    try:
+        found = CheckpointManifest.decode(data, source=MANIFEST_NAME).digest()
+    except FormatError as exc:
+        raise CheckFailed(f"{MANIFEST_NAME} here does not parse ({' '.join(str(exc).split())[:160]})",
+                          expected=checkpoint_digest, found="an unreadable manifest") from None
+    if found != checkpoint_digest:
+        raise CheckFailed(f"{MANIFEST_NAME} here describes another checkpoint than the committed one",
+                          expected=checkpoint_digest, found=found)
+
+
+def _unbound_text(name: str) -> str:
+    if name == PICKLED_ADAPTER or name.endswith((".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")):
+        return (f"{name} is a pickle (PEFT loads adapter_model.bin with torch.load when the safetensors file is "
+                "absent) that the committed checkpoint does not hold")
+    if name in TOKENIZER_READS:
+        return (f"{name} is read by AutoPeftModelForCausalLM (the tokenizer, which can grow the model's "
+                "embeddings) and the committed checkpoint does not hold it")
+    return f"{name} is not a file of the committed checkpoint, and a loader may read it"

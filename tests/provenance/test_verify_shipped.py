@@ -1,0 +1,141 @@
+"""Shipped adapter directories and checkpoint directories on the in-process chain: every file a loader reads from
+what the auditor holds must be the committed checkpoint's file of that name (provenance._verify.files); files no
+loader reads are listed; a checkpoint directory without its adapter gets a report, not a usage error."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch", reason="the tiny run is trained by the project's trainer (the train extra)")
+
+from provenance._verify.subject import load_subject
+from provenance.errors import UsageError
+from tests.fixtures.verify import VerifyEnv, check, failed, last
+
+pytestmark = pytest.mark.replay
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, tiny_run: Any) -> tuple[VerifyEnv, Path]:
+    env = VerifyEnv(tmp_path_factory.mktemp("shipped"))
+    run = env.copy(tiny_run.run_dir)
+    env.anchor(run)
+    return env, run
+
+
+def shipped(source: Path, dest: Path, *names: str) -> Path:
+    dest.mkdir()
+    for name in names:
+        shutil.copyfile(source / name, dest / name)
+    return dest
+
+
+def test_the_honest_two_file_directory_verifies(world: tuple[VerifyEnv, Path], tmp_path: Path) -> None:
+    env, run = world
+    ship = shipped(last(run), tmp_path / "ship", "adapter_model.safetensors", "adapter_config.json")
+    (ship / "README.md").write_text("# my adapter\n", encoding="utf-8")
+    assert load_subject(ship).kind == "adapter_dir"
+    report = env.verify(ship, replay="0")
+    assert report["verdict"] == "verified", report["checks"]
+    assert report["subject"]["kind"] == "adapter_dir"
+    assert "adapter_config.json, adapter_model.safetensors" in check(report, "checkpoint")["summary"]
+    assert any("README.md" in w for w in report["warnings"])
+
+
+@pytest.mark.parametrize("change", ["lora_alpha", "use_rslora", "target_modules"])
+def test_a_changed_adapter_config_fails_the_checkpoint_check(world: tuple[VerifyEnv, Path], tmp_path: Path,
+                                                             change: str) -> None:
+    env, run = world
+    ship = shipped(last(run), tmp_path / "ship", "adapter_model.safetensors", "adapter_config.json")
+    config = json.loads((ship / "adapter_config.json").read_bytes())
+    config[change] = {"lora_alpha": 64, "use_rslora": True,
+                      "target_modules": [*config["target_modules"], "o_proj"]}[change]
+    (ship / "adapter_config.json").write_text(json.dumps(config), encoding="utf-8")
+    report = env.verify(ship, replay="0")
+    assert report["verdict"] == "failed" and failed(report) == ["checkpoint"], report["checks"]
+    assert "adapter_config.json is not the committed checkpoint's" in check(report, "checkpoint")["summary"]
+
+
+@pytest.mark.parametrize(("name", "words"), [("tokenizer_config.json", "AutoPeftModelForCausalLM"),
+                                             ("adapter_model.bin", "pickle"),
+                                             ("config.json", "AutoPeftModelForCausalLM"),
+                                             ("extra.safetensors", "not a file of the committed checkpoint")])
+def test_a_file_a_loader_reads_that_no_commitment_binds_fails(world: tuple[VerifyEnv, Path], tmp_path: Path,
+                                                              name: str, words: str) -> None:
+    env, run = world
+    ship = shipped(last(run), tmp_path / "ship", "adapter_model.safetensors", "adapter_config.json")
+    (ship / name).write_bytes(b"{}")
+    report = env.verify(ship, replay="0")
+    assert failed(report) == ["checkpoint"], report["checks"]
+    assert words in check(report, "checkpoint")["summary"] and check(report, "checkpoint")["found"] == name
+
+
+def test_a_sub_directory_or_special_file_is_refused(world: tuple[VerifyEnv, Path], tmp_path: Path) -> None:
+    env, run = world
+    ship = shipped(last(run), tmp_path / "ship", "adapter_model.safetensors", "adapter_config.json")
+    other = shipped(last(run), ship / "other", "adapter_model.safetensors", "adapter_config.json")
+    report = env.verify(ship, replay="0")
+    assert failed(report) == ["checkpoint"] and "other/ is a sub-directory" in check(report, "checkpoint")["summary"]
+    shutil.rmtree(other)
+    (ship / "tokenizer.json").symlink_to(ship / "missing")
+    report = env.verify(ship, replay="0")
+    assert failed(report) == ["checkpoint"] and "broken link" in check(report, "checkpoint")["summary"]
+
+
+def test_a_checkpoint_directory_without_its_adapter_is_a_failed_check(world: tuple[VerifyEnv, Path],
+                                                                      tmp_path: Path) -> None:
+    env, run = world
+    copy = tmp_path / "000003"
+    shutil.copytree(last(run), copy)
+    (copy / "adapter_model.safetensors").unlink()
+    report = env.verify(copy, replay="0")
+    assert report["exit_code"] == 1 and failed(report) == ["checkpoint"], report["checks"]
+    assert "has no adapter_model.safetensors" in check(report, "checkpoint")["summary"]
+    (copy / "state.json").unlink()  # the run's manifest still names the weights
+    assert failed(env.verify(copy, replay="0")) == ["checkpoint"]
+
+
+def test_a_checkpoint_directory_missing_or_changing_a_file_names_it(world: tuple[VerifyEnv, Path],
+                                                                     tmp_path: Path) -> None:
+    env, run = world
+    copy = tmp_path / "000003"
+    shutil.copytree(last(run), copy)
+    assert env.verify(copy, replay="0")["verdict"] == "verified"
+    (copy / "steps.jsonl").unlink()
+    report = env.verify(copy, replay="0")
+    assert failed(report) == ["checkpoint"] and "lacks steps.jsonl" in check(report, "checkpoint")["summary"]
+    shutil.copyfile(last(run) / "steps.jsonl", copy / "steps.jsonl")
+    (copy / "prov-checkpoint.json").write_bytes(b'{"files":[],"format":"prov.checkpoint.v1"}')
+    report = env.verify(copy, replay="0")
+    assert failed(report) == ["checkpoint"] and "another checkpoint" in check(report, "checkpoint")["summary"]
+
+
+def test_a_lone_file_with_a_differing_config_beside_it_fails(world: tuple[VerifyEnv, Path], tmp_path: Path) -> None:
+    env, run = world
+    ship = shipped(last(run), tmp_path / "ship", "adapter_model.safetensors", "adapter_config.json",
+                   "prov-checkpoint.json")
+    report = env.verify(ship / "adapter_model.safetensors", replay="0")
+    assert report["verdict"] == "verified"
+    assert "beside it is the committed one" in check(report, "checkpoint")["summary"]
+    config = json.loads((ship / "adapter_config.json").read_bytes())
+    (ship / "adapter_config.json").write_text(json.dumps({**config, "lora_alpha": 64}), encoding="utf-8")
+    (ship / "tokenizer_config.json").write_text("{}", encoding="utf-8")
+    report = env.verify(ship / "adapter_model.safetensors", replay="0")
+    assert failed(report) == ["checkpoint"], report["checks"]
+    assert "adapter_config.json beside this file" in check(report, "checkpoint")["summary"]
+    (ship / "adapter_config.json").unlink()
+    report = env.verify(ship / "adapter_model.safetensors", replay="0")
+    assert report["verdict"] == "verified" and "not bound here" in check(report, "checkpoint")["summary"]
+    assert any("tokenizer_config.json" in w and "not bound" in w for w in report["warnings"])
+
+
+def test_a_pickle_only_adapter_directory_is_refused_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "adapter_config.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "adapter_model.bin").write_bytes(b"\x80\x04.")
+    with pytest.raises(UsageError, match="pickle that prov never loads"):
+        load_subject(tmp_path)
