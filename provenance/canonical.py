@@ -12,6 +12,7 @@ nesting at most `MAX_DEPTH` deep (checked by a linear scan *before* the recursiv
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,43 @@ def decode(data: bytes, *, source: str = "document", strict: bool = False, max_s
         if canonical != data:
             raise FormatError(f"{source}: JSON is not in canonical form (sorted keys, no whitespace)")
     return value
+
+
+# Characters a trainer could use to rewrite what an auditor sees: C0/C1 controls (ESC starts terminal sequences,
+# CR overwrites a line), DEL, bidirectional overrides and isolates (Trojan Source), line/paragraph separators, BOM.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]")
+_UNSAFE_KEEP_LINES = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
+                                "\u2066-\u2069\ufeff]")
+_UNSAFE_NOT_C0 = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str, *, keep_newlines: bool = False) -> str:
+    """`text` with every control, bidi and separator character shown as a visible escape (`\\x1b`, `\\u202e`), so a
+    trainer-supplied string can neither move the cursor nor reorder what is printed around it."""
+    return (_UNSAFE_KEEP_LINES if keep_newlines else _UNSAFE).sub(_escaped, text)
+
+
+def escape_strings(value: Any) -> Any:
+    """A copy of a decoded JSON value with `escape_controls` applied to every string (keys included)."""
+    if isinstance(value, str):
+        return escape_controls(value)
+    if isinstance(value, list | tuple):
+        return [escape_strings(v) for v in value]
+    if isinstance(value, dict):
+        return {escape_controls(k) if isinstance(k, str) else k: escape_strings(v) for k, v in value.items()}
+    return value
+
+
+def dumps_for_terminal(value: Any, *, indent: int | None = 2) -> str:
+    """JSON text that stays valid JSON and is safe to print: non-ASCII kept readable, but control, bidi and
+    separator characters written as `\\uXXXX` escapes (json.dumps already escapes C0 controls)."""
+    text = json.dumps(value, indent=indent, ensure_ascii=False)  # raw C0 left in `text` is the layout's whitespace
+    return _UNSAFE_NOT_C0.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def read_document(path: Path, format_name: str, *, missing: ProvenanceError, what: str = "document") -> dict[str, Any]:

@@ -112,6 +112,7 @@ def verify(path: str | Path, *, registry: RegistryReader, store: StoreReader, op
             pipeline.stage_record(ev, registry, store, expected_run=options.expected_run)
         else:  # a merged model: claimed by a run's finalisation (or, converted, through --adapter)
             merged.stage_record(ev, registry, store, expected_run=options.expected_run)
+        pipeline.settle_attribution(ev)  # an owner-less run registered by several accounts: inconclusive
         pipeline.stage_run_manifest(ev)
         (pipeline.stage_checkpoint if case is None else merged.stage_checkpoint)(ev, store, work)
         pipeline.stage_lineage(ev, store)

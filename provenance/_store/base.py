@@ -11,8 +11,9 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from provenance import car
+from provenance import car, limits
 from provenance._store import dag
+from provenance._store.dag import StoreWriteError
 from provenance.cid import MAX_BLOCK_SIZE, Cid, CidMismatch, parse_cid, verify_block
 from provenance.errors import FormatError, StoreError, StoreUnavailable
 from provenance.hashing import ProgressCallback
@@ -55,12 +56,6 @@ class ContentTooLarge(StoreError):
     """`get_bytes` of content above its size limit: use `get_file`, or raise `max_size`."""
 
 
-class StoreWriteError(StoreError):
-    """The store could not write (disk full, permissions). Nothing partial was left pinned or visible."""
-
-    transient = True
-
-
 class UnexpectedCid(StoreError):
     """A node stored content under a different CID than prov computes (differently configured add)."""
 
@@ -77,8 +72,14 @@ class Store(abc.ABC):
         """One block's bytes as the backend holds them (unverified); `BlockNotFound` if absent."""
 
     def get_block(self, cid: Cid) -> bytes:
-        """One block's bytes, re-hashed against `cid` (`CidMismatch` otherwise): every read goes through here."""
+        """One block's bytes, re-hashed against `cid` (`CidMismatch` otherwise): every read goes through here,
+        charged to the active byte budget and deadline (`provenance.limits`)."""
+        budget = limits.current()
+        if budget is not None:
+            budget.check_time(f"{self.spec or 'store'}: reading block {cid}")
         data = self._read_block(cid)
+        if budget is not None:
+            budget.charge(len(data), f"block {cid} from {self.spec or 'the store'}")
         if len(data) > MAX_BLOCK_SIZE:
             raise FormatError(f"block {cid} holds {len(data)} bytes, more than any IPFS node moves "
                               f"({MAX_BLOCK_SIZE}); refusing it")

@@ -7,11 +7,14 @@ checked before they touch the file system (no `..`, no `/`, no duplicates).
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
+from provenance import limits
 from provenance._store.dagpb import (
     DIRECTORY,
     FILE,
@@ -23,8 +26,9 @@ from provenance._store.dagpb import (
     decode_links,
     decode_node,
 )
+from provenance.canonical import escape_controls
 from provenance.cid import DAG_PB, RAW, Cid
-from provenance.errors import FormatError, UsageError
+from provenance.errors import FormatError, StoreError, UsageError
 from provenance.fsutil import atomic_output, fsync_dir
 
 GetBlock = Callable[[Cid], bytes]
@@ -34,6 +38,7 @@ MAX_FILE_LINKS = 1024  # Kubo's balanced DAG has at most 174 links a node
 # Kubo shards a directory (HAMT) once names + CIDs reach 256 KiB: at least 37 bytes an entry, so < 7,100 entries.
 MAX_DIRECTORY_ENTRIES = 8192
 MAX_TREE_ENTRIES = 100_000  # files and folders one write_directory creates, however a DAG reuses subtrees
+MAX_NAME_BYTES = 255  # NAME_MAX of every common file system: longer fails on write as "internal error" otherwise
 
 
 def _umask() -> int:
@@ -51,6 +56,12 @@ def _umask() -> int:
 def default_mode(*, directory: bool) -> int:
     """The mode a plain open()/mkdir() would give: temp files and folders start private (0600/0700)."""
     return (0o777 if directory else 0o666) & ~_umask()
+
+
+class StoreWriteError(StoreError):
+    """The store could not write (disk full, permissions). Nothing partial was left pinned or visible."""
+
+    transient = True
 
 
 class NotAFile(UsageError):
@@ -118,6 +129,9 @@ def iter_file(get: GetBlock, cid: Cid) -> Iterator[bytes]:
     if node.type not in (FILE, UNIXFS_RAW):
         _unsupported(cid, node)
     declared = _declared_size(cid, node)
+    budget = limits.current()
+    if budget is not None:  # a DAG declaring a terabyte stops here, before its first leaf is read
+        budget.reserve(declared, f"file {cid} (declares {declared} bytes)")
     produced = 0
     for piece in _file_node(get, cid, node, (cid,)):
         produced += len(piece)
@@ -176,7 +190,13 @@ def _entries(cid: Cid, links: list[Link]) -> list[tuple[str, Cid]]:
     for link in links:
         name = link.name
         if not name or name in (".", "..") or "/" in name or "\0" in name or "\\" in name:
-            raise FormatError(f"directory {cid} has an unsafe entry name {name!r}")
+            raise FormatError(f"directory {cid} has an unsafe entry name {escape_controls(repr(name))}")
+        if escape_controls(name) != name:  # a name that would reorder or rewrite what an auditor sees in a listing
+            raise FormatError(f"directory {cid} has an entry name with control or bidi characters "
+                              f"{escape_controls(repr(name))}")
+        if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+            raise FormatError(f"directory {cid} has an entry name of {len(name.encode('utf-8', 'surrogatepass'))} "
+                              f"bytes (file systems allow {MAX_NAME_BYTES})")
         if name in seen:
             raise FormatError(f"directory {cid} lists {name!r} twice")
         seen.add(name)
@@ -186,17 +206,44 @@ def _entries(cid: Cid, links: list[Link]) -> list[tuple[str, Cid]]:
 
 def write_file(get: GetBlock, cid: Cid, dest: Path) -> int:
     """Stream file `cid` into `dest` atomically (temp file beside it, fsync, rename). Returns bytes written."""
-    with atomic_output(dest, mode=default_mode(directory=False), suffix=".part") as out:
-        return _copy(get, cid, out)
+    try:
+        with atomic_output(dest, mode=default_mode(directory=False), suffix=".part") as out:
+            return _copy(get, cid, out, dest)
+    except OSError as exc:
+        raise write_error(dest, exc) from None
 
 
-def _copy(get: GetBlock, cid: Cid, out: object) -> int:
+def write_error(where: Path, exc: OSError) -> StoreWriteError:
+    """One line naming the path and what to do, for a full disk, a refused permission or an over-long name."""
+    hint = {errno.ENOSPC: "free space on that disk or choose another destination",
+            errno.EDQUOT: "free space on that disk or choose another destination",
+            errno.EACCES: "choose a destination you may write to", errno.EPERM: "choose a destination you may write to",
+            errno.ENAMETOOLONG: "choose a shorter destination path"}.get(exc.errno or 0, "check the destination")
+    return StoreWriteError(f"{where}: cannot write ({exc.strerror or type(exc).__name__}); {hint}")
+
+
+def _copy(get: GetBlock, cid: Cid, out: BinaryIO, where: Path) -> int:
+    """Write file `cid` to `out`, refusing before the first byte a file that declares more than the disk holds
+    (or than the active budget allows: `iter_file` reserves it)."""
+    _, declared = stat(get, cid)
+    free = _free_bytes(out)
+    if free is not None and declared > free:
+        raise StoreWriteError(f"{where}: file {cid} declares {declared} bytes but only {free} are free on that "
+                              "disk; free space or choose another destination")
     written = 0
-    write = out.write  # type: ignore[attr-defined]
+    write = out.write
     for piece in iter_file(get, cid):
         write(piece)
         written += len(piece)
     return written
+
+
+def _free_bytes(out: BinaryIO) -> int | None:
+    try:
+        info = os.fstatvfs(out.fileno())
+    except (OSError, AttributeError, ValueError):
+        return None
+    return info.f_bavail * info.f_frsize
 
 
 def write_directory(get: GetBlock, cid: Cid, dest: Path) -> int:
@@ -207,14 +254,20 @@ def write_directory(get: GetBlock, cid: Cid, dest: Path) -> int:
     dest = Path(dest)
     if dest.exists() or dest.is_symlink():
         raise UsageError(f"{dest} already exists; choose a new path for the directory")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"))
+    except OSError as exc:
+        raise write_error(dest, exc) from None
     try:
         count = _fill_directory(get, cid, tmp, 0, [0])
         tmp.chmod(default_mode(directory=True))
         os.replace(tmp, dest)
         fsync_dir(dest.parent)
         return count
+    except OSError as exc:
+        _remove_tree(tmp)
+        raise write_error(dest, exc) from None
     except BaseException:
         _remove_tree(tmp)
         raise
@@ -236,7 +289,7 @@ def _fill_directory(get: GetBlock, cid: Cid, target: Path, depth: int, created: 
             count += _fill_directory(get, child, path, depth + 1, created)
         else:
             with path.open("xb") as out:
-                _copy(get, child, out)
+                _copy(get, child, out, path)
                 out.flush()
                 os.fsync(out.fileno())
             count += 1

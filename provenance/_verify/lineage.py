@@ -25,6 +25,10 @@ SEGMENT_FILE = "steps.jsonl"
 ADAPTER_FILE = "adapter_model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 MANIFEST_LIMIT = 1 << 20  # a checkpoint manifest lists a handful of files
+# Fixed caps on what a checkpoint's small files may declare (an honest state.json is a few KiB; a step-log
+# segment ~300 bytes a step, so 64 MiB holds 200,000 steps between two checkpoints): a manifest declaring a
+# 2 GiB state.json fails before anything is fetched, instead of the verifier allocating it.
+KIND_LIMITS = {STATE_FILE: 16 << 20, SEGMENT_FILE: 64 << 20, MANIFEST_NAME: MANIFEST_LIMIT}
 TRAINSTATE_FORMATS = ("prov.trainstate.v1", "prov.trainstate.v2")
 CHECKPOINT_FILES = frozenset({ADAPTER_FILE, "adapter_config.json", OPTIMIZER_FILE, STATE_FILE, SEGMENT_FILE})
 
@@ -41,7 +45,12 @@ class CheckpointFiles:
 def _verified_file(store: Any, listing: dict[str, str], manifest: CheckpointManifest, name: str, where: str) -> bytes:
     if name not in listing:
         raise CheckFailed(f"{where}: {name} is missing from the stored checkpoint", expected=name, found="nothing")
-    data: bytes = store.get_bytes(listing[name], max_size=manifest.file(name).size)  # its declared size bounds it
+    declared = manifest.file(name).size
+    cap = KIND_LIMITS.get(name)
+    if cap is not None and declared > cap:  # refused before a byte is fetched: no trainer writes one this big
+        raise CheckFailed(f"{where}: its manifest declares {name} at {declared} bytes, more than any trainer writes",
+                          expected=f"at most {cap} bytes", found=f"{declared} bytes")
+    data: bytes = store.get_bytes(listing[name], max_size=declared)  # its declared size bounds it
     found = Digest.of(data)
     expected = manifest.file(name).digest
     if found != expected:

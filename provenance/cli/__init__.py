@@ -8,6 +8,7 @@ heavy libraries (web3, torch) inside the command functions so `prov --version` s
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 from collections.abc import Sequence
@@ -16,10 +17,11 @@ from importlib.metadata import entry_points
 import click
 
 from provenance import __version__
+from provenance.canonical import escape_controls
 from provenance.errors import ProvenanceError
 
 # Sibling modules that contribute commands. Each defines COMMANDS: list[click.Command].
-_COMMAND_MODULES = ("core", "chain", "store", "anchor", "verify", "attest", "proofs", "merge")
+_COMMAND_MODULES = ("core", "chain", "store", "anchor", "verify", "attest", "proofs", "merge", "bundle")
 # Commands other parts of prov contribute (the trainer's `train`, `init-model`, `demo`): found by entry point, so
 # the library never imports the trainer. Only prov's own distribution may add commands.
 _ENTRY_POINT_GROUP = "prov.commands"
@@ -82,6 +84,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("prov: interrupted", err=True)
         return 130
+    except OSError as exc:  # the machine refused (full disk, permissions, over-long name): say where and what to do
+        if debug:
+            raise
+        click.echo(f"prov: error: {_one_line(_os_error(exc))}", err=True)
+        return 2
+    except RecursionError:
+        if debug:
+            raise
+        click.echo("prov: error: input nested too deeply to read (hostile or corrupt JSON?); rerun with --debug "
+                   "to see which", err=True)
+        return 2
     except Exception as exc:  # an unexpected failure still gets one line; --debug shows where
         if debug:
             raise
@@ -94,7 +107,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    """One line, with any control or bidi character a trainer-supplied string carried shown as an escape."""
+    return escape_controls(" ".join(text.split()))
+
+
+_OS_HINTS = {
+    errno.ENOSPC: "free space on that disk, or point TMPDIR / the destination elsewhere",
+    errno.EDQUOT: "free space on that disk, or point TMPDIR / the destination elsewhere",
+    errno.EACCES: "check its permissions, or choose a path you may use",
+    errno.EPERM: "check its permissions, or choose a path you may use",
+    errno.ENAMETOOLONG: "choose a shorter path",
+    errno.EROFS: "choose a writable location",
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "check the path",
+    errno.EISDIR: "give a file, not a directory",
+}
+
+
+def _os_error(exc: OSError) -> str:
+    where = exc.filename if exc.filename is not None else "a file"
+    reason = exc.strerror or type(exc).__name__
+    return f"{where}: {reason}; {_OS_HINTS.get(exc.errno or 0, 'check the path and the disk')}"
 
 
 if __name__ == "__main__":  # pragma: no cover

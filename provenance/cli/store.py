@@ -59,10 +59,16 @@ def put_command(ctx: click.Context, path: Path, no_pin: bool) -> None:
 @store_group.command("get")
 @click.argument("cid")
 @click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--max-size", type=int, default=None, metavar="BYTES",
+              help="Refuse to fetch more than this many bytes in all (default: no limit but the free disk space; "
+                   "a file declaring more than either is refused before anything is written).")
 @click.pass_context
-def get_command(ctx: click.Context, cid: str, dest: Path) -> None:
+def get_command(ctx: click.Context, cid: str, dest: Path, max_size: int | None) -> None:
     """Fetch CID into DEST (a file, or a new directory), verifying every block."""
-    with _open(ctx) as store:
+    from provenance import limits
+
+    budget = limits.Budget(max_bytes=max_size, what="fetch", bytes_option="--max-size")
+    with _open(ctx) as store, limits.active(budget):
         kind, _ = store.stat(cid)
         count = store.get(cid, dest)
     what = f"{count} files" if kind == "directory" else f"{count} bytes"

@@ -7,7 +7,6 @@ be decided on this machine, e.g. replay could not be bitwise here: never "verifi
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -22,6 +21,8 @@ import click
 @click.option("--run", "run_id", help="Also require the file to belong to this run id (64 hex).")
 @click.option("--expect-chain-id", type=int, help="Fail unless the node serves this chain id.")
 @click.option("--expect-registry", metavar="ADDRESS", help="Fail unless the registry is at this address.")
+@click.option("--expect-genesis", metavar="HASH", help="Fail unless the node's chain has this genesis block hash "
+              "(0x + 64 hex; as the node reports it: use your own node).")
 @click.option("--base-model", type=click.Path(path_type=Path), help="Base model directory (compare, rebuild "
               "checkpoint 0, tokenize, replay).")
 @click.option("--adapter", type=click.Path(path_type=Path), help="For a merged model not committed on chain (e.g. "
@@ -58,7 +59,7 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
                    beacon: str | None, confirmations: int, attestations: str | None, as_json: bool,
                    html_path: Path | None, signature: Path | None = None,
                    signature_key: Path | None = None, max_bytes: int | None = None,
-                   timeout: float | None = None) -> None:
+                   timeout: float | None = None, expect_genesis: str | None = None) -> None:
     """Prove an adapter's (or merged model's) lineage against the registry and the store, and print the verdict.
 
     PATH is an adapter weights file (adapter_model.safetensors), a checkpoint directory, or a merged model (a model
@@ -70,6 +71,8 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
     Exit codes: 0 verified, 1 a check failed, 2 could not run (bad input, unreachable node, content missing from
     the store), 3 inconclusive (a check could not be decided on this machine; never verified).
     """
+    from provenance import limits
+    from provenance.canonical import dumps_for_terminal, escape_strings
     from provenance.chain import connect, parse_run_id
     from provenance.errors import UsageError
     from provenance.report import render_text, write_html
@@ -79,27 +82,35 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
 
     if not path.exists():
         raise UsageError(f"{path}: no such file or directory")
+    for given, what in ((path, "PATH"), (base_model, "--base-model"), (adapter, "--adapter"), (data, "--data"),
+                        (secrets, "--secrets"), (stats, "--stats")):
+        if given is not None and given.exists() and not (given.is_file() or given.is_dir()):
+            raise UsageError(f"{given} ({what}) is not a regular file or directory (a FIFO or device would block "
+                             "the verifier); give the file itself")
+    if expect_genesis is not None and not _is_block_hash(expect_genesis):
+        raise UsageError(f"--expect-genesis takes a block hash (0x and 64 hex digits), not {expect_genesis[:80]!r}")
     if path.is_file():
         read_safetensors_metadata(path)  # a pickle or truncated file is refused before touching the network
     options = VerifyOptions(base_model=base_model, data=data, secrets=secrets, stats=stats, replay=replay,
                             beacon=beacon, confirmations=confirmations,
                             expected_run=parse_run_id(run_id) if run_id else None,
                             expected_chain_id=expect_chain_id, expected_registry=expect_registry,
-                            attestations=attestations, adapter=adapter, signature=signature,
+                            expected_genesis=expect_genesis, attestations=attestations, adapter=adapter, signature=signature,
                             signature_key=signature_key, max_bytes=max_bytes, timeout=timeout)
     if rpc_url is None:
         _ensure_local_chain()
-    client = connect(rpc_url, registry=registry)
+    with limits.active(limits.Budget(timeout=timeout) if timeout is not None else None):
+        client = connect(rpc_url, registry=registry)
     if client.address is None:
         raise UsageError("no registry address: pass --registry or run `prov chain deploy` in this project")
     with open_store(store_spec) as store:
         report = verify(path, registry=client, store=store, options=options).to_json()
     if html_path is not None:
         write_html(report, html_path)
-    if as_json:
-        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    if as_json:  # valid JSON whose control and bidi characters are escapes: safe on a terminal
+        click.echo(dumps_for_terminal(report))
     else:
-        click.echo(render_text(report, color=sys.stdout.isatty()))
+        click.echo(render_text(escape_strings(report), color=sys.stdout.isatty()))
         if html_path is not None:
             click.echo(f"\nHTML report: {html_path}")
     raise click.exceptions.Exit(int(report["exit_code"]))
@@ -116,3 +127,8 @@ def _ensure_local_chain() -> None:
 
 
 COMMANDS = [verify_command]
+
+
+def _is_block_hash(text: str) -> bool:
+    body = text[2:] if text[:2].lower() == "0x" else ""
+    return len(body) == 64 and all(c in "0123456789abcdefABCDEF" for c in body)
