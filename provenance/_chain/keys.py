@@ -6,6 +6,7 @@ A key is never logged or printed: `Signer` shows only its address and where the 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -20,6 +21,12 @@ ENV_KEYSTORE_PASSWORD = "PROV_KEYSTORE_PASSWORD"
 # Anvil's and Hardhat's default chain id, and their public dev mnemonic (known to everyone: local use only).
 LOCAL_CHAIN_ID = 31337
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
+# Chain ids a development node uses by default (anvil/Hardhat; geth --dev/Ganache). A well-known key signs only on
+# one of these, and only when the node also answers as a development node: a public chain can use any id.
+DEV_CHAIN_IDS = frozenset({31337, 1337})
+DEV_ACCOUNTS = 20  # Hardhat funds 20 accounts of the mnemonic, anvil 10: all of them are public
+# web3_clientVersion prefixes of development nodes ("EthereumTester" is the in-process py-evm chain).
+DEV_CLIENTS = ("anvil", "hardhat", "ganache", "ethereumtester")
 
 
 @dataclass(frozen=True)
@@ -92,15 +99,81 @@ def dev_signer(index: int = 0) -> Signer:
     return Signer(account, f"local dev account {index} (well-known key: local chains only)")
 
 
+@functools.cache
+def well_known_addresses() -> dict[str, int]:
+    """Lower-case address → account index of the public test mnemonic's first `DEV_ACCOUNTS` accounts."""
+    from eth_account import Account
+    from eth_account.hdaccount import key_from_seed, seed_from_mnemonic
+
+    seed = seed_from_mnemonic(DEV_MNEMONIC, "")
+    return {str(Account.from_key(key_from_seed(seed, f"m/44'/60'/0'/0/{i}")).address).lower(): i
+            for i in range(DEV_ACCOUNTS)}
+
+
+def dev_account_index(address: str) -> int | None:
+    """Which account of the public test mnemonic `address` is, or None when it is not one of them."""
+    return well_known_addresses().get(address.lower())
+
+
+def client_version(web3: Any) -> str:
+    """The node's `web3_clientVersion`, lower case without spaces; "" when it cannot answer."""
+    try:
+        return str(web3.client_version).lower().replace(" ", "")
+    except Exception:  # any failure to answer: not taken for a dev node (a dev key is then refused, never accepted)
+        return ""
+
+
+def answers_as_dev_node(web3: Any) -> bool:
+    """Whether the node at `web3` says it is a development node (anvil, Hardhat, Ganache, the in-process py-evm
+    chain) through `web3_clientVersion`."""
+    return client_version(web3).startswith(DEV_CLIENTS)
+
+
+def check_chain(signer: Signer, *, chain_id: int | None, web3: Any = None) -> Signer:
+    """`signer`, unless it is a well-known development key on a chain that is not a known local development chain
+    (SignerError): such a key is public, so anything it signs on a real network proves nothing and can be stolen.
+
+    Allowed only when the chain id is a development id (31337, 1337) and the node answers as a development node,
+    or on the in-process py-evm chain. Without a node to ask (`web3` None) only the chain id is checked."""
+    index = dev_account_index(signer.address)
+    if index is None:
+        return signer
+    version = "" if web3 is None else client_version(web3)
+    in_process = version.startswith("ethereumtester")
+    dev_node = web3 is None or version.startswith(DEV_CLIENTS)
+    if in_process or (chain_id in DEV_CHAIN_IDS and dev_node):
+        return signer
+    where = f"chain id {chain_id}" if chain_id is not None else "this chain"
+    if chain_id in DEV_CHAIN_IDS:
+        where += f", whose node does not answer as a development node ({version or 'no client version'})"
+    raise SignerError(
+        f"{signer.source} is {signer.address}, account {index} of the public test mnemonic ({DEV_MNEMONIC!r}): "
+        f"anyone can sign with it, so it is refused on {where}; use your own key ({ENV_KEY} or --keystore FILE)")
+
+
 def resolve(
     key: str | bytes | Signer | None = None,
     *,
     keystore: str | os.PathLike[str] | None = None,
     chain_id: int | None = None,
     dev_key: bytes | None = None,
+    web3: Any = None,
 ) -> Signer:
     """The signer to use, first match wins: `key`, `keystore`, `$PROV_PRIVATE_KEY`, then — only on a local dev
-    chain — `dev_key` (the in-process chain's funded key) or anvil's dev account 0."""
+    chain — `dev_key` (the in-process chain's funded key) or anvil's dev account 0. A well-known development key
+    is refused unless the chain is a local development chain (`check_chain`; pass the node as `web3`)."""
+    signer = _resolve(key, keystore=keystore, chain_id=chain_id, dev_key=dev_key)
+    return check_chain(signer, chain_id=chain_id, web3=web3) if (chain_id is not None or web3 is not None) \
+        else signer
+
+
+def _resolve(
+    key: str | bytes | Signer | None,
+    *,
+    keystore: str | os.PathLike[str] | None,
+    chain_id: int | None,
+    dev_key: bytes | None,
+) -> Signer:
     if isinstance(key, Signer):
         return key
     if key is not None:

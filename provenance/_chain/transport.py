@@ -26,6 +26,7 @@ from provenance._chain.errors import (
     TransactionTimeout,
     WrongChainId,
 )
+from provenance.canonical import restore_recursion_limit
 from provenance.errors import ChainError, UsageError
 
 TESTER = "tester"
@@ -64,6 +65,51 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+REQUEST_TIMEOUT = 30.0  # wall-clock seconds for one JSON-RPC request, however slowly the node drips its answer
+MAX_RPC_ANSWER = 64 << 20  # an honest answer (a page of logs, a block) is far smaller; 512 MiB is an attack
+
+
+def bounded_provider(url: str, *, timeout: float = REQUEST_TIMEOUT) -> Any:
+    """A web3 HTTP provider whose every request has a wall-clock deadline (also the active `limits` budget's), a
+    size cap, bounded retries with backoff on 429/5xx, and JSON answers parsed by the bounded reader."""
+    import requests
+    from web3 import HTTPProvider
+
+    from provenance import _http
+    from provenance.canonical import load_json
+    from provenance.errors import FormatError
+
+    class BoundedHTTPProvider(HTTPProvider):
+        def __init__(self) -> None:
+            super().__init__(url, request_kwargs={"timeout": timeout})
+            self._session = requests.Session()
+            self._headers = dict(self.get_request_headers())
+
+        def _make_request(self, method: Any, request_data: bytes) -> bytes:
+            what = f"{method} to {url}"
+            try:
+                answer = _http.post(self._session, url, data=request_data, headers=self._headers, timeout=timeout,
+                                    max_bytes=MAX_RPC_ANSWER, what=what)
+            except _http.HttpFailure as exc:
+                raise RpcUnreachable(f"the chain at {url}: {exc.reason}") from None
+            if answer.status >= 400 and not answer.body.lstrip().startswith(b"{"):
+                raise RpcUnreachable(f"the chain at {url} answered {method} with HTTP {answer.status}; is it a "
+                                     "JSON-RPC endpoint?")
+            return answer.body
+
+        def make_batch_request(self, batch_requests: Any) -> Any:
+            raw = self._make_request("batch", self.encode_batch_rpc_request(batch_requests))
+            return self.decode_rpc_response(raw)
+
+        def decode_rpc_response(self, raw_response: bytes) -> Any:  # type: ignore[override]
+            try:
+                return load_json(raw_response, source=f"the answer of the chain at {url}", max_size=MAX_RPC_ANSWER)
+            except FormatError as exc:
+                raise RpcUnreachable(f"{exc}: not a JSON-RPC node, or a faulty one") from None
+
+    return BoundedHTTPProvider()
+
+
 def _wei(value: int) -> str:
     return f"{value / 10**18:.6g} ETH"
 
@@ -84,6 +130,9 @@ class Transport:
         from web3 import EthereumTesterProvider, Web3
 
         self.rpc_url = rpc_url or TESTER
+        if self.rpc_url != TESTER:  # py-evm (the in-process chain) runs contracts recursively: it keeps its limit
+            restore_recursion_limit()
+
         self.timeout = timeout
         self.decoder = decoder
         self._dev_key: bytes | None = None
@@ -96,7 +145,7 @@ class Transport:
             self._dev_key = provider.ethereum_tester.backend.account_keys[0].to_bytes()
             self.web3 = Web3(provider)
         elif self.rpc_url.startswith(("http://", "https://")):
-            self.web3 = Web3(Web3.HTTPProvider(self.rpc_url, request_kwargs={"timeout": 30}))
+            self.web3 = Web3(bounded_provider(self.rpc_url))
         else:
             raise UsageError(f"unsupported RPC URL {self.rpc_url!r}: use http(s)://HOST:PORT or '{TESTER}'")
         with rpc_errors(self.rpc_url):
@@ -148,7 +197,7 @@ class Transport:
     def signer(self) -> keys.Signer:
         if self._signer is None:
             self._signer = keys.resolve(self._key, keystore=self._keystore, chain_id=self.chain_id,
-                                        dev_key=self._dev_key)
+                                        dev_key=self._dev_key, web3=self.web3)  # dev keys: dev chains only
         return self._signer
 
     def with_signer(self, key: str | bytes | keys.Signer) -> Transport:
@@ -156,7 +205,7 @@ class Transport:
         clone = object.__new__(Transport)
         clone.__dict__.update(self.__dict__)
         clone._lock = self._lock  # one lock per connection, shared in case both sign with the same key
-        clone._signer = keys.resolve(key)
+        clone._signer = keys.resolve(key, chain_id=self.chain_id, web3=self.web3)
         return clone
 
     def with_decoder(self, decoder: RevertDecoder) -> Transport:
