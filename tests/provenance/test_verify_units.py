@@ -232,16 +232,23 @@ def micro(values: list[float]) -> list[int]:
 
 
 def honest(sizes: list[int]) -> list[float]:
-    return [recompute_epsilon("rdp", ((1.0, 0.05, n),), 1e-5) if n else 0.0 for n in sizes]
+    """What an honest RDP-accounted run commits: dp-accounting's RDP bound (opacus' RDP ε is equal up to 1e-4
+    relative, measured)."""
+    from provenance._verify.accounting import rdp_bounds
+
+    return rdp_bounds(q=0.05, sigma=1.0, steps=sizes, delta=1e-5)
 
 
 def test_epsilon_is_recomputed_and_checked_for_every_checkpoint() -> None:
-    pytest.importorskip("opacus", reason="ε needs opacus (the train extra)")
     sizes = [0, 10, 20, 30]
     eps = honest(sizes)
     manifest = {"training": {"dp": DP, "dataset_size": 256}}
     result = check_privacy(manifest=manifest, states=states(sizes, eps), committed_micro=micro(eps))
-    assert result.recomputed == pytest.approx(eps) and "all 4 committed values" in result.summary
+    assert "at all 4 checkpoints" in result.summary and "dp-accounting" in result.summary
+    # The bound is PLD's for the last checkpoint (tighter than the RDP claim), and no checkpoint's bound exceeds its
+    # claim; earlier checkpoints whose claim is already above RDP's bound need no PLD evaluation.
+    assert result.bounds[-1]["accountant"] == "pld" and result.recomputed[-1] < eps[-1]
+    assert all(r <= e + 1e-6 for r, e in zip(result.recomputed, eps, strict=True))
     lied = list(eps)
     lied[1] = eps[1] / 4  # a tiny ε committed (and recorded) for an earlier checkpoint
     with pytest.raises(CheckFailed, match="checkpoint 1: the committed ε is lower"):
@@ -249,7 +256,8 @@ def test_epsilon_is_recomputed_and_checked_for_every_checkpoint() -> None:
     # The state.json of each checkpoint must record the ε its commitment carries.
     with pytest.raises(CheckFailed, match=r"checkpoint 2: the ε in its state\.json is not the ε committed"):
         check_privacy(manifest=manifest, states=states(sizes, eps), committed_micro=micro([*eps[:2], 9.0, eps[3]]))
-    # The shortcut for RDP gives exactly opacus' own accountant value.
+    # The shortcut for RDP gives exactly opacus' own accountant value (the opacus cross-check's number).
+    pytest.importorskip("opacus", reason="the opacus cross-check needs opacus (the train extra)")
     from opacus.accountants import create_accountant
 
     acc = create_accountant("rdp")
@@ -262,7 +270,6 @@ def test_epsilon_is_recomputed_and_checked_for_every_checkpoint() -> None:
                                                 ("sample_rate", "0"), ("accountant", "gdp")])
 def test_dp_parameters_that_make_epsilon_meaningless_fail(field_name: str, value: str) -> None:
     """δ = 0 once made the recomputed ε infinite and every comparison vacuous: such parameters now fail."""
-    pytest.importorskip("opacus", reason="ε needs opacus (the train extra)")
     dp = dict(DP, **{field_name: value})
     with pytest.raises(CheckFailed, match="cannot describe a DP-SGD run"):
         check_privacy(manifest={"training": {"dp": dp, "dataset_size": 256}}, states=states([0, 10], [0.0, 0.5]),
@@ -281,7 +288,6 @@ def test_a_delta_of_at_least_one_over_n_is_no_guarantee() -> None:
         with pytest.raises(CheckFailed, match="dataset_size is not a whole number"):
             check_privacy(manifest={"training": {"dp": dp, "dataset_size": size}}, states=states([0, 10], eps),
                           committed_micro=micro(eps))
-    pytest.importorskip("opacus", reason="ε needs opacus (the train extra)")
     fine = honest([0, 10])
     result = check_privacy(manifest={"training": {"dp": DP, "dataset_size": 256}}, states=states([0, 10], fine),
                            committed_micro=micro(fine))
@@ -289,7 +295,6 @@ def test_a_delta_of_at_least_one_over_n_is_no_guarantee() -> None:
 
 
 def test_accountant_history_must_cover_the_log_and_use_the_manifest_parameters() -> None:
-    pytest.importorskip("opacus", reason="ε needs opacus (the train extra)")
     eps = honest([0, 10])
     bad = states([0, 10], eps)
     bad[1]["accountant"]["history"] = [["1.0", "0.05", 9]]
@@ -301,12 +306,20 @@ def test_accountant_history_must_cover_the_log_and_use_the_manifest_parameters()
         check_privacy(manifest={"training": {"dp": DP, "dataset_size": 256}}, states=other, committed_micro=micro(eps))
 
 
-def test_without_opacus_privacy_is_inconclusive(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_opacus_privacy_is_decided(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ε is bounded with dp-accounting: no opacus needed (the opacus cross-check says it was not run)."""
     import provenance._verify.privacy as privacy
 
     monkeypatch.setattr(privacy, "opacus_available", lambda: False)
-    with pytest.raises(CheckInconclusive, match="opacus"):
-        check_privacy(manifest={"training": {"dp": DP, "dataset_size": 256}}, states=states([0]), committed_micro=[0])
+    eps = honest([0, 10])
+    manifest = {"training": {"dp": DP, "dataset_size": 256}}
+    result = check_privacy(manifest=manifest, states=states([0, 10], eps), committed_micro=micro(eps))
+    assert result.private
+    crossed = privacy.cross_check_opacus(result, manifest=manifest, states=states([0, 10], eps), opacus_version="1")
+    assert crossed.opacus is None and "opacus is not installed here" in crossed.summary
+    monkeypatch.setattr(privacy.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(CheckInconclusive, match="dp-accounting is not installed"):
+        check_privacy(manifest=manifest, states=states([0, 10], eps), committed_micro=micro(eps))
 
 
 # --- every step, no training --------------------------------------------------------------------------------------
@@ -630,3 +643,50 @@ def test_a_registered_empty_base_model_digest_commits_to_nothing(tmp_path: Path)
     stage_base_model(ev, tmp_path)
     assert ev.checks.status("base_model") is Status.FAILED
     assert "empty file list" in next(c for c in ev.checks.ordered() if c.id == "base_model").summary
+
+
+def test_a_conservative_epsilon_passes_and_an_understated_one_fails() -> None:
+    """The committed ε is judged against dp-accounting's upper bound: above it passes (by any margin), below it by
+    more than the stated slack fails, naming the bound; a claim between the fine and the coarse PLD bound is judged
+    at the fine interval before it could fail."""
+    from provenance._verify import accounting
+
+    manifest = {"training": {"dp": dict(DP, sample_rate="0.01"), "dataset_size": 1000}}
+    sizes = [0, 1000]
+
+    def at(claim: float) -> Any:
+        found = [{"log_size": n, "epsilon": repr(e), "accountant": {"name": "rdp", "history": [["1.0", "0.01", n]]
+                                                                    if n else []}}
+                 for n, e in zip(sizes, [0.0, claim], strict=True)]
+        return check_privacy(manifest=manifest, states=found, committed_micro=micro([0.0, claim]))
+
+    fine = accounting.pld_bound((0.01, 1.0, 1000, 1e-5, accounting.PLD_INTERVALS[1]))
+    coarse = accounting.pld_bound((0.01, 1.0, 1000, 1e-5, accounting.PLD_INTERVALS[0]))
+    rdp = accounting.rdp_bounds(q=0.01, sigma=1.0, steps=[1000], delta=1e-5)[0]
+    # Both PLD bounds are tighter than RDP's; the finer one is tighter, by more than the slack.
+    assert fine + accounting.slack(coarse) < coarse < rdp
+    for claim in (2 * rdp, rdp, coarse):
+        result = at(claim)
+        assert result.committed[-1] == pytest.approx(claim, abs=1e-6) and result.bounds[-1]["pld_interval"] == 1e-3
+    between = (fine + coarse) / 2
+    result = at(between)
+    assert result.bounds[-1]["pld_interval"] == 1e-4 and result.recomputed[-1] == pytest.approx(fine)
+    under = fine - 2 * accounting.slack(fine)
+    with pytest.raises(CheckFailed, match=r"checkpoint 1: the committed ε is lower .* \(dp-accounting PLD upper"):
+        at(under)
+
+
+def test_honest_opacus_prv_values_pass_the_independent_bound() -> None:
+    """opacus' PRV ε (the trainer's default accountant), measured for the demo's parameters (q = 1/32, σ = 1,
+    δ = 256^-1.1, 10/20/30 steps: opacus 1.6.0 PRVAccountant.get_epsilon), passes dp-accounting's bound; so does
+    the same claim 0.005 lower (PRV's eps_error is 0.01)."""
+    dp = dict(DP, sample_rate="0.03125", delta=repr(256 ** -1.1), accountant="prv")
+    prv = [0.0, 0.35822, 0.50328, 0.61411]
+    sizes = [0, 10, 20, 30]
+    for shift in (0.0, -0.005):
+        eps = [e + shift if e else 0.0 for e in prv]
+        found = [{**s, "accountant": {"name": "prv", "history": [["1.0", "0.03125", n]] if n else []}}
+                 for s, n in zip(states(sizes, eps), sizes, strict=True)]
+        result = check_privacy(manifest={"training": {"dp": dp, "dataset_size": 256}}, states=found,
+                               committed_micro=micro(eps))
+        assert result.recomputed[-1] == pytest.approx(0.604, abs=1e-3), result.summary
