@@ -1,0 +1,44 @@
+"""The DP claim checked without torch (issue #23): a verifier-only install (no torch, transformers, peft or opacus
+importable) bounds ε with dp-accounting and reaches VERIFIED (commitments) for a DP run anchored on a real anvil."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("torch", reason="the DP run is trained by the project's trainer (the train extra)")
+
+from tests.fixtures.adversary import Lab, check_of, last_adapter
+from tests.test_layering import BLOCK_HEAVY, HEAVY
+
+pytestmark = [pytest.mark.chain, pytest.mark.slow]
+
+
+def test_a_dp_run_verifies_without_torch(lab: Lab) -> None:
+    run = lab.train("dp")
+    lab.finalize(run)
+    code = textwrap.dedent(f"""
+        from provenance.cli import main
+        status = main(sys.argv[1:])
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})
+        print(json.dumps({{"heavy": heavy}}), file=sys.stderr)
+        sys.exit(status)
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", BLOCK_HEAVY + "import json\n" + code, "verify", str(last_adapter(run)), "--rpc",
+         lab.rpc_url, "--registry", str(lab.registry.address), "--store", lab.store_spec, "--json"],
+        capture_output=True, text=True, cwd=lab.home, timeout=600,
+        env={**os.environ, "PROV_HOME": str(lab.home / ".prov"), "PROV_CACHE": str(lab.home / "cache")})
+    report = json.loads(done.stdout)
+    assert done.returncode == 0 and report["verdict"] == "verified", report["checks"]
+    assert report["level"]["name"] == "commitments"
+    assert json.loads(done.stderr.strip().splitlines()[-1]) == {"heavy": []}  # nothing heavy was imported
+    privacy = check_of(report, "privacy")
+    assert privacy["status"] == "passed" and "dp-accounting" in privacy["summary"], privacy
+    # The committed ε is opacus' PRV value (the trainer's); dp-accounting's PLD bound is below it.
+    assert "PLD" in privacy["summary"] and "at least the bound at all" in privacy["summary"]
