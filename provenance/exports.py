@@ -21,8 +21,9 @@ from provenance.errors import FormatError, ProvenanceError, UsageError
 from provenance.hashing import Digest
 from provenance.report import publishable, scrub
 
-__all__ = ["ANNEX_FORMATS", "AnnexIV", "NotExportable", "annex_iv", "annex_iv_format", "fetch_manifest",
-           "load_manifest", "load_report", "model_card", "render_annex_iv", "require_verified",
+__all__ = ["ANNEX_FORMATS", "AnnexIV", "NotExportable", "annex_iv", "annex_iv_format", "cyclonedx_bom",
+           "fetch_manifest", "gpai_forms", "intoto_statements", "load_manifest", "load_report", "model_card",
+           "model_subjects", "render_annex_iv", "render_gpai", "require_verified", "signed_statements",
            "verify_for_export"]
 
 ANNEX_FORMATS = ("md", "html", "json")
@@ -46,9 +47,10 @@ def require_verified(report: Any) -> dict[str, Any]:
     return data
 
 
-def model_card(report: Any) -> str:
-    """README.md text for a verified report: Hub metadata with a `prov:` block, and the provenance section."""
-    return _card.card(require_verified(report))
+def model_card(report: Any, *, datasets: list[str] | None = None) -> str:
+    """README.md text for a verified report: Hub metadata with a `prov:` block, and the provenance section;
+    `datasets` names public training data by Hub id (the run itself commits data only by a salted root)."""
+    return _card.card(require_verified(report), datasets=datasets)
 
 
 def annex_iv(report: Any, *, manifest: dict[str, Any] | None = None) -> AnnexIV:
@@ -125,3 +127,86 @@ def verify_for_export(path: Path, *, registry: Any, store: Any, options: Any = N
 
     report = require_verified(verify(path, registry=registry, store=store, options=options))
     return report, fetch_manifest(store, report) if with_manifest else None
+
+
+# --- standards exports (docs/compliance.md): in-toto/DSSE, CycloneDX ML-BOM, EU GPAI forms ------------------------
+
+
+def model_subjects(report: Any, path: Path | None = None) -> list[dict[str, Any]]:
+    """The model's files as in-toto ResourceDescriptors (name, sha256): every file of `path` an OpenSSF model
+    signature of it covers; without `path`, the report's file and weights digest. A `path` whose weights are not
+    the verified ones is refused."""
+    from provenance._export import statements
+
+    data = require_verified(report)
+    if path is None:
+        return statements.subjects_of_report(data)
+    subjects = statements.subjects_of(path)
+    weights = data["subject"]["weights_digest"].removeprefix("sha256:")
+    if data["subject"]["kind"] != "merged" and not any(s["digest"]["sha256"] == weights for s in subjects):
+        raise NotExportable(f"{path}: holds no file with the verified weights digest sha256:{weights}", exit_code=1)
+    return subjects
+
+
+def intoto_statements(report: Any, *, path: Path | None = None) -> dict[str, dict[str, Any]]:
+    """The training lineage and the DP evidence as two in-toto Statements (`lineage`, `dp`) about the same
+    subjects."""
+    from provenance._export import statements
+
+    data = require_verified(report)
+    subjects = model_subjects(data, path)
+    return {"lineage": statements.lineage_statement(data, subjects), "dp": statements.dp_statement(data, subjects)}
+
+
+def signed_statements(report: Any, *, path: Path | None = None, key: str = "trainer",
+                      password: str | None = None) -> dict[str, dict[str, Any]]:
+    """`intoto_statements`, each in a DSSE envelope signed with the trainer's P-256 key (provenance.signing)."""
+    from provenance._export import statements
+
+    return {name: statements.sign_envelope(st, key=key, password=password)
+            for name, st in intoto_statements(report, path=path).items()}
+
+
+def cyclonedx_bom(report: Any, *, path: Path | None = None, manifest: dict[str, Any] | None = None
+                  ) -> dict[str, Any]:
+    """The CycloneDX 1.6 ML-BOM of a verified report, validated by cyclonedx-python-lib's schema validator."""
+    from provenance._export import cyclonedx
+
+    data = require_verified(report)
+    return cyclonedx.bom(data, subjects=model_subjects(data, path),
+                         manifest=None if manifest is None else scrub(manifest))
+
+
+def _weights_files(path: Path | None) -> list[Path]:
+    if path is None:
+        return []
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.glob("*.safetensors") if p.is_file() and not p.is_symlink())
+
+
+def gpai_forms(report: Any, *, path: Path | None = None, manifest: dict[str, Any] | None = None,
+               base_model: Path | None = None, base_compute: float | None = None) -> dict[str, Any]:
+    """The EU GPAI Model Documentation Form items and public training-content summary fields the run proves.
+    Parameter counts come from safetensors headers: the adapter at `path`, the base model directory
+    `base_model`; `base_compute` is the base model's training compute in FLOPs, as its provider states it."""
+    from provenance._export import gpai
+
+    data = require_verified(report)
+    if base_compute is not None and not base_compute > 0:
+        raise UsageError(f"--base-compute must be a positive number of FLOPs, got {base_compute}")
+    files = _weights_files(path)
+    merged = data["subject"]["kind"] == "merged"
+    trainable = gpai.parameter_count(files) if files and not merged else None
+    base = gpai.parameter_count(_weights_files(base_model)) if base_model is not None else None
+    return gpai.build(data, manifest=None if manifest is None else scrub(manifest), trainable=trainable,
+                      base_params=base, base_compute=base_compute, subjects=model_subjects(data, path))
+
+
+def render_gpai(doc: dict[str, Any], fmt: str = "md") -> str:
+    """The GPAI forms as Markdown (`md`) or JSON (`json`)."""
+    from provenance._export import gpai
+
+    if fmt not in ("md", "json"):
+        raise UsageError(f"unknown GPAI form format {fmt!r}: use md or json")
+    return gpai.markdown(doc) if fmt == "md" else gpai.as_json(doc)

@@ -142,7 +142,8 @@ def _anchors(registry: Any, weights: Any, manifest: dict[str, Any]) -> tuple[Any
 
 
 def slsa_statement(checkpoint: Path, *, run_manifest: Path | None = None, registry: Any = None) -> dict[str, Any]:
-    """The in-toto Statement v1 / SLSA Provenance v1 for `checkpoint` (a checkpoint directory).
+    """The in-toto Statement v1 / SLSA Provenance v1 for `checkpoint` (a checkpoint or adapter directory, or the
+    adapter weights file in one: the subject is that file).
 
     With `registry` (a provenance.chain.Registry), the checkpoint's on-chain record (the claim of the manifest's run)
     gives start/finish times (registration and commit blocks), the trainer identity (the committing account) and
@@ -151,10 +152,9 @@ def slsa_statement(checkpoint: Path, *, run_manifest: Path | None = None, regist
     from provenance import __version__
     from provenance.hashing import hash_file
 
-    if not (checkpoint / ADAPTER_FILE).is_file():
-        raise UsageError(f"{checkpoint}: a checkpoint directory must contain {ADAPTER_FILE}")
+    checkpoint, adapter = _adapter_of(checkpoint)
     manifest = load_run_manifest(run_manifest or find_run_manifest(checkpoint))
-    weights = hash_file(checkpoint / ADAPTER_FILE)
+    weights = hash_file(adapter)
     files = hash_directory(checkpoint)
     record, run = _anchors(registry, weights, manifest) if registry is not None else (None, None)
     builder = f"{BUILDER_PREFIX}@{record.committer}" if record is not None else BUILDER_PREFIX
@@ -164,7 +164,7 @@ def slsa_statement(checkpoint: Path, *, run_manifest: Path | None = None, regist
         metadata["finishedOn"] = _iso(record.block_timestamp)
     return {
         "_type": STATEMENT_TYPE,
-        "subject": [{"name": ADAPTER_FILE, "digest": _sha(weights)}],
+        "subject": [{"name": adapter.name, "digest": _sha(weights)}],
         "predicateType": SLSA_PROVENANCE,
         "predicate": {
             "buildDefinition": {
@@ -198,7 +198,24 @@ def export(checkpoint: Path, *, run_manifest: Path | None = None, offline: bool 
         if client.address is None:
             raise UsageError("no registry address: pass --registry, run `prov chain deploy`, or use --offline")
     statement = slsa_statement(checkpoint, run_manifest=run_manifest, registry=client)
-    return statement, (model_signing_manifest(checkpoint) if model_signing else None)
+    return statement, (model_signing_manifest(_adapter_of(checkpoint)[0]) if model_signing else None)
+
+
+def _adapter_of(path: Path) -> tuple[Path, Path]:
+    """(directory, adapter file) for a checkpoint/adapter directory or an adapter weights file."""
+    if path.is_file():
+        return path.parent, path
+    if not (path / ADAPTER_FILE).is_file():
+        raise UsageError(f"{path}: give an adapter file or a checkpoint directory holding {ADAPTER_FILE}")
+    return path, path / ADAPTER_FILE
+
+
+def sign_statement(statement: dict[str, Any], *, key: str = "trainer", password: str | None = None
+                   ) -> dict[str, Any]:
+    """`statement` in a DSSE envelope signed with the trainer's P-256 key (provenance.signing; docs/compliance.md)."""
+    from provenance._export.statements import sign_envelope
+
+    return sign_envelope(statement, key=key, password=password)
 
 
 def write_json(document: dict[str, Any], path: Path | None) -> None:

@@ -81,8 +81,9 @@ def _subject(report: dict[str, Any]) -> dict[str, Any] | None:
     return next((c for c in report["lineage"] if c["is_subject"]), None)
 
 
-def front_matter(report: dict[str, Any]) -> dict[str, Any]:
-    """The card's metadata: the Hub's fields and the `prov:` block."""
+def front_matter(report: dict[str, Any], *, datasets: list[str] | None = None) -> dict[str, Any]:
+    """The card's metadata: the Hub's fields and the `prov:` block. `datasets`: the training data's Hub ids, only
+    where the data is public (the run commits the data by a salted root, never by name)."""
     run, dp, chain, subject = report["run"], report["dp"], report["chain"], report["subject"]
     checkpoint = _subject(report)
     private = dp is not None and dp["mode"] == "dp"
@@ -90,6 +91,10 @@ def front_matter(report: dict[str, Any]) -> dict[str, Any]:
     name = run["base_model"]["name"]
     if name and _HUB_ID.fullmatch(name):
         meta["base_model"] = name
+        # The Hub's relation: a LoRA adapter is an `adapter` of its base model; a merged model a `merge` of it.
+        meta["base_model_relation"] = "merge" if subject["kind"] == "merged" else "adapter"
+    if datasets:
+        meta["datasets"] = [d for d in datasets if _HUB_ID.fullmatch(d)]
     meta |= {"library_name": "peft", "pipeline_tag": "text-generation",
              "tags": ["prov", "training-provenance", "lora", "peft"]
              + (["differential-privacy", "dp-sgd"] if private else [])}
@@ -125,7 +130,7 @@ def _dp_words(dp: dict[str, Any] | None) -> str:
             f"about any one record. {md(words.privacy_sentence(dp))}")
 
 
-def card(report: dict[str, Any]) -> str:
+def card(report: dict[str, Any], *, datasets: list[str] | None = None) -> str:
     """README.md text: front matter and the provenance section (the caller adds the rest of the card)."""
     run, chain, dp = report["run"], report["chain"], report["dp"]
     checkpoint = _subject(report)
@@ -142,7 +147,8 @@ def card(report: dict[str, Any]) -> str:
         ("Run manifest", f"CID {_code(run['manifest_cid'])}, digest {_code(run['manifest_digest'])}"),
         ("Weights digest", _code(report["subject"]["weights_digest"])),
     ]
-    lines = ["---", to_yaml(front_matter(report)).rstrip("\n"), "---", "", "## Training provenance", "",
+    meta = to_yaml(front_matter(report, datasets=datasets)).rstrip("\n")
+    lines = ["---", meta, "---", "", "## Training provenance", "",
              "This model's training is recorded in a public, append-only log and anchored on chain with prov: "
              "which base model, which data (by commitment), which hyperparameters and privacy budget, and every "
              "training step.", "",

@@ -184,7 +184,7 @@ def attest_command(path: Path, key_name: str, others: tuple[Path, ...], cosign: 
 
 
 @export_group.command("in-toto")
-@click.argument("checkpoint", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--run-manifest", type=click.Path(path_type=Path), help="run.json (default: the run directory's).")
 @click.option("--offline", is_flag=True, help="Do not read the chain (no times or anchors).")
 @click.option("--model-signing", type=click.Path(path_type=Path),
@@ -192,16 +192,41 @@ def attest_command(path: Path, key_name: str, others: tuple[Path, ...], cosign: 
 @click.option("--out", type=click.Path(path_type=Path), help="Write the statement here (default: stdout).")
 @click.option("--rpc", "rpc_url", help="Chain RPC URL (default: the project config's).")
 @click.option("--registry", help="ProvenanceRegistry address (default: the project config's).")
+@click.option("--key", "key_name", help="DSSE-sign every output with this P-256 signing key (`prov signing-key "
+                                        "new`; e.g. trainer).")
+@click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="A saved `prov verify --json` report of CHECKPOINT: with --lineage/--dp, the statements built "
+                   "from it.")
+@click.option("--lineage", "lineage_out", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the https://prov.dev/lineage/v1 statement here (needs --report).")
+@click.option("--dp", "dp_out", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the https://prov.dev/dp/v1 statement here (needs --report).")
 def export_intoto(checkpoint: Path, run_manifest: Path | None, offline: bool, model_signing: Path | None,
-                  out: Path | None, rpc_url: str | None, registry: str | None) -> None:
-    """An in-toto Statement v1 with a SLSA Provenance v1 predicate for CHECKPOINT's adapter."""
-    from provenance import intoto
+                  out: Path | None, rpc_url: str | None, registry: str | None, key_name: str | None,
+                  report_path: Path | None, lineage_out: Path | None, dp_out: Path | None) -> None:
+    """An in-toto Statement v1 with a SLSA Provenance v1 predicate for CHECKPOINT's adapter (a checkpoint directory
+    or the adapter file), DSSE-signed with --key; with --report, also the lineage and DP statements
+    (docs/compliance.md)."""
+    from provenance import exports, intoto
+    from provenance.errors import UsageError
+
+    if (lineage_out or dp_out) and report_path is None:
+        raise UsageError("--lineage and --dp are built from a verified report: pass --report FILE (prov verify --json)")
+
+    def sealed(document: dict[str, Any]) -> dict[str, Any]:
+        return document if key_name is None else intoto.sign_statement(document, key=key_name)
 
     statement, files = intoto.export(checkpoint, run_manifest=run_manifest, offline=offline, rpc_url=rpc_url,
                                      registry=registry, model_signing=model_signing is not None)
-    intoto.write_json(statement, out)
+    intoto.write_json(sealed(statement), out)
     if model_signing is not None and files is not None:
-        intoto.write_json(files, model_signing)
+        intoto.write_json(sealed(files), model_signing)
+    if report_path is not None:
+        report = exports.load_report(report_path)
+        for name, document in exports.intoto_statements(report, path=checkpoint).items():
+            target = {"lineage": lineage_out, "dp": dp_out}[name]
+            if target is not None:
+                intoto.write_json(sealed(document), target)
 
 
 COMMANDS = [keys_group, attest_deploy, attest_command, export_group, *SIGN_COMMANDS]

@@ -152,4 +152,59 @@ def export_annex_iv(manifest_path: Path | None, fmt: str | None, out: Path | Non
     _emit(exports.render_annex_iv(exports.annex_iv(report, manifest=manifest), chosen), out)
 
 
+def _model_path(checkpoint: Path | None, model: Path | None) -> Path | None:
+    return model if model is not None else checkpoint
+
+
+_model_option = click.option("--model", type=click.Path(path_type=Path, exists=True),
+                             help="The model's files to list (default: CHECKPOINT; with --report, only the report's "
+                                  "file and digest unless given).")
+
+
+@export_group.command("cyclonedx")
+@_source_options
+@_model_option
+@click.option("--run-manifest", "manifest_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="The run manifest (run.json) for the training parameters (default: fetched from the store).")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="Write the BOM here (default: stdout).")
+def export_cyclonedx(model: Path | None, manifest_path: Path | None, out: Path | None, **source: Any) -> None:
+    """A CycloneDX 1.6 ML-BOM of CHECKPOINT: model, base model, dataset commitment, DP statement, anchors."""
+    import json
+
+    from provenance import exports
+
+    checkpoint = source.pop("checkpoint")
+    report, manifest = _report(checkpoint, source.pop("report_path"), manifest_path=manifest_path,
+                               want_manifest=True, **source)
+    bom = exports.cyclonedx_bom(report, path=_model_path(checkpoint, model), manifest=manifest)
+    _emit(json.dumps(bom, indent=2, ensure_ascii=False) + "\n", out)
+
+
+@export_group.command("gpai")
+@_source_options
+@_model_option
+@click.option("--run-manifest", "manifest_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="The run manifest (run.json) for compute and dependencies (default: fetched from the store).")
+@click.option("--base-compute", type=float, metavar="FLOPS",
+              help="The base model's training compute in FLOPs (from its provider), for the one-third threshold.")
+@click.option("--format", "fmt", type=click.Choice(["md", "json"]), help="Output format (default: from --out, else "
+                                                                        "md).")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="Write FILE.md or .json (default: "
+                                                                             "stdout).")
+def export_gpai(model: Path | None, manifest_path: Path | None, base_compute: float | None, fmt: str | None,
+                out: Path | None, **source: Any) -> None:
+    """EU GPAI Model Documentation Form items and public training-content summary fields CHECKPOINT's run proves;
+    the rest is marked for a person to write."""
+    from provenance import exports
+
+    checkpoint = source.pop("checkpoint")
+    chosen = fmt or ("json" if out is not None and out.suffix.lower() == ".json" else "md")
+    base_model = source.get("base_model")
+    report, manifest = _report(checkpoint, source.pop("report_path"), manifest_path=manifest_path,
+                               want_manifest=True, **source)
+    doc = exports.gpai_forms(report, path=_model_path(checkpoint, model), manifest=manifest, base_model=base_model,
+                             base_compute=base_compute)
+    _emit(exports.render_gpai(doc, chosen), out)
+
+
 COMMANDS = [export_group]
