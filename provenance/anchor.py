@@ -187,6 +187,11 @@ class Outbox:
 
     # --- status -------------------------------------------------------------------------------------
 
+    @property
+    def enabled(self) -> bool:
+        """Whether this outbox anchors anything (a chain or a store is its destination)."""
+        return self.target.enabled
+
     def pending(self) -> list[Job]:
         return [j for j in self.jobs() if j.state != "done"]
 

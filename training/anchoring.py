@@ -11,7 +11,8 @@ and `close()`.
 
 Destination (`resolve_target`): the configured `anchor.chain` (`"tester"` or an RPC URL) and `anchor.store`
 (`"local"`, `"kubo:<addr>"`); when left out, the project config's `chain.rpc_url`/`chain.registry` and
-`store.spec`, else the in-process tester chain and the local store. With anchoring disabled
+`store.spec`, else the local store; with no chain anywhere an anchored run is refused (`prov chain up`, `--chain URL`,
+or `--chain tester` explicitly, which warns that the chain is throw-away). With anchoring disabled
 (`anchor.enabled = false`, `--no-anchor`) a `NullOutbox` records nothing.
 """
 
@@ -22,13 +23,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from provenance import canonical
-from provenance.errors import FormatError
+from provenance.errors import FormatError, UsageError
 from provenance.fsutil import atomic_write
 from provenance.hashing import Digest, hash_file
 from training.config import AnchorConfig
 
 MERGED_FILE = "merged.json"
-MERGED_RECORD_FORMAT = "prov.merged.v1"
+MERGED_RECORD_FORMAT = "prov.merged.v1"  # runs finalised with the merged tensor digest alone (read only)
+MERGED_RECORD_FORMAT_V2 = "prov.merged.v2"  # adds the prov.merged-dir.v1 manifest the finalisation commits
 
 
 class OutboxLike(Protocol):
@@ -37,12 +39,24 @@ class OutboxLike(Protocol):
     def enqueue_checkpoint(self, *, index: int, checkpoint_dir: Path) -> None: ...
     def enqueue_finalize(self, merged_tensor_digest: Any = None) -> None: ...
     def status_line(self) -> str: ...
+    @property
+    def enabled(self) -> bool: ...
     def flush(self, *, timeout: float) -> bool: ...
     def close(self) -> None: ...
 
 
+def chain_warnings(config: AnchorConfig) -> list[str]:
+    """What the trainer must say about where it anchors: the throw-away in-process chain, when named."""
+    if not config.enabled:
+        return []
+    chain, _, _ = resolve_target(config)
+    return [TESTER_WARNING] if chain == "tester" else []
+
+
 class NullOutbox:
     """Anchoring off: every call succeeds at once and nothing leaves the machine."""
+
+    enabled = False  # nothing is anchored: a run trained so is never reported "anchored"
 
     def __init__(self, reason: str = "anchoring off") -> None:
         self.reason = reason
@@ -71,13 +85,23 @@ class NullOutbox:
         return None
 
 
+NO_CHAIN = ("anchoring needs a chain and none is configured: start a local one with `prov chain up` (it deploys the "
+            "registry), pass --chain RPC_URL, pass --chain tester for a throw-away in-process chain, or train with "
+            "--no-anchor")
+TESTER_WARNING = ("anchoring on the in-process test chain (--chain tester): it vanishes when this process exits, so "
+                  "nobody can ever verify this run against it; use `prov chain up` or a real chain for runs you keep")
+
+
 def resolve_target(config: AnchorConfig) -> tuple[str, str | None, str]:
     """(chain, registry address, store) for an enabled config: omitted values come from the project config
-    (`chain.rpc_url` + `chain.registry`, `store.spec`), falling back to the in-process "tester" chain and "local"."""
+    (`chain.rpc_url` + `chain.registry`, `store.spec`; the store falls back to "local"). With no chain given or
+    configured it refuses (UsageError): the in-process "tester" chain is used only when named explicitly."""
     from provenance.config import get_section
 
     chain_section = get_section("chain")
-    chain = config.chain or chain_section.get("rpc_url") or "tester"
+    chain = config.chain or chain_section.get("rpc_url")
+    if not chain:
+        raise UsageError(NO_CHAIN)
     registry = chain_section.get("registry") if chain == chain_section.get("rpc_url") else None
     store = config.store or get_section("store").get("spec") or "local"
     return str(chain), registry, str(store)
@@ -125,21 +149,32 @@ def finalize_run(run_dir: Path, outbox: OutboxLike, *, model_dir: Path, checkpoi
     """Close a finished run: merge its last checkpoint into the base model by `prov.merge.v1` (streamed, torch-free),
     record the merged tensor digest in `merged.json` and queue the finalisation committing it, so `prov verify` finds
     the merged model the way it finds an adapter."""
-    from provenance.merge import ADAPTER_CONFIG_FILE, ADAPTER_FILE, MERGE_FORMAT, merged_tensor_digest
+    from provenance.merge import ADAPTER_CONFIG_FILE, ADAPTER_FILE, MERGE_FORMAT, merged_manifest
 
     adapter = checkpoint_dir / ADAPTER_FILE
-    digest = merged_tensor_digest(model_dir, adapter, checkpoint_dir / ADAPTER_CONFIG_FILE)
+    # prov.merged-dir.v1: the finalisation binds every file a loader reads from the merged directory, not only the
+    # tensors (config, tokenizer, generation settings: provenance.mergedir)
+    manifest = merged_manifest(model_dir, adapter, checkpoint_dir / ADAPTER_CONFIG_FILE)
+    digest = manifest.digest()
     record = {"adapter": str(hash_file(adapter)), "base_model": base_model_digest,
-              "checkpoint": int(checkpoint_dir.name), "format": MERGED_RECORD_FORMAT, "recipe": MERGE_FORMAT,
-              "tensor_digest": str(digest)}
+              "checkpoint": int(checkpoint_dir.name), "format": MERGED_RECORD_FORMAT_V2, "recipe": MERGE_FORMAT,
+              "tensor_digest": str(manifest.tensors), "manifest": manifest.to_json(),
+              "manifest_digest": str(digest)}
     atomic_write(run_dir / MERGED_FILE, canonical.encode(record))
     outbox.enqueue_finalize(digest)
     return digest
 
 
 def read_merged(run_dir: Path) -> Digest:
-    """The merged tensor digest a finished run recorded in `merged.json` (what its finalisation commits)."""
+    """What a finished run's finalisation commits, as recorded in `merged.json`: the `prov.merged-dir.v1`
+    manifest digest (prov.merged.v2), or the merged tensor digest of a run finalised before it (prov.merged.v1)."""
     path = run_dir / MERGED_FILE
-    doc = canonical.read_document(path, MERGED_RECORD_FORMAT, what="record", missing=FormatError(
-        f"{path}: missing (the run did not finish, or was trained with anchor.finalize = false)"))
+    missing = FormatError(f"{path}: missing (the run did not finish, or was trained with anchor.finalize = false)")
+    try:
+        doc = canonical.read_document(path, MERGED_RECORD_FORMAT_V2, what="record", missing=missing)
+        return Digest.parse(str(doc.get("manifest_digest")))
+    except FormatError as exc:
+        if exc is missing:
+            raise
+    doc = canonical.read_document(path, MERGED_RECORD_FORMAT, what="record", missing=missing)
     return Digest.parse(str(doc.get("tensor_digest")))

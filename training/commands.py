@@ -74,9 +74,12 @@ def train_command(config: Path | None, non_private: bool, no_anchor: bool, secre
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
         return
     eps = "non-private" if result.epsilon is None else f"ε = {result.epsilon:.4f}"
+    # "yes" only when it is true: a run trained with anchoring off has no outbox destination at all
+    anchoring_off = no_anchor or not (Path(result.run_dir) / "outbox" / "target.json").exists()
+    anchored = "yes" if result.anchored else "no (anchoring off)" if anchoring_off else "pending (prov anchor flush)"
     click.echo(f"run {result.run_id}\n  dir      {result.run_dir}\n  steps    {result.steps}, "
                f"{len(result.checkpoints)} checkpoints, {eps}\n  adapter  {result.weights}\n"
-               f"  anchored {'yes' if result.anchored else 'pending (prov anchor flush)'}")
+               f"  anchored {anchored}")
 
 
 @click.command("init-model")

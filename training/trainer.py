@@ -34,7 +34,7 @@ from provenance.secrets import SECRETS_NAME, Secrets
 from provenance.steplog import StepLog
 from training import checkpoint as ckpt
 from training import determinism, faults
-from training.anchoring import OutboxLike, finalize_run, open_outbox
+from training.anchoring import OutboxLike, chain_warnings, finalize_run, open_outbox
 from training.config import AnchorConfig, TrainConfig
 from training.data import records_for_run
 from training.engine import Collective, Engine, LocalCollective, load_engine
@@ -137,7 +137,7 @@ def _continue(run_dir: Path, *, quiet: bool, anchor: AnchorConfig | None, stream
     run = _open_run(run_dir, anchor=anchor, check_inputs=not fresh)
     manifest = run.manifest
     progress = Progress(total=int(manifest["training"]["steps"]), quiet=quiet, stream=stream)
-    for line in warnings:
+    for line in [*warnings, *chain_warnings(run.anchor)]:
         progress.message(f"warning: {line}")
     ckpt.clear_partial(run_dir)
     complete = ckpt.complete_checkpoints(run_dir)
@@ -230,9 +230,9 @@ def _loop(run_dir: Path, engine: Engine, manifest: dict[str, Any], log: StepLog,
         progress.finish()
         if anchor.finalize:
             _finalize(run_dir, outbox, progress, model_dir=model_dir, index=index, manifest=manifest)
-        anchored = outbox.flush(timeout=anchor.flush_timeout)
+        anchored = outbox.flush(timeout=anchor.flush_timeout) and outbox.enabled  # never "anchored" when off
         progress.anchor = outbox.status_line()
-        if not anchored:
+        if not anchored and outbox.enabled:
             progress.message(f"anchoring pending ({progress.anchor}); run `prov anchor flush` later")
     finally:
         schedule.close()
