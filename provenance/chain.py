@@ -149,6 +149,7 @@ class Registry(ClientBase, LegacyReads):
         # for the same run several times: its claims, then its lineage). Off by default, so every other read asks
         # the node again.
         self._histories: dict[tuple[bytes, int], RunHistory] | None = None
+        self._deployed_at: int | None = None
         if address is not None:
             self._bind(address)
 
@@ -338,7 +339,8 @@ class Registry(ClientBase, LegacyReads):
                        [topic, None, None, tensors.value] if tensors else None):
             if topics is not None:
                 found.update({(e.block_number, e.log_index): e
-                              for e in self.event_reader.query(topics, from_block=0, to_block=at)})
+                              for e in self.event_reader.query(topics, from_block=self.deployment_block(at),
+                                                               to_block=at)})
         histories: dict[bytes, RunHistory] = {}
         return [self._verified_claim(event, at, histories) for _, event in sorted(found.items())]
 
@@ -360,6 +362,43 @@ class Registry(ClientBase, LegacyReads):
                                         "know (a forged log: do not trust this node's answer)") from None
         return histories[key]
 
+    def deployment_block(self, at: int) -> int:
+        """The block the registry was deployed in (where scans for claims start), found by bisecting `eth_getCode`
+        over history (about log2(at) calls, once per client); 0 when the node cannot answer for old blocks (a
+        pruned node), which only makes scans longer. Its code is checked whole when the client binds, so a node
+        lying here can only hide claims, which the claim's own run history would then contradict."""
+        if self._deployed_at is not None:
+            return self._deployed_at
+        address = self.contract.address
+        low, high = 0, at
+        try:
+            if not bytes(self.web3.eth.get_code(address, block_identifier=at)):
+                return 0
+            while low < high:
+                middle = (low + high) // 2
+                if bytes(self.web3.eth.get_code(address, block_identifier=middle)):
+                    high = middle
+                else:
+                    low = middle + 1
+            if not self._created_in(low, address):
+                low = 0  # e.g. a pruned node answering "no code" for blocks it has no state for
+        except Exception as exc:  # a pruned node has no state for old blocks: scan from genesis instead
+            if isinstance(exc, OSError):
+                raise
+            low = 0
+        self._deployed_at = low
+        return low
+
+    def _created_in(self, block: int, address: str) -> bool:
+        """Whether a contract-creating transaction of `block` created `address` (so a bisection that ended early,
+        on a node without old state, is never taken for the deployment)."""
+        for tx in self.web3.eth.get_block(block, full_transactions=True)["transactions"]:
+            if tx.get("to") is None:
+                created = self.web3.eth.get_transaction_receipt(tx["hash"]).get("contractAddress")
+                if created is not None and str(created).lower() == str(address).lower():
+                    return True
+        return False
+
     @wrap_rpc
     def find_merged(self, tensor_digest: Digest) -> list[Finalization]:
         """Every finalization committing this merged-model tensor digest, in chain order, each run verified."""
@@ -367,7 +406,7 @@ class Registry(ClientBase, LegacyReads):
         topics = [self.event_reader.topic("RunFinalized"), None, tensor_digest.value]
         histories: dict[bytes, RunHistory] = {}
         found = []
-        for event in self.event_reader.query(topics, from_block=0, to_block=at):
+        for event in self.event_reader.query(topics, from_block=self.deployment_block(at), to_block=at):
             key = bytes(event.args["runKey"])
             final = self._claiming_run(key, at, histories).finalization
             if final is None or final.block_number != event.block_number:

@@ -119,6 +119,7 @@ def verify(path: str | Path, *, registry: RegistryReader, store: StoreReader, op
         pipeline.stage_base_model(ev, options.base_model)
         if case is not None:
             merged.stage_merge(ev, options.base_model)
+            merged.stage_files(ev, options.base_model)
         pipeline.stage_privacy(ev)
         usable = auditor.stage_data(ev, inputs)
         auditor.stage_replay(ev, registry, store, inputs, usable, work)

@@ -9,6 +9,7 @@ event is named where the chain breaks, and the final fold must equal the stored 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,12 +35,21 @@ class Event:
 
 
 class EventReader:
-    """Fetches and decodes the registry's logs (one `eth_getLogs` per query, topics matched by the node)."""
+    """Fetches and decodes the registry's logs, topics matched by the node.
+
+    A query first asks for its whole block range in one `eth_getLogs`. Providers cap the range (e.g. 1,000 blocks)
+    or the result count and refuse wider queries; then the range is split into chunks: the cap the refusal names
+    when it names one, otherwise half the refused width, halved again at each refusal down to single blocks. The
+    width that worked is remembered for the reader's later queries, so a capped provider costs one refusal per
+    reader, then `range / cap` queries per scan.
+    """
 
     def __init__(self, contract: Any, web3: Any) -> None:
         self.contract = contract
         self.web3 = web3
         self._by_topic = {bytes.fromhex(getattr(contract.events, n).topic.removeprefix("0x")): n for n in EVENTS}
+        self.span: int | None = None  # widest block range the node accepted after refusing one; None: no cap seen
+        self.queries = 0  # eth_getLogs requests sent (for tests and benchmarks)
 
     def topic(self, name: str) -> bytes:
         return next(t for t, n in self._by_topic.items() if n == name)
@@ -47,20 +57,39 @@ class EventReader:
     def query(self, topics: list[Any], *, from_block: int, to_block: int | str) -> list[Event]:
         """The registry's logs matching `topics` (position 0: event signatures), decoded, in chain order. Logs of
         other addresses or unknown signatures (a node answering more than asked) are refused."""
-        from web3.exceptions import Web3RPCError
-
-        try:
-            logs = self.web3.eth.get_logs({
-                "address": self.contract.address, "fromBlock": from_block, "toBlock": to_block,
-                "topics": [_hex(t) for t in topics],
-            })
-        except Web3RPCError as exc:  # typically a provider capping the block range or the number of results
-            reason = " ".join(str(exc).split())[:160]
-            raise ChainError(f"the node refused the registry's log query over blocks {from_block}..{to_block} "
-                             f"({reason}): use a node without a block-range cap for registry reads (your own or an "
-                             "archive node; see docs/registry.md)") from None
+        end = int(self.web3.eth.block_number) if isinstance(to_block, str) else int(to_block)
+        logs: list[Any] = []
+        start = from_block
+        while start <= end:
+            stop = end if self.span is None else min(end, start + self.span - 1)
+            try:
+                logs.extend(self._get_logs(topics, start, stop))
+            except _Refused as refused:
+                width = stop - start + 1
+                if width <= 1:
+                    raise ChainError(f"the node refused the registry's log query for block {start} alone "
+                                     f"({refused.reason}): use another node or provider for registry reads (your own "
+                                     "or an archive node; see docs/registry.md)") from None
+                self.span = refused.cap if refused.cap is not None and refused.cap < width else max(1, width // 2)
+                continue
+            start = stop + 1
         events = [self._decode(log) for log in logs]
         return sorted(events, key=lambda e: (e.block_number, e.log_index))
+
+    def _get_logs(self, topics: list[Any], start: int, stop: int) -> list[Any]:
+        from web3.exceptions import Web3RPCError
+
+        self.queries += 1
+        try:
+            return list(self.web3.eth.get_logs({
+                "address": self.contract.address, "fromBlock": start, "toBlock": stop,
+                "topics": [_hex(t) for t in topics],
+            }))
+        except Web3RPCError as exc:  # typically a provider capping the block range or the number of results
+            error = (getattr(exc, "rpc_response", None) or {}).get("error")
+            text = error.get("message") if isinstance(error, dict) and isinstance(error.get("message"), str) else exc
+            reason = " ".join(str(text).split())[:160]
+            raise _Refused(reason, _named_cap(reason)) from None
 
     def _decode(self, log: Any) -> Event:
         address = str(log["address"])
@@ -76,6 +105,25 @@ class EventReader:
                                     f"{' '.join(str(exc).split())[:120]}") from None
         return Event(name, dict(decoded["args"]), int(log["blockNumber"]), int(log["logIndex"]),
                      "0x" + bytes(log["transactionHash"]).hex())
+
+
+class _Refused(Exception):
+    def __init__(self, reason: str, cap: int | None) -> None:
+        super().__init__(reason)
+        self.reason, self.cap = reason, cap
+
+
+_CAP = re.compile(r"range\D{0,24}?(\d[\d,]*)\s*(k?)\b", re.IGNORECASE)
+
+
+def _named_cap(reason: str) -> int | None:
+    """The block-range cap a provider's refusal names ("query exceeds max block range 1000", "up to a 2K block
+    range", "maximum block range: 5000"), if it names one."""
+    match = _CAP.search(reason) or re.search(r"(\d[\d,]*)\s*(k?)\s*block range", reason, re.IGNORECASE)
+    if match is None:
+        return None
+    value = int(match.group(1).replace(",", "")) * (1000 if match.group(2).lower() == "k" else 1)
+    return value if value >= 1 else None
 
 
 def _hex(topic: Any) -> Any:

@@ -30,12 +30,21 @@ RunKey = bytes | str
 @dataclass(frozen=True)
 class ChainInfo:
     """Which chain a registry lives on: its id, its genesis block hash as 0x-hex (distinguishes chains sharing an id,
-    e.g. two local anvils), the latest block, and a label when the id is a known development chain."""
+    e.g. two local anvils), the latest block, and a label when the id is a known development chain or the node
+    answers like one (provenance._chain.identity). All of it is as the endpoint reports it."""
 
     chain_id: int
     genesis_hash: str
     latest_block: int
     dev_chain: str | None
+    client_version: str | None = None
+    public_chain: str | None = None  # the public chain prov knows by this id (provenance._chain.identity)
+    expected_genesis: str | None = None  # that chain's genesis hash: another one here means another chain
+
+    @property
+    def genesis_mismatch(self) -> bool:
+        """The id is a known public chain's but the genesis block is not that chain's (e.g. `anvil --chain-id 1`)."""
+        return self.expected_genesis is not None and self.genesis_hash.lower() != self.expected_genesis
 
 
 @dataclass(frozen=True)
@@ -113,12 +122,18 @@ class ClientBase:
 
     @wrap_rpc
     def chain_info(self) -> ChainInfo:
+        from provenance._chain.identity import identify
+
         genesis = self.web3.eth.get_block(0)
         latest = int(self.web3.eth.block_number)
         label = dev_chain_label(self.chain_id)
         if label is None and self.transport.rpc_url == TESTER:
             label = DEV_CHAINS[TESTER_CHAIN_ID]
-        return ChainInfo(self.chain_id, "0x" + bytes(genesis["hash"]).hex(), latest, label)
+        who = identify(self.web3, self.chain_id)
+        if label is None:  # a node that answers like anvil/Hardhat/Ganache is one, whatever id it claims
+            label = who.dev_label(self.chain_id)
+        return ChainInfo(self.chain_id, "0x" + bytes(genesis["hash"]).hex(), latest, label, who.client_version,
+                         who.public_name, who.expected_genesis)
 
     @wrap_rpc
     def block(self, number: int) -> BlockInfo | None:

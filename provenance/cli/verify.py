@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 
 @click.command("verify")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--rpc", "rpc_url", help="Chain RPC URL (default: the project config's, from `prov chain up`).")
-@click.option("--registry", help="Registry contract address (default: the project config's).")
+@click.option("--rpc", "rpc_url", envvar="PROV_RPC_URL",
+              help="Chain RPC URL (env PROV_RPC_URL; default: the project config's, from `prov chain up`).")
+@click.option("--registry", envvar="PROV_REGISTRY",
+              help="Registry contract address (env PROV_REGISTRY; default: the project config's).")
+@click.option("--bundle", "bundle", type=click.Path(path_type=Path, dir_okay=False),
+              help="The trainer's hand-off bundle (`prov bundle`): its artifacts are the store, and chain id, genesis "
+                   "and registry are pinned from it; your own --rpc must answer for that chain.")
 @click.option("--store", "store_spec", help="Artifact store: local, local:DIR or kubo:ADDR (default: project config).")
 @click.option("--run", "run_id", help="Also require the file to belong to this run id (64 hex).")
 @click.option("--expect-chain-id", type=int, help="Fail unless the node serves this chain id.")
@@ -59,7 +65,8 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
                    beacon: str | None, confirmations: int, attestations: str | None, as_json: bool,
                    html_path: Path | None, signature: Path | None = None,
                    signature_key: Path | None = None, max_bytes: int | None = None,
-                   timeout: float | None = None, expect_genesis: str | None = None) -> None:
+                   timeout: float | None = None, expect_genesis: str | None = None,
+                   bundle: Path | None = None) -> None:
     """Prove an adapter's (or merged model's) lineage against the registry and the store, and print the verdict.
 
     PATH is an adapter weights file (adapter_model.safetensors), a checkpoint directory, or a merged model (a model
@@ -91,12 +98,17 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
         raise UsageError(f"--expect-genesis takes a block hash (0x and 64 hex digits), not {expect_genesis[:80]!r}")
     if path.is_file():
         read_safetensors_metadata(path)  # a pickle or truncated file is refused before touching the network
+    if bundle is not None:
+        pins, store_spec = _open_bundle(bundle, rpc_url=rpc_url, store_spec=store_spec, chain_id=expect_chain_id,
+                                        genesis=expect_genesis, registry=registry, expected_registry=expect_registry)
+        expect_chain_id, expect_genesis = pins.chain_id, pins.genesis_hash
+        registry = expect_registry = pins.registry
     options = VerifyOptions(base_model=base_model, data=data, secrets=secrets, stats=stats, replay=replay,
                             beacon=beacon, confirmations=confirmations,
                             expected_run=parse_run_id(run_id) if run_id else None,
                             expected_chain_id=expect_chain_id, expected_registry=expect_registry,
-                            expected_genesis=expect_genesis, attestations=attestations, adapter=adapter, signature=signature,
-                            signature_key=signature_key, max_bytes=max_bytes, timeout=timeout)
+                            expected_genesis=expect_genesis, attestations=attestations, adapter=adapter,
+                            signature=signature, signature_key=signature_key, max_bytes=max_bytes, timeout=timeout)
     if rpc_url is None:
         _ensure_local_chain()
     with limits.active(limits.Budget(timeout=timeout) if timeout is not None else None):
@@ -114,6 +126,29 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
         if html_path is not None:
             click.echo(f"\nHTML report: {html_path}")
     raise click.exceptions.Exit(int(report["exit_code"]))
+
+
+def _open_bundle(bundle: Path, *, rpc_url: str | None, store_spec: str | None, chain_id: int | None,
+                 genesis: str | None, registry: str | None, expected_registry: str | None) -> tuple[Any, str]:
+    """Import the bundle into a temporary store (removed when the command ends) and return its pins and store."""
+    import shutil
+    import tempfile
+
+    from provenance.bundle import open_bundle, pins_for
+    from provenance.errors import UsageError
+
+    if store_spec is not None:
+        raise UsageError("--bundle is the store: drop --store")
+    tmp = tempfile.mkdtemp(prefix="prov-bundle-")
+    click.get_current_context().call_on_close(lambda: shutil.rmtree(tmp, ignore_errors=True))
+    coords = open_bundle(bundle, tmp)
+    if rpc_url is None:
+        hint = f" (the trainer suggests {coords.rpc_hint})" if coords.rpc_hint else ""
+        raise UsageError(f"--bundle needs your own node for chain {coords.chain_id}: pass --rpc URL or set "
+                         f"PROV_RPC_URL{hint}")
+    pins = pins_for(coords, chain_id=chain_id, genesis_hash=genesis, registry=registry,
+                    expected_registry=expected_registry)
+    return pins, f"local:{tmp}"
 
 
 def _ensure_local_chain() -> None:

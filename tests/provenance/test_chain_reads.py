@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from provenance import chain
+from provenance._chain.history import EventReader
 from provenance.chain import Registry, RegistryReader, RegistryV1
 from provenance.errors import ChainError, UsageError
 from provenance.hashing import hash_file
@@ -181,7 +182,9 @@ def test_claims_need_a_digest(owner: Registry) -> None:
         owner.claims()
 
 
-def test_a_provider_capping_log_ranges_gives_a_one_line_error(owner: Registry) -> None:
+def test_a_provider_refusing_every_log_query_gives_a_one_line_error(owner: Registry) -> None:
+    """Refusals make the reader split the range down to single blocks (bounded: log2 of the range), then give up
+    with one line (a capped provider that accepts narrower ranges is served: test_chain_public.py)."""
     anchored_run(owner, 1)
     provider = owner.web3.provider
     original = provider.make_request
@@ -193,6 +196,37 @@ def test_a_provider_capping_log_ranges_gives_a_one_line_error(owner: Registry) -
 
     provider.make_request = capped
     provider._request_func_cache = (None, None)
-    with pytest.raises(ChainError, match=r"refused the registry's log query over blocks 0\.\.\d+ .*max") as caught:
+    with pytest.raises(ChainError, match=r"refused the registry's log query for block \d+ alone \(query exceeds max "
+                       r"range 10000\)") as caught:
         owner.claims(weights=d("weights/0"))
     assert "docs/registry.md" in str(caught.value) and "\n" not in str(caught.value)
+    assert owner.event_reader.queries <= 2 + owner.web3.eth.block_number.bit_length()
+
+
+def test_a_capped_provider_is_read_in_chunks_of_its_cap(owner: Registry) -> None:
+    """A provider that refuses ranges wider than 2 blocks, naming its cap as real ones do, is read in 2-block
+    chunks: the claims and the run's history are the uncapped ones, with one refusal per reader."""
+    key = anchored_run(owner, 3)
+    expected = owner.claims(weights=d("weights/2"))
+    history = owner.run(key)
+    provider = owner.web3.provider
+    original = provider.make_request
+    refused: list[int] = []
+
+    def capped(method: str, params: Any) -> Any:
+        if method == "eth_getLogs":
+            query = params[0]  # the tester provider's request shape (snake case, integer blocks)
+            width = int(query["to_block"]) - int(query["from_block"]) + 1
+            if width > 2:
+                refused.append(width)
+                return {"jsonrpc": "2.0", "id": 1,
+                        "error": {"code": -32005, "message": "query exceeds max block range 2"}}
+        return original(method, params)
+
+    provider.make_request = capped
+    provider._request_func_cache = (None, None)
+    fresh = owner.with_signer(owner.signer)
+    fresh._events = EventReader(fresh.contract, fresh.web3)
+    assert fresh.claims(weights=d("weights/2")) == expected
+    assert fresh.run(key) == history
+    assert len(refused) == 1 and fresh.event_reader.span == 2
