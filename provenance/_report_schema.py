@@ -20,7 +20,7 @@ EXIT_CODES_V1 = {"verified": 0, "failed": 1, "error": 2}
 CHECK_IDS = ("record", "run_manifest", "checkpoint", "history", "step_log", "committers", "chain", "base_model",
              "privacy", "dataset", "steps", "checkpoint_zero", "replay")
 # Checks only some subjects have, and the check each comes right after: `merge` exactly for a merged model.
-OPTIONAL_CHECKS = {"merge": "checkpoint"}
+OPTIONAL_CHECKS = {"merge": "checkpoint", "merged_files": "merge"}
 LEVEL_WORDS = {"commitments": "VERIFIED (commitments)", "data": "VERIFIED (commitments and data)",
                "full": "VERIFIED (fully replayed)"}
 VERDICT_WORDS = {"verified": "VERIFIED", "failed": "FAILED", "inconclusive": "INCONCLUSIVE",
@@ -275,6 +275,8 @@ def _check_order(report: dict[str, Any]) -> None:
     expected = list(CHECK_IDS)
     if report["subject"]["kind"] == "merged":
         expected.insert(expected.index(OPTIONAL_CHECKS["merge"]) + 1, "merge")
+        if any(c["id"] == "merged_files" for c in report["checks"]):  # reports stored before #20 lack it
+            expected.insert(expected.index(OPTIONAL_CHECKS["merged_files"]) + 1, "merged_files")
     known = [c["id"] for c in report["checks"] if c["id"] in CHECK_IDS or c["id"] in OPTIONAL_CHECKS]
     if known != expected:
         raise _bad("checks", "every check id in the order " + ", ".join(expected), known)

@@ -33,7 +33,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from provenance import canonical
+from provenance import canonical, mergedir
 from provenance.basemodel import check_model_dir, model_file_names
 from provenance.errors import FormatError, UsageError
 from provenance.hashing import Digest
@@ -317,14 +317,16 @@ class MergedModel:
     path: Path
     tensor_digest: Digest
     files: tuple[str, ...]  # the safetensors files written, in order
+    manifest_digest: Digest | None = None  # the prov.merged-dir.v1 digest a finalisation commits (mergedir)
 
 
 def write_merged(base_model_dir: str | os.PathLike[str],
                  adapter: str | os.PathLike[str] | tuple[str | os.PathLike[str], str | os.PathLike[str]],
                  out_dir: str | os.PathLike[str], *, max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> MergedModel:
-    """Write a loadable Hugging Face model directory: the base model's config and tokenizer files and the merged
-    weights (`records.encode_safetensors`; one file, or shards of at most `max_shard_bytes` with an index). Its
-    tensor digest is `merged_tensor_digest(...)`, computed in the same pass."""
+    """Write a loadable Hugging Face model directory: the base model's config and tokenizer files, the merged
+    weights (`records.encode_safetensors`; one file, or shards of at most `max_shard_bytes` with an index) and
+    `prov-merged.json` (`mergedir`: what a finalisation commits). Its tensor digest is `merged_tensor_digest(...)`,
+    computed in the same pass."""
     if max_shard_bytes <= 0:
         raise UsageError(f"the shard size must be positive, got {max_shard_bytes}")
     out = Path(out_dir)
@@ -344,13 +346,15 @@ def write_merged(base_model_dir: str | os.PathLike[str],
         for name in model_file_names(root):
             if not name.endswith(".safetensors") and name != INDEX_FILE:
                 shutil.copyfile(root / name, partial / name)
+        manifest = mergedir.of_directory(partial, digest)
+        mergedir.write(partial, manifest)  # names the committed files, so a verifier can say which one differs
         if out.exists():
             out.rmdir()
         partial.rename(out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return MergedModel(out, digest, files)
+    return MergedModel(out, digest, files, manifest.digest())
 
 
 def _write_shards(merge: Merge, directory: Path, *, metadata: dict[str, str],
@@ -377,3 +381,13 @@ def _write_shards(merge: Merge, directory: Path, *, metadata: dict[str, str],
         index = {"metadata": {"total_size": sum(t.nbytes for t in merge.tensors)}, "weight_map": weight_map}
         (directory / INDEX_FILE).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return Digest(hasher.digest()), tuple(names)
+
+
+def merged_manifest(base_model_dir: str | os.PathLike[str], adapter_file: str | os.PathLike[str],
+                    adapter_config: str | os.PathLike[str] | Mapping[str, Any]) -> mergedir.MergedDirManifest:
+    """The `prov.merged-dir.v1` manifest of the directory `write_merged` writes (whatever its sharding): what a
+    run's finalisation commits. Streams the merge once; writes nothing."""
+    from provenance.basemodel import base_model_manifest
+
+    tensors = merged_tensor_digest(base_model_dir, adapter_file, adapter_config)
+    return mergedir.of_base(base_model_manifest(base_model_dir).files, tensors)

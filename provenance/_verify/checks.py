@@ -33,6 +33,7 @@ TITLES = {
     "run_manifest": "Run manifest matches the registration",
     "checkpoint": "Checkpoint contents match the on-chain commitment",
     "merge": "Merged weights are the committed adapter merged into the base model",
+    "merged_files": "Every file a loader reads from the merged model directory is bound",
     "history": "Checkpoint history is complete and in order",
     "step_log": "Training-step log matches every committed root",
     "committers": "Every commitment was made by the run's owner or an authorised writer",

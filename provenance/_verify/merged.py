@@ -28,12 +28,15 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from provenance import mergedir
 from provenance._verify import claims as claimsmod
-from provenance._verify.checks import CheckFailed
+from provenance._verify.checks import CheckFailed, Status
 from provenance._verify.pipeline import Evidence, adopt_claim, fetch_committed
 from provenance._verify.subject import Subject, load_subject
+from provenance.basemodel import base_model_manifest
 from provenance.errors import UsageError
 from provenance.hashing import Digest
+from provenance.loaders import loader_problems
 from provenance.merge import (
     ADAPTER_CONFIG_FILE,
     ADAPTER_FILE,
@@ -60,6 +63,9 @@ class MergedCase:
     adapter: Subject | None  # --adapter: the run's adapter a converted copy was merged from
     finalization: Any = None  # the selected run's finalisation committing these merged tensors (found on chain)
     stored: Path | None = None  # the committed checkpoint, fetched from the store
+    here: mergedir.MergedDirManifest | None = None  # the directory's own manifest (None: a lone weights file)
+    committed_tensors: Digest | None = None  # the merged tensors the selected finalisation commits (either format)
+    committed_files: mergedir.MergedDirManifest | None = None  # prov.merged-dir.v1: the files it commits too
 
 
 def prepare(subject: Subject, *, adapter: Path | None, base_model: Path | None) -> MergedCase | None:
@@ -84,24 +90,28 @@ def stage_record(ev: Evidence, registry: RegistryReader, store: StoreReader, *, 
     checks, case = ev.checks, ev.merged
     assert isinstance(case, MergedCase) and ev.tensor_digest is not None
     with checks.run("record"):
-        found = []
-        for final in registry.find_merged(ev.tensor_digest):
-            history = registry.run(final.run_key)
-            if not history.checkpoints:
-                ev.warnings.append(f"run key {final.run_key.hex()[:12]}… committed these merged weights at its "
-                                   "finalisation but has no checkpoint: ignored")
+        if ev.subject.path.is_dir():
+            case.here = mergedir.of_directory(ev.subject.path, ev.tensor_digest)
+        for committed, files in _lookups(ev, case):
+            found = _finalisation_claims(ev, registry, committed)
+            if not found:
                 continue
-            found.append(claimsmod.Claim(history.checkpoints[-1], "merged"))
-        if found:
             summary = adopt_claim(ev, found, registry, store, metadata=ev.subject.metadata, expected_run=expected_run)
             final = ev.history.finalization
-            if final is None or final.merged_tensor_digest != ev.tensor_digest:
+            if final is None or final.merged_tensor_digest != committed:
                 raise CheckFailed("the selected run's finalisation does not commit these merged weights (an "
-                                  "inconsistent node)", expected=ev.tensor_digest,
+                                  "inconsistent node)", expected=committed,
                                   found=None if final is None else final.merged_tensor_digest)
-            case.finalization = final
+            case.finalization, case.committed_files = final, files
+            case.committed_tensors = committed if files is None else files.tensors
+            if case.committed_tensors != ev.tensor_digest:
+                raise CheckFailed("these merged weights are not the ones the run's finalisation commits (the "
+                                  f"directory's {mergedir.MANIFEST_FILE} is committed, its weights are not)",
+                                  expected=case.committed_tensors, found=ev.tensor_digest)
+            how = ("with every file a loader reads (prov.merged-dir.v1)" if files is not None else
+                   "as tensors only (prov.merge.v1 finalisation: the files beside them are not bound)")
             checks.passed("record", f"committed at the run's finalisation in block {final.block_number} as the merge "
-                                    f"of its last checkpoint: {summary}")
+                                    f"of its last checkpoint, {how}: {summary}")
             return
         if case.adapter is None:
             raise CheckFailed("no run on this registry committed these merged weights at its finalisation (altered, "
@@ -119,6 +129,33 @@ def stage_record(ev: Evidence, registry: RegistryReader, store: StoreReader, *, 
         summary = adopt_claim(ev, claims, registry, store, metadata=adapter.metadata, expected_run=expected_run)
         checks.passed("record", f"no finalisation commits these merged weights (a converted copy?); the adapter "
                                 f"given (--adapter) is {summary}")
+
+
+def _lookups(ev: Evidence, case: MergedCase) -> list[tuple[Digest, mergedir.MergedDirManifest | None]]:
+    """What a finalisation may commit for this model, in order: the directory's own manifest (every file bound),
+    the `prov-merged.json` it carries when that differs (so the differing files can be named), and the tensor
+    digest alone (runs finalised before prov.merged-dir.v1)."""
+    out: list[tuple[Digest, mergedir.MergedDirManifest | None]] = []
+    if case.here is not None:
+        out.append((case.here.digest(), case.here))
+        beside = mergedir.read_beside(ev.subject.path)
+        if beside is not None and beside[1] != out[0][0]:
+            out.append((beside[1], beside[0]))
+    assert ev.tensor_digest is not None
+    out.append((ev.tensor_digest, None))
+    return out
+
+
+def _finalisation_claims(ev: Evidence, registry: RegistryReader, committed: Digest) -> list[claimsmod.Claim]:
+    found = []
+    for final in registry.find_merged(committed):
+        history = registry.run(final.run_key)
+        if not history.checkpoints:
+            ev.warnings.append(f"run key {final.run_key.hex()[:12]}… committed these merged weights at its "
+                               "finalisation but has no checkpoint: ignored")
+            continue
+        found.append(claimsmod.Claim(history.checkpoints[-1], "merged"))
+    return found
 
 
 def stage_checkpoint(ev: Evidence, store: StoreReader, tmp: Path) -> None:
@@ -154,7 +191,7 @@ def stage_merge(ev: Evidence, base_model: Path | None) -> None:
         checks.not_run(MERGE_CHECK, checks.why_missing("checkpoint" if ev.record else "record",
                                                        "the committed checkpoint's adapter"))
         return
-    index, final = ev.record.index, case.finalization
+    index, final, committed = ev.record.index, case.finalization, case.committed_tensors
     if final is not None and base_model is None:
         checks.passed(MERGE_CHECK, f"these are the merged weights the run's owner committed at finalisation (block "
                                    f"{final.block_number}) as checkpoint {index}'s adapter merged into the base model; "
@@ -168,15 +205,15 @@ def stage_merge(ev: Evidence, base_model: Path | None) -> None:
     with checks.run(MERGE_CHECK), _merge(base_model, case.stored) as merge:
         if final is not None:
             recomputed = merge.digest()
-            if recomputed != final.merged_tensor_digest:
+            if recomputed != committed:
                 raise CheckFailed(f"the merge committed at finalisation is not checkpoint {index}'s adapter merged "
                                   f"into the registered base model ({MERGE_FORMAT})", expected=recomputed,
-                                  found=final.merged_tensor_digest)
+                                  found=committed)
             checks.passed(MERGE_CHECK, f"recomputed from the registered base model and checkpoint {index}'s committed "
                                        f"adapter ({MERGE_FORMAT}): the merged weights committed at finalisation")
             return
         casts, recomputed = compare(merge, ev.subject.files)
-        checks.passed(MERGE_CHECK, _converted_summary(ev, casts, recomputed))
+        checks.passed(MERGE_CHECK, _converted_summary(ev, casts, recomputed, base_model))
 
 
 @contextlib.contextmanager
@@ -188,18 +225,21 @@ def _merge(base_model: Path, stored: Path) -> Iterator[Merge]:
         raise CheckFailed(f"the committed adapter cannot be merged into the registered base model ({exc})") from None
 
 
-def _converted_summary(ev: Evidence, casts: Counter[str], recomputed: Digest) -> str:
+def _converted_summary(ev: Evidence, casts: Counter[str], recomputed: Digest, base_model: Path) -> str:
     index, history = ev.record.index, ev.history
     final = history.finalization
     committed = None if final is None else final.merged_tensor_digest
     last = index == len(history.checkpoints) - 1
-    if final is not None and last and committed == recomputed:
+    # a prov.merged-dir.v1 finalisation commits the manifest of the directory `prov merge` writes from these tensors
+    as_directory = mergedir.of_base(base_model_manifest(base_model).files, recomputed).digest()
+    if final is not None and last and committed in (recomputed, as_directory):
         what = f"the merge committed at finalisation (block {final.block_number})"
     else:
         what = f"checkpoint {index}'s committed adapter merged into the registered base model"
         if committed is not None and last:
             ev.warnings.append(f"the run's finalisation commits other merged weights ({committed}) than its last "
-                               f"adapter merged into its base model ({MERGE_FORMAT}: {recomputed})")
+                               f"adapter merged into its base model ({MERGE_FORMAT}: tensors {recomputed}, "
+                               f"directory {as_directory})")
     changed = {d: n for d, n in casts.items() if d}
     if not changed:
         return f"a copy in other files (re-sharded or re-encoded, same dtypes) of {what} ({MERGE_FORMAT}): bit for bit"
@@ -277,3 +317,57 @@ def _first_difference(name: str, dtype: str, expected: bytes, found: bytes, elem
     how = f" cast to {DTYPE_NAMES[dtype]}" if cast else ""
     raise CheckFailed(f"tensor {name!r} differs from the recomputed merge{how} (first at element {element + at})",
                       expected=shown[0], found=shown[1])
+
+
+FILES_CHECK = "merged_files"
+
+
+def stage_files(ev: Evidence, base_model: Path | None) -> None:
+    """The `merged_files` check: every file a loader reads from the merged directory is bound (provenance.loaders):
+    nothing redirects the loader, and the files equal those the finalisation committed (prov.merged-dir.v1) and,
+    with --base-model, the registered base model's. A run finalised with the tensors alone binds the other files
+    only through --base-model; without it the check does not run and the report says the files are not bound."""
+    checks, case = ev.checks, ev.merged
+    assert isinstance(case, MergedCase)
+    if case.here is None:
+        checks.not_run(FILES_CHECK, "a lone weights file: the config, tokenizer and generation files a loader reads "
+                                    "beside it are not bound (verify the model directory people load)")
+        ev.notes.append("the config, tokenizer and generation files loaded with this weights file: verify the "
+                        "model directory instead")
+        return
+    if checks.status("record") is not Status.PASSED:
+        checks.not_run(FILES_CHECK, checks.why_missing("record", "the on-chain record"))
+        return
+    with checks.run(FILES_CHECK):
+        problems = loader_problems(ev.subject.path, links="none")
+        if problems:
+            raise CheckFailed(f"a loader would read what no commitment binds: {problems[0]}",
+                              expected="only the committed files, nothing redirecting the loader",
+                              found="; ".join(problems[:4]))
+        compared = []
+        if base_model is not None and checks.ok("base_model"):
+            expected = mergedir.of_base(base_model_manifest(base_model).files, case.here.tensors)
+            _no_differences(expected, case.here, "the registered base model's")
+            compared.append("equal the registered base model's")
+        if case.committed_files is not None:
+            _no_differences(case.committed_files, case.here, "those committed at the run's finalisation")
+            compared.insert(0, "are those committed at the run's finalisation (prov.merged-dir.v1)")
+        names = ", ".join(f.path for f in case.here.files) or "none"
+        if compared:
+            checks.passed(FILES_CHECK, f"nothing redirects the loader, and the files beside the weights ({names}) "
+                                       + " and ".join(compared))
+            return
+        why = ("the run's finalisation commits the merged tensors only (prov.merge.v1, before prov.merged-dir.v1): "
+               f"the files a loader reads beside them ({names}) are not bound; pass --base-model to compare them "
+               "with the registered base model's")
+        checks.not_run(FILES_CHECK, why)
+        ev.warnings.append("config.json, the tokenizer and generation files of this merged model are not bound by "
+                           "any commitment (the run's finalisation predates prov.merged-dir.v1): pass --base-model")
+
+
+def _no_differences(expected: mergedir.MergedDirManifest, here: mergedir.MergedDirManifest, whose: str) -> None:
+    diff = [d for d in mergedir.differences(expected, here) if not d.startswith("the weights")]
+    if diff:
+        more = f" (and {len(diff) - 1} more)" if len(diff) > 1 else ""
+        raise CheckFailed(f"a file a loader reads differs from {whose}: {diff[0]}{more}",
+                          expected=f"the same files as {whose}", found="; ".join(diff[:4]))

@@ -46,7 +46,7 @@ def test_control_the_trainer_commits_the_merge_and_it_verifies(lab: Lab, tmp_pat
     the merge recomputed from the base model."""
     run = lab.train("honest")
     lab.finalize(run)  # already queued by the trainer: only mines the beacon blocks
-    recorded = json.loads((run / "merged.json").read_bytes())["tensor_digest"]
+    recorded = json.loads((run / "merged.json").read_bytes())["manifest_digest"]  # prov.merged-dir.v1 (#20)
     jobs = [json.loads(p.read_bytes()) for p in sorted((run / "outbox" / "jobs").glob("*.json"))]
     assert [(j["kind"], j["state"], j["merged"]) for j in jobs][-1] == ("finalize", "done", recorded)
     history = lab.registry.run(bytes.fromhex(jobs[-1]["run_key"]))
