@@ -25,7 +25,7 @@ from provenance.hashing import Digest
 from provenance.secrets import SECRETS_NAME, Secrets
 from training import determinism
 from training.anchoring import expected_owner
-from training.config import TrainConfig
+from training.config import AnchorConfig, TrainConfig
 from training.data import data_path, records_for_config
 from training.runinfo import build_manifest, write_local, write_manifest
 
@@ -109,6 +109,44 @@ def run_settings(cfg: TrainConfig, *, threads: int) -> dict[str, Any]:
                                 attn_implementation=cfg.model.attn_implementation, device=cfg.model.device)
 
 
+NO_OWNER = ("anchoring is on, but which account will register this run cannot be told before step 0 ({why}): set "
+            "PROV_PRIVATE_KEY to the key that anchors it, start the chain (`prov chain up`), or train with "
+            "--no-anchor. A run whose manifest names no owner can be registered first by anyone who copies it")
+TESTER_KEY = (1).to_bytes(32, "big")  # eth-tester's funded account 0: the in-process chain's signer without a key
+
+
+def run_owner(anchor: AnchorConfig) -> str | None:
+    """The account that will register an anchored run, resolved before step 0 and recorded as the manifest's owner
+    (so a registration of the same run by any other account is rejected as a copy); None only with anchoring off.
+    Beyond `expected_owner` (a key in the environment, the project's local anvil) it knows the in-process chain's
+    account and asks an unconfigured node for its chain id (a local dev chain signs with dev account 0); an anchored
+    run whose signer stays unknown is refused rather than written owner-less."""
+    if not anchor.enabled:
+        return None
+    owner = expected_owner(anchor)
+    if owner is not None:
+        return owner
+    from eth_account import Account
+
+    from provenance._chain.keys import LOCAL_CHAIN_ID, dev_signer
+    from provenance.errors import ProvenanceError
+    from training.anchoring import resolve_target
+
+    chain, _, _ = resolve_target(anchor)
+    if chain == "tester":
+        return str(Account.from_key(TESTER_KEY).address)
+    try:
+        from provenance.chain import connect
+
+        chain_id = connect(chain, use_config=False, timeout=30.0).chain_id
+    except ProvenanceError as exc:
+        raise UsageError(NO_OWNER.format(why=f"the node at {chain} did not answer: {' '.join(str(exc).split())}"))\
+            from None
+    if chain_id != LOCAL_CHAIN_ID:
+        raise UsageError(NO_OWNER.format(why=f"no signing key is set and chain {chain_id} is not a local dev chain"))
+    return dev_signer(0).address
+
+
 def prepare_run(cfg: TrainConfig, *, secrets: Secrets | None = None, inputs: Inputs | None = None) -> Path:
     """Write a new run directory for `cfg` (see the module docstring) and return it."""
     from training.plan import resolve
@@ -127,7 +165,7 @@ def prepare_run(cfg: TrainConfig, *, secrets: Secrets | None = None, inputs: Inp
         config=cfg.committed_json(),
         software=determinism.software_versions(),
         determinism=run_settings(cfg, threads=threads),
-        owner=expected_owner(cfg.anchor),
+        owner=run_owner(cfg.anchor),
     )
     run_dir = _new_run_dir(Path(cfg.out) if cfg.out else None, manifest["run_id"])
     secrets.save(run_dir / SECRETS_NAME)

@@ -98,6 +98,24 @@ def adopt_claim(ev: Evidence, found: list[claimsmod.Claim], registry: RegistryRe
     return chosen.summary
 
 
+def settle_attribution(ev: Evidence) -> None:
+    """A run whose manifest names no owner, registered under the same run id by several accounts that each claim
+    this file: which of them trained it cannot be decided from the record (the earliest may be a front-runner who
+    copied an owner-less registration), so the `record` check is inconclusive, never a pass with a warning."""
+    if not ev.checks.ok("record") or ev.manifest is None or ev.record is None or ev.manifest.get("owner") is not None:
+        return
+    chosen = ev.record
+    rivals = {c.record.run_key: str(c.record.committer) for c in ev.claims
+              if c.record.run_id == chosen.run_id and c.record.run_key != chosen.run_key}
+    if not rivals:
+        return
+    accounts = ", ".join(sorted({str(ev.run.owner) if ev.run is not None else "?", *rivals.values()}))
+    result = ev.checks.results["record"]
+    ev.checks.inconclusive("record", f"{result.summary}; but run {chosen.run_id.hex()[:12]}… was registered "
+                                     f"{len(rivals) + 1} times, by different accounts ({accounts}), and its manifest "
+                                     "names no owner: which of them trained it cannot be decided from the record")
+
+
 def _identity(record: Any) -> tuple[Any, ...]:
     return (record.run_key, record.index, record.weights_digest, record.checkpoint_digest, record.log_size,
             record.log_root, record.epsilon_micro, record.block_number)

@@ -139,3 +139,32 @@ def test_a_pickle_only_adapter_directory_is_refused_with_one_line(tmp_path: Path
     (tmp_path / "adapter_model.bin").write_bytes(b"\x80\x04.")
     with pytest.raises(UsageError, match="pickle that prov never loads"):
         load_subject(tmp_path)
+
+
+def copy_run_to(thief: Any, honest: Any) -> None:
+    """Register the same (owner-less) manifest under the thief's account and commit every checkpoint the honest
+    run committed, as a copier watching the chain can."""
+    run = honest.registration
+    key = thief.register_run(run.run_id, manifest_digest=run.manifest_digest,
+                             base_model_digest=run.base_model_digest, dataset_root=run.dataset_root,
+                             noise_seed_commitment=run.noise_seed_commitment, manifest_cid=run.manifest_cid).run_key
+    for c in honest.checkpoints:
+        thief.commit_checkpoint(key, index=c.index, weights_digest=c.weights_digest, tensor_digest=c.tensor_digest,
+                                checkpoint_digest=c.checkpoint_digest, log_size=c.log_size, log_root=c.log_root,
+                                epsilon_micro=c.epsilon_micro, manifest_cid=c.manifest_cid)
+
+
+def test_an_owner_less_run_registered_by_two_accounts_is_inconclusive(tmp_path: Path, tiny_run: Any) -> None:
+    env = VerifyEnv(tmp_path)
+    run = env.copy(tiny_run.run_dir)
+    assert json.loads((run / "run.json").read_bytes())["owner"] is None  # trained with anchoring off
+    env.anchor(run)
+    adapter = last(run) / "adapter_model.safetensors"
+    assert env.verify(adapter, replay="0")["verdict"] == "verified"
+    honest = env.registry.claims(weights=load_subject(adapter).weights_digest)[0]
+    copy_run_to(env.registry.with_signer(env.registry.dev_keys()[2]), env.registry.run(honest.run_key))
+    report = env.verify(adapter, replay="0")
+    assert report["verdict"] == "inconclusive" and report["exit_code"] == 3, report["checks"]
+    record = check(report, "record")
+    assert record["status"] == "inconclusive" and "names no owner" in record["summary"]
+    assert len(report["claims"]) == 2 and not failed(report)
