@@ -167,13 +167,33 @@ def unmatched(rec: Recorded, *, here: Mapping[str, str] | None = None,
     return problems
 
 
-def replay_environment(rec: Recorded, base: Mapping[str, str] | None = None) -> dict[str, str]:
+# Best first: a CPU that has one of these can run every later one.
+_CAPABILITY_ORDER = ("AVX512", "AVX2", "DEFAULT")
+
+
+def best_capability(capabilities: set[str]) -> str:
+    """The highest torch CPU capability of `capabilities` (what torch picks by itself on this CPU)."""
+    return next((c for c in _CAPABILITY_ORDER if c in capabilities), "DEFAULT")
+
+
+def replay_environment(rec: Recorded, base: Mapping[str, str] | None = None, *,
+                       capabilities: set[str] | None = None) -> dict[str, str]:
     """The environment of a replay worker process: this one's, with the recorded math-library variables, CPU
-    capability and thread counts put in place (set before torch is imported, as the trainer did)."""
+    capability and thread counts put in place (set before torch is imported, as the trainer did).
+
+    A recorded capability this CPU cannot run (AVX512 on an AVX2 machine) would kill the worker with SIGILL before
+    it checks anything: the worker then gets the best capability this CPU has, so checkpoint 0 and every field
+    that does not depend on floating point are still checked; `unmatched` already says the weights cannot be
+    bitwise here, so their verdict stays inconclusive."""
     env = dict(os.environ if base is None else base)
     env.update({k: v for k, v in rec.env.items() if k in ENV_ALLOWED})
     if rec.capability in CAPABILITY_ENV:
         env["ATEN_CPU_CAPABILITY"] = CAPABILITY_ENV[rec.capability]
+    if rec.device == "cpu" and "ATEN_CPU_CAPABILITY" in env:
+        here = machine_capabilities() if capabilities is None else capabilities
+        runnable = {CAPABILITY_ENV[c] for c in here | {"DEFAULT"} if c in CAPABILITY_ENV}
+        if env["ATEN_CPU_CAPABILITY"].lower() not in runnable:
+            env["ATEN_CPU_CAPABILITY"] = CAPABILITY_ENV[best_capability(here)]
     if rec.threads is not None:
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             if name not in rec.env:

@@ -213,6 +213,21 @@ def test_replay_environment_sets_the_recorded_kernels_and_threads() -> None:
     assert env["OMP_NUM_THREADS"] == "2" and env["PATH"] == "/bin"
 
 
+def test_a_recorded_capability_this_cpu_lacks_starts_the_worker_with_the_best_one_it_has() -> None:
+    """AVX512 recorded, an AVX2 machine: forcing avx512 would kill the worker with SIGILL before it checks
+    anything, so it runs avx2 (checkpoint 0 and exact fields still checked) while `unmatched` keeps the weights
+    inconclusive. A recorded ATEN_CPU_CAPABILITY variable is treated the same; a runnable one is kept."""
+    avx2, avx512 = determinism.machine_capabilities(AVX2_CPU), determinism.machine_capabilities(AVX512_CPU)
+    lacking = recorded(capability="AVX512", env={"ATEN_CPU_CAPABILITY": "avx512"})
+    assert determinism.replay_environment(lacking, base={}, capabilities=avx2)["ATEN_CPU_CAPABILITY"] == "avx2"
+    assert determinism.replay_environment(lacking, base={}, capabilities={"DEFAULT", "NO AVX"})[
+        "ATEN_CPU_CAPABILITY"] == "default"
+    assert determinism.replay_environment(lacking, base={}, capabilities=avx512)["ATEN_CPU_CAPABILITY"] == "avx512"
+    assert determinism.replay_environment(recorded(), base={}, capabilities=avx512)["ATEN_CPU_CAPABILITY"] == "avx2"
+    assert determinism.unmatched(lacking, here={"torch": "2.13.0", "opacus": "1.6.0"}, capabilities=avx2)
+    assert determinism.best_capability(avx512) == "AVX512" and determinism.best_capability(avx2) == "AVX2"
+
+
 # --- privacy -----------------------------------------------------------------------------------------------------
 
 DP = {"mode": "dp", "noise_multiplier": "1.0", "sample_rate": "0.05", "delta": "1e-05", "accountant": "rdp"}
