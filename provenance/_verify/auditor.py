@@ -47,6 +47,9 @@ def stage_data(ev: Evidence, inputs: AuditorInputs) -> tuple[Secrets, list[Any]]
     examples: list[Any] = []
     with checks.run("dataset"):
         examples = datachecks.read_examples(inputs.data, ev.manifest)
+        duplicated = datachecks.duplicate_note(examples)
+        if duplicated is not None:  # the per-person guarantee is weaker than the stated ε: say so
+            ev.warnings.append(f"the training data: {duplicated}")
         checks.passed("dataset", datachecks.check_dataset(manifest=ev.manifest, run=ev.run, secrets=secrets,
                                                           examples=examples))
     if not checks.ok("dataset"):

@@ -71,7 +71,32 @@ def check_dataset(*, manifest: Mapping[str, Any], run: Any, secrets: Secrets, ex
     if found != run.dataset_root:
         raise CheckFailed("the data given is not the committed training set (its salted root differs)",
                           expected=run.dataset_root, found=found)
-    return f"{len(examples)} examples; the salted root matches the commitment"
+    summary = f"{len(examples)} examples; the salted root matches the commitment"
+    note = duplicate_note(examples)
+    return summary if note is None else f"{summary}; {note}"
+
+
+def duplicates(examples: Sequence[Any]) -> tuple[int, int]:
+    """(records that have an exact copy elsewhere in the data, the most copies of one record)."""
+    counts: dict[bytes, int] = {}
+    for example in examples:
+        key = canonical.encode(example) if isinstance(example, dict | list | str | int) else repr(example).encode()
+        counts[key] = counts.get(key, 0) + 1
+    repeated = [n for n in counts.values() if n > 1]
+    return sum(repeated), max(repeated, default=1)
+
+
+def duplicate_note(examples: Sequence[Any]) -> str | None:
+    """What exact duplicate records do to the per-person guarantee, or None when there are none.
+
+    DP-SGD bounds what each *record* changes; a person whose record is in the data k times changes k records, so
+    by group privacy the run is only (k·ε, k·e^((k-1)ε)·δ)-DP for that person."""
+    copies, most = duplicates(examples)
+    if not copies:
+        return None
+    return (f"{copies} records are exact copies of another (up to {most} of one): ε and δ bound each record, so a "
+            f"person whose record appears k times is protected only at group-privacy level k·ε (and k·e^((k-1)ε)·δ), "
+            f"here up to {most}·ε")
 
 
 def read_examples(path: Path, manifest: Mapping[str, Any]) -> list[Any]:
