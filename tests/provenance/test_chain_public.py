@@ -1,0 +1,109 @@
+"""An honest run on a chain that behaves like a public one (#21), end to end: the project's trainer anchors on a real
+anvil, and `prov verify` reads it in a fresh process through the fault-injecting proxy (tests/fixtures/rpcproxy.py)
+standing in for a public provider. The honest run stays VERIFIED where the provider is merely inconvenient (capped
+log ranges, rate limits), is COULD NOT VERIFY (exit 2, never FAILED) where the provider loses data, and a local
+chain borrowing mainnet's id FAILS the `chain` check."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provenance._chain import anvil
+from tests.fixtures.adversary import Lab, check_of, failed_checks, last_adapter
+from tests.fixtures.rpcproxy import RpcProxy
+
+pytestmark = [pytest.mark.chain, pytest.mark.slow]
+
+CAP = 1000
+
+
+def through(lab: Lab, proxy: RpcProxy) -> Lab:
+    """The same lab, with the auditor's `prov verify` talking to the proxy instead of anvil."""
+    return dataclasses.replace(lab, rpc_url=proxy.url)
+
+
+def checkpoint_topic(lab: Lab) -> str:
+    return str(lab.registry.contract.events.CheckpointCommitted.topic)
+
+
+def test_a_provider_capping_log_ranges_verifies(lab: Lab, rpc_proxy: RpcProxy) -> None:
+    run = lab.train("capped")
+    rpc_proxy.mine(CAP + 500)  # the run's history now spans more than one capped query
+    lab.finalize(run)
+    rpc_proxy.cap_logs(CAP)
+    code, report = through(lab, rpc_proxy).verify(last_adapter(run))
+    assert (code, report["verdict"]) == (0, "verified"), failed_checks(report)
+    widths = [b - a + 1 for a, b in rpc_proxy.log_ranges() if isinstance(a, int) and isinstance(b, int)]
+    assert any(w > CAP for w in widths), "the test must make prov meet the cap"
+    assert len(widths) < 100  # chunks of the cap, not single blocks
+
+
+def test_a_provider_omitting_one_log_cannot_verify_never_fails(lab: Lab, rpc_proxy: RpcProxy) -> None:
+    run = lab.train("omitted")
+    lab.finalize(run)
+    topic = checkpoint_topic(lab)
+
+    def checkpoint_1(log: dict[str, Any]) -> bool:  # CheckpointCommitted's first data word is its index
+        return bool(log["topics"]) and log["topics"][0] == topic and int(log["data"][2:66], 16) == 1
+
+    rpc_proxy.omit_logs(checkpoint_1)
+    code, report = through(lab, rpc_proxy).verify(last_adapter(run))
+    assert any(checkpoint_1(log) for log in rpc_proxy.rpc("eth_getLogs", [{
+        "address": lab.registry.address, "fromBlock": "0x0", "toBlock": "latest", "topics": [topic]}]))
+    assert (code, report["verdict"]) == (2, "error"), report["verdict"]
+    assert failed_checks(report) == []
+
+
+def test_a_rate_limiting_provider_verifies_after_retries(lab: Lab, rpc_proxy: RpcProxy) -> None:
+    run = lab.train("limited")
+    lab.finalize(run)
+    rpc_proxy.status(429, n=2, method="eth_getLogs").status(429, n=1, method="eth_call")
+    code, report = through(lab, rpc_proxy).verify(last_adapter(run))
+    assert (code, report["verdict"]) == (0, "verified"), failed_checks(report)
+    assert [m for m, _ in rpc_proxy.calls].count("eth_getLogs") >= 3  # the refused ones were asked again
+
+
+@pytest.fixture
+def mainnet_id_lab(tmp_path: Path, tiny_model_dir: Path, tiny_config: Callable[..., Any],
+                   monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
+    """A lab on an anvil started with --chain-id 1, anchoring with a fresh funded key (not a well-known dev key)."""
+    from provenance import config
+    from provenance.chain import connect
+
+    binary = anvil.find_anvil()
+    if binary is None:
+        from tests.fixtures.chain import missing
+
+        missing("anvil is not installed: run `npm ci` at the repo root")
+    node = anvil.start(binary=binary, port=0, chain_id=1)
+    try:
+        key = "0x" + secrets.token_bytes(32).hex()
+        registry = connect(node.rpc_url, key=key, use_config=False)
+        registry.web3.provider.make_request("anvil_setBalance", [registry.signer.address, hex(10**21)])
+        registry.deploy()
+        home = tmp_path / "lab"
+        state = home / ".prov"
+        monkeypatch.setenv("PROV_HOME", str(state))
+        monkeypatch.setenv("PROV_PRIVATE_KEY", key)
+        store = f"local:{state / 'store'}"
+        config.update_section("chain", {"rpc_url": node.rpc_url, "registry": registry.address, "chain_id": 1}, state)
+        config.update_section("store", {"spec": store}, state)
+        yield Lab(home, node.rpc_url, registry, store, tiny_model_dir, tiny_config)
+    finally:
+        node.stop()
+
+
+def test_a_local_chain_borrowing_mainnets_id_fails_the_chain_check(mainnet_id_lab: Lab) -> None:
+    run = mainnet_id_lab.train("borrowed-id")
+    mainnet_id_lab.finalize(run)
+    code, report = mainnet_id_lab.verify(last_adapter(run), "--expect-chain-id", "1")
+    assert code == 1 and failed_checks(report) == ["chain"]
+    chain = check_of(report, "chain")
+    assert "Ethereum mainnet" in chain["summary"] and "genesis" in chain["summary"]
+    assert report["chain"]["dev_chain"].startswith("anvil development chain claiming chain id 1")
