@@ -220,13 +220,17 @@ def read_signature(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def signed_files(statement: dict[str, Any], model: Path) -> dict[str, str]:
-    """name -> sha256 hex of every file the statement lists; a one-file model's `.` is named by the file."""
+    """name -> sha256 hex of every file the statement lists; a one-file model's `.` is named as the statement's
+    subject names it (the signed file's name), else as `model`."""
     out: dict[str, str] = {}
+    subject = statement.get("subject")
+    single = subject[0].get("name") if isinstance(subject, list) and subject and isinstance(subject[0], dict) \
+        else None
     for item in statement["predicate"]["resources"]:
         if not isinstance(item, dict) or item.get("algorithm") != "sha256" or not isinstance(item.get("name"), str) \
                 or not isinstance(item.get("digest"), str):
             raise FormatError("a model signature resource is not {name, algorithm sha256, digest}")
-        name = model.name if item["name"] == "." else item["name"]
+        name = (single if isinstance(single, str) and single else model.name) if item["name"] == "." else item["name"]
         out[name] = item["digest"]
     return out
 
