@@ -9,6 +9,13 @@ registration/checkpoint is already there (a crash between sending and recording 
 ever sent twice. Jobs survive restarts; `prov anchor flush RUN_DIR` (or a resumed `prov train`) finishes them.
 One process at a time works a run's outbox (an exclusive `flock` on `outbox/lock`).
 
+Finality (provenance/finality.py): a job is `done` ("sent") at its receipt and `final` once its block is settled
+(0 confirmations on a development chain, N configured, or the node's `finalized` tag). A receipt is no promise: a
+chain reorganisation can drop the block. `recheck()` (run by `prov anchor status`, `prov anchor flush`, and the
+worker of a resumed trainer before it sends anything) asks the registry what it stores of the run — never the
+remembered transaction hashes — and marks each sent job whose record is gone `dropped`; the worker re-sends dropped
+jobs in order like pending ones (their store content is kept), so nothing recorded is lost.
+
 The destination is recorded in `outbox/target.json` when the outbox is opened: `{"chain": RPC URL | "tester" |
 null, "registry": address | null, "store": store spec | null}`; null chain and store mean anchoring is off.
 """
@@ -57,6 +64,8 @@ class Job:
     block: int = 0
     run_key: str = ""  # hex: the run's key on the registry (set once registered; version 2 keys runs by owner)
     merged: str = ""  # finalize: the merged model's tensor digest ("sha256:..."), or "" for none
+    final: bool = False  # done and its block settled (provenance.finality); re-checked, may become dropped
+    drops: int = 0  # how many times a chain reorganisation dropped it (each time re-sent)
 
     @property
     def name(self) -> str:
@@ -69,7 +78,7 @@ class Job:
 
     def to_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("seq", "kind", "index", "path", "state", "attempts", "error",
-                                              "cid", "tx", "block", "run_key", "merged")}
+                                              "cid", "tx", "block", "run_key", "merged", "final", "drops")}
 
 
 class PermanentAnchorError(ProvenanceError):
@@ -88,7 +97,7 @@ class Outbox:
     """A run's durable anchoring queue. Open with `Outbox.open(run_dir, chain=..., store=...)`."""
 
     def __init__(self, run_dir: Path, target: Target, lock_fd: int, *, registry_client: Any = None,
-                 store_client: Any = None) -> None:
+                 store_client: Any = None, confirmations: int | None = None) -> None:
         self.run_dir = run_dir
         self.dir = run_dir / OUTBOX
         self.jobs_dir = self.dir / "jobs"
@@ -102,13 +111,15 @@ class Outbox:
         self._next_try = 0.0
         self._backoff = 1.0
         self.last_error = ""
+        self._confirmations = confirmations
+        self._finality: Any = None  # provenance.finality.Finality, decided on first use
 
     # --- opening ------------------------------------------------------------------------------------
 
     @classmethod
     def open(cls, run_dir: str | os.PathLike[str], *, chain: str | None = None, registry: str | None = None,
              store: str | None = None, reuse_target: bool = False, wait_lock: float = 0.0,
-             registry_client: Any = None, store_client: Any = None) -> Outbox:
+             registry_client: Any = None, store_client: Any = None, confirmations: int | None = None) -> Outbox:
         """Open (creating) a run's outbox. With `reuse_target`, the destination recorded earlier is used.
 
         A chain needs a store (the registry records content addresses): `store` defaults to "local" then.
@@ -145,7 +156,8 @@ class Outbox:
                     raise UsageError(f"{root}: another prov process (a running trainer?) is anchoring this run; "
                                      "wait for it to finish or stop it") from None
                 time.sleep(0.2)
-        return cls(root, target, fd, registry_client=registry_client, store_client=store_client)
+        return cls(root, target, fd, registry_client=registry_client, store_client=store_client,
+                   confirmations=confirmations)
 
     # --- queueing -----------------------------------------------------------------------------------
 
@@ -204,6 +216,14 @@ class Outbox:
         if failed:
             return f"anchoring stopped at {failed[0].name}: {failed[0].error}"
         line = f"anchored {done}/{len(jobs)}"
+        dropped = [j.name for j in jobs if j.state == "dropped"]
+        if dropped:
+            line += (f"; {len(dropped)} dropped by a chain reorganisation ({', '.join(dropped)}): `prov anchor flush` "
+                     "re-sends them")
+        awaiting = sum(j.state == "done" and not j.final for j in jobs)
+        if awaiting:
+            rule = self._finality.describe() if self._finality is not None else "confirmations"
+            line += f" ({done - awaiting} final, {awaiting} awaiting {rule})"
         if self.last_error and done < len(jobs):
             line += f" (retrying: {self.last_error})"
         return line
@@ -220,6 +240,7 @@ class Outbox:
             self._thread.start()
 
     def _loop(self) -> None:
+        self._recheck_quietly()  # a resumed run: re-send what a reorganisation dropped, before anything new
         while True:
             with self._cond:
                 if self._stop:
@@ -253,6 +274,7 @@ class Outbox:
             self._save(job)
             return False
         job.state, job.error = "done", ""
+        job.final = self._final_at_receipt()
         self._save(job)
         self.last_error = ""
         self._backoff = 1.0
@@ -289,6 +311,86 @@ class Outbox:
                 with self._cond:
                     self._cond.wait(timeout=0.2)
         return not self.pending()
+
+    def wait_final(self, timeout: float, *, poll: float = 5.0) -> bool:
+        """Send what is pending and re-check until every job is final, re-sending whatever a reorganisation drops
+        meanwhile. True when all are final before `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.flush(max(0.0, deadline - time.monotonic())):
+                return False
+            self.recheck()
+            if all(j.state == "done" and j.final for j in self.jobs()):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+
+    # --- finality -----------------------------------------------------------------------------------
+
+    def recheck(self) -> list[Job]:
+        """Ask the registry what it stores of this run (its history, checked against the stored head; never the
+        remembered transaction hashes) and mark each sent job whose record is gone `dropped` (re-sent in order by
+        the worker or `flush`) and each whose block is settled `final`. Returns the jobs found dropped. Chain errors
+        propagate: a node that cannot answer decides nothing."""
+        if self.target.chain is None:
+            return []
+        from provenance.finality import finalized_block, presence
+
+        _, registry = self._clients()
+        keys = [j.run_key for j in self.jobs() if j.kind == "register" and j.run_key]
+        if not keys:
+            return []  # never registered: nothing was sent to the chain
+        seen = presence(registry, bytes.fromhex(keys[0]))
+        rule = self._rule(registry)
+        latest = int(registry.web3.eth.block_number)
+        settled = finalized_block(registry.web3) if rule.tag else None
+        dropped = []
+        with self._cond:
+            for job in self.jobs():
+                if job.state != "done":
+                    continue
+                block = seen.block_of(job.kind, job.index)
+                if block is None:
+                    job.state, job.final, job.drops = "dropped", False, job.drops + 1
+                    job.error = (f"dropped by a chain reorganisation (was in block {job.block}); `prov anchor flush` "
+                                 "or a resumed run re-sends it")
+                    dropped.append(job)
+                else:
+                    job.block, job.final = block, rule.is_final(block, latest=latest, finalized=settled)
+                self._save(job)
+            self._cond.notify_all()
+        return dropped
+
+    def _recheck_quietly(self) -> None:
+        try:
+            self.recheck()
+        except Exception as exc:  # recorded, never raised into training: the jobs keep their remembered state
+            self.last_error = " ".join(str(exc).split()) or type(exc).__name__
+
+    def _rule(self, registry: Any) -> Any:
+        """The chain's finality rule (provenance.finality.policy), decided once: `confirmations` given to `open`,
+        else the project config's `chain.confirmations` for this chain, else the chain's own."""
+        if self._finality is None:
+            from provenance.config import get_section
+            from provenance.finality import policy
+
+            confirmations = self._confirmations
+            section = get_section("chain")
+            if confirmations is None and section.get("confirmations") is not None \
+                    and self.target.chain == section.get("rpc_url"):
+                confirmations = int(section["confirmations"])
+            self._finality = policy(registry.web3, chain_id=int(registry.chain_id), confirmations=confirmations,
+                                    in_process=self.target.chain == "tester")
+        return self._finality
+
+    def _final_at_receipt(self) -> bool:
+        """Whether a job just sent is final already: store-only outboxes, and chains whose rule needs no block on
+        top (development chains, `confirmations=0`)."""
+        if self._registry is None:
+            return True
+        rule = self._rule(self._registry)
+        return not rule.tag and rule.confirmations == 0
 
     def close(self) -> None:
         with self._cond:

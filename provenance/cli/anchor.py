@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -28,35 +29,73 @@ def anchor_group() -> None:
     """Inspect and finish the anchoring of a training run (store + registry)."""
 
 
+_CONFIRMATIONS = click.option(
+    "--confirmations", type=click.IntRange(min=0), default=None,
+    help="Blocks on top of a commitment before it counts as final (default: 0 on a development chain, else the "
+         "node's finalized block or the chain's default; config chain.confirmations).")
+
+
+def _label(job: Any) -> str:
+    """A job's state as a user reads it: final, sent (awaiting finality), dropped, pending or failed."""
+    if job.state == "done":
+        return "final" if job.final else "sent"
+    return str(job.state)
+
+
+def _recheck(box: Any) -> str:
+    """Re-check the sent jobs against the chain; "" when done, else why it could not be (the remembered state is
+    shown then)."""
+    from provenance.errors import ProvenanceError
+
+    try:
+        box.recheck()
+    except ProvenanceError as exc:
+        return " ".join(str(exc).split())
+    return ""
+
+
 @anchor_group.command("status")
 @click.argument("run_dir", required=False, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def status(run_dir: Path | None, as_json: bool) -> None:
-    """Show each queued anchoring job of a run: done, pending (with its last error) or failed."""
+@_CONFIRMATIONS
+def status(run_dir: Path | None, as_json: bool, confirmations: int | None) -> None:
+    """Show each anchoring job of a run, re-checked against what the registry stores now: final, sent (awaiting
+    finality), dropped by a chain reorganisation, pending (with its last error) or failed."""
     from provenance.anchor import Outbox
 
-    with Outbox.open(_run_dir(run_dir), reuse_target=True) as box:
+    with Outbox.open(_run_dir(run_dir), reuse_target=True, confirmations=confirmations) as box:
+        unchecked = _recheck(box)
         jobs = box.jobs()
         if as_json:
             click.echo(json.dumps({"run_dir": str(box.run_dir), "status": box.status_line(),
-                                   "jobs": [j.to_json() for j in jobs]}, indent=2))
+                                   "rechecked": not unchecked, "recheck_error": unchecked or None,
+                                   "jobs": [{**j.to_json(), "label": _label(j)} for j in jobs]}, indent=2))
             return
         click.echo(f"{box.run_dir}: {box.status_line()}")
+        if unchecked:
+            click.echo(f"  (not re-checked against the chain: {unchecked}; showing the remembered state)")
         for job in jobs:
             where = f" tx {job.tx} (block {job.block})" if job.tx else ""
             error = f" — last error: {job.error}" if job.error else ""
-            click.echo(f"  {job.state:8s} {job.name}{where}{error}")
+            click.echo(f"  {_label(job):8s} {job.name}{where}{error}")
 
 
 @anchor_group.command("flush")
 @click.argument("run_dir", required=False, type=click.Path(path_type=Path))
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to keep retrying.")
-def flush(run_dir: Path | None, timeout: float) -> None:
-    """Send every pending anchoring job now, retrying until done or the timeout. Exit 1 if some remain."""
+@click.option("--wait-final", is_flag=True, help="Also wait until every commitment is final (re-sending any that "
+              "a reorganisation drops meanwhile).")
+@_CONFIRMATIONS
+def flush(run_dir: Path | None, timeout: float, wait_final: bool, confirmations: int | None) -> None:
+    """Re-check what was sent against the chain, then send every pending or dropped anchoring job in order,
+    retrying until done or the timeout. Exit 1 if some remain."""
     from provenance.anchor import Outbox
 
-    with Outbox.open(_run_dir(run_dir), reuse_target=True, wait_lock=5.0) as box:
-        done = box.flush(timeout=timeout)
+    with Outbox.open(_run_dir(run_dir), reuse_target=True, wait_lock=5.0, confirmations=confirmations) as box:
+        unchecked = _recheck(box)
+        if unchecked:
+            click.echo(f"not re-checked against the chain: {unchecked}", err=True)
+        done = box.wait_final(timeout=timeout) if wait_final else box.flush(timeout=timeout)
         click.echo(f"{box.run_dir}: {box.status_line()}")
         if not done:
             raise click.exceptions.Exit(1)
