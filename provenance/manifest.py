@@ -28,6 +28,11 @@ RUN_FORMATS = (RUN_FORMAT_V1, RUN_FORMAT_V2)
 RUN_FORMAT = RUN_FORMAT_V1  # the v1 name, kept for callers that validate a v1-shaped body
 # Written beside the files of a checkpoint directory; never part of its own digest.
 MANIFEST_NAME = "prov-checkpoint.json"
+# How a checkpoint's adapter files are written (run manifest `formats.adapter`; absent = v1, docs/formats.md):
+# v1: adapter_config.json names the base-model digest as `base_model_name_or_path`, no task type; v2: Hugging Face
+# conventions (`task_type` CAUSAL_LM, the base model's directory name), the digest in the adapter's metadata.
+ADAPTER_FORMAT_V1 = "prov.adapter.v1"
+ADAPTER_FORMAT = "prov.adapter.v2"
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,10 +3,17 @@
 `<run_dir>/checkpoints/<index:06d>/` holds exactly:
 
 - `adapter_model.safetensors`: the LoRA tensors as PEFT names them; `__metadata__` = {"format": "pt",
-  "prov.run_id": <64 hex>, "prov.checkpoint": "<index>", "prov.step": "<steps done>"}. Its SHA-256 is the
+  "prov.run_id": <64 hex>, "prov.checkpoint": "<index>", "prov.step": "<steps done>"} (+ "prov.base_model": the
+  base-model digest, `prov.adapter.v2`). Its SHA-256 is the
   **weights digest**. Written by `training.tensorfile` (sorted header, sorted tensors): the bytes are a pure
   function of the tensors and metadata (no timestamps; the safetensors library's metadata order is not stable).
-- `adapter_config.json`: PEFT's adapter config, base path replaced by the base-model digest (`training.model`).
+- `adapter_config.json`: PEFT's adapter config, sorted keys, no whitespace. How it names the base model is the run's
+  adapter format (`formats.adapter` of the run manifest, `AdapterLayout`): `prov.adapter.v2` (new runs) follows
+  Hugging Face conventions — `task_type` "CAUSAL_LM" and `base_model_name_or_path` the base model directory's name
+  as the manifest records it (`base_model.name`), so `AutoPeftModelForCausalLM.from_pretrained(checkpoint_dir)` loads
+  it where that name resolves (a directory of that name in the working directory, or a Hub id) — and moves the
+  base-model digest into the adapter's metadata (`prov.base_model`); `prov.adapter.v1` (older runs, still written
+  so replay rebuilds their bytes) put the digest in `base_model_name_or_path` and left `task_type` null.
 - `optimizer.safetensors`: every tensor of the optimizer state, named `<param name>/<key>` (e.g. AdamW's
   `exp_avg`, `exp_avg_sq`, `step`).
 - `state.json` (canonical JSON, `prov.trainstate.v2`; v1 is still read), top-level keys:
@@ -28,9 +35,10 @@ replay worker writes the same bytes from an in-memory log (`MemoryLog`) without 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
@@ -42,7 +50,7 @@ from provenance import canonical, merkle
 from provenance.errors import FormatError, UsageError
 from provenance.fsutil import fsync_dir
 from provenance.hashing import Digest
-from provenance.manifest import MANIFEST_NAME, CheckpointManifest, hash_directory
+from provenance.manifest import ADAPTER_FORMAT, ADAPTER_FORMAT_V1, MANIFEST_NAME, CheckpointManifest, hash_directory
 from provenance.records import StepRecord
 from provenance.steplog import encode_line
 from training import faults, tensorfile
@@ -109,10 +117,45 @@ def checkpoint_dir(run_dir: Path, index: int) -> Path:
     return run_dir / CHECKPOINTS / f"{index:06d}"
 
 
-def adapter_bytes(engine: Engine, *, run_id: str, index: int, step: int) -> bytes:
+@dataclass(frozen=True)
+class AdapterLayout:
+    """How a run writes its adapter files (see the module docstring): the run manifest's `formats.adapter`."""
+
+    format: str = ADAPTER_FORMAT_V1
+    base_name: str = ""  # prov.adapter.v2: adapter_config.json's base_model_name_or_path
+
+
+def adapter_layout(manifest: Mapping[str, Any]) -> AdapterLayout:
+    """The adapter layout a run manifest records (absent: v1, every run before prov.adapter.v2)."""
+    formats = manifest.get("formats")
+    name = formats.get("adapter", ADAPTER_FORMAT_V1) if isinstance(formats, dict) else ADAPTER_FORMAT_V1
+    if name not in (ADAPTER_FORMAT_V1, ADAPTER_FORMAT):
+        raise FormatError(f"unknown adapter format {name!r} (this prov knows {ADAPTER_FORMAT_V1}, {ADAPTER_FORMAT})")
+    base = manifest.get("base_model")
+    base_name = base.get("name") if isinstance(base, dict) else None
+    if name == ADAPTER_FORMAT and (not isinstance(base_name, str) or not base_name):
+        raise FormatError(f"a {ADAPTER_FORMAT} run needs base_model.name in its manifest")
+    return AdapterLayout(name, base_name if name == ADAPTER_FORMAT else "")
+
+
+def adapter_bytes(engine: Engine, *, run_id: str, index: int, step: int, base_model_digest: str = "",
+                  layout: AdapterLayout = AdapterLayout()) -> bytes:
     """The exact bytes of `adapter_model.safetensors` for the engine's current weights."""
     metadata = {"format": "pt", "prov.checkpoint": str(index), "prov.run_id": run_id, "prov.step": str(step)}
+    if layout.format == ADAPTER_FORMAT:
+        metadata["prov.base_model"] = base_model_digest
     return tensorfile.encode(adapter_state(engine.peft_model), metadata)
+
+
+def adapter_config(engine: Engine, *, base_model_digest: str, layout: AdapterLayout = AdapterLayout()) -> bytes:
+    """The exact bytes of `adapter_config.json` in the run's adapter layout."""
+    data = adapter_config_bytes(engine.peft_model, base_model_digest=base_model_digest)
+    if layout.format == ADAPTER_FORMAT_V1:
+        return data
+    config = json.loads(data)
+    config["base_model_name_or_path"] = layout.base_name
+    config["task_type"] = "CAUSAL_LM"
+    return json.dumps(config, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
 def optimizer_tensors(engine: Engine) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -180,12 +223,12 @@ def _write(path: Path, data: bytes) -> None:
 
 def write_checkpoint(run_dir: Path, *, index: int, engine: Engine, log: LogView, run_id: str,
                      base_model_digest: str, segment_start: int, epsilon: float | None,
-                     out: Path | None = None) -> Path:
+                     out: Path | None = None, layout: AdapterLayout = AdapterLayout()) -> Path:
     """Write checkpoint `index` for the engine's current state; returns its final directory.
 
     `epsilon`: ε spent so far (None for non-private), which the trainer precomputes (`plan.EpsilonSchedule`);
     it equals `engine.epsilon()`. `out`: write there (absent or an empty directory) instead of
-    `run_dir/checkpoints/<index>` (the replay worker).
+    `run_dir/checkpoints/<index>` (the replay worker). `layout`: the run's adapter layout (`adapter_layout`).
     """
     final = out if out is not None else checkpoint_dir(run_dir, index)
     root = final.parent
@@ -199,10 +242,11 @@ def write_checkpoint(run_dir: Path, *, index: int, engine: Engine, log: LogView,
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    adapter = adapter_bytes(engine, run_id=run_id, index=index, step=engine.next_step)
+    adapter = adapter_bytes(engine, run_id=run_id, index=index, step=engine.next_step,
+                            base_model_digest=base_model_digest, layout=layout)
     _write(tmp / ADAPTER_FILE, adapter)
     faults.point("checkpoint-write", index)
-    _write(tmp / ADAPTER_CONFIG_FILE, adapter_config_bytes(engine.peft_model, base_model_digest=base_model_digest))
+    _write(tmp / ADAPTER_CONFIG_FILE, adapter_config(engine, base_model_digest=base_model_digest, layout=layout))
     tensors, keys = optimizer_tensors(engine)
     _write(tmp / OPTIMIZER_FILE, tensorfile.encode(tensors, {"format": "prov.optimizer.v1"}))
     state = state_document(engine, run_id=run_id, index=index, log=log, weights=Digest.of(adapter), state_keys=keys,
@@ -213,6 +257,28 @@ def write_checkpoint(run_dir: Path, *, index: int, engine: Engine, log: LogView,
     fsync_dir(tmp)
     os.rename(tmp, final)
     fsync_dir(root)
+    return final
+
+
+FINAL_DIR = "final"
+
+
+def write_final(run_dir: Path, index: int) -> Path:
+    """`RUN/final/`: checkpoint `index`'s adapter as a plain PEFT directory — its adapter_model.safetensors and
+    adapter_config.json, byte for byte the committed files — which PEFT loads and `prov verify RUN/final` verifies as
+    a shipped adapter. Replaced whole (built beside it, then renamed) when a resumed run finishes again."""
+    source, final = checkpoint_dir(run_dir, index), run_dir / FINAL_DIR
+    tmp = run_dir / f".tmp-{FINAL_DIR}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    for name in (ADAPTER_FILE, ADAPTER_CONFIG_FILE):
+        _write(tmp / name, (source / name).read_bytes())
+    fsync_dir(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    fsync_dir(run_dir)
     return final
 
 

@@ -246,7 +246,8 @@ class Replayer:
             indices.append(result.indices)
         path = ckpt.write_checkpoint(seg.out.parent, index=seg.index, engine=engine, log=log, run_id=run_id,
                                      base_model_digest=self.manifest["base_model"]["digest"], segment_start=a,
-                                     epsilon=epsilon_after(engine.plan, b), out=seg.out)
+                                     epsilon=epsilon_after(engine.plan, b), out=seg.out,
+                                     layout=ckpt.adapter_layout(self.manifest))
         stored = CheckpointManifest.decode((path / MANIFEST_NAME).read_bytes(), source=str(path))
         return {"checkpoint_digest": str(stored.digest()), "index": seg.index, "indices": indices,
                 "records": records, "stats": stats,

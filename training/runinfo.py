@@ -23,14 +23,14 @@ from provenance import canonical
 from provenance.batches import BATCH_FORMAT
 from provenance.errors import FormatError, UsageError
 from provenance.fsutil import atomic_write
-from provenance.manifest import RUN_FORMAT_V2, decode_run_manifest, encode_run_manifest
+from provenance.manifest import ADAPTER_FORMAT, RUN_FORMAT_V2, decode_run_manifest, encode_run_manifest
 from provenance.records import STATS_FORMAT, STEP_FORMAT
 from training.config import AnchorConfig, _build
 
 RUN_FORMAT = RUN_FORMAT_V2
 STATE_FORMAT = "prov.trainstate.v2"
 FORMATS = {"batch": BATCH_FORMAT, "noise": "prov.noise.v2", "stats": STATS_FORMAT, "step": STEP_FORMAT,
-           "trainstate": STATE_FORMAT}
+           "trainstate": STATE_FORMAT, "adapter": ADAPTER_FORMAT}
 RUN_FILE = "run.json"
 LOCAL_FILE = "local.json"
 LOCAL_FORMAT = "prov.runlocal.v1"

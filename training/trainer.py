@@ -159,7 +159,7 @@ def _continue(run_dir: Path, *, quiet: bool, anchor: AnchorConfig | None, stream
             stats.truncate(0)
             ckpt.write_checkpoint(run_dir, index=0, engine=engine, log=log, run_id=manifest["run_id"],
                                   base_model_digest=manifest["base_model"]["digest"], segment_start=0,
-                                  epsilon=epsilon_after(engine.plan, 0))
+                                  epsilon=epsilon_after(engine.plan, 0), layout=ckpt.adapter_layout(manifest))
             complete = [0]
         if collective is not None:
             _check_same_weights(engine, collective)
@@ -217,7 +217,8 @@ def _loop(run_dir: Path, engine: Engine, manifest: dict[str, Any], log: StepLog,
                 stats.sync()
                 path = ckpt.write_checkpoint(run_dir, index=index, engine=engine, log=log, run_id=run_id,
                                              base_model_digest=manifest["base_model"]["digest"],
-                                             segment_start=segment_start, epsilon=schedule.at(done))
+                                             segment_start=segment_start, epsilon=schedule.at(done),
+                                             layout=ckpt.adapter_layout(manifest))
                 segment_start = done
                 faults.point("checkpoint-done", index)
                 outbox.enqueue_checkpoint(index=index, checkpoint_dir=path)
@@ -228,6 +229,7 @@ def _loop(run_dir: Path, engine: Engine, manifest: dict[str, Any], log: StepLog,
             else:
                 progress.update(done, result.stats.loss)
         progress.finish()
+        ckpt.write_final(run_dir, index)  # the final adapter as a plain PEFT directory (RUN/final/)
         if anchor.finalize:
             _finalize(run_dir, outbox, progress, model_dir=model_dir, index=index, manifest=manifest)
         anchored = outbox.flush(timeout=anchor.flush_timeout) and outbox.enabled  # never "anchored" when off

@@ -21,12 +21,12 @@ from provenance._verify.privacy import PrivacyResult, check_privacy
 from provenance._verify.subject import ADAPTER_FILE, Subject
 from provenance.batches import MAX_WORLD_SIZE
 from provenance.hashing import Digest
-from provenance.manifest import hash_directory
+from provenance.manifest import ADAPTER_FORMAT, hash_directory
 from provenance.ports import RegistryReader, StoreReader
 from provenance.records import STEP_FORMAT, STEP_FORMAT_V1, AnyStepRecord
 
 KNOWN_FORMATS = {"batch": "prov.batch.v2", "noise": "prov.noise.v2", "stats": "prov.stats.v1",
-                 "step": STEP_FORMAT, "trainstate": "prov.trainstate.v2"}
+                 "step": STEP_FORMAT, "trainstate": "prov.trainstate.v2", "adapter": ADAPTER_FORMAT}
 DEV_CHAIN_WARNING = ("its timestamps and block hashes are controlled by whoever runs it, so they prove nothing to a "
                      "third party")
 

@@ -168,3 +168,49 @@ def test_an_owner_less_run_registered_by_two_accounts_is_inconclusive(tmp_path: 
     record = check(report, "record")
     assert record["status"] == "inconclusive" and "names no owner" in record["summary"]
     assert len(report["claims"]) == 2 and not failed(report)
+
+
+def test_auto_peft_loads_the_checkpoint_and_final_verifies(world: tuple[VerifyEnv, Path], tiny_model_dir: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """prov.adapter.v2: AutoPeftModelForCausalLM loads a checkpoint directory as it is (the base model found by the
+    directory name its config records, from the working directory), to the committed tensors; RUN/final/ is the
+    last checkpoint's adapter as a plain PEFT directory and verifies as a shipped adapter."""
+    import torch
+    from peft import AutoPeftModelForCausalLM
+    from safetensors.torch import load_file
+
+    env, run = world
+    config = json.loads((last(run) / "adapter_config.json").read_bytes())
+    assert config["task_type"] == "CAUSAL_LM" and config["base_model_name_or_path"] == tiny_model_dir.name
+    monkeypatch.chdir(tiny_model_dir.parent)
+    model = AutoPeftModelForCausalLM.from_pretrained(str(last(run)), local_files_only=True)
+    committed = load_file(str(last(run) / "adapter_model.safetensors"))
+    loaded = {n.replace(".default.", "."): p for n, p in model.named_parameters() if "lora_" in n}
+    assert set(loaded) == set(committed) and all(torch.equal(loaded[n], committed[n]) for n in committed)
+    final = run / "final"
+    assert sorted(p.name for p in final.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    report = env.verify(final, replay="0")
+    assert report["verdict"] == "verified" and report["subject"]["kind"] == "adapter_dir", report["checks"]
+
+
+def test_a_run_in_the_v1_adapter_layout_still_replays(tmp_path: Path, tiny_config: Any, tiny_model_dir: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs written before prov.adapter.v2 (no formats.adapter: the digest as base_model_name_or_path) are rebuilt
+    in their own layout, so checkpoint 0 and every segment still replay bit for bit."""
+    from tests.fixtures.verify import data_options
+    from training import runinfo
+    from training.trainer import train
+
+    monkeypatch.setattr(runinfo, "FORMATS", {k: v for k, v in runinfo.FORMATS.items() if k != "adapter"})
+    monkeypatch.setenv("PROV_HOME", str(tmp_path / "home"))
+    result = train(tiny_config(tmp_path / "old", **{"training.steps": 4, "training.checkpoint_every": 2}),
+                   quiet=True)
+    assert result.run_dir is not None
+    config = json.loads((last(result.run_dir) / "adapter_config.json").read_bytes())
+    assert config["base_model_name_or_path"].startswith("sha256:") and config["task_type"] is None
+    env = VerifyEnv(tmp_path / "env")
+    env.anchor(result.run_dir)
+    report = env.verify(last(result.run_dir) / "adapter_model.safetensors", replay="all",
+                        **data_options(result.run_dir, tiny_model_dir))
+    assert check(report, "checkpoint_zero")["status"] == "passed", report["checks"]
+    assert check(report, "replay")["status"] == "passed", report["checks"]

@@ -41,7 +41,7 @@ def test_run_directory_layout_and_manifest(tiny_run: Any, fixed_secrets: Any) ->
     run_dir: Path = tiny_run.run_dir
     assert {p.name for p in run_dir.iterdir()} == {"run.json", "secrets.json", "local.json", "steps.jsonl",
                                                    "stats.jsonl", "checkpoints", "train.lock",
-                                                   "merged.json"}
+                                                   "merged.json", "final"}
     assert stat.S_IMODE((run_dir / "secrets.json").stat().st_mode) == 0o600
     assert stat.S_IMODE((run_dir / "stats.jsonl").stat().st_mode) == 0o600
     raw = (run_dir / "run.json").read_bytes()
@@ -49,7 +49,8 @@ def test_run_directory_layout_and_manifest(tiny_run: Any, fixed_secrets: Any) ->
     assert canonical.encode(manifest) == raw and read_manifest(run_dir) == manifest
     assert manifest["format"] == "prov.run.v2" and manifest["checkpoint_format"] == "prov.trainstate.v2"
     assert manifest["formats"] == {"batch": "prov.batch.v2", "noise": "prov.noise.v2", "stats": "prov.stats.v1",
-                                   "step": "prov.step.v2", "trainstate": "prov.trainstate.v2"}
+                                   "step": "prov.step.v2", "trainstate": "prov.trainstate.v2",
+                                   "adapter": "prov.adapter.v2"}
     assert manifest["owner"] is None  # anchoring off: nobody will register it
     assert manifest["training"]["world_size"] == 1 and manifest["training"]["batch"]["physical_batch_size"] == 0
     assert manifest["run_id"] == tiny_run.run_id == run_id_of(manifest)
@@ -89,10 +90,11 @@ def test_checkpoints_are_complete_hashed_and_chained(tiny_run: Any) -> None:
         assert state["run_id"] == tiny_run.run_id
         assert (state["epsilon"] == "0.0") if index == 0 else float(state["epsilon"]) > 0
         meta = safetensors_metadata(path / "adapter_model.safetensors")
+        base = read_manifest(tiny_run.run_dir)["base_model"]
         assert meta == {"format": "pt", "prov.checkpoint": str(index), "prov.run_id": tiny_run.run_id,
-                        "prov.step": str(step)}
-        config = json.loads((path / "adapter_config.json").read_text())
-        assert config["base_model_name_or_path"].startswith("sha256:")
+                        "prov.step": str(step), "prov.base_model": base["digest"]}
+        config = json.loads((path / "adapter_config.json").read_text())  # prov.adapter.v2: Hugging Face conventions
+        assert config["base_model_name_or_path"] == base["name"] and config["task_type"] == "CAUSAL_LM"
         segment = (path / "steps.jsonl").read_bytes()
         assert [r.step for r in parse_records(segment, first_step=len(segments.splitlines()))] == list(
             range(len(segments.splitlines()), step))
