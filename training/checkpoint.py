@@ -131,11 +131,13 @@ def adapter_layout(manifest: Mapping[str, Any]) -> AdapterLayout:
     name = formats.get("adapter", ADAPTER_FORMAT_V1) if isinstance(formats, dict) else ADAPTER_FORMAT_V1
     if name not in (ADAPTER_FORMAT_V1, ADAPTER_FORMAT):
         raise FormatError(f"unknown adapter format {name!r} (this prov knows {ADAPTER_FORMAT_V1}, {ADAPTER_FORMAT})")
+    if name == ADAPTER_FORMAT_V1:
+        return AdapterLayout()
     base = manifest.get("base_model")
     base_name = base.get("name") if isinstance(base, dict) else None
-    if name == ADAPTER_FORMAT and (not isinstance(base_name, str) or not base_name):
+    if not isinstance(base_name, str) or not base_name:
         raise FormatError(f"a {ADAPTER_FORMAT} run needs base_model.name in its manifest")
-    return AdapterLayout(name, base_name if name == ADAPTER_FORMAT else "")
+    return AdapterLayout(name, base_name)
 
 
 def adapter_bytes(engine: Engine, *, run_id: str, index: int, step: int, base_model_digest: str = "",
