@@ -186,8 +186,10 @@ def sign_model(path: Path, *, key: str = DEFAULT_KEY, password: str | None = Non
     password = password_from_env() if password is None else password
     assert password is not None  # load_private_key refused a missing one
     try:
-        signing.Config().use_elliptic_key_signer(private_key=found.private_path, password=password.encode("utf-8")) \
-            .set_hashing_config(_hashing_config()).sign(path, out)  # type: ignore[arg-type]
+        # model-signing 1.1.1 hints `str` but hands the password to cryptography, which needs bytes
+        secret: Any = password.encode("utf-8")
+        signing.Config().use_elliptic_key_signer(private_key=found.private_path, password=secret) \
+            .set_hashing_config(_hashing_config()).sign(path, out)
     except (OSError, ValueError) as exc:
         raise UsageError(f"{path}: cannot sign ({' '.join(str(exc).split())})") from None
     statement = read_signature(out)[1]

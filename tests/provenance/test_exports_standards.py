@@ -371,8 +371,14 @@ def test_cyclonedx_bom_validates_and_carries_the_evidence(adapter_dir: Path) -> 
 def test_model_card_loads_with_huggingface_hub(kind: str, relation: str) -> None:
     from huggingface_hub import ModelCard
 
+    from provenance._verify.checks import TITLES
+
     report = sample_report()
     report["subject"]["kind"] = kind
+    if kind == "merged":  # a merged model's report has the `merge` check right after `checkpoint`
+        at = [c["id"] for c in report["checks"]].index("checkpoint") + 1
+        report["checks"].insert(at, {"id": "merge", "title": TITLES["merge"], "status": "passed",
+                                     "summary": "merged from the verified adapter", "expected": None, "found": None})
     text = exports.model_card(report, datasets=["tatsu-lab/alpaca", "/home/alice/private.jsonl"])
     card = ModelCard(text)
     assert card.data.base_model == "Qwen/Qwen2.5-0.5B" and card.data.base_model_relation == relation
