@@ -260,7 +260,7 @@ def test_lineage_and_dp_statements_are_dsse_signed_and_bound_to_the_signed_files
     envelopes = exports.signed_statements(report, path=adapter_dir)
     oms = signing.sign_model(adapter_dir).files
     types = set()
-    for name, envelope in envelopes.items():
+    for envelope in envelopes.values():
         assert envelope["payloadType"] == "application/vnd.in-toto+json"
         Envelope.from_dict(envelope).verify([_sslib_key(home)], 1)
         st = statements.envelope_statement(envelope)
@@ -308,8 +308,8 @@ def test_cli_in_toto_takes_the_adapter_file_and_signs(home: Path, adapter_dir: P
                                                       prov: Any) -> None:
     from securesystemslib.dsse import Envelope
 
-    from tests.fixtures.attest import MANIFEST
     from provenance import canonical
+    from tests.fixtures.attest import MANIFEST
 
     (adapter_dir.parent / "run.json").write_bytes(canonical.encode(MANIFEST))
     weights = adapter_dir / "adapter_model.safetensors"
