@@ -359,15 +359,16 @@ def check_example(proof: ExampleProof, *, registry: RegistryReader, base_model: 
               f"{run.dataset_root}"]
     not_proven = []
     if steps:
-        proves.append(f"it was in the Poisson batch of {_steps_text(steps)}: each opening leads to the step's "
-                      f"committed batch digest, and each step record to the step-log root committed for "
+        proves.append(f"it was committed in the step's batch for {_steps_text(steps)}: each opening leads to the "
+                      f"step's committed batch digest, and each step record to the step-log root committed for "
                       f"{proof.log_size} steps")
     else:
         not_proven.append(f"that it influenced training: the trainer opened no step (it states the record was sampled "
                           f"in none of the {proof.log_size} committed steps, which this proof cannot confirm)")
     if tokens_checked:
-        proves.append(f"the tensors fed are this record's tokens ({d.kind}, max_length {d.max_length}) under the run's "
-                      "base-model tokenizer")
+        proves.append(f"the tensors committed in the step's batch are this record's tokens ({d.kind}, max_length "
+                      f"{d.max_length}) under the run's base-model tokenizer (that the optimizer consumed them is "
+                      "proven only by replaying the step)")
     elif steps:
         not_proven.append("that the opened tensors are this record's tokens (not compared: pass --base-model)")
     return ExampleCheck(chain_id=proof.chain_id, registry=proof.registry, run_id=proof.run_id.hex(),

@@ -150,6 +150,7 @@ def _dp_section(ev: Evidence) -> dict[str, Any] | None:
         "epsilon_recomputed": ev.privacy.last if ev.privacy is not None else None,
         "epsilon_checked": sum(e is not None for e in ev.privacy.recomputed) if ev.privacy is not None else 0,
         "steps": ev.record.log_size if ev.record is not None else 0,
+        "statement": ev.privacy.statement if ev.privacy is not None and ev.privacy.statement else None,
     }
 
 
@@ -231,7 +232,12 @@ def _verdict_text(ev: Evidence, verdict: str) -> str:
     failed = [r.id for r in ev.checks.ordered() if r.status is Status.FAILED]
     if verdict == "verified":
         what = "merged model's" if ev.subject.kind == "merged" else "adapter's"
-        return f"This {what} lineage checks out against the on-chain record."
+        text = f"This {what} lineage checks out against the on-chain record."
+        if level_of(ev, verdict)["name"] == "data":  # what this level does NOT prove (#20): say it in the verdict
+            text += (" At this level the training LOG agrees with the data, the secrets and the plan (each step's "
+                     "committed batch is what the sampler draws from the data); what the optimizer consumed is "
+                     "proven only by replay.")
+        return text
     if verdict == "failed":
         return f"{len(failed)} check(s) failed: {', '.join(failed)}."
     if verdict == "inconclusive":
