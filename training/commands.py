@@ -60,7 +60,7 @@ def train_command(config: Path | None, non_private: bool, no_anchor: bool, secre
     from training.launch import train_from_cli
 
     result = train_from_cli(config, options=options, non_private=non_private, no_anchor=no_anchor,
-                            secrets_file=secrets_file, resume_dir=resume_dir, quiet=quiet)
+                            secrets_file=secrets_file, resume_dir=resume_dir, quiet=quiet or as_json)
     summary = {
         "anchored": result.anchored,
         "checkpoints": len(result.checkpoints),
@@ -75,7 +75,8 @@ def train_command(config: Path | None, non_private: bool, no_anchor: bool, secre
         return
     eps = "non-private" if result.epsilon is None else f"ε = {result.epsilon:.4f}"
     # "yes" only when it is true: a run trained with anchoring off has no outbox destination at all
-    anchoring_off = no_anchor or not (Path(result.run_dir) / "outbox" / "target.json").exists()
+    anchoring_off = no_anchor or result.run_dir is None or not (Path(result.run_dir) / "outbox" /
+                                                                "target.json").exists()
     anchored = "yes" if result.anchored else "no (anchoring off)" if anchoring_off else "pending (prov anchor flush)"
     click.echo(f"run {result.run_id}\n  dir      {result.run_dir}\n  steps    {result.steps}, "
                f"{len(result.checkpoints)} checkpoints, {eps}\n  adapter  {result.weights}\n"
@@ -99,7 +100,13 @@ def init_model_command(directory: Path | None, size: str | None, tiny: bool, see
         raise UsageError(f"--tiny and --size {size} contradict each other; give one")
     size = size or "tiny"
     target = directory if directory is not None else default_model_dir().parent / size
-    path = build_model(target, size=size, seed=seed, overwrite=force)
+    from provenance import progress
+
+    def written() -> int:  # the bar follows the files save_pretrained writes (config, weights, tokenizer)
+        return sum(1 for p in target.iterdir() if p.is_file()) if target.is_dir() else 0
+
+    with progress.polled(f"init-model {size}", total=None, count=written, unit="file"):
+        path = build_model(target, size=size, seed=seed, overwrite=force)
     click.echo(f"{size} model written to {path}")
 
 
