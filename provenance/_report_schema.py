@@ -144,7 +144,7 @@ _SCHEMA: dict[str, Any] = {
                 "weights_digest": _Opt(_DIGEST), "tensor_digest": _Opt(_DIGEST), "run_id": _Opt(_HEX),
                 "checkpoint": _Opt(int)},
     "chain": {"chain_id": _Opt(int), "genesis_hash": _Opt(_HASH), "registry": _Opt(_ADDRESS),
-              "registry_version": _Opt(_Enum(1, 2)), "rpc": _Opt(_RPC), "dev_chain": _Opt(str),
+              "registry_version": _Opt(_Enum(1, 2, 3)), "rpc": _Opt(_RPC), "dev_chain": _Opt(str),
               "expected_chain_id": _Opt(int), "expected_registry": _Opt(_ADDRESS)},
     "store": {"backend": _Opt(str)},
     "run": _Opt(_RUN_V1 | {
@@ -153,7 +153,7 @@ _SCHEMA: dict[str, Any] = {
     "claims": _List({"run_key": _HEX, "run_id": _HEX, "owner": _ADDRESS, "index": int, "block": int,
                      "time": _Opt(_TIME), "tx": _HASH, "match": _Enum("weights", "tensors", "merged"), "selected": bool,
                      "note": _Opt(str)}),
-    "dp": _Opt(_DP_V1 | {"epsilon_checked": int}),
+    "dp": _Opt(_DP_V1 | {"epsilon_checked": int, "statement": _Added(_List(str))}),
     "lineage": _List(_LINEAGE_V1 | {"tensor_digest": _Opt(_DIGEST), "epsilon_recomputed": _Opt(float)}),
     "checks": _List({"id": str, "title": str, "status": _Enum("passed", "failed", "not_run", "inconclusive"),
                      "summary": str, "expected": _Opt(str), "found": _Opt(str)}),

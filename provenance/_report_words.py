@@ -71,6 +71,8 @@ def privacy_sentence(dp: dict[str, Any] | None) -> str:
     rate = f"sample rate {num(dp['sample_rate'])} over " if dp["sample_rate"] is not None else ""
     parts.append(f"{rate}{dp['steps']} steps")
     text = "Differential privacy: " + ", ".join(parts) + "."
+    if dp.get("statement"):  # the verifier's privacy statement (provenance._verify.privacy.privacy_statement)
+        text += " " + " ".join(dp["statement"])
     agree = committed is None or recomputed is None or math.isclose(committed, recomputed, rel_tol=1e-6,
                                                                      abs_tol=1e-6)
     if not agree:

@@ -151,5 +151,5 @@ def upper_bounds(*, q: float, sigma: float, delta: float, steps: Sequence[int],
 
 def describe(bound: Bound) -> dict[str, Any]:
     """A checkpoint's bounds as the report shows them."""
-    return {"epsilon": bound.epsilon, "accountant": bound.accountant, "rdp": bound.rdp, "pld": bound.pld,
-            "pld_interval": bound.interval}
+    return {"steps": bound.steps, "epsilon": bound.epsilon, "accountant": bound.accountant, "rdp": bound.rdp,
+            "pld": bound.pld, "pld_interval": bound.interval}

@@ -45,6 +45,7 @@ class PrivacyResult:
     committed: list[float | None] = field(default_factory=list)  # the trainer's ε, as committed on chain
     bounds: list[dict[str, Any]] = field(default_factory=list)  # accounting.describe() of each checkpoint
     opacus: float | None = None  # the last checkpoint's ε recomputed with opacus (cross_check_opacus), if asked
+    statement: list[str] = field(default_factory=list)  # privacy_statement(): what the ε covers and what not
 
     @property
     def last(self) -> float | None:
@@ -278,8 +279,50 @@ def check_privacy(*, manifest: dict[str, Any], states: Sequence[dict[str, Any]],
             raise CheckFailed("ε exceeds the run's declared privacy budget", expected=f"ε ≤ {budget}",
                               found=f"ε ≥ {last.epsilon:.6f}")
         summary += f", within budget {budget}"
-    return PrivacyResult(True, [b.epsilon for b in bounds], summary, committed=list(committed),
-                         bounds=[accounting.describe(b) for b in bounds])
+    result = PrivacyResult(True, [b.epsilon for b in bounds], summary, committed=list(committed),
+                           bounds=[accounting.describe(b) for b in bounds])
+    return replace(result, statement=privacy_statement(manifest, result))
+
+
+# Step-record formats whose published records carry each step's exact example count (docs/formats.md).
+COUNT_PUBLISHED = ("prov.step.v1", "prov.step.v2")
+
+
+def privacy_statement(manifest: dict[str, Any], result: PrivacyResult) -> list[str]:
+    """The privacy guarantee as a compliance officer files it, in sentences: the unit of privacy, the sampler, the
+    mechanism, each accountant's ε at δ, and what the guarantee does not cover. Empty for a non-private run."""
+    if not result.private or not result.bounds:
+        return []
+    training = manifest["training"]
+    dp = training["dp"]
+    formats = manifest.get("formats") if isinstance(manifest.get("formats"), dict) else {}
+    last, committed = result.bounds[-1], result.committed[-1]
+    clip = dp.get("max_grad_norm")
+    pld = "not computed" if last["pld"] is None else f"{last['pld']:.4g}"
+    lines = [
+        f"Unit of privacy: one record of the committed dataset ({training['dataset_size']} records); the guarantee "
+        "bounds what the published adapter and records reveal about adding or removing any one record.",
+        f"Sampler: Poisson, every record joins each step independently with probability q = {dp['sample_rate']}, "
+        f"drawn from keys derived from the run's secret seed{_keying(formats)}.",
+        f"Mechanism: DP-SGD for {last['steps']} steps, each record's gradient clipped to norm C = {clip}, Gaussian "
+        f"noise of standard deviation σ·C with σ = {dp['noise_multiplier']}.",
+        f"ε at δ = {dp['delta']}: {result.recomputed[-1]:.4g} (the verifier's bound, dp-accounting "
+        f"{accounting.version()}: PLD {pld}, RDP {last['rdp']:.4g}); {committed:.4g} committed by the trainer "
+        f"({dp['accountant']}, opacus)" + (f"; opacus here: {result.opacus:.4g}" if result.opacus is not None else "")
+        + ".",
+        "Not covered: a person with several records in the dataset (each duplicate multiplies what can be learnt "
+        "about them: group privacy); the public schedule (step count, learning rates, sample rate, checkpoint times: "
+        "fixed before training and published); the base model and its own training data"
+        + ("; each step's exact example count, which this run's step records publish"
+           if formats.get("step", "prov.step.v1") in COUNT_PUBLISHED else "") + ".",
+    ]
+    return lines
+
+
+def _keying(formats: dict[str, Any]) -> str:
+    """How the sampler's keys were fixed (docs/verifier.md, Known limits)."""
+    return ("; the trainer chose that seed before registering, so a trainer grinding seeds is not excluded "
+            "(known limit of this run's formats)")
 
 
 def _float(text: Any, index: int) -> float:

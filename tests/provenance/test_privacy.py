@@ -42,3 +42,8 @@ def test_a_dp_run_verifies_without_torch(lab: Lab) -> None:
     assert privacy["status"] == "passed" and "dp-accounting" in privacy["summary"], privacy
     # The committed ε is opacus' PRV value (the trainer's); dp-accounting's PLD bound is below it.
     assert "PLD" in privacy["summary"] and "at least the bound at all" in privacy["summary"]
+    # The report states the guarantee, not a bare ε: unit, sampler, accountants, what is not covered.
+    statement = " ".join(report["dp"]["statement"])
+    assert "one record of the committed dataset" in statement and "Poisson" in statement
+    assert "Not covered: a person with several records" in statement
+    assert report["dp"]["epsilon_committed"] >= report["dp"]["epsilon_recomputed"]

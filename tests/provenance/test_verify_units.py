@@ -705,3 +705,19 @@ def test_honest_opacus_prv_values_pass_the_independent_bound() -> None:
         result = check_privacy(manifest={"training": {"dp": dp, "dataset_size": 256}}, states=found,
                                committed_micro=micro(eps))
         assert result.recomputed[-1] == pytest.approx(0.604, abs=1e-3), result.summary
+
+
+def test_the_privacy_statement_names_unit_sampler_accountants_and_what_is_not_covered() -> None:
+    eps = honest([0, 10])
+    manifest = {"training": {"dp": dict(DP, max_grad_norm="1.0"), "dataset_size": 256},
+                "formats": {"step": "prov.step.v2"}}
+    result = check_privacy(manifest=manifest, states=states([0, 10], eps), committed_micro=micro(eps))
+    text = " ".join(result.statement)
+    for words in ("one record of the committed dataset (256 records)", "Poisson", "q = 0.05", "C = 1.0",
+                  "σ = 1.0", "10 steps", "δ = 1e-05", "PLD", "RDP", "committed by the trainer (rdp, opacus)",
+                  "several records", "public schedule", "exact example count"):
+        assert words in text, (words, text)
+    # A non-private run states nothing of the kind.
+    none = check_privacy(manifest={"training": {"dp": {"mode": "non-private"}}}, states=states([0]),
+                         committed_micro=[2**64 - 1])
+    assert none.statement == []
