@@ -41,6 +41,8 @@ import click
               help="Segments to re-run bit for bit: 'auto' (half the run's segments, rounded up), a number "
                    "(sampled by an unpredictable beacon; the file's own last segment is always among them), 'all', "
                    "or 0.")
+@click.option("--jobs", "jobs", type=int, default=1, show_default=True,
+              help="Replay worker processes run at once (segments are independent; each uses the run's threads).")
 @click.option("--beacon", metavar="SEED", help="Your own seed, mixed into the segment draw (recorded in the report).")
 @click.option("--confirmations", type=int, default=2, show_default=True,
               help="Blocks after the run's finalisation whose hash draws the sampled segments.")
@@ -66,7 +68,7 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
                    html_path: Path | None, signature: Path | None = None,
                    signature_key: Path | None = None, max_bytes: int | None = None,
                    timeout: float | None = None, expect_genesis: str | None = None,
-                   bundle: Path | None = None) -> None:
+                   bundle: Path | None = None, jobs: int = 1) -> None:
     """Prove an adapter's (or merged model's) lineage against the registry and the store, and print the verdict.
 
     PATH is an adapter weights file (adapter_model.safetensors), a checkpoint directory, or a merged model (a model
@@ -108,14 +110,17 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
                             expected_run=parse_run_id(run_id) if run_id else None,
                             expected_chain_id=expect_chain_id, expected_registry=expect_registry,
                             expected_genesis=expect_genesis, attestations=attestations, adapter=adapter,
-                            signature=signature, signature_key=signature_key, max_bytes=max_bytes, timeout=timeout)
+                            signature=signature, signature_key=signature_key, max_bytes=max_bytes, timeout=timeout,
+                            jobs=jobs)
     if rpc_url is None:
         _ensure_local_chain()
     with limits.active(limits.Budget(timeout=timeout) if timeout is not None else None):
         client = connect(rpc_url, registry=registry)
     if client.address is None:
         raise UsageError("no registry address: pass --registry or run `prov chain deploy` in this project")
-    with open_store(store_spec) as store:
+    from provenance import progress
+
+    with open_store(store_spec) as store, progress.silenced(as_json):  # bars: stderr, terminals, not --json
         report = verify(path, registry=client, store=store, options=options).to_json()
     if html_path is not None:
         write_html(report, html_path)
@@ -123,6 +128,11 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
         click.echo(dumps_for_terminal(report))
     else:
         click.echo(render_text(escape_strings(report), color=sys.stdout.isatty()))
+        from provenance.signing import signature_words
+
+        signed = signature_words(escape_strings(report).get("signature"))  # informative; a bad one is a warning too
+        if signed is not None:
+            click.echo(f"\nModel signature: {signed}")
         if html_path is not None:
             click.echo(f"\nHTML report: {html_path}")
     raise click.exceptions.Exit(int(report["exit_code"]))
