@@ -29,6 +29,7 @@ from typing import Any, cast
 from provenance import __version__, limits
 from provenance._verify import auditor, merged, pipeline
 from provenance._verify.checks import REQUIRED, CheckFailed, Status
+from provenance._verify.privacy import cross_check_opacus
 from provenance._verify.replay import DEFAULT_CONFIRMATIONS
 from provenance._verify.reporting import build_report
 from provenance._verify.subject import load_subject
@@ -60,12 +61,16 @@ class VerifyOptions:
     timeout: float | None = None  # wall-clock seconds for every store and chain request of this verification
     signature: Path | None = None  # an OpenSSF model signature (default: PATH.sig beside the model, if any)
     signature_key: Path | None = None  # the trainer's P-256 public key (PEM) that signature must check with
+    opacus_epsilon: bool = False  # also recompute the last ε with opacus (the trainer's library), for the report
+    jobs: int = 1  # replay worker processes at once (--jobs): independent segments replayed in parallel
 
     def __post_init__(self) -> None:
         if self.replay not in ("all", "auto") and not self.replay.isdigit():
             raise UsageError(f"--replay takes a number of segments, 'auto' or 'all', not {self.replay!r}")
         if self.confirmations < 1:
             raise UsageError(f"--confirmations must be at least 1, got {self.confirmations}")
+        if not 1 <= self.jobs <= 256:
+            raise UsageError(f"--jobs takes 1 to 256 worker processes, got {self.jobs}")
 
 
 @dataclass(frozen=True)
@@ -100,12 +105,16 @@ def verify(path: str | Path, *, registry: RegistryReader, store: StoreReader, op
                            if case is None else tensor_digest_of_files(subject.files))
     ev.merged = case
     inputs = auditor.AuditorInputs(options.base_model, options.data, options.secrets, options.stats, options.replay,
-                                   options.beacon, options.confirmations)
+                                   options.beacon, options.confirmations, jobs=options.jobs)
     remembering = getattr(registry, "remembering", contextlib.nullcontext)  # each run's history read once
     budget = limits.Budget(max_bytes=options.max_bytes if options.max_bytes is not None else
                            limits.budget_for(subject.files or (subject.adapter,)), timeout=options.timeout)
+    from provenance import progress
+    from provenance._verify.checks import TITLES
+
     with tempfile.TemporaryDirectory(prefix="prov-verify-", dir=workdir) as tmp, remembering(), \
-            limits.active(budget):
+            limits.active(budget), progress.polled("verify", total=len(TITLES) - (2 if case is None else 0),
+                                                   count=lambda: len(ev.checks.results), unit="check"):
         work = Path(tmp)
         stage_chain(ev, registry, options)
         if case is None:
@@ -121,6 +130,9 @@ def verify(path: str | Path, *, registry: RegistryReader, store: StoreReader, op
             merged.stage_merge(ev, options.base_model)
             merged.stage_files(ev, options.base_model)
         pipeline.stage_privacy(ev)
+        if options.opacus_epsilon and ev.privacy is not None and ev.manifest is not None and ev.files:
+            ev.privacy = cross_check_opacus(ev.privacy, manifest=ev.manifest, states=[f.state for f in ev.files],
+                                            opacus_version=None)
         usable = auditor.stage_data(ev, inputs)
         auditor.stage_replay(ev, registry, store, inputs, usable, work)
         ev.attestations = _attestations(ev, registry, options)

@@ -204,12 +204,16 @@ def cross_check_opacus(result: PrivacyResult, *, manifest: dict[str, Any], state
     if not opacus_available():
         return replace(result, summary=result.summary + "; opacus is not installed here, so its ε was not recomputed")
     dp = manifest["training"]["dp"]
+    if opacus_version is None:  # the version the run recorded, if it did
+        versions = (manifest.get("software") or {}).get("versions")
+        opacus_version = versions.get("opacus") if isinstance(versions, dict) else None
     name, history = history_of(states[-1], "the last checkpoint")
     eps = _recompute_all([(name if history else str(dp.get("accountant")), history, float(dp["delta"]))])[0]
     mine = _installed_opacus()
     other = "" if opacus_version == mine else f"; the run recorded opacus {opacus_version}"
-    return replace(result, opacus=eps, summary=f"{result.summary}; opacus {mine} ({name}) recomputes ε = {eps:.4g}"
-                   f"{other}")
+    crossed = replace(result, opacus=eps, summary=f"{result.summary}; opacus {mine} ({name}) recomputes ε = "
+                      f"{eps:.4g}{other}")
+    return replace(crossed, statement=privacy_statement(manifest, crossed))
 
 
 def check_privacy(*, manifest: dict[str, Any], states: Sequence[dict[str, Any]], committed_micro: Sequence[int],

@@ -58,6 +58,9 @@ import click
 @click.option("--timeout", "timeout", type=float, default=None, metavar="SECONDS",
               help="Wall-clock limit for every store and chain request of this verification; a node that keeps it "
                    "waiting longer gives 'error' (exit 2).")
+@click.option("--opacus-epsilon", "opacus_epsilon", is_flag=True,
+              help="Also recompute the last checkpoint's ε with opacus (the trainer's library; needs the train "
+                   "extra) and report it beside the verifier's own dp-accounting bound.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report (docs/report-schema.md).")
 @click.option("--report", "html_path", type=click.Path(path_type=Path), help="Write the HTML audit report here.")
 def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_spec: str | None,
@@ -68,7 +71,7 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
                    html_path: Path | None, signature: Path | None = None,
                    signature_key: Path | None = None, max_bytes: int | None = None,
                    timeout: float | None = None, expect_genesis: str | None = None,
-                   bundle: Path | None = None, jobs: int = 1) -> None:
+                   bundle: Path | None = None, jobs: int = 1, opacus_epsilon: bool = False) -> None:
     """Prove an adapter's (or merged model's) lineage against the registry and the store, and print the verdict.
 
     PATH is an adapter weights file (adapter_model.safetensors), a checkpoint directory, or a merged model (a model
@@ -111,7 +114,7 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
                             expected_chain_id=expect_chain_id, expected_registry=expect_registry,
                             expected_genesis=expect_genesis, attestations=attestations, adapter=adapter,
                             signature=signature, signature_key=signature_key, max_bytes=max_bytes, timeout=timeout,
-                            jobs=jobs)
+                            jobs=jobs, opacus_epsilon=opacus_epsilon)
     if rpc_url is None:
         _ensure_local_chain()
     with limits.active(limits.Budget(timeout=timeout) if timeout is not None else None):

@@ -721,3 +721,17 @@ def test_the_privacy_statement_names_unit_sampler_accountants_and_what_is_not_co
     none = check_privacy(manifest={"training": {"dp": {"mode": "non-private"}}}, states=states([0]),
                          committed_micro=[2**64 - 1])
     assert none.statement == []
+
+
+def test_the_opacus_cross_check_reports_opacus_number_beside_the_bound() -> None:
+    pytest.importorskip("opacus", reason="the opacus cross-check needs opacus (the train extra)")
+    from provenance._verify.privacy import cross_check_opacus
+
+    eps = honest([0, 10])
+    manifest = {"training": {"dp": DP, "dataset_size": 256}, "software": {"versions": {"opacus": "0.0-other"}}}
+    found = states([0, 10], eps)
+    result = cross_check_opacus(check_privacy(manifest=manifest, states=found, committed_micro=micro(eps)),
+                                manifest=manifest, states=found, opacus_version=None)
+    assert result.opacus == pytest.approx(recompute_epsilon("rdp", ((1.0, 0.05, 10),), 1e-5))
+    assert "recomputes ε" in result.summary and "the run recorded opacus 0.0-other" in result.summary
+    assert "opacus here:" in " ".join(result.statement)
