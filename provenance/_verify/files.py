@@ -14,12 +14,15 @@ refused with a failed `checkpoint` check. Nothing is ignored silently: unread fi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from provenance import canonical
 from provenance._verify.checks import CheckFailed
 from provenance.errors import FormatError
 from provenance.hashing import Digest
-from provenance.manifest import MANIFEST_NAME, CheckpointManifest, FileEntry
+from provenance.manifest import ADAPTER_FORMAT, MANIFEST_NAME, CheckpointManifest, FileEntry
 
 ADAPTER_FILE = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -122,3 +125,28 @@ def _unbound_text(name: str) -> str:
         return (f"{name} is read by AutoPeftModelForCausalLM (the tokenizer, which can grow the model's "
                 "embeddings) and the committed checkpoint does not hold it")
     return f"{name} is not a file of the committed checkpoint, and a loader may read it"
+
+
+def check_base_name(config: bytes, manifest: Mapping[str, Any] | None) -> str | None:
+    """The committed adapter_config.json's `base_model_name_or_path` is where AutoPeftModelForCausalLM loads the base
+    model from, a name, not a digest: in a `prov.adapter.v2` run it must be the base model's name the manifest
+    records (else CheckFailed: the config redirects the loader elsewhere). Returns a warning saying that the name
+    is not the base model's digest (None for v1 runs, whose config names the digest and no loadable base)."""
+    if manifest is None:
+        return None
+    formats = manifest.get("formats")
+    if not isinstance(formats, dict) or formats.get("adapter") != ADAPTER_FORMAT:
+        return None
+    base = manifest.get("base_model")
+    want = base.get("name") if isinstance(base, dict) else None
+    try:
+        found = canonical.load_json(config, source=ADAPTER_CONFIG)
+    except (ValueError, FormatError) as exc:
+        raise CheckFailed(f"the committed {ADAPTER_CONFIG} does not parse ({' '.join(str(exc).split())[:160]})",
+                          expected="a JSON object", found="unreadable") from None
+    name = found.get("base_model_name_or_path") if isinstance(found, dict) else None
+    if not isinstance(want, str) or name != want:
+        raise CheckFailed(f"the committed {ADAPTER_CONFIG} sends AutoPeftModelForCausalLM to another base model than "
+                          "the run manifest names", expected=want, found=name)
+    return (f"AutoPeftModelForCausalLM loads the base model named {name!r} (a name, not a digest): load the base model "
+            "that --base-model verified against the registered digest")

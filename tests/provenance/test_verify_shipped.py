@@ -214,3 +214,23 @@ def test_a_run_in_the_v1_adapter_layout_still_replays(tmp_path: Path, tiny_confi
                         **data_options(result.run_dir, tiny_model_dir))
     assert check(report, "checkpoint_zero")["status"] == "passed", report["checks"]
     assert check(report, "replay")["status"] == "passed", report["checks"]
+
+
+def test_a_committed_config_naming_another_base_model_fails(tmp_path: Path, tiny_run: Any) -> None:
+    """A dishonest trainer commits (resealed before anchoring) an adapter_config.json whose base_model_name_or_path
+    sends AutoPeftModelForCausalLM to another model than the manifest's base: caught at the commitments level."""
+    from tests.fixtures.verify import reseal
+
+    env = VerifyEnv(tmp_path)
+    run = env.copy(tiny_run.run_dir)
+    checkpoint = last(run)
+    config = json.loads((checkpoint / "adapter_config.json").read_bytes())
+    config["base_model_name_or_path"] = "meta-llama/Llama-3.2-1B"
+    (checkpoint / "adapter_config.json").write_text(json.dumps(config, sort_keys=True, separators=(",", ":")),
+                                                    encoding="utf-8")
+    reseal(checkpoint)
+    env.anchor(run)
+    report = env.verify(checkpoint, replay="0")
+    assert failed(report) == ["checkpoint"], report["checks"]
+    assert "another base model" in check(report, "checkpoint")["summary"]
+    assert check(report, "checkpoint")["found"] == "meta-llama/Llama-3.2-1B"
