@@ -250,14 +250,18 @@ def verify_model(path: Path, signature: Path, public_key: Path) -> None:
 
 def verified_files(subject: Any) -> dict[str, str]:
     """name -> sha256 hex of the files the verifier bound for `subject` (provenance._verify.subject.Subject): a
-    checkpoint directory's every file (its committed manifest), a merged model's weights files, or the one file."""
+    directory's files a loader reads (compared with the committed checkpoint), a lone adapter file and the
+    adapter_config.json bound beside it, a merged model's weights files, or the one file."""
     from provenance.hashing import hash_file
     from provenance.manifest import hash_directory
 
     path = Path(subject.path)
-    bound = getattr(subject, "bound_files", None)  # a subject that lists every file it binds, relative names
-    if isinstance(bound, dict) and bound:
-        return {str(k): str(v).removeprefix("sha256:") for k, v in bound.items()}
+    fileset = getattr(subject, "fileset", None)  # the files a loader reads that the verifier compared (bound)
+    if fileset is not None and fileset.entries:
+        bound = {e.path: e.digest.value.hex() for e in fileset.entries}
+        if not path.is_dir():  # a lone adapter file: its companion adapter_config.json, and the file itself
+            bound[path.name] = str(subject.weights_digest).removeprefix("sha256:")
+        return bound
     if not path.is_dir():
         return {path.name: str(subject.weights_digest).removeprefix("sha256:")}
     if subject.kind == "merged":
