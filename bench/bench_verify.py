@@ -182,6 +182,49 @@ def bench_replay(root: Path, model: Path, *, steps: int, rounds: int) -> dict[st
                     f"whole checkpoint digest compared; median of {rounds})")
 
 
+def bench_replay_jobs(root: Path, *, every: int, rounds: int, jobs: int = 2) -> dict[str, Any]:
+    """`verify --replay all` of a 4-segment run (checkpoint 0 rebuilt too) with `jobs` worker processes vs one, the
+    verifier's whole path (in-process py-evm chain, local store), interleaved; both must come out fully replayed."""
+    import json
+
+    from provenance.anchor import Outbox
+    from provenance.chain import connect
+    from provenance.store import open_store
+    from provenance.verify import VerifyOptions, verify
+    from training.tiny import build_tiny_model
+
+    model = build_tiny_model(root / "jobs-model")
+    config = root / "jobs.toml"
+    config.write_text(f"[training]\nsteps = {4 * every}\ncheckpoint_every = {every}\nthreads = {THREADS}\n"
+                      "batch_size = 16\n[anchor]\nenabled = false\n")
+    run = root / "jobs-run"
+    subprocess.run([sys.executable, "-m", "provenance", "train", str(config), "--model", str(model), "--out",
+                    str(run), "--quiet"], env={**os.environ, "PROV_HOME": str(root / "home")}, check=True,
+                   capture_output=True, cwd=ROOT)
+    registry = connect("tester", use_config=False)
+    registry.deploy()
+    store = open_store(f"local:{root / 'jobs-store'}")
+    run_id = bytes.fromhex(json.loads((run / "run.json").read_bytes())["run_id"])
+    with Outbox.open(run, chain="tester", registry_client=registry, store_client=store) as box:
+        box.enqueue_run(run_id=run_id, manifest_path=run / "run.json")
+        for ck in sorted(p for p in (run / "checkpoints").iterdir() if p.name.isdigit()):
+            box.enqueue_checkpoint(index=int(ck.name), checkpoint_dir=ck)
+        box.enqueue_finalize()
+        assert box.flush(timeout=120), box.status_line()
+    adapter = sorted(p for p in (run / "checkpoints").iterdir() if p.name.isdigit())[-1] / "adapter_model.safetensors"
+
+    def once(n: int) -> None:
+        options = VerifyOptions(base_model=model, data=demo_data(), secrets=run / "secrets.json", replay="all", jobs=n)
+        report = verify(adapter, registry=registry, store=store, options=options).to_json()
+        assert report["level"]["name"] == "full", report["checks"]
+
+    parallel, serial = interleaved(lambda: once(jobs), lambda: once(1), rounds=rounds)
+    return row(f"verify --replay all of a 4-segment run ({every} steps each, + checkpoint 0): --jobs {jobs} vs "
+               "--jobs 1", parallel, serial, unit="s", target="report",
+               note=f"(tiny model, batch 16, {THREADS} thread per worker, {os.cpu_count()} cores; whole verifier "
+                    f"path, median of {rounds})")
+
+
 DEMO_Q, DEMO_SIGMA, DEMO_DELTA = 1 / 32, 1.0, 256 ** -1.1  # prov demo: 256 examples, batch 8, σ 1, δ = N^-1.1
 
 _DEMO_EPSILON = """
@@ -272,12 +315,17 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             if node is not None:
                 node.stop()
         rows.append(bench_replay(root, runs.model, steps=30 if quick else 100, rounds=1 if quick else 2))
+        rows.append(bench_replay_jobs(root, every=10 if quick else 40, rounds=1 if quick else 3))
     rows += bench_epsilon(steps=2_000 if quick else 10_000, checkpoints=20 if quick else 100)
     return rows
 
 
 if __name__ == "__main__":
-    if "--epsilon" in sys.argv:  # issue #23's rows alone
+    if "--jobs" in sys.argv:  # issue #24's parallel-replay row alone
+        with tempfile.TemporaryDirectory() as tmp, prov_home(Path(tmp) / "home"):
+            show([bench_replay_jobs(Path(tmp), every=10 if "--quick" in sys.argv else 40,
+                                    rounds=1 if "--quick" in sys.argv else 3)])
+    elif "--epsilon" in sys.argv:  # issue #23's rows alone
         show(bench_epsilon(steps=2_000 if "--quick" in sys.argv else 10_000, checkpoints=100))
     else:
         show(run(quick="--quick" in sys.argv))

@@ -29,6 +29,7 @@ class AuditorInputs:
     replay: str  # "0", a count, or "all"
     beacon: str | None
     confirmations: int
+    jobs: int = 1  # replay worker processes run at once (segments are independent given the committed checkpoints)
 
 
 def stage_data(ev: Evidence, inputs: AuditorInputs) -> tuple[Secrets, list[Any]] | None:
@@ -255,14 +256,13 @@ def _rebuild_and_judge(ev: Evidence, store: StoreReader, inputs: AuditorInputs, 
 
     manifest_path.write_bytes(encode_run_manifest(ev.manifest))
     try:
-        result = protocol.run_worker(
-            manifest=manifest_path, base_model=inputs.base_model, data=inputs.data, secrets=inputs.secrets,
-            jobs=jobs, env=determinism.replay_environment(rec), workdir=work,
-            timeout=protocol.worker_timeout()) if jobs else protocol.WorkerResult()
+        result, environments = _run_workers(jobs, manifest=manifest_path, inputs=inputs,
+                                            env=determinism.replay_environment(rec), work=work)
     except ProvenanceError as exc:
         raise CheckInconclusive("the replay worker could not run here: "
                                 f"{_scrub(str(exc), inputs)}") from None
-    problems = problems + _worker_environment_problems(rec, result.environment)
+    for environment in environments:
+        problems = problems + [p for p in _worker_environment_problems(rec, environment) if p not in problems]
     shards = result.environment.get("shard_threads")
     if canonical.is_count(shards, 1):
         section["environment"]["here"]["shard_threads"] = shards
@@ -276,6 +276,46 @@ def _rebuild_and_judge(ev: Evidence, store: StoreReader, inputs: AuditorInputs, 
                    replay_pending=replay_pending)
     for job in jobs:
         shutil.rmtree(job.out, ignore_errors=True)
+
+
+def _run_workers(jobs: list[protocol.SegmentJob], *, manifest: Path, inputs: AuditorInputs, env: dict[str, str],
+                 work: Path) -> tuple[protocol.WorkerResult, list[dict[str, Any]]]:
+    """Run the jobs in `inputs.jobs` worker processes at once (round-robin groups, each in its own directory),
+    showing a bar that advances as each rebuilt checkpoint appears (the worker renames it into place whole).
+    Returns the merged result (outcomes keyed by segment index) and every worker's reported environment."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from provenance import progress
+
+    if not jobs:
+        return protocol.WorkerResult(), []
+    base_model = inputs.base_model
+    assert base_model is not None
+    count = max(1, min(inputs.jobs, len(jobs)))
+    groups = [jobs[g::count] for g in range(count)]
+
+    def run(g: int) -> protocol.WorkerResult:
+        where = work if count == 1 else work / f"worker-{g}"
+        where.mkdir(exist_ok=True)
+        return protocol.run_worker(manifest=manifest, base_model=base_model, data=inputs.data,
+                                   secrets=inputs.secrets, jobs=groups[g], env=env, workdir=where,
+                                   timeout=protocol.worker_timeout())
+
+    label = "replay" if count == 1 else f"replay ({count} workers)"
+    with progress.bar(label, total=len(jobs), unit="segment") as bar, \
+            ThreadPoolExecutor(max_workers=count, thread_name_prefix="prov-replay") as pool:
+        futures = [pool.submit(run, g) for g in range(count)]
+        shown = 0
+        while bar.active and not all(f.done() for f in futures):
+            done = sum(1 for job in jobs if job.out.exists())
+            bar.advance(done - shown)
+            shown = done
+            time.sleep(0.25)
+        results = [f.result() for f in futures]
+    segments = tuple(o for r in results for o in r.segments)
+    environments = [r.environment for r in results]
+    return protocol.WorkerResult(environments[0], segments), environments
 
 
 def _scrub(text: str, inputs: AuditorInputs) -> str:

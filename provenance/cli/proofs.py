@@ -48,10 +48,12 @@ def prove_example_command(run_dir: Path, index: int, out: Path | None, data: Pat
     Run by the trainer (it reads the run's secrets). The proof reveals this record, its salts and tokens, and
     hashes of nothing else; give it to whoever asked (`prov check-example` checks it).
     """
+    from provenance import progress
     from provenance.proving import prove_example
 
-    proof = prove_example(run_dir, index=index, registry=_registry(rpc_url, registry), data=data,
-                          base_model=base_model)
+    with progress.polled(f"prove-example {index}", total=None, count=lambda: 0, unit="step"):
+        proof = prove_example(run_dir, index=index, registry=_registry(rpc_url, registry), data=data,
+                              base_model=base_model)
     path = out or Path(f"example-{index}.proof.json")
     proof.write(path)
     click.echo(f"{proof.describe()}; proof written to {path}")

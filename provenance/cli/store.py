@@ -6,6 +6,7 @@ method of `provenance.store.Store`. CIDs print alone on stdout so scripts can ca
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,13 @@ _STORE_HELP = ("Store to use: 'local', 'local:<dir>' or 'kubo:<multiaddr or URL>
 def store_group(ctx: click.Context, spec: str | None, timeout: float | None) -> None:
     """Content-addressed artifact store (CIDs identical to `ipfs add --cid-version=1 --raw-leaves`)."""
     ctx.obj = {"spec": spec, "timeout": timeout}
+
+
+def _busy(label: str) -> contextlib.AbstractContextManager[object]:
+    """A bar with elapsed time on a terminal while a transfer runs (provenance.progress; nothing when piped)."""
+    from provenance import progress
+
+    return progress.polled(label, total=None, count=lambda: 0, unit="block")
 
 
 def _open(ctx: click.Context) -> Store:
@@ -52,8 +60,9 @@ def use_command(spec: str) -> None:
 @click.pass_context
 def put_command(ctx: click.Context, path: Path, no_pin: bool) -> None:
     """Store a file or a directory (recursively) and print its CID."""
-    with _open(ctx) as store:
-        click.echo(store.put(path, pin=not no_pin))
+    with _open(ctx) as store, _busy(f"store put {path.name}"):
+        cid = store.put(path, pin=not no_pin)
+    click.echo(cid)
 
 
 @store_group.command("get")
@@ -70,7 +79,8 @@ def get_command(ctx: click.Context, cid: str, dest: Path, max_size: int | None) 
     budget = limits.Budget(max_bytes=max_size, what="fetch", bytes_option="--max-size")
     with _open(ctx) as store, limits.active(budget):
         kind, _ = store.stat(cid)
-        count = store.get(cid, dest)
+        with _busy(f"store get {cid[:16]}…"):
+            count = store.get(cid, dest)
     what = f"{count} files" if kind == "directory" else f"{count} bytes"
     click.echo(f"wrote {dest} ({what}, verified against {cid})", err=True)
 
@@ -133,7 +143,7 @@ def gc_command(ctx: click.Context) -> None:
 @click.pass_context
 def export_command(ctx: click.Context, cid: str, car_path: Path) -> None:
     """Write CID's whole DAG to a CAR v1 file (every block verified on the way)."""
-    with _open(ctx) as store:
+    with _open(ctx) as store, _busy(f"store export {car_path.name}"):
         count = store.export_car(cid, car_path)
     click.echo(f"wrote {car_path} ({count} blocks, root {cid})", err=True)
 
