@@ -18,6 +18,7 @@ against remembered transaction hashes: a job whose record is gone was dropped an
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,3 +101,102 @@ def presence(registry: Any, run_key: bytes) -> Presence:
     final = history.finalization
     return Presence(history.registration.block_number, tuple(c.block_number for c in history.checkpoints),
                     None if final is None else final.block_number)
+
+
+class Rechecking:
+    """The outbox's finality side (mixed into `provenance.anchor.Outbox`, which provides the attributes below):
+    waiting for finality, re-checking sent jobs against what the registry stores, and the chain's rule."""
+
+    target: Any
+    last_error: str
+    _cond: Any
+    _confirmations: int | None
+    _finality: Finality | None
+    _registry: Any
+
+    def jobs(self) -> list[Any]:
+        raise NotImplementedError
+
+    def flush(self, timeout: float) -> bool:
+        raise NotImplementedError
+
+    def _save(self, job: Any) -> None:
+        raise NotImplementedError
+
+    def _clients(self) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def wait_final(self, timeout: float, *, poll: float = 5.0) -> bool:
+        """Send what is pending and re-check until every job is final, re-sending whatever a reorganisation drops
+        meanwhile. True when all are final before `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.flush(max(0.0, deadline - time.monotonic())):
+                return False
+            self.recheck()
+            if all(j.state == "done" and j.final for j in self.jobs()):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+
+    def recheck(self) -> list[Any]:
+        """Ask the registry what it stores of this run (its history, checked against the stored head; never the
+        remembered transaction hashes) and mark each sent job whose record is gone `dropped` (re-sent in order by
+        the worker or `flush`) and each whose block is settled `final`. Returns the jobs found dropped. Chain errors
+        propagate: a node that cannot answer decides nothing."""
+        if self.target.chain is None:
+            return []
+        _, registry = self._clients()
+        keys = [j.run_key for j in self.jobs() if j.kind == "register" and j.run_key]
+        if not keys:
+            return []  # never registered: nothing was sent to the chain
+        seen = presence(registry, bytes.fromhex(keys[0]))
+        rule = self._rule(registry)
+        latest = int(registry.web3.eth.block_number)
+        settled = finalized_block(registry.web3) if rule.tag else None
+        dropped = []
+        with self._cond:
+            for job in self.jobs():
+                if job.state != "done":
+                    continue
+                block = seen.block_of(job.kind, job.index)
+                if block is None:
+                    job.state, job.final, job.drops = "dropped", False, job.drops + 1
+                    job.error = (f"dropped by a chain reorganisation (was in block {job.block}); `prov anchor flush` "
+                                 "or a resumed run re-sends it")
+                    dropped.append(job)
+                else:
+                    job.block, job.final = block, rule.is_final(block, latest=latest, finalized=settled)
+                self._save(job)
+            self._cond.notify_all()
+        return dropped
+
+    def _recheck_quietly(self) -> None:
+        try:
+            self.recheck()
+        except Exception as exc:  # recorded, never raised into training: the jobs keep their remembered state
+            self.last_error = " ".join(str(exc).split()) or type(exc).__name__
+
+    def _rule(self, registry: Any) -> Any:
+        """The chain's finality rule (provenance.finality.policy), decided once: `confirmations` given to `open`,
+        else the project config's `chain.confirmations` for this chain, else the chain's own."""
+        if self._finality is None:
+            from provenance.config import get_section
+
+            confirmations = self._confirmations
+            section = get_section("chain")
+            if confirmations is None and section.get("confirmations") is not None \
+                    and self.target.chain == section.get("rpc_url"):
+                confirmations = int(section["confirmations"])
+            self._finality = policy(registry.web3, chain_id=int(registry.chain_id), confirmations=confirmations,
+                                    in_process=self.target.chain == "tester")
+        return self._finality
+
+    def _final_at_receipt(self) -> bool:
+        """Whether a job just sent is final already: store-only outboxes, and chains whose rule needs no block on
+        top (development chains, `confirmations=0`)."""
+        if self._registry is None:
+            return True
+        rule = self._rule(self._registry)
+        return not rule.tag and rule.confirmations == 0
