@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,18 @@ MAX_DEPTH = 64  # prov's documents nest 4 levels; Python's parser recurses once 
 MAX_DOCUMENT = 64 << 20  # a run or checkpoint manifest is kilobytes; a step-log segment is parsed line by line
 _MAX_INT_TEXT = len(str(_MAX_SAFE)) + 1  # digits and sign: anything longer is out of range before int() runs
 _BRACKETS = bytes(range(256)).translate(None, b'"[]{}')  # every byte but these is deleted by the depth scan
+
+
+# py-evm and py-ecc raise Python's recursion limit to 100,000 when imported; with it that high a recursive parse of
+# ~200,000-deep input overflows the C stack (a segfault, no report) instead of raising RecursionError.
+_SAFE_RECURSION_LIMIT = sys.getrecursionlimit() if sys.getrecursionlimit() <= 10_000 else 1000
+
+
+def restore_recursion_limit() -> None:
+    """Put Python's recursion limit back after importing the chain libraries (web3 pulls in py-evm; BLS needs
+    py-ecc): only the in-process py-evm test chain needs the raised limit, and no prov code recurses that deep."""
+    if sys.getrecursionlimit() > _SAFE_RECURSION_LIMIT:
+        sys.setrecursionlimit(_SAFE_RECURSION_LIMIT)
 
 
 def _check(value: Any, where: str) -> None:

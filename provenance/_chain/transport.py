@@ -91,7 +91,10 @@ def bounded_provider(url: str, *, timeout: float = REQUEST_TIMEOUT) -> Any:
                 answer = _http.post(self._session, url, data=request_data, headers=self._headers, timeout=timeout,
                                     max_bytes=MAX_RPC_ANSWER, what=what)
             except _http.HttpFailure as exc:
-                raise RpcUnreachable(f"the chain at {url}: {exc.reason}") from None
+                if exc.timed_out or exc.too_large or exc.status is not None:
+                    raise RpcUnreachable(f"the chain at {url}: {exc.reason}") from None
+                raise RpcUnreachable(f"cannot reach the chain at {url}: {exc.reason} (is the node running? "
+                                     "`prov chain up` starts a local one)") from None
             if answer.status >= 400 and not answer.body.lstrip().startswith(b"{"):
                 raise RpcUnreachable(f"the chain at {url} answered {method} with HTTP {answer.status}; is it a "
                                      "JSON-RPC endpoint?")

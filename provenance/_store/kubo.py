@@ -31,7 +31,7 @@ from provenance._store.base import (
     UnexpectedCid,
 )
 from provenance._store.unixfs import bytes_cid, directory_cid
-from provenance.cid import RAW, Cid, cid_text, parse_cid
+from provenance.cid import MAX_BLOCK_SIZE, RAW, Cid, cid_text, parse_cid
 from provenance.errors import FormatError
 from provenance.hashing import ProgressCallback
 
@@ -92,9 +92,14 @@ class KuboStore(Store):
             ) from None
         # The client-side timeout outlasts the server-side one, so a slow fetch reports as "not found".
         self._client = ipfshttpclient.Client(self.address, timeout=self.timeout + 5.0)
+        import requests
+
+        self._session = requests.Session()  # reads go through provenance._http (bounded), not ipfshttpclient
+        self._stalled: str | None = None
 
     def close(self) -> None:
         self._client.close()
+        self._session.close()
 
     # -- error mapping ------------------------------------------------------------------------------------
 
@@ -129,11 +134,35 @@ class KuboStore(Store):
     # -- reads --------------------------------------------------------------------------------------------
 
     def _read_block(self, cid: Cid) -> bytes:
-        data = self._call(f"block/get {cid}", self._client.block.get, str(cid), cid=cid,
-                          opts=self._server_timeout())
-        if not isinstance(data, bytes):
-            raise StoreError(f"IPFS API at {self.url}: block/get {cid} returned no bytes")
-        return data
+        """`block/get` through the bounded POST: a wall-clock deadline (also the active budget's), at most
+        MAX_BLOCK_SIZE + 1 bytes read (a 1 GiB "block" is refused after 2 MiB), error bodies parsed bounded."""
+        from provenance import _http, limits
+
+        what = f"block/get {cid}"
+        if self._stalled is not None:  # a node that already ran out a deadline is not waited for again
+            raise StoreUnavailable(self._stalled)
+        seconds = limits.request_timeout(self.timeout, f"IPFS API at {self.url}: {what}")
+        try:
+            answer = _http.post(self._session, f"{self.url.rstrip('/')}/block/get", what=f"{what} at {self.url}",
+                                params={"arg": str(cid), **self._server_timeout(seconds)},
+                                timeout=seconds + 5.0, max_bytes=MAX_BLOCK_SIZE + 1)
+        except _http.HttpFailure as exc:
+            if exc.timed_out:
+                reason = f"the IPFS API at {self.url}: {exc.reason}; try again later or use another node"
+                if exc.stalled:
+                    self._stalled = reason
+                raise StoreUnavailable(reason) from None
+            if exc.too_large:
+                raise StoreUnavailable(f"the IPFS API at {self.url}: {exc.reason} (no IPFS block is larger than "
+                                       f"{MAX_BLOCK_SIZE} bytes): a faulty or hostile node") from None
+            raise StoreUnavailable(f"cannot reach the IPFS API at {self.url} ({exc.reason}); is the daemon "
+                                   "running?") from None
+        if answer.status == 200:
+            return answer.body
+        message = _error_message(answer.body, self.url)
+        if any(hint in message.lower() for hint in _NOT_FOUND_HINTS):
+            raise BlockNotFound(cid, f"{self.url} could not provide it within {seconds:g}s")
+        raise StoreUnavailable(f"IPFS API at {self.url}: {what} failed (HTTP {answer.status}: {message})")
 
     def has(self, cid: str) -> bool:
         root = parse_cid(cid)
@@ -245,6 +274,18 @@ class KuboStore(Store):
             self._call(f"dag/import {source}", self._client.dag.imprt, stream,
                        opts={"pin-roots": "true", "timeout": "600s"})
         return [str(root) for root in roots]
+
+
+def _error_message(body: bytes, url: str) -> str:
+    """The `Message` of a Kubo error body, read with the bounded JSON reader (a node's body is untrusted)."""
+    from provenance.canonical import escape_controls, load_json
+
+    try:
+        doc = load_json(body, source=f"the error answer of {url}", max_size=64 << 10)
+    except FormatError as exc:
+        return str(exc)
+    message = doc.get("Message") if isinstance(doc, dict) else None
+    return escape_controls(" ".join(message.split())[:200]) if isinstance(message, str) else "no error message"
 
 
 def _hash_of(entry: Any) -> Any:
