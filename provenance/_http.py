@@ -62,7 +62,7 @@ def post(session: Any, url: str, *, timeout: float, max_bytes: int, what: str, d
     for attempt in range(MAX_ATTEMPTS):
         left = deadline - time.monotonic()
         if left <= 0:
-            raise HttpFailure(f"no answer to {what} within {limit:g}s", timed_out=True)
+            raise HttpFailure(f"no answer to {what} within {limit:.1f}s", timed_out=True)
         try:
             with session.post(url, data=data, params=params, headers=sent_headers, stream=True,
                               timeout=(min(left, 10.0), left)) as response:
@@ -70,16 +70,16 @@ def post(session: Any, url: str, *, timeout: float, max_bytes: int, what: str, d
                 body = _read(response, deadline=deadline, max_bytes=max_bytes, what=what, limit=limit)
                 retry_after = response.headers.get("Retry-After")
         except requests.exceptions.Timeout:
-            raise HttpFailure(f"no answer to {what} within {limit:g}s", timed_out=True) from None
+            raise HttpFailure(f"no answer to {what} within {limit:.1f}s", timed_out=True) from None
         except requests.exceptions.ConnectionError as exc:
             text = " ".join(str(exc).split())
             if "timed out" in text.lower():
-                raise HttpFailure(f"no answer to {what} within {limit:g}s", timed_out=True) from None
+                raise HttpFailure(f"no answer to {what} within {limit:.1f}s", timed_out=True) from None
             raise HttpFailure("connection refused" if "refused" in text.lower() else text[:160]) from None
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             text = " ".join(str(exc).split())
             if isinstance(exc, urllib3.exceptions.TimeoutError) or "timed out" in text.lower():
-                raise HttpFailure(f"no answer to {what} within {limit:g}s", timed_out=True) from None
+                raise HttpFailure(f"no answer to {what} within {limit:.1f}s", timed_out=True) from None
             raise HttpFailure(text[:160] or type(exc).__name__) from None
         answered = status == 500 and body.lstrip().startswith(b"{")  # an error the node chose to give (Kubo, RPC)
         if status not in RETRY_STATUSES or answered or not retry:
@@ -103,7 +103,7 @@ def _read(response: Any, *, deadline: float, max_bytes: int, what: str, limit: f
     body = bytearray()
     while True:
         if time.monotonic() >= deadline:
-            raise HttpFailure(f"{what} was still answering after {limit:g}s (a slow or stalling node)",
+            raise HttpFailure(f"{what} was still answering after {limit:.1f}s (a slow or stalling node)",
                               timed_out=True, stalled=True)
         chunk = raw.read1(_READ, decode_content=False)  # at most one recv: the deadline is checked between them
         if not chunk:
