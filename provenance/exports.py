@@ -199,6 +199,8 @@ def gpai_forms(report: Any, *, path: Path | None = None, manifest: dict[str, Any
     merged = data["subject"]["kind"] == "merged"
     trainable = gpai.parameter_count(files) if files and not merged else None
     base = gpai.parameter_count(_weights_files(base_model)) if base_model is not None else None
+    if merged and files and base is None:  # a merged model has the base model's shapes: count them there
+        base = gpai.parameter_count(files)
     return gpai.build(data, manifest=None if manifest is None else scrub(manifest), trainable=trainable,
                       base_params=base, base_compute=base_compute, subjects=model_subjects(data, path))
 

@@ -296,11 +296,19 @@ def signature_section(subject: Any, *, signature: Path | None = None, public_key
     out: dict[str, Any] = {"file": found.name, "format": OMS_PREDICATE, "key_id": None, "key_checked": False,
                            "valid": None, "files_match": None, "covers": None, "unsigned": [], "extra": [],
                            "reason": None}
+    def failed(reason: str) -> dict[str, Any]:  # one line, no local directory (reports are published)
+        for local in {str(found.resolve().parent), str(found.parent), str(path.resolve().parent), str(path.parent),
+                      str(public_key.parent) if public_key is not None else ""} - {"", "."}:
+            reason = reason.replace(local + os.sep, "")
+        return out | {"valid": False, "reason": " ".join(reason.split())[:300]}
+
+    if found.is_symlink() or not found.is_file():  # a FIFO or device would block or never end
+        return failed(f"{found.name}: not a regular file")
     try:
         bundle, statement = read_signature(found)
         signed = signed_files(statement, path)
     except FormatError as exc:
-        return out | {"valid": False, "reason": " ".join(str(exc).split())}
+        return failed(str(exc))
     hint = ((bundle.get("verificationMaterial") or {}).get("publicKey") or {}).get("hint")
     out["key_id"] = hint if isinstance(hint, str) else None
     bound = verified_files(subject)
@@ -314,12 +322,10 @@ def signature_section(subject: Any, *, signature: Path | None = None, public_key
     out["key_checked"] = True
     try:
         verify_model(path, found, public_key)
-    except (ValueError, OSError) as exc:
-        return out | {"valid": False, "reason": " ".join(str(exc).split())[:300]}
-    except UsageError as exc:
-        return out | {"valid": False, "reason": str(exc)}
+    except (ValueError, OSError, UsageError) as exc:
+        return failed(str(exc))
     except Exception as exc:  # the library raises its own (protobuf, cryptography) errors for a forged bundle
-        return out | {"valid": False, "reason": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
+        return failed(f"{type(exc).__name__}: {exc}")
     return out | {"valid": True}
 
 

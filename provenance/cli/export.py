@@ -125,12 +125,14 @@ def _emit(text: str, out: Path | None) -> None:
 @_source_options
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="Write README.md here (default: "
                                                                              "stdout).")
-def export_model_card(out: Path | None, **source: Any) -> None:
+@click.option("--dataset", "datasets", multiple=True, metavar="HUB_ID",
+              help="A public training dataset's Hub id (owner/name) for the card's `datasets` (repeatable).")
+def export_model_card(out: Path | None, datasets: tuple[str, ...], **source: Any) -> None:
     """The provenance section of a Hugging Face model card (README.md front matter and Markdown) for CHECKPOINT."""
     from provenance import exports
 
     report, _ = _report(source.pop("checkpoint"), source.pop("report_path"), **source)
-    _emit(exports.model_card(report), out)
+    _emit(exports.model_card(report, datasets=list(datasets) or None), out)
 
 
 @export_group.command("annex-iv")
