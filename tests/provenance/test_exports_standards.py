@@ -242,6 +242,25 @@ def test_a_malformed_signature_is_invalid_not_a_crash(home: Path, adapter_dir: P
     assert section is not None and section["valid"] is False and "base64" in section["reason"]
 
 
+def test_a_fifo_or_hostile_signature_is_refused_without_leaking_paths(home: Path, adapter_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    weights = adapter_dir / "adapter_model.safetensors"
+    fifo = tmp_path / "pipe.sig"
+    os.mkfifo(fifo)
+    section = signing.signature_section(load_subject(weights), signature=fifo)
+    assert section is not None and section["valid"] is False and "not a regular file" in section["reason"]
+    # a signed name that climbs out of the model directory is never read
+    done = signing.sign_model(adapter_dir)
+    bundle = json.loads(done.signature.read_text())
+    payload = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+    payload["predicate"]["resources"].append({"name": "../../secret", "algorithm": "sha256", "digest": "0" * 64})
+    bundle["dsseEnvelope"]["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
+    done.signature.write_text(json.dumps(bundle))
+    hostile = signing.signature_section(load_subject(adapter_dir), public_key=public_key(home))
+    assert hostile is not None and hostile["files_match"] is False and hostile["valid"] is False
+    assert "../../secret" in hostile["extra"] and str(tmp_path) not in json.dumps(hostile)
+
+
 # --- in-toto statements, DSSE-signed --------------------------------------------------------------------------------
 
 def _sslib_key(home: Path) -> Any:
@@ -387,6 +406,23 @@ def test_model_card_loads_with_huggingface_hub(kind: str, relation: str) -> None
     assert "### Differential privacy" in card.text
 
 
+def test_cli_model_card_names_public_datasets(tmp_path: Path, prov: Any) -> None:
+    from huggingface_hub import ModelCard
+
+    saved = tmp_path / "report.json"
+    saved.write_text(json.dumps(sample_report()))
+    out = tmp_path / "README.md"
+    assert prov(["export", "model-card", "--report", str(saved), "--dataset", "tatsu-lab/alpaca", "--out",
+                 str(out)]) == 0
+    assert ModelCard.load(out).data.datasets == ["tatsu-lab/alpaca"]
+
+
+def test_cli_in_toto_lineage_needs_a_report(adapter_dir: Path, prov: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert prov(["export", "in-toto", str(adapter_dir), "--offline", "--lineage", "x.json"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pass --report FILE" in err
+
+
 # --- EU GPAI forms --------------------------------------------------------------------------------------------------
 
 def test_gpai_forms_count_parameters_and_compute_with_the_stated_method(adapter_dir: Path, tmp_path: Path) -> None:
@@ -463,3 +499,38 @@ def test_cli_cyclonedx_and_gpai_from_a_saved_report(adapter_dir: Path, tmp_path:
                  "--out", str(form)]) == 0
     assert json.loads(form.read_text())["format"] == "prov.gpai-forms.v1"
     assert os.path.getsize(form) > 0
+
+
+# --- a real run, verified on the in-process chain ------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_verify_reports_the_signature_of_a_real_run_and_exports_from_it(home: Path, tiny_run: Any,
+                                                                        tmp_path: Path) -> None:
+    """Train (shared fixture), anchor, sign the last checkpoint; `verify` says the signature checks and covers
+    exactly the verified files, then stops saying so once a signed file changes; the exports of the same report
+    agree with the signature's digests."""
+    pytest.importorskip("torch", reason="training the run needs the train extra (scripts/setup installs it)")
+    from tests.fixtures.verify import VerifyEnv, last
+
+    env = VerifyEnv(tmp_path)
+    run = env.copy(tiny_run.run_dir)
+    env.anchor(run)
+    ck = last(run)
+    done = signing.sign_model(ck)
+    report = env.verify(ck, replay="0", signature_key=public_key(home))
+    assert report["verdict"] == "verified", report["checks"]
+    section = report["signature"]
+    assert section["valid"] is True and section["covers"] == "exact" and section["file"] == f"{ck.name}.sig"
+    assert not [w for w in report["warnings"] if "model signature" in w]
+    subjects = {s["name"]: s["digest"]["sha256"] for s in exports.model_subjects(report, ck)}
+    assert subjects == done.files
+    bom = exports.cyclonedx_bom(report, path=ck)
+    assert {c["name"]: c["hashes"][0]["content"] for c in bom["components"] if c["type"] == "file"} == done.files
+    # the adapter file alone: no signature beside it, so the report has none
+    assert env.verify(ck / "adapter_model.safetensors", replay="0")["signature"] is None
+    # a signature over the weights only, given explicitly, does not cover the checkpoint's other files
+    only = tmp_path / "weights.sig"
+    signing.sign_model(ck / "adapter_model.safetensors", signature=only)
+    partial = env.verify(ck, replay="0", signature=only, signature_key=public_key(home))
+    assert partial["signature"]["covers"] == "partial" and partial["signature"]["valid"] is False
+    assert any("model signature weights.sig" in w for w in partial["warnings"])
