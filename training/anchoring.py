@@ -4,8 +4,9 @@ Calls, in order: `Outbox.open(run_dir, store=..., chain=...)`; `enqueue_run(run_
 before step 0, then `wait_registered(timeout=anchor.register_timeout)` (training starts either way);
 `enqueue_checkpoint(index=i, checkpoint_dir=...)` after each checkpoint is in place (the outbox reads `step`,
 `log_size`, `log_root`, `epsilon` from its state.json); `status_line()` for the progress bar; when every step is
-done and `anchor.finalize` is on (the default), `finalize_run`: the `prov.merge.v1` tensor digest of the last
-checkpoint merged into the base model, recorded in `RUN_DIR/merged.json` and queued with `enqueue_finalize(digest)`
+done and `anchor.finalize` is on (the default), `finalize_run`: the `prov.merged-dir.v1` manifest digest of the
+last checkpoint merged into the base model (`prov.merge.v1` tensors plus every other file a loader reads, as `prov
+merge` writes them), recorded in `RUN_DIR/merged.json` and queued with `enqueue_finalize(digest)`
 (the run is closed on chain with it, after its last checkpoint); at the end `flush(timeout=anchor.flush_timeout)`
 and `close()`.
 

@@ -32,10 +32,12 @@ def merge_command(checkpoint: Path, base_model: Path, out: Path, max_shard_size:
     result = write_merged(base_model, checkpoint, out, max_shard_bytes=max_shard_size << 20)
     if as_json:
         click.echo(json.dumps({"files": list(result.files), "out": str(result.path),
-                               "tensor_digest": str(result.tensor_digest)}, indent=2, sort_keys=True))
+                               "tensor_digest": str(result.tensor_digest),
+                               "manifest_digest": str(result.manifest_digest)}, indent=2, sort_keys=True))
         return
     click.echo(f"merged {checkpoint} into {base_model}\n  out      {result.path} ({len(result.files)} weights "
                f"file{'s' if len(result.files) > 1 else ''})\n  tensors  {result.tensor_digest} (prov.merge.v1)\n"
+               f"  files    {result.manifest_digest} (prov.merged-dir.v1, what the run's finalisation commits)\n"
                f"  verify   prov verify {result.path}")
 
 

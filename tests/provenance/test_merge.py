@@ -66,7 +66,8 @@ def test_hand_computed_merge(hand: tuple[Path, Path], tmp_path: Path) -> None:
     # Pinned: hashlib.sha256(records.encode_safetensors(<expected as F32 entries>, {"format": "prov.tensors.v1"}))
     assert str(known) == "sha256:d8ba2f817a85988fbd40af0fabb5b942e42ddb61225fb8a50b7477c19633f120"
     assert read_header(out.path / "model.safetensors").metadata == {"format": "pt", "prov.merge": "prov.merge.v1"}
-    assert sorted(p.name for p in out.path.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert sorted(p.name for p in out.path.iterdir()) == ["config.json", "model.safetensors", "prov-merged.json",
+                                                          "tokenizer.json"]
 
 
 def test_accumulation_is_float64_in_rank_order_then_rounded_once(tmp_path: Path) -> None:
@@ -337,11 +338,15 @@ def test_the_trainer_records_the_merged_digest_and_resume_does_too(tiny_run: Any
 
     record = json.loads((tiny_run.run_dir / "merged.json").read_bytes())
     last = tiny_run.run_dir / "checkpoints" / "000003"
+    from provenance.merge import merged_manifest
+
+    manifest = merged_manifest(tiny_model_dir, last / "adapter_model.safetensors", last / "adapter_config.json")
     assert record == {
         "adapter": str(tiny_run.weights), "base_model": json.loads((tiny_run.run_dir / "run.json").read_bytes())[
-            "base_model"]["digest"], "checkpoint": 3, "format": "prov.merged.v1", "recipe": "prov.merge.v1",
+            "base_model"]["digest"], "checkpoint": 3, "format": "prov.merged.v2", "recipe": "prov.merge.v1",
         "tensor_digest": str(merged_tensor_digest(tiny_model_dir, last / "adapter_model.safetensors",
-                                                  last / "adapter_config.json"))}
+                                                  last / "adapter_config.json")),
+        "manifest": manifest.to_json(), "manifest_digest": str(manifest.digest())}  # prov.merged-dir.v1 (#20)
     copy = shutil.copytree(tiny_run.run_dir, tmp_path / "run")
     (copy / "merged.json").unlink()
     resume(copy, quiet=True)  # every step was done: resuming only finishes the run, finalisation included
@@ -360,7 +365,7 @@ def finalised(tiny_run: Any, tiny_model_dir: Path, tmp_path: Path) -> tuple[Any,
     env = VerifyEnv(tmp_path)
     run = env.copy(tiny_run.run_dir)
     merged = write_merged(tiny_model_dir, run / "checkpoints" / "000003", tmp_path / "merged")
-    assert finalize_with_merged(env, run) == merged.tensor_digest
+    assert finalize_with_merged(env, run) == merged.manifest_digest  # prov.merged-dir.v1 (#20)
     return env, run, merged
 
 
