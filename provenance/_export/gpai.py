@@ -98,7 +98,8 @@ def build(report: dict[str, Any], *, manifest: dict[str, Any] | None, trainable:
              ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) if isinstance(versions, dict) else
              "recorded in the run manifest (give it to fill this in)", "run manifest software.versions"),
         Item("Model documentation", "Trainable parameters (adapter)",
-             words.num(trainable) if trainable is not None else PROVIDER, "safetensors header of the adapter"),
+             words.num(trainable) if trainable is not None else
+             "give the adapter (CHECKPOINT or --model) to count it", "safetensors header of the adapter"),
         Item("Model documentation", "Total parameters (base model + adapter)",
              words.num(base_params + (trainable or 0)) if base_params is not None else
              "give the base model directory (--base-model) to count it", "safetensors headers"),

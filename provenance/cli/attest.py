@@ -184,7 +184,7 @@ def attest_command(path: Path, key_name: str, others: tuple[Path, ...], cosign: 
 
 
 @export_group.command("in-toto")
-@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("checkpoint", required=False, type=click.Path(path_type=Path))
 @click.option("--run-manifest", type=click.Path(path_type=Path), help="run.json (default: the run directory's).")
 @click.option("--offline", is_flag=True, help="Do not read the chain (no times or anchors).")
 @click.option("--model-signing", type=click.Path(path_type=Path),
@@ -201,7 +201,7 @@ def attest_command(path: Path, key_name: str, others: tuple[Path, ...], cosign: 
               help="Write the https://prov.dev/lineage/v1 statement here (needs --report).")
 @click.option("--dp", "dp_out", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the https://prov.dev/dp/v1 statement here (needs --report).")
-def export_intoto(checkpoint: Path, run_manifest: Path | None, offline: bool, model_signing: Path | None,
+def export_intoto(checkpoint: Path | None, run_manifest: Path | None, offline: bool, model_signing: Path | None,
                   out: Path | None, rpc_url: str | None, registry: str | None, key_name: str | None,
                   report_path: Path | None, lineage_out: Path | None, dp_out: Path | None) -> None:
     """An in-toto Statement v1 with a SLSA Provenance v1 predicate for CHECKPOINT's adapter (a checkpoint directory
@@ -216,11 +216,18 @@ def export_intoto(checkpoint: Path, run_manifest: Path | None, offline: bool, mo
     def sealed(document: dict[str, Any]) -> dict[str, Any]:
         return document if key_name is None else intoto.sign_statement(document, key=key_name)
 
-    statement, files = intoto.export(checkpoint, run_manifest=run_manifest, offline=offline, rpc_url=rpc_url,
-                                     registry=registry, model_signing=model_signing is not None)
-    intoto.write_json(sealed(statement), out)
-    if model_signing is not None and files is not None:
-        intoto.write_json(sealed(files), model_signing)
+    if checkpoint is None:  # like the other exports: a saved report alone (the SLSA statement needs the files)
+        if report_path is None or not (lineage_out or dp_out) or out is not None or model_signing is not None:
+            raise UsageError("give CHECKPOINT (an adapter file or checkpoint directory), or --report FILE with "
+                             "--lineage/--dp for the statements of a saved report")
+    else:
+        if not checkpoint.exists():
+            raise UsageError(f"{checkpoint}: no such file or directory")
+        statement, files = intoto.export(checkpoint, run_manifest=run_manifest, offline=offline, rpc_url=rpc_url,
+                                         registry=registry, model_signing=model_signing is not None)
+        intoto.write_json(sealed(statement), out)
+        if model_signing is not None and files is not None:
+            intoto.write_json(sealed(files), model_signing)
     if report_path is not None:
         report = exports.load_report(report_path)
         for name, document in exports.intoto_statements(report, path=checkpoint).items():

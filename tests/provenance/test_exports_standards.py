@@ -344,6 +344,11 @@ def test_cli_in_toto_takes_the_adapter_file_and_signs(home: Path, adapter_dir: P
         assert statements.envelope_statement(envelope)["predicateType"] == predicate
     slsa = statements.envelope_statement(json.loads(out.read_text()))
     assert slsa["subject"][0]["digest"]["sha256"] == hash_file(weights).value.hex()
+    # a saved report alone, as the other exports take it: the statements name the report's file and digest
+    alone = tmp_path / "alone.json"
+    assert prov(["export", "in-toto", "--report", str(saved), "--dp", str(alone), "--key", "trainer"]) == 0
+    assert statements.envelope_statement(json.loads(alone.read_text()))["subject"] == [
+        {"name": "adapter_model.safetensors", "digest": {"sha256": hash_file(weights).value.hex()}}]
 
 
 # --- CycloneDX ML-BOM -----------------------------------------------------------------------------------------------
