@@ -81,7 +81,7 @@ def post(session: Any, url: str, *, timeout: float, max_bytes: int, what: str, d
             if isinstance(exc, urllib3.exceptions.TimeoutError) or "timed out" in text.lower():
                 raise HttpFailure(f"no answer to {what} within {limit:.1f}s", timed_out=True) from None
             raise HttpFailure(text[:160] or type(exc).__name__) from None
-        answered = status == 500 and body.lstrip().startswith(b"{")  # an error the node chose to give (Kubo, RPC)
+        answered = status == 500 and body.lstrip()[:1] in (b"{", b"[")  # an error the node chose to give (JSON)
         if status not in RETRY_STATUSES or answered or not retry:
             return Answer(status, body)
         wait = BACKOFF * 2**attempt

@@ -226,6 +226,9 @@ def _copy(get: GetBlock, cid: Cid, out: BinaryIO, where: Path) -> int:
     """Write file `cid` to `out`, refusing before the first byte a file that declares more than the disk holds
     (or than the active budget allows: `iter_file` reserves it)."""
     _, declared = stat(get, cid)
+    budget = limits.current()
+    if budget is not None:
+        budget.reserve(declared, f"{where}: file {cid} (declares {declared} bytes)")
     free = _free_bytes(out)
     if free is not None and declared > free:
         raise StoreWriteError(f"{where}: file {cid} declares {declared} bytes but only {free} are free on that "

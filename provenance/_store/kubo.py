@@ -152,6 +152,8 @@ class KuboStore(Store):
                 if exc.stalled:
                     self._stalled = reason
                 raise StoreUnavailable(reason) from None
+            if exc.status is not None:
+                raise StoreUnavailable(f"the IPFS API at {self.url}: {exc.reason}") from None
             if exc.too_large:
                 raise StoreUnavailable(f"the IPFS API at {self.url}: {exc.reason} (no IPFS block is larger than "
                                        f"{MAX_BLOCK_SIZE} bytes): a faulty or hostile node") from None
