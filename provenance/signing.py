@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from provenance import canonical, config
-from provenance.errors import FormatError, UsageError
+from provenance.errors import FormatError, ProvenanceError, UsageError
 from provenance.keys import ENV_PASSWORD, check_name, password_from_env
 
 DEFAULT_KEY = "trainer"
@@ -311,11 +311,14 @@ def signature_section(subject: Any, *, signature: Path | None = None, public_key
         return failed(str(exc))
     hint = ((bundle.get("verificationMaterial") or {}).get("publicKey") or {}).get("hint")
     out["key_id"] = hint if isinstance(hint, str) else None
-    bound = verified_files(subject)
+    try:  # informative: nothing here may abort the verification
+        bound = verified_files(subject)
+        out["files_match"] = _files_match(path, signed)
+    except (ProvenanceError, OSError) as exc:
+        return failed(f"the model's files could not be read: {exc}")
     out["unsigned"] = sorted(n for n, d in bound.items() if signed.get(n) != d)
     out["extra"] = sorted(n for n in signed if n not in bound)
     out["covers"] = "exact" if not out["unsigned"] and not out["extra"] else "partial"
-    out["files_match"] = _files_match(path, signed)
     if public_key is None:
         out["reason"] = "signer not checked: give the trainer's public key (--signature-key) to check it"
         return out
