@@ -64,13 +64,49 @@ class Chosen:
     warnings: list[str] = field(default_factory=list)
 
 
-def find(registry: RegistryReader, *, weights: Digest, tensors: Digest | None) -> list[Claim]:
-    """Every claim of these weights (file digest) or these tensors (tensor digest), oldest first, no duplicates."""
+def find(registry: RegistryReader, *, weights: Digest, tensors: Digest | None,
+         metadata: Mapping[str, str] | None = None) -> list[Claim]:
+    """Every claim of these weights (file digest) or these tensors (tensor digest), oldest first, no duplicates.
+
+    With the file's `metadata`: when it names a run and checkpoint and no claim of that run came back, the node is
+    asked for that run's registrations and each one's history (folded to its stored head): a node that hid the
+    claim's log is found out (InconsistentChain: "could not verify", never FAILED)."""
     out: dict[tuple[bytes, int], Claim] = {}
     for record in registry.claims(weights=weights, tensors=tensors):  # one query, each run's history built once
         match = "weights" if record.weights_digest == weights else "tensors"
         out.setdefault((record.run_key, record.index), Claim(record, match))
-    return sorted(out.values(), key=lambda c: (c.record.block_number, c.record.index))
+    found = sorted(out.values(), key=lambda c: (c.record.block_number, c.record.index))
+    if metadata is not None:
+        _check_named_claim_returned(registry, found, metadata, weights=weights, tensors=tensors)
+    return found
+
+
+def _check_named_claim_returned(registry: RegistryReader, found: list[Claim], metadata: Mapping[str, str], *,
+                                weights: Digest, tensors: Digest | None) -> None:
+    """Raise InconsistentChain when the run the file's metadata names holds a checkpoint claiming this file that the
+    node's claim query left out (an omitted log). Registries without per-run-id lookups are not asked."""
+    from provenance._chain.errors import InconsistentChain
+
+    named, index = metadata.get("prov.run_id", ""), metadata.get("prov.checkpoint", "")
+    reader = getattr(registry, "event_reader", None)
+    if reader is None or int(getattr(registry, "version", 1)) < 2 or len(named) != 64 or not index.isdigit():
+        return
+    try:
+        run_id = bytes.fromhex(named)
+    except ValueError:
+        return
+    if any(c.record.run_id == run_id for c in found):
+        return
+    at = int(registry.web3.eth.block_number)  # type: ignore[attr-defined]
+    start = registry.deployment_block(at) if hasattr(registry, "deployment_block") else 0
+    for event in reader.query([reader.topic("RunRegistered"), None, run_id], from_block=start, to_block=at):
+        history = registry.run(bytes(event.args["runKey"]))  # a hidden event fails the fold: InconsistentChain
+        record = history.checkpoints[int(index)] if int(index) < len(history.checkpoints) else None
+        if record is not None and (record.weights_digest == weights or
+                                   (tensors is not None and record.tensor_digest == tensors)):
+            raise InconsistentChain(f"the node's answer to the claims query left out checkpoint {index} of run "
+                                    f"{named[:12]}…, which that run's verified history holds (an omitted log): "
+                                    "do not trust this node's answers; verify with another node")
 
 
 def _rank(claim: Claim, metadata: Mapping[str, str]) -> tuple[int, int, int, int]:

@@ -23,10 +23,14 @@ from provenance.batches import MAX_WORLD_SIZE
 from provenance.hashing import Digest
 from provenance.manifest import ADAPTER_FORMAT, hash_directory
 from provenance.ports import RegistryReader, StoreReader
-from provenance.records import STEP_FORMAT, STEP_FORMAT_V1, AnyStepRecord
+from provenance.records import STATS_FORMAT_V2, STEP_FORMAT, STEP_FORMAT_V1, STEP_FORMAT_V3, AnyStepRecord
 
 KNOWN_FORMATS = {"batch": "prov.batch.v2", "noise": "prov.noise.v2", "stats": "prov.stats.v1",
                  "step": STEP_FORMAT, "trainstate": "prov.trainstate.v2", "adapter": ADAPTER_FORMAT}
+# Later versions a run may name instead (issue #23: a v3 step keeps its example count in prov.stats.v2), and the
+# statistics format each step format needs (a v3 record with v1 statistics would commit its count nowhere).
+NEWER_FORMATS = {"step": (STEP_FORMAT_V3,), "stats": (STATS_FORMAT_V2,)}
+STATS_FOR_STEP = {STEP_FORMAT: "prov.stats.v1", STEP_FORMAT_V3: STATS_FORMAT_V2}
 DEV_CHAIN_WARNING = ("its timestamps and block hashes are controlled by whoever runs it, so they prove nothing to a "
                      "third party")
 
@@ -71,7 +75,8 @@ def stage_record(ev: Evidence, registry: RegistryReader, store: StoreReader, *, 
     the file's own metadata names and whose registration its manifest's owner made, and report the others."""
     checks = ev.checks
     with checks.run("record"):
-        found = claimsmod.find(registry, weights=ev.subject.weights_digest, tensors=ev.tensor_digest)
+        found = claimsmod.find(registry, weights=ev.subject.weights_digest, tensors=ev.tensor_digest,
+                               metadata=ev.subject.metadata)  # a node hiding the named claim: error, not FAILED
         if not found:
             raise CheckFailed("no checkpoint on this registry claims this file's weights, nor the same tensors "
                               "re-encoded (altered, or never anchored here)",
@@ -141,10 +146,15 @@ def stage_run_manifest(ev: Evidence) -> None:
         summary = "the stored manifest has the registered digest and commitments"
         formats = manifest.get("formats")
         if isinstance(formats, dict):
-            unknown = {k: v for k, v in formats.items() if KNOWN_FORMATS.get(k) != v}
+            unknown = {k: v for k, v in formats.items()
+                       if KNOWN_FORMATS.get(k) != v and v not in NEWER_FORMATS.get(k, ())}
             if unknown:
                 raise CheckInconclusive(f"the run uses formats this version of prov does not know ({unknown}): "
                                         "verify with a newer prov")
+            step_format = formats.get("step")
+            if step_format in STATS_FOR_STEP and formats.get("stats") != STATS_FOR_STEP[step_format]:
+                raise CheckFailed(f"the run manifest pairs {step_format} step records with {formats.get('stats')} "
+                                  "statistics", expected=STATS_FOR_STEP[step_format], found=formats.get("stats"))
         training: dict[str, Any] = manifest["training"] if isinstance(manifest.get("training"), dict) else {}
         world = training.get("world_size", 1)
         if not canonical.is_count(world, 1) or world > MAX_WORLD_SIZE:

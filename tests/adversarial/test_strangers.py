@@ -124,3 +124,38 @@ def test_a_claim_whose_checkpoint_does_not_hold_the_file_is_dropped(lab: Lab, tm
     thief_claim = next(c for c in report["claims"] if not c["selected"])
     assert "does not hold the adapter it claims" in thief_claim["note"]
     assert os.path.exists(copy)
+
+
+def test_a_node_hiding_the_honest_claim_is_could_not_verify_never_failed(lab: Lab, rpc_proxy: Any) -> None:
+    """The node (through the fault-injecting proxy) leaves the honest checkpoint's CheckpointCommitted log out of
+    every eth_getLogs answer, while a stranger's malformed claim of the same weights is there: the verdict is
+    "could not verify" (exit 2) naming the node, never FAILED."""
+    run = lab.train("hidden")
+    adapter = last_adapter(run)
+    weights = hash_file(adapter)
+    store = open_store(lab.store_spec)
+    spam = stranger(lab, 2)
+    info = spam.register_run(Digest.of(b"hidden spam").value, manifest_digest=Digest.of(b"\xff"),
+                             base_model_digest=Digest.of(b"b"), dataset_root=Digest.of(b"d"),
+                             noise_seed_commitment=Digest.of(b"n"), manifest_cid=store.put_bytes(b"\xff"))
+    claim(spam, info.run_key, index=0, weights=weights, tensors=tensor_digest(adapter), checkpoint_dir=adapter.parent,
+          cid=store.put_directory(adapter.parent))
+    lab.mine(2)
+    topic = "0x" + lab.registry.event_reader.topic("CheckpointCommitted").hex()
+    honest_key = "0x" + lab.registry.run_key(bytes.fromhex(canonical.load_json(
+        (run / "run.json").read_bytes(), source="run.json")["run_id"])).hex()
+
+    def hides(log: dict[str, Any]) -> bool:
+        topics = [t.lower() for t in log.get("topics", [])]
+        return len(topics) > 2 and topics[0] == topic and topics[1] == honest_key and topics[2] == "0x" + weights.hex
+
+    rpc_proxy.omit_logs(hides)
+    lab.rpc_url = rpc_proxy.url
+    code, report = lab.verify(adapter)
+    assert code == 2 and report["verdict"] == "error", report["checks"]
+    assert check_of(report, "record")["status"] == "not_run"
+    assert "omitted" in check_of(report, "record")["summary"] or "node" in check_of(report, "record")["summary"]
+    assert "failed" not in [c["status"] for c in report["checks"]]
+    rpc_proxy.omit_logs(None)
+    code, report = lab.verify(adapter)
+    assert code == 0 and report["verdict"] == "verified", report["checks"]
