@@ -73,6 +73,10 @@ def _anchor_props(report: dict[str, Any]) -> dict[str, Any]:
            "prov:run.register_tx": run["register_tx"], "prov:run.manifest_cid": run["manifest_cid"],
            "prov:run.manifest_digest": run["manifest_digest"],
            "prov:run.finalized_tx": (run["finalized"] or {}).get("tx")}
+    signature = report.get("signature")
+    if isinstance(signature, dict):  # the OpenSSF model signature the verifier found beside the model
+        out |= {"prov:signature.file": signature.get("file"), "prov:signature.key_id": signature.get("key_id"),
+                "prov:signature.valid": signature.get("valid"), "prov:signature.covers": signature.get("covers")}
     if subject is not None:
         out |= {"prov:checkpoint.index": subject["index"], "prov:checkpoint.tx": subject["tx"],
                 "prov:checkpoint.block": subject["block"], "prov:checkpoint.digest": subject["checkpoint_digest"],

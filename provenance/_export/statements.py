@@ -99,6 +99,9 @@ def lineage_statement(report: dict[str, Any], subjects: list[dict[str, Any]]) ->
         "replay": None if report["replay"] is None else {
             k: report["replay"].get(k) for k in ("requested", "candidates", "chosen", "catch_probability")},
         "verify": verify_command(report),
+        # the OpenSSF model signature the verifier found beside the model, if any (provenance.signing)
+        "model_signature": None if not report.get("signature") else {
+            k: report["signature"].get(k) for k in ("file", "format", "key_id", "key_checked", "valid", "covers")},
     }
     return _statement(subjects, LINEAGE_PREDICATE, predicate)
 

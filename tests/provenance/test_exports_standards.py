@@ -531,6 +531,10 @@ def test_verify_reports_the_signature_of_a_real_run_and_exports_from_it(home: Pa
     assert subjects == done.files
     bom = exports.cyclonedx_bom(report, path=ck)
     assert {c["name"]: c["hashes"][0]["content"] for c in bom["components"] if c["type"] == "file"} == done.files
+    props = _props(bom["metadata"]["component"]["properties"])
+    assert props["prov:signature.valid"] == "true" and props["prov:signature.key_id"] == done.key_id
+    lineage = exports.intoto_statements(report, path=ck)["lineage"]["predicate"]
+    assert lineage["model_signature"]["valid"] is True and lineage["model_signature"]["covers"] == "exact"
     # the adapter file alone: no signature beside it, so the report has none
     assert env.verify(ck / "adapter_model.safetensors", replay="0")["signature"] is None
     # a signature over the weights only, given explicitly, does not cover the checkpoint's other files
