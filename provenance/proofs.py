@@ -36,7 +36,7 @@ from provenance.fsutil import atomic_write
 from provenance.hashing import Digest
 from provenance.manifest import run_id_of, run_manifest_digest, validate_run_manifest
 from provenance.ports import RegistryReader, RunHistory
-from provenance.records import StepRecord
+from provenance.records import StepRecord, StepRecordV3, step_record_from_json
 
 PROOF_FORMAT = "prov.example-proof.v1"
 MAX_PROOF_BYTES = 64 * 1024 * 1024
@@ -133,7 +133,7 @@ class DatasetOpening:
 class StepOpening:
     """Record `index`'s leaf in one step's `prov.batch.v2` commitment, and that step's record in the step log."""
 
-    record: StepRecord
+    record: StepRecord | StepRecordV3
     salt: bytes
     tensors: dict[str, tuple[int, ...]]
     ranks: int
@@ -163,7 +163,10 @@ class StepOpening:
         ex = _fields(v["example"], {"path", "position", "salt", "tensors"}, "a step's example")
         rank = _fields(v["rank"], {"examples", "path", "rank", "ranks"}, "a step's rank")
         log = _fields(v["log"], {"path", "size"}, "a step's log")
-        return cls(record=StepRecord.from_json(v["record"]), salt=_hash(ex["salt"], "batch salt"),
+        record = step_record_from_json(v["record"])
+        if not isinstance(record, StepRecord | StepRecordV3):
+            raise FormatError("a step opening needs a v2 or v3 step record (v1 batches have no per-example leaves)")
+        return cls(record=record, salt=_hash(ex["salt"], "batch salt"),
                    tensors=_tensors(ex["tensors"], max_length), ranks=_count(rank["ranks"], "ranks"),
                    rank=_count(rank["rank"], "rank"), rank_examples=_count(rank["examples"], "rank examples"),
                    position=_count(ex["position"], "position"), example_path=_path(ex["path"], "example path"),
@@ -269,10 +272,14 @@ def check_step_opening(opening: StepOpening, *, index: int, log_roots: dict[int,
     """Raise a VerificationError unless the opening leads from record `index`'s tensors to the step's batch
     commitment and from the step record to a committed log root (`log_roots`: size -> root)."""
     step, ranks, rank = opening.record.step, opening.ranks, opening.rank
-    start, end = batches.shard_bounds(opening.record.examples, ranks)[rank] if 0 <= rank < ranks else (0, -1)
-    if end - start != opening.rank_examples:
-        raise ProofError(f"step {step}: rank {rank} of {ranks} cannot hold {opening.rank_examples} of the step's "
-                         f"{opening.record.examples} examples")
+    if not 0 <= rank < ranks:
+        raise ProofError(f"step {step}: rank {rank} is not one of the step's {ranks} ranks")
+    if isinstance(opening.record, StepRecord):  # a v2 record publishes the count: the shard must fit it
+        start, end = batches.shard_bounds(opening.record.examples, ranks)[rank]
+        if end - start != opening.rank_examples:
+            raise ProofError(f"step {step}: rank {rank} of {ranks} cannot hold {opening.rank_examples} of the "
+                             f"step's {opening.record.examples} examples")
+    # (a v3 record keeps the count private: the rank leaf below binds the shard's count into the batch commitment)
     rank_root = merkle.root_from_inclusion_proof(opening.example_leaf(index), opening.position,
                                                  opening.rank_examples, list(opening.example_path))
     rank_leaf = batches.rank_leaf(rank=rank, examples=opening.rank_examples, root=rank_root)

@@ -14,11 +14,11 @@ from provenance.hashing import Digest
 from provenance.manifest import run_manifest_digest
 from provenance.ports import RegistryReader, RunHistory
 from provenance.proofs import DatasetOpening, ExampleProof, StepOpening
-from provenance.records import StepRecord
+from provenance.records import StepRecord, StepRecordV3
 
 
-def open_step(commitment: batches.BatchCommitment, *, record: StepRecord, index: int, tensors: batches.Batch,
-              world_size: int, batch_key: bytes, log_leaves: Sequence[bytes]) -> StepOpening:
+def open_step(commitment: batches.BatchCommitment, *, record: StepRecord | StepRecordV3, index: int,
+              tensors: batches.Batch, world_size: int, batch_key: bytes, log_leaves: Sequence[bytes]) -> StepOpening:
     """The opening of dataset record `index` in a step's batch commitment (of `tensors`, on `world_size` ranks), and
     of the step's record in the committed log whose leaves are `log_leaves`."""
     position = commitment.indices.index(index)
@@ -98,7 +98,7 @@ def _open_steps(steps: Sequence[Any], records: Sequence[Any], *, index: int, man
     world = int(training.get("world_size", 1))
     chosen: dict[int, list[int]] = {}
     for record in steps:
-        if not isinstance(record, StepRecord):
+        if not isinstance(record, StepRecord | StepRecordV3):
             raise UsageError("this run logged v1 step records, whose batches have no per-example commitment to open")
         drawn = poisson_indices(secrets.noise_seed, record.step, size, rate)
         if index in drawn:

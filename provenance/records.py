@@ -1,9 +1,11 @@
 """Canonical encodings of what happens in one optimizer step: step records, step statistics, and the v1 batch.
 
-Step record `prov.step.v2` (written since 0.2): step, salted batch commitment (`prov.batch.v2`, see
-`provenance.batches`), example count, lr, noise index, and a hiding commitment to the step's private statistics
-(`prov.stats.v1`): loss and clipped fraction are never published. `prov.step.v1` (runs before 0.2) carried loss and
-clipped fraction in clear; it is still parsed, so old runs stay auditable. A record's Merkle leaf is
+Step record `prov.step.v3` (written since issue #23): step, salted batch commitment (`prov.batch.v2`, see
+`provenance.batches`), lr, noise index, and a hiding commitment to the step's private statistics (`prov.stats.v2`:
+loss, clipped fraction and the example count). Nothing published says how many examples a step took: an exact
+Poisson batch size is a channel about the data the DP accountant does not cover. `prov.step.v2` (0.2 until #23)
+published the count in clear beside a `prov.stats.v1` commitment; `prov.step.v1` (runs before 0.2) carried loss and
+clipped fraction in clear; both are still parsed, so old runs stay auditable. A record's Merkle leaf is
 `H(0x00 || canonical(record))`. Floats are stored as their `repr` strings. docs/formats.md has every definition.
 
 Batch encoding `prov.batch.v1` (legacy, unsalted): a valid safetensors file written by `encode_safetensors`: 8-byte
@@ -29,8 +31,10 @@ from provenance.hashing import Digest
 
 BATCH_FORMAT_V1 = "prov.batch.v1"
 STEP_FORMAT_V1 = "prov.step.v1"
-STEP_FORMAT = "prov.step.v2"
-STATS_FORMAT = "prov.stats.v1"
+STEP_FORMAT = "prov.step.v2"  # the v2 record class below (publishes the count)
+STEP_FORMAT_V3 = "prov.step.v3"  # what the trainer writes
+STATS_FORMAT = "prov.stats.v1"  # statistics of a v2 step: loss, clipped fraction
+STATS_FORMAT_V2 = "prov.stats.v2"  # statistics of a v3 step: loss, clipped fraction, example count
 
 _DTYPES: dict[str, str] = {
     "bool": "BOOL", "uint8": "U8", "int8": "I8", "int16": "I16", "int32": "I32", "int64": "I64",
@@ -207,13 +211,40 @@ class StepRecordV1(_Logged):
                    noise_index=_check_count(v["noise_index"], "noise_index"))
 
 
-AnyStepRecord = StepRecord | StepRecordV1
+@dataclass(frozen=True, slots=True)
+class StepRecordV3(_Logged):
+    """One optimizer step as logged since issue #23 (`prov.step.v3`): a v2 record without the example count, which
+    `stats` (`prov.stats.v2`) now commits to with the loss and clipped fraction. An auditor with the secrets still
+    checks the count (the sampled indices, the batch commitment and the opened statistics all fix it)."""
+
+    format: ClassVar[str] = STEP_FORMAT_V3
+    step: int
+    batch: Digest
+    lr: float
+    noise_index: int
+    stats: Digest
+
+    def to_json(self) -> dict[str, Any]:
+        return {"batch": str(self.batch), "format": STEP_FORMAT_V3, "lr": _float_text(self.lr, "lr"),
+                "noise_index": self.noise_index, "stats": str(self.stats), "step": self.step}
+
+    @classmethod
+    def from_json(cls, value: Any) -> StepRecordV3:
+        v = _check_fields(value, {"batch", "format", "lr", "noise_index", "stats", "step"}, STEP_FORMAT_V3)
+        return cls(step=_check_count(v["step"], "step"), batch=Digest.parse(v["batch"]),
+                   lr=_parse_float(v["lr"], "lr"), noise_index=_check_count(v["noise_index"], "noise_index"),
+                   stats=Digest.parse(v["stats"]))
+
+
+AnyStepRecord = StepRecord | StepRecordV1 | StepRecordV3
 
 
 def step_record_from_json(value: Any) -> AnyStepRecord:
-    """Parse a step record of any known format (v2, or v1 from runs before 0.2)."""
+    """Parse a step record of any known format (v3; v2 and v1 from older runs)."""
     if isinstance(value, dict) and value.get("format") == STEP_FORMAT_V1:
         return StepRecordV1.from_json(value)
+    if isinstance(value, dict) and value.get("format") == STEP_FORMAT_V3:
+        return StepRecordV3.from_json(value)
     return StepRecord.from_json(value)
 
 
@@ -222,24 +253,35 @@ def step_record_from_json(value: Any) -> AnyStepRecord:
 
 @dataclass(frozen=True, slots=True)
 class StepStats:
-    """The private statistics of one step: what `StepRecord.stats` commits to. Never published."""
+    """The private statistics of one step: what a step record's `stats` commits to. Never published. With
+    `examples` (a v3 step's count) the commitment is `prov.stats.v2`, without it `prov.stats.v1`."""
 
     step: int
     loss: float
     clipped_fraction: float
+    examples: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"clipped_fraction": _float_text(self.clipped_fraction, "clipped_fraction"),
-                "loss": _float_text(self.loss, "loss"), "step": self.step}
+        out: dict[str, Any] = {"clipped_fraction": _float_text(self.clipped_fraction, "clipped_fraction"),
+                               "loss": _float_text(self.loss, "loss"), "step": self.step}
+        if self.examples is not None:
+            out["examples"] = self.examples
+        return out
 
     @classmethod
     def from_json(cls, value: Any, *, source: str = "step statistics") -> StepStats:
-        if not isinstance(value, dict) or set(value) != {"clipped_fraction", "loss", "step"}:
-            raise FormatError(f"{source}: a line must be {{clipped_fraction, loss, step}}")
+        keys = {"clipped_fraction", "loss", "step"}
+        if not isinstance(value, dict) or set(value) not in (keys, keys | {"examples"}):
+            raise FormatError(f"{source}: a line must be {{clipped_fraction, loss, step}} or {{clipped_fraction, "
+                              "examples, loss, step}")
         return cls(step=_check_count(value["step"], "step"), loss=_parse_float(value["loss"], "loss"),
-                   clipped_fraction=_parse_float(value["clipped_fraction"], "clipped_fraction"))
+                   clipped_fraction=_parse_float(value["clipped_fraction"], "clipped_fraction"),
+                   examples=_check_count(value["examples"], "examples") if "examples" in value else None)
 
     def commitment(self, stats_key: bytes) -> Digest:
+        if self.examples is not None:
+            return stats_commitment_v2(stats_key, step=self.step, loss=self.loss,
+                                       clipped_fraction=self.clipped_fraction, examples=self.examples)
         return stats_commitment(stats_key, step=self.step, loss=self.loss, clipped_fraction=self.clipped_fraction)
 
 
@@ -250,3 +292,13 @@ def stats_commitment(stats_key: bytes, *, step: int, loss: float, clipped_fracti
     body = canonical.encode({"clipped_fraction": _float_text(clipped_fraction, "clipped_fraction"),
                              "loss": _float_text(loss, "loss")})
     return Digest.of(STATS_FORMAT.encode() + b"\x00" + salt + body)
+
+
+def stats_commitment_v2(stats_key: bytes, *, step: int, loss: float, clipped_fraction: float,
+                        examples: int) -> Digest:
+    """`H(b"prov.stats.v2\x00" || HMAC(stats_key, u64(step)) || canonical({clipped_fraction, examples, loss}))`: the
+    v1 commitment with the step's example count inside, for `prov.step.v3` records."""
+    salt = hmac.new(stats_key, step.to_bytes(8, "big"), hashlib.sha256).digest()
+    body = canonical.encode({"clipped_fraction": _float_text(clipped_fraction, "clipped_fraction"),
+                             "examples": _check_count(examples, "examples"), "loss": _float_text(loss, "loss")})
+    return Digest.of(STATS_FORMAT_V2.encode() + b"\x00" + salt + body)

@@ -51,7 +51,7 @@ from provenance.errors import FormatError, UsageError
 from provenance.fsutil import fsync_dir
 from provenance.hashing import Digest
 from provenance.manifest import ADAPTER_FORMAT, ADAPTER_FORMAT_V1, MANIFEST_NAME, CheckpointManifest, hash_directory
-from provenance.records import StepRecord
+from provenance.records import AnyStepRecord
 from provenance.steplog import encode_line
 from training import faults, tensorfile
 from training.engine import Engine
@@ -90,7 +90,7 @@ class MemoryLog:
     def size(self) -> int:
         return self._range.size
 
-    def append(self, record: StepRecord) -> None:
+    def append(self, record: AnyStepRecord) -> None:
         if record.step != self.size:
             raise UsageError(f"log expects step {self.size} next, got step {record.step}")
         leaf = record.leaf_hash()

@@ -10,9 +10,9 @@ size (Opacus' `loss_reduction="mean"`), and take the optimizer step. An empty Po
 noise moves the adapter (the accountant and the log count it). Non-private mode: same structure, unclipped sums
 divided by the number of examples, no noise; an empty batch there changes nothing.
 
-Rank 0 (or the only process) records the step: `prov.step.v2` record with the salted batch commitment
-(`provenance.batches.batch_digest`, `world_size` = W) and the hiding commitment to the step's statistics
-(`stats_commitment`); the statistics themselves (`StepStats`) are returned for `stats.jsonl` only.
+Rank 0 (or the only process) records the step: `prov.step.v3` record with the salted batch commitment
+(`provenance.batches.batch_digest`, `world_size` = W) and the hiding commitment to the step's statistics and
+example count (`prov.stats.v2`); the statistics themselves (`StepStats`) are returned for `stats.jsonl` only.
 
 The guard: after every step the adapter must be finite and, whenever the step should move it (a non-empty batch,
 or any DP step), differ from before; otherwise `TrainingGuardError` stops training. A silent no-op LoRA update
@@ -35,7 +35,7 @@ import torch
 
 from provenance.batches import Batch, batch_digest, shard_bounds
 from provenance.errors import ProvenanceError
-from provenance.records import StepRecord, StepStats, stats_commitment
+from provenance.records import StepRecordV3, StepStats
 from provenance.sampler import poisson_indices
 from provenance.secrets import Secrets
 from training import determinism
@@ -85,7 +85,7 @@ class LocalCollective:
 
 @dataclass(frozen=True)
 class StepResult:
-    record: StepRecord | None  # None when the engine does not record (other ranks, benchmarks)
+    record: StepRecordV3 | None  # None when the engine does not record (other ranks, benchmarks)
     stats: StepStats
     indices: list[int]
 
@@ -149,7 +149,8 @@ class Engine:
         elif n:
             self._apply(total / float(n))
         loss = _mean(losses)
-        stats = StepStats(step=step, loss=loss, clipped_fraction=clipped / n if n and self.plan.private else 0.0)
+        stats = StepStats(step=step, loss=loss, clipped_fraction=clipped / n if n and self.plan.private else 0.0,
+                          examples=n)  # the count is private: committed in `stats`, never in the record
         if self.guard:
             self._check(step, moved=bool(n) or self.plan.private, loss=loss)
         self.next_step = step + 1
@@ -157,9 +158,8 @@ class Engine:
         if self.record:
             digest = batch_digest(self._batch_key, step=step, indices=chosen, tensors=tensors,
                                   world_size=self.plan.world_size)
-            record = StepRecord(step=step, batch=digest, examples=n, lr=lr, noise_index=step,
-                                stats=stats_commitment(self._stats_key, step=step, loss=stats.loss,
-                                                       clipped_fraction=stats.clipped_fraction))
+            record = StepRecordV3(step=step, batch=digest, lr=lr, noise_index=step,
+                                  stats=stats.commitment(self._stats_key))
         return StepResult(record=record, stats=stats, indices=chosen)
 
     def _step_math(self, peft_model: Any) -> StepMath:

@@ -24,12 +24,12 @@ from provenance.batches import BATCH_FORMAT
 from provenance.errors import FormatError, UsageError
 from provenance.fsutil import atomic_write
 from provenance.manifest import ADAPTER_FORMAT, RUN_FORMAT_V2, decode_run_manifest, encode_run_manifest
-from provenance.records import STATS_FORMAT, STEP_FORMAT
+from provenance.records import STATS_FORMAT_V2, STEP_FORMAT_V3
 from training.config import AnchorConfig, _build
 
 RUN_FORMAT = RUN_FORMAT_V2
 STATE_FORMAT = "prov.trainstate.v2"
-FORMATS = {"batch": BATCH_FORMAT, "noise": "prov.noise.v2", "stats": STATS_FORMAT, "step": STEP_FORMAT,
+FORMATS = {"batch": BATCH_FORMAT, "noise": "prov.noise.v2", "stats": STATS_FORMAT_V2, "step": STEP_FORMAT_V3,
            "trainstate": STATE_FORMAT, "adapter": ADAPTER_FORMAT}
 RUN_FILE = "run.json"
 LOCAL_FILE = "local.json"

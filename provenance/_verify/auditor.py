@@ -16,7 +16,7 @@ from provenance._verify.checks import CheckFailed, CheckInconclusive, Checks, St
 from provenance._verify.pipeline import Evidence
 from provenance.errors import ProvenanceError
 from provenance.ports import RegistryReader, StoreReader
-from provenance.records import STEP_FORMAT
+from provenance.records import STEP_FORMAT, STEP_FORMAT_V3
 from provenance.secrets import Secrets
 
 
@@ -173,7 +173,7 @@ def stage_replay(ev: Evidence, registry: RegistryReader, store: StoreReader, inp
             checks.not_run(check_id, checks.why_missing("base_model" if ev.files is not None else "step_log",
                                                         "a verified base model and step log"))
         return
-    if ev.step_format != STEP_FORMAT:
+    if ev.step_format not in (STEP_FORMAT, STEP_FORMAT_V3):
         why = (f"this run uses {ev.step_format} records, which this version does not replay (its verdict stops at "
                "commitments and data)")
         checks.not_run("checkpoint_zero", why)

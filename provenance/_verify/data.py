@@ -20,7 +20,7 @@ from provenance._verify.checks import CheckFailed, CheckInconclusive
 from provenance.dataset import dataset_root, load_committed
 from provenance.errors import FormatError, UsageError
 from provenance.hashing import Digest
-from provenance.records import AnyStepRecord, StepRecord, StepRecordV1, StepStats, batch_digest_v1
+from provenance.records import AnyStepRecord, StepRecord, StepRecordV1, StepRecordV3, StepStats, batch_digest_v1
 from provenance.sampler import poisson_indices
 from provenance.schedule import lr_of_manifest
 from provenance.secrets import Secrets
@@ -138,7 +138,7 @@ def check_steps(*, manifest: Mapping[str, Any], steps: Sequence[AnyStepRecord], 
     for record in steps:
         k = record.step
         indices = poisson_indices(secrets.noise_seed, k, size, rate)
-        if record.examples != len(indices):
+        if not isinstance(record, StepRecordV3) and record.examples != len(indices):  # v3: inside `stats`
             raise _mismatch(k, "example count", len(indices), record.examples)
         lr = lr_of_manifest(training, k)
         if record.lr != lr:
@@ -147,7 +147,7 @@ def check_steps(*, manifest: Mapping[str, Any], steps: Sequence[AnyStepRecord], 
             raise _mismatch(k, "noise index", k, record.noise_index)
         if tokenized is not None:
             tensors = tokenized.batch(indices)
-            if isinstance(record, StepRecord):
+            if isinstance(record, StepRecord | StepRecordV3):
                 digest = batches.batch_digest(batch_key, step=k, indices=indices, tensors=tensors, world_size=world)
             else:
                 digest = batch_digest_v1(step=k, indices=indices, tensors=tensors)
@@ -164,6 +164,9 @@ def check_steps(*, manifest: Mapping[str, Any], steps: Sequence[AnyStepRecord], 
             if item is None:
                 raise CheckFailed(f"step {k}: the statistics file given has no line for this step", expected=k,
                                   found="nothing")
+            if isinstance(record, StepRecordV3) and item.examples != len(indices):
+                raise _mismatch(k, "example count (in the statistics a v3 record commits)", len(indices),
+                                item.examples)
             if item.commitment(stats_key) != record.stats:
                 raise CheckFailed(f"step {k}: the statistics given do not open the step's commitment",
                                   expected=record.stats, found=item.commitment(stats_key))

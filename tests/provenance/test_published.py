@@ -3,8 +3,10 @@
 A real run is trained and anchored; then every byte it published — every block in the store (run manifest, every
 checkpoint: adapter, optimizer state, state.json, step-log segment, manifest) and the publishable verify report —
 is searched for what must never be there: any step's loss or clipped fraction (as text or as the float's bytes),
-the unsalted batch digest a v1 run would have published (whole batch or per example), the text of any training
-record, and every secret and key derived from the secrets."""
+the unsalted batch digest a v1 run would have published (whole batch or per example), each step's exact example
+count as a step record would carry it (issue #23: a published Poisson batch size is a channel the DP accountant does
+not cover; prov.step.v3 keeps it in the statistics commitment), the text of any training record, and every secret
+and key derived from the secrets."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ pytest.importorskip("torch", reason="training a run needs the train extra (scrip
 from provenance import batches
 from provenance.basemodel import load_tokenizer
 from provenance.dataset import load_committed
+from provenance.hashing import Digest
 from provenance.manifest import decode_run_manifest
 from provenance.records import StepStats, batch_digest_v1
 from provenance.report import publishable
@@ -43,7 +46,8 @@ def forbidden(run: Path, model: Path) -> dict[str, list[bytes]]:
     manifest = decode_run_manifest((run / "run.json").read_bytes())
     secrets = Secrets.load(run / "secrets.json")
     stats = [StepStats.from_json(json.loads(line)) for line in (run / "stats.jsonl").read_text().splitlines()]
-    out: dict[str, list[bytes]] = {"statistics": [], "unsalted batch digests": [], "records": [], "secrets": []}
+    out: dict[str, list[bytes]] = {"statistics": [], "unsalted batch digests": [], "records": [], "secrets": [],
+                                   "batch sizes": []}
     for item in stats:
         for value in (item.loss, item.clipped_fraction):
             if value not in (0.0, 1.0):  # 0.0 and 1.0 occur everywhere (e.g. "clipped_fraction" of empty batches)
@@ -56,6 +60,9 @@ def forbidden(run: Path, model: Path) -> dict[str, list[bytes]]:
         chosen = poisson_indices(secrets.noise_seed, k, int(training["dataset_size"]),
                                  float(training["dp"]["sample_rate"]))
         tensors = tokenized.batch(chosen)
+        # A count as any step record writes it (canonical JSON: no spaces), and as the first fields of a v2 record.
+        out["batch sizes"] += [b'"examples":%d,"format":"prov.step' % len(chosen),
+                               b'"examples":%d' % len(chosen) + b',"format"']
         out["unsalted batch digests"].append(batch_digest_v1(step=k, indices=chosen, tensors=tensors).hex.encode())
         for position, index in enumerate(chosen):
             row = {name: np.asarray(tensors[name])[position] for name in batches.TENSOR_NAMES}
@@ -88,10 +95,25 @@ def test_nothing_a_run_publishes_leaks_statistics_data_or_secrets(tiny_run: Any,
     found = {kind: [needle[:40] for needle in items if needle in haystack] for kind, items in needles.items()}
     # The search would find them where they do live: the private statistics, the data, the secrets file.
     private = {"statistics": (run / "stats.jsonl").read_bytes(),
+               "batch sizes": _as_v2_records(run),
                "records": Path(json.loads((run / "local.json").read_bytes())["data"]).read_bytes(),
                "secrets": (run / "secrets.json").read_bytes()}
     for kind, content in private.items():
         assert any(needle in content for needle in needles[kind]), kind
-    assert found == {"statistics": [], "unsalted batch digests": [], "records": [], "secrets": []}
+    assert found == {"statistics": [], "unsalted batch digests": [], "records": [], "secrets": [],
+                     "batch sizes": []}
     # The auditor's full report does carry the loss curve it checked; only the publishable copy drops it.
     assert report["series"]["loss"] and publishable(report)["series"]["loss"] is None
+
+
+def _as_v2_records(run: Path) -> bytes:
+    """What the run's step log would have published as prov.step.v2 records (each with its count in clear), built
+    from the private statistics: the scan must find the counts there, so its silence on the published bytes means
+    something."""
+    from provenance.records import StepRecord
+
+    stats = [StepStats.from_json(json.loads(line)) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert all(item.examples is not None for item in stats), "a v3 run's statistics carry each step's count"
+    return b"\n".join(StepRecord(step=s.step, batch=Digest.of(b"-"), examples=int(s.examples or 0), lr=0.001,
+                                  noise_index=s.step, stats=Digest.of(b"-")).encode() for s in stats)
+

@@ -43,7 +43,9 @@ def test_honest_run_verifies_fully_replayed(env: VerifyEnv, anchored: Path, tiny
     assert [s["status"] for s in report["replay"]["segments"]] == ["passed"] * 4  # checkpoint 0 and 3 segments
     assert all(s["bitwise"] and s["expected"] == s["found"] for s in report["replay"]["segments"])
     assert len(report["lineage"]) == 4 and report["lineage"][-1]["is_subject"]
-    assert report["dp"]["epsilon_recomputed"] == pytest.approx(report["dp"]["epsilon_committed"], rel=1e-3)
+    # The verifier's own bound (dp-accounting PLD) lies below opacus' committed PRV ε by about PRV's eps_error (0.01).
+    dp = report["dp"]
+    assert dp["epsilon_committed"] - 0.012 < dp["epsilon_recomputed"] <= dp["epsilon_committed"]
     assert report["dp"]["epsilon_checked"] == 4
     assert report["series"]["loss_status"] == "checked" and len(report["series"]["loss"]) == 6
 

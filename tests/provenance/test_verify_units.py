@@ -3,6 +3,7 @@ per-checkpoint ε, the cheap pass over every step, claim selection, verdicts and
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -735,3 +736,29 @@ def test_the_opacus_cross_check_reports_opacus_number_beside_the_bound() -> None
     assert result.opacus == pytest.approx(recompute_epsilon("rdp", ((1.0, 0.05, 10),), 1e-5))
     assert "recomputes ε" in result.summary and "the run recorded opacus 0.0-other" in result.summary
     assert "opacus here:" in " ".join(result.statement)
+
+
+def test_v3_steps_keep_the_count_private_and_the_auditor_still_checks_it() -> None:
+    """prov.step.v3 (issue #23): the record has no example count; the statistics commitment (prov.stats.v2) holds
+    it, so an auditor with the secrets and stats.jsonl checks it, and a count that is not the sampled one fails."""
+    from provenance.records import StepRecordV3, StepStats, step_record_from_json
+
+    manifest, v2, secrets, tokenized = synthetic_run()
+    sizes = {r.step: r.examples for r in v2}
+    stats = {k: StepStats(k, 1.0 + k, 0.5, examples=sizes[k]) for k in sizes}
+    records = [StepRecordV3(step=r.step, batch=r.batch, lr=r.lr, noise_index=r.noise_index,
+                            stats=stats[r.step].commitment(secrets.stats_key())) for r in v2]
+    assert all("examples" not in r.to_json() for r in records)
+    assert step_record_from_json(json.loads(records[3].encode())) == records[3]
+    with pytest.raises(FormatError, match="unexpected"):  # a v3 record that publishes its count is malformed
+        step_record_from_json({**records[3].to_json(), "examples": 2})
+    result = check_steps(manifest=manifest, steps=records, secrets=secrets, tokenized=tokenized, stats=stats)
+    assert result.full and result.loss_status == "checked"
+    assert check_steps(manifest=manifest, steps=records, secrets=secrets, tokenized=None, stats=None).loss is None
+    lying = dict(stats)
+    lying[5] = replace(stats[5], examples=sizes[5] + 1)  # opens a commitment made with another count
+    with pytest.raises(CheckFailed, match=r"step 5: .*example count"):
+        check_steps(manifest=manifest, steps=records, secrets=secrets, tokenized=tokenized, stats=lying)
+    old = {k: StepStats(k, 1.0 + k, 0.5) for k in sizes}  # v1 statistics (no count) do not open a v3 commitment
+    with pytest.raises(CheckFailed, match="step 0"):
+        check_steps(manifest=manifest, steps=records, secrets=secrets, tokenized=tokenized, stats=old)

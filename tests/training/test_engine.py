@@ -70,7 +70,7 @@ def test_a_dp_step_adds_the_noise_once_and_divides_by_the_expected_batch_size(ti
     result = engine.step(0)
     after = torch.cat([p.detach().reshape(-1) for _, p in engine.named_params])
     assert torch.allclose(before - after, expected, atol=1e-6)  # SGD, lr 1: the update is the gradient
-    assert result.record is not None and result.record.examples == len(result.indices)
+    assert result.record is not None and result.stats.examples == len(result.indices)
     assert engine.accountant is not None and engine.accountant.history == [(0.5, engine.plan.sample_rate, 1)]
 
 
@@ -98,8 +98,8 @@ def test_micro_batches_and_rank_shards_change_order_not_meaning(tiny_engine: Any
         runs[(micro, world)] = (results, torch.cat([p.detach().reshape(-1) for _, p in engine.named_params]))
     (base, w_base), (micro3, w_micro), (sharded, w_sharded) = runs.values()
     for a, b in zip(base, micro3, strict=True):
-        assert (a.record.batch, a.record.examples, a.record.lr, a.record.noise_index) == (
-            b.record.batch, b.record.examples, b.record.lr, b.record.noise_index)
+        assert (a.record.batch, a.stats.examples, a.record.lr, a.record.noise_index) == (
+            b.record.batch, b.stats.examples, b.record.lr, b.record.noise_index)
         assert a.stats.loss == pytest.approx(b.stats.loss, rel=1e-5)
     for a, c in zip(base, sharded, strict=True):
         assert a.indices == c.indices and a.record.batch != c.record.batch

@@ -17,7 +17,7 @@ from provenance.batches import batch_digest
 from provenance.errors import UsageError
 from provenance.hashing import Digest, hash_file
 from provenance.manifest import MANIFEST_NAME, CheckpointManifest, hash_directory
-from provenance.records import StepRecord, StepStats
+from provenance.records import StepRecordV3, StepStats
 from provenance.steplog import StepLog, parse_records, verify_log
 from training.checkpoint import CHECKPOINT_FILES, read_checkpoint
 from training.runinfo import read_manifest, run_id_of, write_manifest
@@ -48,8 +48,8 @@ def test_run_directory_layout_and_manifest(tiny_run: Any, fixed_secrets: Any) ->
     manifest = decode_run_manifest(raw)
     assert canonical.encode(manifest) == raw and read_manifest(run_dir) == manifest
     assert manifest["format"] == "prov.run.v2" and manifest["checkpoint_format"] == "prov.trainstate.v2"
-    assert manifest["formats"] == {"batch": "prov.batch.v2", "noise": "prov.noise.v2", "stats": "prov.stats.v1",
-                                   "step": "prov.step.v2", "trainstate": "prov.trainstate.v2",
+    assert manifest["formats"] == {"batch": "prov.batch.v2", "noise": "prov.noise.v2", "stats": "prov.stats.v2",
+                                   "step": "prov.step.v3", "trainstate": "prov.trainstate.v2",
                                    "adapter": "prov.adapter.v2"}
     assert manifest["owner"] is None  # anchoring off: nobody will register it
     assert manifest["training"]["world_size"] == 1 and manifest["training"]["batch"]["physical_batch_size"] == 0
@@ -124,9 +124,10 @@ def test_records_commit_to_the_batches_and_to_the_hidden_statistics(tiny_run: An
                                  max_length=32)
     for k in range(6):
         record = log.record(k)
-        assert isinstance(record, StepRecord)
+        assert isinstance(record, StepRecordV3)  # the count is private: in the statistics commitment only
         indices = poisson_indices(fixed_secrets.noise_seed, k, 256, 8 / 256)
-        assert record.examples == len(indices) and record.noise_index == k
+        assert stats[k].examples == len(indices) and record.noise_index == k
+        assert "examples" not in record.to_json()
         assert record.batch == batch_digest(fixed_secrets.batch_key(), step=k, indices=indices,
                                             tensors=tokenized.batch(indices))
         assert record.stats == stats[k].commitment(fixed_secrets.stats_key())
@@ -226,7 +227,7 @@ def test_empty_poisson_batches_are_real_steps(tiny_config: Any, fixed_secrets: A
     log = StepLog.open(result.run_dir, create=False)
     record = log.record(empty[0])
     stats = read_stats(result.run_dir / "stats.jsonl")[empty[0]]
-    assert record.examples == 0 and stats == StepStats(step=empty[0], loss=0.0, clipped_fraction=0.0)
+    assert stats == StepStats(step=empty[0], loss=0.0, clipped_fraction=0.0, examples=0)
     assert record.noise_index == empty[0]
     # the noise-only step still moved the adapter (the guard would have stopped training otherwise)
     assert result.epsilon is not None and result.epsilon > 0
