@@ -147,6 +147,13 @@ class Rechecking:
         propagate: a node that cannot answer decides nothing."""
         if self.target.chain is None:
             return []
+        if self.target.chain == "tester" and self._registry is None:
+            from provenance.errors import ChainError
+
+            # a new process would get a new, empty in-process chain: everything would look dropped
+            raise ChainError("this run anchored to the in-process test chain (--chain tester), which existed only "
+                             "inside the process that trained it: nothing can be re-checked or verified against it; "
+                             "train again on a chain that persists (`prov chain up`)")
         _, registry = self._clients()
         keys = [j.run_key for j in self.jobs() if j.kind == "register" and j.run_key]
         if not keys:
@@ -173,6 +180,8 @@ class Rechecking:
         return dropped
 
     def _recheck_quietly(self) -> None:
+        if self.target.chain == "tester" and self._registry is None:
+            return  # a resumed run on the in-process chain: a new chain, nothing of the old one to re-check
         try:
             self.recheck()
         except Exception as exc:  # recorded, never raised into training: the jobs keep their remembered state

@@ -113,3 +113,18 @@ def test_an_outbox_written_before_finality_still_reads(world: tuple[Any, Any, Pa
         assert [j.final for j in box.jobs()] == [False] * 3
         box.recheck()
         assert [j.final for j in box.jobs()] == [True] * 3
+
+
+def test_an_outbox_on_the_vanished_in_process_chain_is_not_rechecked(world: tuple[Any, Any, Path, bytes]) -> None:
+    """Re-opened in a new process (no live client), an outbox that anchored to `--chain tester` cannot be re-checked:
+    a fresh in-process chain would make every job look dropped. It says so instead of re-sending to a new chain."""
+    from provenance.errors import ChainError
+
+    registry, store, run_dir, run_id = world
+    with Outbox.open(run_dir, chain="tester", registry_client=registry, store_client=store) as box:
+        enqueue_all(box, run_dir, run_id, 1)
+        assert box.flush(timeout=60)
+    with Outbox.open(run_dir, reuse_target=True) as box:
+        with pytest.raises(ChainError, match="existed only inside the process that trained it"):
+            box.recheck()
+        assert [j.state for j in box.jobs()] == ["done", "done"]
