@@ -150,7 +150,24 @@ def _lineage(report: dict[str, Any]) -> str:
             "ε recomputed", "Manifest CID", "Tx", "Block", "Time (UTC)", "Committer"]
     note = ('<p class="note">Long values are shortened: hover for the full value, or see <code>prov verify --json'
             "</code>. The highlighted row is the file that was verified.</p>") if rows else ""
-    return note + _table(head, rows, "lineage", "No checkpoints: no registry record was found for this file.")
+    from provenance._report_lineage import diagram
+
+    table = _table(head, rows, "lineage", "No checkpoints: no registry record was found for this file.")
+    return diagram(report) + note + (f'<div class="wide">{table}</div>' if rows else table)
+
+
+def _audit(report: dict[str, Any]) -> str:
+    """Who audited, the command, the report id, and whether the report holds private statistics."""
+    audit = report.get("audit")
+    if not isinstance(audit, dict):
+        return ""
+    rows = [("Auditor", _e(audit["auditor"] or "not given (--auditor NAME)")),
+            ("Command", f'<code class="full">{_e(audit["command"])}</code>' if audit["command"] else _e(None)),
+            ("Report id", _full(audit["report_id"]))]
+    marker = ('<p class="private">Contains private statistics (the per-step training loss, in the JSON and in the '
+              "loss chart): do not publish this report; <code>prov verify --public</code> writes the publishable "
+              "variant.</p>") if audit["statistics"] == "private" else ""
+    return marker + _dl(rows)
 
 
 def _privacy(report: dict[str, Any]) -> str:
@@ -249,7 +266,9 @@ def _template(name: str) -> str:
 def page(report: dict[str, Any]) -> str:
     """The page for a prepared (validated, scrubbed, escaped-on-output) v2 report."""
     verdict, dp, series, level = report["verdict"], report["dp"], report["series"], report["level"]
-    css = string.Template(_template("report.css")).substitute(VERDICT_COLORS)
+    from provenance._report_lineage import CSS as LINEAGE_CSS
+
+    css = string.Template(_template("report.css")).substitute(VERDICT_COLORS) + LINEAGE_CSS
     missing = words.not_checked(report)
     warns = words.warnings(report)
     return string.Template(_template("report.html")).substitute(
@@ -258,7 +277,7 @@ def page(report: dict[str, Any]) -> str:
         title=_e(f"{level['text']}: {report['subject']['path']}"),
         warnings=(f'<section id="warnings" class="warnings"><h2>Warnings</h2>{_list(warns, "warnings")}</section>'
                   if warns else ""),
-        facts=_run_facts(report), checks=_checks(report), privacy=_privacy(report),
+        facts=_audit(report) + _run_facts(report), checks=_checks(report), privacy=_privacy(report),
         not_checked=_list(missing, "plain") or '<p class="empty">Nothing beyond the checks above.</p>',
         eps_chart=_chart(series["epsilon"], name="ε", limit=dp and dp["epsilon_budget"], zero=True),
         loss_chart=_loss(report), replay=_replay(report), claims=_claims(report), lineage=_lineage(report),

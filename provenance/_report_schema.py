@@ -26,19 +26,32 @@ LEVEL_WORDS = {"commitments": "VERIFIED (commitments)", "data": "VERIFIED (commi
 VERDICT_WORDS = {"verified": "VERIFIED", "failed": "FAILED", "inconclusive": "INCONCLUSIVE",
                  "error": "COULD NOT VERIFY"}
 DEV_CHAIN_SUFFIX = " — local development chain"
+NOT_FINALISED_SUFFIX = " — not finalised: checkpoints may follow"
 
 
 def level_text(verdict: str, name: str | None, *, replayed: int = 0, segments: int = 0,
-               dev_chain: str | None = None) -> str:
-    """The verdict line (`level.text`): what was proven, e.g. `VERIFIED (replayed 2/30 segments)`; a known
-    development chain appends ` — local development chain`. The verifier and the validator both call this."""
+               dev_chain: str | None = None, finalized: bool | None = None) -> str:
+    """The verdict line (`level.text`): what was proven, e.g. `VERIFIED (replayed 2/30 segments)`; a verified run
+    that is not finalised says so (`finalized=False`: later checkpoints may follow, so this is not the run's final
+    state); a known development chain appends ` — local development chain`. The verifier and the validator both
+    call this."""
     if verdict != "verified":
         word = VERDICT_WORDS[verdict]
     elif name == "sampled":
         word = f"VERIFIED (replayed {replayed}/{segments} segments)"
     else:
         word = LEVEL_WORDS[str(name)]
+    if verdict == "verified" and finalized is False:
+        word += NOT_FINALISED_SUFFIX
     return word + (DEV_CHAIN_SUFFIX if dev_chain else "")
+
+
+def finalized_of(report: dict[str, Any]) -> bool | None:
+    """Whether the report's run is finalised, for its verdict line; None for reports written before the verdict
+    line said so (they have no `audit` section) or without a run."""
+    if "audit" not in report or not isinstance(report.get("run"), dict):
+        return None
+    return report["run"].get("finalized") is not None
 
 
 # --- the shape language ----------------------------------------------------------------------------------------
@@ -173,6 +186,8 @@ _SCHEMA: dict[str, Any] = {
             "found": _Opt(_DIGEST), "weight_distance": _Opt(float), "first_divergence": _Opt(_DIVERGENCE)})}),
     "warnings": _List(str),
     "not_checked": _List(str),
+    "audit": _Added({"auditor": _Opt(str), "command": _Opt(str), "report_id": _Opt(_DIGEST),
+                     "statistics": _Enum("private", "none")}),
     "attestations": _Opt(_List({
         "number": int, "tx": _HASH, "block": int, "report_cid": _Opt(str),
         "signers": _List({"auditor": _ADDRESS, "name": _Opt(str)}), "valid": bool, "reason": _Opt(str),
@@ -300,7 +315,8 @@ def _level_agrees(report: dict[str, Any]) -> None:
         raise _bad("level.replayed", f"every segment ({segments}) at level 'full'", replayed)
     if name == "sampled" and report["replay"] is None:
         raise _bad("replay", "an object at level 'sampled'", None)
-    text = level_text(verdict, name, replayed=replayed, segments=segments, dev_chain=report["chain"]["dev_chain"])
+    text = level_text(verdict, name, replayed=replayed, segments=segments, dev_chain=report["chain"]["dev_chain"],
+                      finalized=finalized_of(report))
     if level["text"] != text:
         raise _bad("level.text", repr(text), level["text"])
 

@@ -26,7 +26,8 @@ from provenance._report_words import privacy_sentence
 from provenance.fsutil import atomic_write
 
 __all__ = ["CHECK_IDS", "EXIT_CODES", "FORMAT", "as_dict", "level_text", "privacy_sentence", "publishable",
-           "render_html", "render_public", "render_text", "scrub", "upgrade", "validate_report", "write_html"]
+           "render_html", "render_public", "render_text", "report_id", "scrub", "seal", "upgrade", "validate_report",
+           "write_html"]
 
 WIDTH = 100
 _ANSI = {"verified": "1;32", "passed": "32", "failed": "1;31", "error": "1;33", "inconclusive": "1;35",
@@ -111,11 +112,34 @@ def prepared(report: Any) -> dict[str, Any]:
 
 
 def publishable(report: Any) -> dict[str, Any]:
-    """The copy of a report that may be stored publicly (`--store-report`) or exported: no per-step loss (even
-    when the auditor checked it: it is computed from private examples), no local path, no credential."""
+    """The copy of a report that may be stored publicly (`--store-report`, `prov verify --public`) or exported: no
+    per-step loss (even when the auditor checked it: it is computed from private examples), no local path, no
+    credential; its own report id."""
     data = prepared(report)
     data["series"]["loss"] = None
+    if isinstance(data.get("audit"), dict):
+        data["audit"]["statistics"] = "none"
+        seal(data)
     return data
+
+
+def report_id(report: Mapping[str, Any]) -> str:
+    """`sha256:<hex>` of the report's JSON with `audit.report_id` null (keys sorted, no spaces, UTF-8): anyone
+    holding the JSON recomputes it; a changed byte of content changes it."""
+    import hashlib
+    import json
+
+    body = copy.deepcopy(dict(report))
+    if isinstance(body.get("audit"), dict):
+        body["audit"]["report_id"] = None
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def seal(report: dict[str, Any]) -> None:
+    """Set `audit.report_id` (last: every other field is final)."""
+    if isinstance(report.get("audit"), dict):
+        report["audit"]["report_id"] = report_id(report)
 
 
 # --- old reports ----------------------------------------------------------------------------------------------
@@ -233,7 +257,17 @@ def _text_facts(report: dict[str, Any]) -> list[str]:
         lines += _wrap(f"run id {words.short(run['run_id'])}, key {words.short(run['run_key'])}, registered by "
                        f"{words.short(run['owner'])} in block {run['register_block']}{final}", 9, "Run      ")
     lines += _wrap(words.chain_sentence(chain), 9, "Chain    ")
-    return [*lines, f"Store    {report['store']['backend'] or '—'}"]
+    lines.append(f"Store    {report['store']['backend'] or '—'}")
+    audit = report.get("audit")
+    if isinstance(audit, dict):
+        lines.append(f"Auditor  {audit['auditor'] or '(not given: --auditor NAME)'}")
+        if audit["command"]:
+            lines += _wrap(audit["command"], 9, "Command  ")
+        lines.append(f"Report   {audit['report_id'] or '—'}")
+        if audit["statistics"] == "private":
+            lines += _wrap("PRIVATE: this report holds the run's per-step loss; do not publish it (prov verify "
+                           "--public gives the publishable variant)", 9, "Privacy  ")
+    return lines
 
 
 def _column(statuses: list[str]) -> int:

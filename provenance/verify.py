@@ -35,7 +35,7 @@ from provenance._verify.reporting import build_report
 from provenance._verify.subject import load_subject
 from provenance.errors import EXIT_ERROR, EXIT_FAILED, EXIT_INCONCLUSIVE, EXIT_OK, ProvenanceError, UsageError
 from provenance.ports import RegistryReader, StoreReader
-from provenance.report import validate_report
+from provenance.report import seal, validate_report
 
 REPORT_FORMAT = "prov.verify-report.v2"
 
@@ -59,10 +59,13 @@ class VerifyOptions:
     adapter: Path | None = None  # a merged model not committed on chain: the run's adapter it was merged from
     max_bytes: int | None = None  # bytes the store may serve this verification (default: budget_for(subject))
     timeout: float | None = None  # wall-clock seconds for every store and chain request of this verification
+    trust_auditors: Path | None = None  # JSON list of trusted auditor addresses / key ids (attestations.load_trusted)
     signature: Path | None = None  # an OpenSSF model signature (default: PATH.sig beside the model, if any)
     signature_key: Path | None = None  # the trainer's P-256 public key (PEM) that signature must check with
     opacus_epsilon: bool = False  # also recompute the last ε with opacus (the trainer's library), for the report
     jobs: int = 1  # replay worker processes at once (--jobs): independent segments replayed in parallel
+    auditor: str | None = None  # who audited (--auditor), recorded in the report
+    command: str | None = None  # the command line that produced the report (local paths shortened)
 
     def __post_init__(self) -> None:
         if self.replay not in ("all", "auto") and not self.replay.isdigit():
@@ -141,6 +144,7 @@ def verify(path: str | Path, *, registry: RegistryReader, store: StoreReader, op
                         generated_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
                         prov_version=__version__, report_format=REPORT_FORMAT, options=options)
     _signature(body, subject, options)
+    seal(body)  # the report id: a digest of everything above
     validate_report(body)  # a report that does not match docs/report-schema.md is never returned
     return Report(verdict, code, body["level"], body)
 
@@ -228,13 +232,14 @@ def _attestations(ev: pipeline.Evidence, registry: RegistryReader, options: Veri
 
     if ev.record is None or importlib.util.find_spec("py_ecc") is None:
         return None
-    from provenance.attestations import attestation_client, attestations_for
+    from provenance.attestations import attestation_client, attestations_for, load_trusted
 
+    trusted = load_trusted(options.trust_auditors) if options.trust_auditors is not None else None  # usage error
     try:
         client = attestation_client(cast(Any, registry), options.attestations)
         if client is None:
             return None
-        found = attestations_for(client, record=ev.record, run_key=ev.record.run_key)
+        found = attestations_for(client, record=ev.record, run_key=ev.record.run_key, trusted=trusted)
     except ProvenanceError as exc:  # informative only: never let it abort the lineage verdict
         ev.notes.append(f"attestations: could not be read ({' '.join(str(exc).split())})")
         return None

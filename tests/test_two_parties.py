@@ -63,10 +63,18 @@ def test_an_auditor_verifies_from_the_bundle_alone(lab: Any, tmp_path: Path) -> 
     env = auditor_env(auditor / "home")
 
     public = run_prov(auditor, env, "verify", "adapter_model.safetensors", "--bundle", "run.car", "--rpc",
-                      lab.rpc_url, "--json")
+                      lab.rpc_url, "--auditor", "ACME Audit", "--json")
     report = json.loads(public.stdout)
     assert public.returncode == 0 and report["verdict"] == "verified", (public.stderr, report["checks"])
     assert report["chain"]["genesis_hash"] == coords["genesis_hash"]
+    assert report["chain"]["expected_chain_id"] == 31337 and report["chain"]["expected_registry"]
+    audit = report["audit"]
+    assert audit["auditor"] == "ACME Audit" and audit["statistics"] == "none"
+    assert audit["command"].startswith("prov verify adapter_model.safetensors --rpc http://127.0.0.1:")
+    assert "--bundle run.car" in audit["command"] and str(tmp_path) not in audit["command"]
+    from provenance.report import report_id
+
+    assert audit["report_id"] == report_id(report)
 
     # PROV_RPC_URL instead of --rpc; without either, the error names the trainer's hint and what to do
     via_env = run_prov(auditor, {**env, "PROV_RPC_URL": lab.rpc_url}, "verify", "adapter_model.safetensors",
@@ -90,6 +98,12 @@ def test_an_auditor_verifies_from_the_bundle_alone(lab: Any, tmp_path: Path) -> 
     report = json.loads(full.stdout)
     assert full.returncode == 0 and report["verdict"] == "verified", (full.stderr, report["checks"])
     assert report["level"]["name"] == "full", report["level"]
+    assert report["audit"]["statistics"] == "private" and report["series"]["loss"]  # the kit's stats.jsonl
+    published = run_prov(auditor, env, "verify", "adapter_model.safetensors", "--bundle", "run.car", "--rpc",
+                         lab.rpc_url, "--base-model", "base-model", "--data", "data.jsonl", "--secrets",
+                         "kit/secrets.json", "--replay", "0", "--public", "--json")
+    report = json.loads(published.stdout)
+    assert published.returncode == 0 and report["series"]["loss"] is None and report["audit"]["statistics"] == "none"
 
     # A bundle whose blocks were altered is refused on import (every block is re-hashed against its CID).
     bad = bytearray(bundle_bytes)

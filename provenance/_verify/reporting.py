@@ -68,8 +68,9 @@ def level_of(ev: Evidence, verdict: str) -> dict[str, Any]:
             level["name"] = "data"
         else:
             level["name"] = "commitments"
+    final = None if ev.history is None or ev.record is None else ev.history.finalization is not None
     level["text"] = level_text(verdict, level["name"], replayed=len(chosen), segments=candidates,
-                               dev_chain=ev.chain.get("dev_chain"))
+                               dev_chain=ev.chain.get("dev_chain"), finalized=final)
     return level
 
 
@@ -202,6 +203,10 @@ def build_report(ev: Evidence, *, verdict: str, exit_code: int, registry: Regist
         "replay": ev.replay, "warnings": list(ev.warnings),
         "not_checked": list(ev.notes),
         "attestations": ev.attestations,
+        # who ran it and how; the id (provenance.report.seal) is set once the report is complete
+        "audit": {"auditor": getattr(options, "auditor", None), "command": getattr(options, "command", None),
+                  "report_id": None,
+                  "statistics": "private" if ev.loss is not None and ev.loss_status == "checked" else "none"},
     }
 
 

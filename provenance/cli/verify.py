@@ -41,6 +41,9 @@ import click
               help="Segments to re-run bit for bit: 'auto' (half the run's segments, rounded up), a number "
                    "(sampled by an unpredictable beacon; the file's own last segment is always among them), 'all', "
                    "or 0.")
+@click.option("--auditor", metavar="NAME", help="Who audits (a name or organisation), recorded in the report.")
+@click.option("--public", "public", is_flag=True,
+              help="Print and write the publishable report: no private statistics (per-step loss), its own id.")
 @click.option("--jobs", "jobs", type=int, default=1, show_default=True,
               help="Replay worker processes run at once (segments are independent; each uses the run's threads).")
 @click.option("--beacon", metavar="SEED", help="Your own seed, mixed into the segment draw (recorded in the report).")
@@ -58,6 +61,9 @@ import click
 @click.option("--timeout", "timeout", type=float, default=None, metavar="SECONDS",
               help="Wall-clock limit for every store and chain request of this verification; a node that keeps it "
                    "waiting longer gives 'error' (exit 2).")
+@click.option("--trust-auditors", "trust_auditors", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="JSON list of the auditor addresses or BLS key ids you trust: their attestations are listed "
+                   "first; others (names are self-declared) are listed apart and only a bounded number checked.")
 @click.option("--opacus-epsilon", "opacus_epsilon", is_flag=True,
               help="Also recompute the last checkpoint's ε with opacus (the trainer's library; needs the train "
                    "extra) and report it beside the verifier's own dp-accounting bound.")
@@ -71,7 +77,8 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
                    html_path: Path | None, signature: Path | None = None,
                    signature_key: Path | None = None, max_bytes: int | None = None,
                    timeout: float | None = None, expect_genesis: str | None = None,
-                   bundle: Path | None = None, jobs: int = 1, opacus_epsilon: bool = False) -> None:
+                   bundle: Path | None = None, jobs: int = 1, opacus_epsilon: bool = False,
+                   auditor: str | None = None, public: bool = False, trust_auditors: Path | None = None) -> None:
     """Prove an adapter's (or merged model's) lineage against the registry and the store, and print the verdict.
 
     PATH is an adapter weights file (adapter_model.safetensors), a checkpoint directory, or a merged model (a model
@@ -114,7 +121,8 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
                             expected_chain_id=expect_chain_id, expected_registry=expect_registry,
                             expected_genesis=expect_genesis, attestations=attestations, adapter=adapter,
                             signature=signature, signature_key=signature_key, max_bytes=max_bytes, timeout=timeout,
-                            jobs=jobs, opacus_epsilon=opacus_epsilon)
+                            jobs=jobs, opacus_epsilon=opacus_epsilon, auditor=auditor, command=_command_line(),
+                            trust_auditors=trust_auditors)
     if rpc_url is None:
         _ensure_local_chain()
     with limits.active(limits.Budget(timeout=timeout) if timeout is not None else None):
@@ -125,6 +133,10 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
 
     with open_store(store_spec) as store, progress.silenced(as_json):  # bars: stderr, terminals, not --json
         report = verify(path, registry=client, store=store, options=options).to_json()
+    if public:
+        from provenance.report import publishable
+
+        report = publishable(report)
     if html_path is not None:
         write_html(report, html_path)
     if as_json:  # valid JSON whose control and bidi characters are escapes: safe on a terminal
@@ -139,6 +151,32 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
         if html_path is not None:
             click.echo(f"\nHTML report: {html_path}")
     raise click.exceptions.Exit(int(report["exit_code"]))
+
+
+def _command_line() -> str:
+    """The command as given, for the report: `prov verify` with every argument and option that was given (on the
+    command line or through PROV_* variables), local paths shortened and URLs cut to scheme and host
+    (provenance.report.scrub), quoted so it can be run again."""
+    import shlex
+
+    from provenance.report import scrub
+
+    ctx = click.get_current_context()
+    words = ["prov", "verify"]
+    for param in ctx.command.params:
+        name = param.name or ""
+        source = ctx.get_parameter_source(name)
+        value = ctx.params.get(name)
+        if source not in (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT) \
+                or value is None or value is False:
+            continue
+        if isinstance(param, click.Argument):
+            words.append(str(value))
+        elif value is True:
+            words.append(param.opts[0])
+        else:
+            words += [param.opts[0], str(value)]
+    return str(scrub(shlex.join(words)))[:2000]
 
 
 def _open_bundle(bundle: Path, *, rpc_url: str | None, store_spec: str | None, chain_id: int | None,

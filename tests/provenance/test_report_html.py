@@ -162,8 +162,8 @@ def test_charts_handle_one_point_and_flat_series() -> None:
     report["series"] = {"step": [0, 1, 2], "loss": [1.5, 1.5, 1.5], "loss_status": "checked",
                         "epsilon": [[8, 0.5]]}
     out = render_html(report)
-    assert out.count("<svg") == 2 and out.count("<polyline") == 2
-    svgs = re.findall(r"<svg.*?</svg>", out, re.S)
+    assert out.count("<svg class=\"chart\"") == 2 and out.count("<polyline") == 2
+    svgs = re.findall(r"<svg class=\"chart\".*?</svg>", out, re.S)
     assert len(svgs) == 2 and not any(re.search(r"nan|inf", svg, re.I) for svg in svgs)
     assert out.count('class="dot"') == 4
     assert 'class="limit"' in out and "budget 8.0" in out
