@@ -28,7 +28,9 @@ import {IProvenanceRegistry} from "./IProvenanceRegistry.sol";
  * attested; it grows by four storage reads and one point addition per co-signer.
  */
 contract AttestationRegistry is IAttestationRegistry {
-    uint256 private constant _SUPPORTED_REGISTRY_VERSION = 2;
+    // ProvenanceRegistry versions 2 and 3 share `getRun` and `VERSION` (3 adds pointers for readers).
+    uint256 private constant _OLDEST_REGISTRY_VERSION = 2;
+    uint256 private constant _NEWEST_REGISTRY_VERSION = 3;
     uint256 private constant _P = 21888242871839275222246405745257275088696311157297823662689037894645226208583;
     uint256 private constant _R = 21888242871839275222246405745257275088548364400416034343698204186575808495617;
     uint256 private constant _TWO_256_MOD_P =
@@ -60,7 +62,7 @@ contract AttestationRegistry is IAttestationRegistry {
     mapping(bytes32 message => mapping(uint256 word => uint256 bits)) private _attested;
     uint32 private _auditorCount;
 
-    /// @dev Requirements: `registry` is a ProvenanceRegistry whose `VERSION()` is 2.
+    /// @dev Requirements: `registry` is a ProvenanceRegistry whose `VERSION()` is 2 or 3.
     constructor(IProvenanceRegistry registry) {
         uint256 version = 0;
         if (address(registry).code.length > 0) {
@@ -68,7 +70,7 @@ contract AttestationRegistry is IAttestationRegistry {
                 version = answered;
             } catch {}
         }
-        if (version != _SUPPORTED_REGISTRY_VERSION) {
+        if (version < _OLDEST_REGISTRY_VERSION || version > _NEWEST_REGISTRY_VERSION) {
             revert AttestationRegistryUnsupportedRegistry(address(registry), version);
         }
         _registry = registry;

@@ -101,7 +101,7 @@ interface IAttestationRegistry {
         Attestation attestation
     );
 
-    /// @notice `registry` is not a ProvenanceRegistry of version 2 (it answered `version`; 0 for no answer).
+    /// @notice `registry` is not a ProvenanceRegistry of version 2 or 3 (it answered `version`; 0 for no answer).
     error AttestationRegistryUnsupportedRegistry(address registry, uint256 version);
 
     /// @notice `auditor` already has the active key `keyId`: rotate it instead of registering another.

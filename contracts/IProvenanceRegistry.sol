@@ -2,7 +2,7 @@
 pragma solidity 0.8.28;
 
 /**
- * @title IProvenanceRegistry (version 2)
+ * @title IProvenanceRegistry (version 3)
  * @notice Events, custom errors and types of the prov training-provenance registry.
  *
  * A run is registered once with its commitments (run-manifest digest, base-model digest, dataset root,
@@ -26,6 +26,13 @@ pragma solidity 0.8.28;
  * (`KIND_REGISTERED` is 0.) Every event carries the head after its write. A client rebuilds the run's whole history
  * from its events, folds it and compares the result with the stored head: a node that hides, forges or reorders an
  * event cannot make the fold match.
+ *
+ * **Pointers (version 3).** Every event after a run's registration carries `previousBlock`, the block of the run's
+ * previous event (the registration's for the first), and {lastEventBlock} gives the block of its latest one. A
+ * client reads a run's history by following them: one single-block `eth_getLogs` per block holding the run's events,
+ * from the latest back to the registration, so a provider that caps log queries to a few blocks suffices. The
+ * pointers are not folded into the head (the chain computes them); a node that lies about them only breaks the walk,
+ * which the fold then detects. Version 2 differs only by these pointers and by the rules of {finalizeRun}.
  */
 interface IProvenanceRegistry {
     /// @notice What storage holds about a run.
@@ -53,11 +60,12 @@ interface IProvenanceRegistry {
         bytes24 head
     );
 
-    /// @notice The owner of `runKey` authorised `writer` to commit checkpoints and finalize.
-    event WriterAuthorized(bytes32 indexed runKey, address indexed writer, bytes24 head);
+    /// @notice The owner of `runKey` authorised `writer` to commit checkpoints. `previousBlock`: the block of the
+    /// run's previous event.
+    event WriterAuthorized(bytes32 indexed runKey, address indexed writer, uint64 previousBlock, bytes24 head);
 
     /// @notice The owner of `runKey` withdrew `writer`'s authorisation.
-    event WriterRevoked(bytes32 indexed runKey, address indexed writer, bytes24 head);
+    event WriterRevoked(bytes32 indexed runKey, address indexed writer, uint64 previousBlock, bytes24 head);
 
     /// @notice Checkpoint `index` of `runKey` was committed by `committer`.
     event CheckpointCommitted(
@@ -71,6 +79,7 @@ interface IProvenanceRegistry {
         uint64 epsilonMicro,
         bytes32 manifestCidDigest,
         address committer,
+        uint64 previousBlock,
         bytes24 head
     );
 
@@ -83,6 +92,7 @@ interface IProvenanceRegistry {
         uint64 checkpointCount,
         uint64 logSize,
         uint64 epsilonMicro,
+        uint64 previousBlock,
         bytes24 head
     );
 
@@ -121,11 +131,14 @@ interface IProvenanceRegistry {
     /// @notice ε spent by `runKey` would decrease from `previousMicro` to `givenMicro`.
     error ProvenanceRegistryEpsilonDecreased(bytes32 runKey, uint64 previousMicro, uint64 givenMicro);
 
+    /// @notice `runKey` has no checkpoint: a run is finalized after its first checkpoint at the earliest.
+    error ProvenanceRegistryNoCheckpoint(bytes32 runKey);
+
     /// @notice An inclusion proof of `proofLength` nodes for leaf `leafIndex` in a tree of `treeSize` leaves is
     /// malformed (index out of range, or too few or too many nodes).
     error ProvenanceRegistryInvalidProof(uint256 leafIndex, uint256 treeSize, uint256 proofLength);
 
-    /// @notice The registry's interface version: 2. (Version 1 has no such function.)
+    /// @notice The registry's interface version: 3. (Version 1 has no such function.)
     function VERSION() external pure returns (uint256);
 
     /// @notice The key a run registered by `owner` as `runId` lives under: `keccak256(abi.encode(owner, runId))`.
@@ -141,7 +154,7 @@ interface IProvenanceRegistry {
         string calldata manifestCid
     ) external returns (bytes32 runKey);
 
-    /// @notice Authorises `writer` to commit checkpoints to and finalize `runKey`.
+    /// @notice Authorises `writer` to commit checkpoints to `runKey` (finalizing stays the owner's).
     function authorizeWriter(bytes32 runKey, address writer) external;
 
     /// @notice Withdraws `writer`'s authorisation for `runKey`.
@@ -160,11 +173,16 @@ interface IProvenanceRegistry {
         bytes32 manifestCidDigest
     ) external;
 
-    /// @notice Closes `runKey` for good, committing the tensor digest of the merged model (zero if none).
+    /// @notice Closes `runKey` for good (its owner only, once it has a checkpoint), committing the tensor digest of
+    /// the merged model (zero if none).
     function finalizeRun(bytes32 runKey, bytes32 mergedTensorDigest) external;
 
     /// @notice What storage holds about `runKey`.
     function getRun(bytes32 runKey) external view returns (RunState memory);
+
+    /// @notice The block of the latest event of `runKey` (its registration's when nothing followed): where a
+    /// client starts following the `previousBlock` pointers.
+    function lastEventBlock(bytes32 runKey) external view returns (uint64);
 
     /// @notice Whether `account` may commit to `runKey` (its owner or an authorised writer).
     function canWrite(bytes32 runKey, address account) external view returns (bool);

@@ -4,7 +4,7 @@ pragma solidity 0.8.28;
 import {IProvenanceRegistry} from "./IProvenanceRegistry.sol";
 
 /**
- * @title ProvenanceRegistry (version 2)
+ * @title ProvenanceRegistry (version 3)
  * @notice An append-only public record of fine-tuning runs: their commitments, their checkpoints (each anchoring a
  * step-log Merkle root) and their closing. There is no admin, no upgrade path and no way to delete or overwrite
  * anything: every rule below is enforced for every caller.
@@ -13,33 +13,38 @@ import {IProvenanceRegistry} from "./IProvenanceRegistry.sol";
  * another account's run. No weights digest is reserved by its first claim: any number of runs may commit the same
  * weights, and a verifier finds every claim through the indexed topics of {CheckpointCommitted}.
  *
- * Storage per run is what the rules need, in two slots every write touches — `(owner, epsilonMicro, nextIndex)`
- * and `(head, logSize, flags)` — plus the run id and registration block, written once. A checkpoint commit thus
- * costs the same whatever the number of training steps (about 42k gas). The records themselves live in events,
+ * Storage per run is what the rules need, in two slots every write touches — `(owner, epsilonMicro, nextIndex,
+ * flags)` and `(head, logSize, lastBlock)` — plus the run id and registration block, written once. A checkpoint
+ * commit thus costs the same whatever the number of training steps (about 42k gas). Version 3 adds the
+ * `previousBlock` pointers (see {IProvenanceRegistry}) in the same two slots: `lastBlock` keeps the low 32 bits of
+ * the block of the run's latest event, from which the full number is recovered exactly while consecutive events of
+ * a run are less than 2^32 blocks apart. To make room, a run has at most 2^24 - 1 checkpoints and 2^32 - 1 steps.
+ * Only the owner finalizes, and only a run with a checkpoint. The records themselves live in events,
  * folded into the head chain described in {IProvenanceRegistry}. Version 1's per-checkpoint views
  * (`getCheckpoint`, `findByWeights`, `checkpointRecordHash`, `runRecordHash`, `verifyInclusion`) are gone: the
  * head chain keeps no per-checkpoint record in storage, so a record is checked by folding the run's events.
  */
 contract ProvenanceRegistry is IProvenanceRegistry {
-    uint256 private constant _VERSION = 2;
+    uint256 private constant _VERSION = 3;
     uint8 private constant _FLAG_FINALIZED = 1;
     uint8 private constant _KIND_REGISTERED = 0;
     uint8 private constant _KIND_CHECKPOINT = 1;
     uint8 private constant _KIND_WRITER_AUTHORIZED = 2;
     uint8 private constant _KIND_WRITER_REVOKED = 3;
     uint8 private constant _KIND_FINALIZED = 4;
-    /// @dev The log size shares a slot with the head and the flags: 56 bits (7.2e16 steps).
-    uint64 private constant _MAX_LOG_SIZE = type(uint56).max;
+    /// @dev The log size shares a slot with the head and the last block: 32 bits (4.3e9 steps).
+    uint64 private constant _MAX_LOG_SIZE = type(uint32).max;
 
     struct Run {
         // slot 0: read by every write to the run
         address owner;
         uint64 epsilonMicro;
-        uint32 nextIndex;
+        uint24 nextIndex;
+        uint8 flags;
         // slot 1: rewritten by every write (never zero once registered, so a commit pays 2,900 not 20,000)
         bytes24 head;
-        uint56 logSize;
-        uint8 flags;
+        uint32 logSize;
+        uint32 lastBlock; // low 32 bits of the block of the run's latest event
         // slots 2 and 3: written at registration, read by views only
         bytes32 runId;
         uint64 registeredBlock;
@@ -98,6 +103,7 @@ contract ProvenanceRegistry is IProvenanceRegistry {
         );
         run.owner = msg.sender;
         run.head = head;
+        run.lastBlock = uint32(block.number);
         run.runId = runId;
         run.registeredBlock = uint64(block.number);
         emit RunRegistered(
@@ -117,8 +123,9 @@ contract ProvenanceRegistry is IProvenanceRegistry {
         Run storage run = _requireOwnerOfOpenRun(runKey);
         if (writer == address(0)) revert ProvenanceRegistryInvalidWriter(runKey, writer);
         _writers[runKey][writer] = true;
+        uint64 previousBlock = _advance(run);
         bytes24 head = _fold(run, abi.encode(run.head, _KIND_WRITER_AUTHORIZED, writer, msg.sender, block.number));
-        emit WriterAuthorized(runKey, writer, head);
+        emit WriterAuthorized(runKey, writer, previousBlock, head);
     }
 
     /**
@@ -131,8 +138,9 @@ contract ProvenanceRegistry is IProvenanceRegistry {
     function revokeWriter(bytes32 runKey, address writer) external {
         Run storage run = _requireOwnerOfOpenRun(runKey);
         _writers[runKey][writer] = false;
+        uint64 previousBlock = _advance(run);
         bytes24 head = _fold(run, abi.encode(run.head, _KIND_WRITER_REVOKED, writer, msg.sender, block.number));
-        emit WriterRevoked(runKey, writer, head);
+        emit WriterRevoked(runKey, writer, previousBlock, head);
     }
 
     /**
@@ -141,8 +149,9 @@ contract ProvenanceRegistry is IProvenanceRegistry {
      * - `runKey` is registered and not finalized, and the caller is its owner or an authorised writer;
      * - `index` is the run's checkpoint count (indices are 0, 1, 2, ... with no gap and no repeat: a retried
      *   commit reverts instead of committing twice);
+     * - `index` is less than 2^24 - 1;
      * - `logSize` is 0 for index 0, and strictly more than the previous checkpoint's for every later index (a
-     *   checkpoint that adds no step is refused), and at most 2^56 - 1;
+     *   checkpoint that adds no step is refused), and at most 2^32 - 1;
      * - `epsilonMicro` is at least the previous checkpoint's;
      * - `manifestCidDigest` is not zero.
      *
@@ -179,10 +188,12 @@ contract ProvenanceRegistry is IProvenanceRegistry {
                 )
             )
         );
+        uint64 previousBlock = _lastBlock(run);
         run.epsilonMicro = epsilonMicro;
-        run.nextIndex = uint32(index) + 1;
+        run.nextIndex = uint24(index) + 1; // index == nextIndex fits; the addition reverts past 2^24 - 1 checkpoints
         run.head = head;
-        run.logSize = uint56(logSize);
+        run.logSize = uint32(logSize);
+        run.lastBlock = uint32(block.number);
         emit CheckpointCommitted(
             runKey,
             weightsDigest,
@@ -194,6 +205,7 @@ contract ProvenanceRegistry is IProvenanceRegistry {
             epsilonMicro,
             manifestCidDigest,
             msg.sender,
+            previousBlock,
             head
         );
     }
@@ -201,15 +213,21 @@ contract ProvenanceRegistry is IProvenanceRegistry {
     /**
      * @inheritdoc IProvenanceRegistry
      * @dev Requirements:
-     * - `runKey` is registered and not finalized, and the caller is its owner or an authorised writer.
+     * - `runKey` is registered and not finalized, and the caller is its owner (an authorised writer commits
+     *   checkpoints but cannot close the owner's run);
+     * - the run has at least one checkpoint.
      *
      * Emits a {RunFinalized} event.
      */
     function finalizeRun(bytes32 runKey, bytes32 mergedTensorDigest) external {
-        Run storage run = _requireWriterOfOpenRun(runKey);
+        Run storage run = _requireOwnerOfOpenRun(runKey);
+        if (run.nextIndex == 0) revert ProvenanceRegistryNoCheckpoint(runKey);
         run.flags |= _FLAG_FINALIZED;
+        uint64 previousBlock = _advance(run);
         bytes24 head = _fold(run, abi.encode(run.head, _KIND_FINALIZED, mergedTensorDigest, msg.sender, block.number));
-        emit RunFinalized(runKey, mergedTensorDigest, msg.sender, run.nextIndex, run.logSize, run.epsilonMicro, head);
+        emit RunFinalized(
+            runKey, mergedTensorDigest, msg.sender, run.nextIndex, run.logSize, run.epsilonMicro, previousBlock, head
+        );
     }
 
     /// @inheritdoc IProvenanceRegistry
@@ -226,6 +244,13 @@ contract ProvenanceRegistry is IProvenanceRegistry {
             finalized: run.flags & _FLAG_FINALIZED != 0,
             head: run.head
         });
+    }
+
+    /// @inheritdoc IProvenanceRegistry
+    function lastEventBlock(bytes32 runKey) external view returns (uint64) {
+        Run storage run = _runs[runKey];
+        if (run.owner == address(0)) revert ProvenanceRegistryUnknownRun(runKey);
+        return _lastBlock(run);
     }
 
     /// @inheritdoc IProvenanceRegistry
@@ -287,6 +312,20 @@ contract ProvenanceRegistry is IProvenanceRegistry {
             revert ProvenanceRegistryEpsilonDecreased(runKey, previousMicro, epsilonMicro);
         }
         if (manifestCidDigest == bytes32(0)) revert ProvenanceRegistryEmptyContentAddress(runKey);
+    }
+
+    /// @dev The full number of the block of the run's latest event, from the low 32 bits stored: the latest block
+    /// at or before this one with those low bits (exact while a run's events are less than 2^32 blocks apart).
+    function _lastBlock(Run storage run) private view returns (uint64) {
+        unchecked {
+            return uint64(block.number - uint32(uint32(block.number) - run.lastBlock));
+        }
+    }
+
+    /// @dev Records this block as the run's latest event's and returns the previous one's (the pointer to emit).
+    function _advance(Run storage run) private returns (uint64 previousBlock) {
+        previousBlock = _lastBlock(run);
+        run.lastBlock = uint32(block.number);
     }
 
     /// @dev Folds `record` (which starts with the current head) into the run's head and returns the new head.

@@ -3,8 +3,10 @@
 Backends: `connect("tester")` runs an in-process py-evm chain (ephemeral, funded accounts, no ports) for tests and
 the embedded demo; `connect("http://...")` talks JSON-RPC to anvil, a Hardhat node or a real network.
 `connect()` with no URL uses the project config section "chain" (`prov chain up` / `prov chain deploy` write it).
-`connect()` detects the registry's version: a version 2 registry gives a `Registry`, a version 1 deployment a
-read-only `RegistryV1`; both satisfy `RegistryReader` (provenance._chain.reader), which is what a verifier uses.
+`connect()` detects the registry's version: a version 3 or 2 registry gives a `Registry` (version 3 adds per-run
+block pointers, so a run's history is read with single-block log queries; version 2's is read by scans), a version 1
+deployment a read-only `RegistryV1`; both satisfy `RegistryReader` (provenance._chain.reader), which is what a
+verifier uses.
 
 Runs live under their run key `keccak256(abi.encode(owner, run_id))` (`register_run` returns it in its TxInfo),
 so a copied transaction from another account makes another run. How records are read: the registry stores one
@@ -44,6 +46,7 @@ from provenance._chain.errors import (
     InvalidRunId,
     InvalidWriter,
     LogSizeTooLarge,
+    NoCheckpoint,
     NoContract,
     NonSequentialIndex,
     NotARegistry,
@@ -67,7 +70,14 @@ from provenance._chain.errors import (
     WrongChainId,
 )
 from provenance._chain.heads import run_key_of
-from provenance._chain.history import EVENTS, Event, EventReader, HistoryBuilder
+from provenance._chain.history import (
+    EVENTS,
+    Event,
+    EventReader,
+    HistoryBuilder,
+    deployment_block,
+    follow_pointers,
+)
 from provenance._chain.keys import Signer
 from provenance._chain.legacy import LegacyReads
 from provenance._chain.reader import BlockInfo, ChainInfo, ClientBase, RegistryReader, RunKey
@@ -95,7 +105,7 @@ __all__ = [
     "EPSILON_NOT_PRIVATE", "TESTER", "AnyRegistry", "BlockInfo", "ChainError", "ChainInfo", "CheckpointConflict",
     "CheckpointRecord", "EmptyContentAddress", "EpsilonDecreased", "Finalization", "InconsistentChain",
     "InsufficientFunds", "InvalidLogSize", "InvalidProof", "InvalidRunId", "InvalidWriter", "LogSizeTooLarge",
-    "NoContract", "NonSequentialIndex", "NotARegistry", "OtherRevert", "ReadOnlyRegistry", "Registry",
+    "NoCheckpoint", "NoContract", "NonSequentialIndex", "NotARegistry", "OtherRevert", "ReadOnlyRegistry", "Registry",
     "RegistryEvent", "RegistryNotConfigured", "RegistryReader", "RegistryRevert", "RegistryV1", "RpcUnreachable",
     "RunAlreadyRegistered", "RunFinalized", "RunHistory", "RunRecord", "RunState", "Signer", "SignerError",
     "TransactionDropped", "TransactionError", "TransactionFailed", "TransactionTimeout", "TxInfo", "Unauthorized",
@@ -103,7 +113,8 @@ __all__ = [
     "epsilon_from_micro", "epsilon_to_micro", "new_run_id", "parse_run_id", "registry_version", "run_key_of",
 ]
 
-VERSION = 2
+VERSION = 3
+_ARTIFACTS = {3: artifact.ARTIFACT_NAME, 2: artifact.V2_ARTIFACT_NAME}
 
 
 def connect(
@@ -123,7 +134,7 @@ def connect(
     `rpc_url`: "tester" for in-process py-evm, an http(s) URL, or None for the project config's `rpc_url` (then its
     `registry` and `chain_id` too), falling back to "tester". `key`/`keystore`: see provenance._chain.keys.resolve.
     `timeout`: seconds to wait for each receipt. `use_config=False` ignores the project config. Without an address
-    the client is a version 2 `Registry` ready to `deploy()`.
+    the client is a version 3 `Registry` ready to `deploy()`.
     """
     section = config.get_section("chain", home) if use_config else {}
     url = rpc_url or section.get("rpc_url") or TESTER
@@ -133,17 +144,21 @@ def connect(
             chain_id = section.get("chain_id")
     transport = Transport(url, chain_id=chain_id, key=key, keystore=keystore, timeout=timeout,
                           decoder=RevertDecoder(artifact.load().errors(), REVERT_CLASSES))
-    if registry is None or registry_version(transport, registry, current=VERSION) == VERSION:
-        return Registry(transport, registry)
+    version = VERSION if registry is None else registry_version(transport, registry, current=VERSION)
+    if version in _ARTIFACTS:
+        return Registry(transport, registry, version=version)
+    assert registry is not None  # version 1 is only ever detected at an address
     return connect_v1(transport, registry)
 
 
 class Registry(ClientBase, LegacyReads):
-    """A version 2 ProvenanceRegistry at `address` (None until `deploy()` on a fresh chain)."""
+    """A version 3 (default) or version 2 ProvenanceRegistry at `address` (None until `deploy()` on a fresh chain).
+    Both take the same writes; only version 3's events carry the pointers `run()` follows."""
 
-    def __init__(self, transport: Transport, address: str | None = None) -> None:
+    def __init__(self, transport: Transport, address: str | None = None, *, version: int = VERSION) -> None:
         super().__init__(transport)
-        self._artifact = artifact.load()
+        self._version = version
+        self._artifact = artifact.load(_ARTIFACTS[version])
         self._events: EventReader | None = None
         # While `remembering()`: a run's history as of block `at` is rebuilt and checked once (one verification asks
         # for the same run several times: its claims, then its lineage). Off by default, so every other read asks
@@ -155,11 +170,11 @@ class Registry(ClientBase, LegacyReads):
 
     @property
     def version(self) -> int:
-        return VERSION
+        return self._version
 
     def with_signer(self, key: str | bytes | Signer) -> Registry:
         """The same registry on the same connection, signing with another key."""
-        clone = Registry(self.transport.with_signer(key))
+        clone = Registry(self.transport.with_signer(key), version=self._version)
         clone._contract, clone._events, clone._timestamps = self._contract, self._events, self._timestamps
         return clone
 
@@ -309,8 +324,12 @@ class Registry(ClientBase, LegacyReads):
         if cached is not None:
             return cached
         state = self.run_state(key, block=at)
-        events = self.event_reader.query([[self.event_reader.topic(n) for n in EVENTS], key],
-                                         from_block=state.registered_block, to_block=at)
+        if self._version >= 3:
+            last = int(self.transport.view(self.contract.functions.lastEventBlock(key), block=at))
+            events = follow_pointers(self.event_reader, key, registered=state.registered_block, last=last, at=at)
+        else:  # version 2: no pointers, scan the run's blocks (in chunks on a capped provider)
+            events = self.event_reader.query([[self.event_reader.topic(n) for n in EVENTS], key],
+                                             from_block=state.registered_block, to_block=at)
         builder = HistoryBuilder(state, self._timestamp)
         for event in events:
             builder.add(event)
@@ -363,41 +382,11 @@ class Registry(ClientBase, LegacyReads):
         return histories[key]
 
     def deployment_block(self, at: int) -> int:
-        """The block the registry was deployed in (where scans for claims start), found by bisecting `eth_getCode`
-        over history (about log2(at) calls, once per client); 0 when the node cannot answer for old blocks (a
-        pruned node), which only makes scans longer. Its code is checked whole when the client binds, so a node
-        lying here can only hide claims, which the claim's own run history would then contradict."""
-        if self._deployed_at is not None:
-            return self._deployed_at
-        address = self.contract.address
-        low, high = 0, at
-        try:
-            if not bytes(self.web3.eth.get_code(address, block_identifier=at)):
-                return 0
-            while low < high:
-                middle = (low + high) // 2
-                if bytes(self.web3.eth.get_code(address, block_identifier=middle)):
-                    high = middle
-                else:
-                    low = middle + 1
-            if not self._created_in(low, address):
-                low = 0  # e.g. a pruned node answering "no code" for blocks it has no state for
-        except Exception as exc:  # a pruned node has no state for old blocks: scan from genesis instead
-            if isinstance(exc, OSError):
-                raise
-            low = 0
-        self._deployed_at = low
-        return low
-
-    def _created_in(self, block: int, address: str) -> bool:
-        """Whether a contract-creating transaction of `block` created `address` (so a bisection that ended early,
-        on a node without old state, is never taken for the deployment)."""
-        for tx in self.web3.eth.get_block(block, full_transactions=True)["transactions"]:
-            if tx.get("to") is None:
-                created = self.web3.eth.get_transaction_receipt(tx["hash"]).get("contractAddress")
-                if created is not None and str(created).lower() == str(address).lower():
-                    return True
-        return False
+        """The block the registry was deployed in, where scans for claims start (found once per client; see
+        provenance._chain.history.deployment_block)."""
+        if self._deployed_at is None:
+            self._deployed_at = deployment_block(self.web3, self.contract.address, at)
+        return self._deployed_at
 
     @wrap_rpc
     def find_merged(self, tensor_digest: Digest) -> list[Finalization]:

@@ -9,7 +9,10 @@
 //
 // provenance/contracts/ProvenanceRegistryV1.json is frozen: the version 1 registry (written by this script at
 // commit 66cae8d, before v2 replaced its sources), kept so the Python client can still read runs anchored on a v1
-// deployment. `--check` verifies it still has its pinned SHA-256.
+// deployment. Likewise ProvenanceRegistryV2.json (version 2, as shipped at commit 065f239, before version 3 added
+// per-run block pointers and owner-only finalisation), so runs on version 2 deployments stay readable. (The
+// AttestationRegistry's runtime code did not change when its constructor learnt to accept version 3: deployed ones
+// are still recognised.) `--check` verifies each frozen artifact still has its pinned SHA-256.
 //
 // hardhat.config.js imports SOLC_SETTINGS from here, so Hardhat and this script compile identically. Metadata is
 // left out of the bytecode (no CBOR trailer), so the bytecode depends only on the sources and these settings.
@@ -29,6 +32,7 @@ const CONTRACTS = {
 };
 const FROZEN = {
   ProvenanceRegistryV1: "0a260d202e449f09830a72a81015ff7c79bad082b70cd34c8246b33e3e073839",
+  ProvenanceRegistryV2: "430cdb57b610f5681349ec58bc650da04058190c0a7193cb48b95f87f212fa32",
 };
 const artifactPath = (contract) => path.join(ROOT, "provenance", "contracts", `${contract}.json`);
 
@@ -113,7 +117,7 @@ function checkFrozen(contract, sha256) {
     );
     return 1;
   }
-  console.log(`check-artifact: ${path.relative(ROOT, ARTIFACT)} is the frozen version 1 artifact`);
+  console.log(`check-artifact: ${path.relative(ROOT, ARTIFACT)} is the frozen artifact it should be`);
   return 0;
 }
 

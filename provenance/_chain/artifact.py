@@ -2,7 +2,8 @@
 
 `scripts/compile.js` writes it from `contracts/`; `scripts/check-artifact` (CI) fails if it differs from a fresh
 compile. Its metadata-free runtime bytecode is also how the client recognises a registry at an address.
-`ProvenanceRegistryV1.json` is the frozen version 1 (its sources were replaced by v2), kept to read old deployments.
+`ProvenanceRegistryV1.json` and `ProvenanceRegistryV2.json` are frozen older versions (their sources were replaced),
+kept to read old deployments (version 2 is also still written: its functions are version 3's).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from provenance.errors import ChainError
 
 ARTIFACT_NAME = "ProvenanceRegistry.json"
 V1_ARTIFACT_NAME = "ProvenanceRegistryV1.json"
+V2_ARTIFACT_NAME = "ProvenanceRegistryV2.json"
 
 
 @dataclass(frozen=True)

@@ -156,6 +156,11 @@ class InvalidWriter(RegistryRevert):
     template = "run {run}: {writer} cannot be authorised as a writer"
 
 
+class NoCheckpoint(RegistryRevert):
+    solidity = f"{_PREFIX}NoCheckpoint"
+    template = "run {run} has no checkpoint yet: commit checkpoint 0 before finalizing it"
+
+
 class RunFinalized(RegistryRevert):
     solidity = f"{_PREFIX}RunFinalized"
     template = "run {run} is finalized: nothing more can be written to it"
@@ -233,9 +238,9 @@ class OtherRevert(RegistryRevert):
 
 REVERT_CLASSES: tuple[type[RegistryRevert], ...] = (
     Unauthorized, RunAlreadyRegistered, UnknownRun, InvalidRunId, EmptyContentAddress, InvalidWriter, RunFinalized,
-    NonSequentialIndex, InvalidLogSize, LogSizeTooLarge, EpsilonDecreased, InvalidProof,
+    NonSequentialIndex, InvalidLogSize, LogSizeTooLarge, EpsilonDecreased, InvalidProof, NoCheckpoint,
 )
-"""The custom errors of ProvenanceRegistry version 2."""
+"""The custom errors of ProvenanceRegistry versions 3 and 2 (version 2 lacks NoCheckpoint)."""
 V1_REVERT_CLASSES: tuple[type[RegistryRevert], ...] = (
     Unauthorized, RunAlreadyRegistered, UnknownRun, InvalidRunId, EmptyContentAddress, InvalidWriter, RunFinalized,
     NonSequentialIndex, LogShrank, EpsilonDecreased, WeightsAlreadyCommitted, UnknownCheckpoint, RecordMismatch,

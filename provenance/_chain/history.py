@@ -126,6 +126,68 @@ def _named_cap(reason: str) -> int | None:
     return value if value >= 1 else None
 
 
+def follow_pointers(reader: EventReader, key: bytes, *, registered: int, last: int, at: int) -> list[Event]:
+    """A version 3 run's events in chain order, read from the block of its latest event back to its registration
+    along the events' `previousBlock` pointers: one single-block query per block holding the run's events, so a
+    provider capping log ranges suffices. A pointer that leads nowhere (a node that hid an event, or lies) raises
+    InconsistentChain; so does any event missing on the way, through the fold against the stored head."""
+    def broken(what: str) -> InconsistentChain:
+        return InconsistentChain(f"run {key.hex()}: {what} (a node that lost, hid or forged an event, or a reorg: do "
+                                 "not trust this node's answer)")
+
+    if not registered <= last <= at:
+        raise broken(f"the registry names block {last} as its latest event's, outside {registered}..{at}")
+    topics = [[reader.topic(n) for n in EVENTS], key]
+    blocks: list[list[Event]] = []
+    block = last
+    while True:
+        found = reader.query(topics, from_block=block, to_block=block)
+        if not found:
+            raise broken(f"no event of the run in block {block}, where the registry's pointers lead")
+        blocks.append(found)
+        if block == registered:
+            break
+        pointer = found[0].args.get("previousBlock")
+        if pointer is None or not registered <= int(pointer) < block:
+            raise broken(f"its {found[0].name} event in block {block} points to block {pointer}, not to an earlier "
+                         f"block since its registration in block {registered}")
+        block = int(pointer)
+    return [event for found in reversed(blocks) for event in found]
+
+
+def deployment_block(web3: Any, address: str, at: int) -> int:
+    """The block the contract at `address` was deployed in, found by bisecting `eth_getCode` over history (about
+    log2(at) calls) and confirmed by the creating transaction; 0 when the node cannot tell (a pruned node without old
+    state, or a contract created by another contract), which only makes scans longer, never shorter. The registry's
+    code is checked whole when a client binds, so a node lying here can only hide claims, as it could by omitting
+    logs."""
+    low, high = 0, at
+    try:
+        if not bytes(web3.eth.get_code(address, block_identifier=at)):
+            return 0
+        while low < high:
+            middle = (low + high) // 2
+            if bytes(web3.eth.get_code(address, block_identifier=middle)):
+                high = middle
+            else:
+                low = middle + 1
+        return low if _created_in(web3, low, address) else 0
+    except Exception as exc:  # a pruned node has no state for old blocks: scan from genesis instead
+        if isinstance(exc, OSError):
+            raise
+        return 0
+
+
+def _created_in(web3: Any, block: int, address: str) -> bool:
+    """Whether a contract-creating transaction of `block` created `address`."""
+    for tx in web3.eth.get_block(block, full_transactions=True)["transactions"]:
+        if tx.get("to") is None:
+            created = web3.eth.get_transaction_receipt(tx["hash"]).get("contractAddress")
+            if created is not None and str(created).lower() == str(address).lower():
+                return True
+    return False
+
+
 def _hex(topic: Any) -> Any:
     if isinstance(topic, bytes):
         return "0x" + topic.hex()

@@ -244,14 +244,14 @@ def _call_version(transport: Transport, address: str) -> int | None:
     return int.from_bytes(answer, "big") if len(answer) == 32 else None
 
 
-def registry_version(transport: Transport, address: str, *, current: int = 2) -> int:
-    """The registry version at `address`: `VERSION()` answers 2 on version 2; version 1 has no such function (and
-    whatever answers otherwise is told apart by its code when a client binds to it)."""
+def registry_version(transport: Transport, address: str, *, current: int = 3) -> int:
+    """The registry version at `address`: `VERSION()` answers 2 or 3 on those versions; version 1 has no such
+    function (and whatever answers otherwise is told apart by its code when a client binds to it)."""
     version = _call_version(transport, address)
     if version is not None and version > current:
         raise NotARegistry(f"the registry at {address} is version {version}, newer than this prov understands "
                            f"(version {current}); upgrade prov")
-    return current if version == current else VERSION
+    return version if version is not None and 2 <= version <= current else VERSION
 
 
 def connect_v1(transport: Transport, address: str) -> RegistryV1:

@@ -76,12 +76,22 @@ const alone = (c, i, overrides = {}) =>
 
 describe("AttestationRegistry", function () {
   describe("deployment", function () {
-    it("binds a version 2 ProvenanceRegistry", async function () {
+    it("binds a version 3 ProvenanceRegistry", async function () {
       const { attestations } = await loadFixture(fixture);
       expect(await attestations.provenanceRegistry()).to.equal(V.registry);
     });
 
-    it("refuses anything that is not a version 2 ProvenanceRegistry", async function () {
+    it("binds a version 2 ProvenanceRegistry (the frozen artifact: deployments before version 3)", async function () {
+      const { funder } = await loadFixture(fixture);
+      const v2 = require("../../provenance/contracts/ProvenanceRegistryV2.json");
+      const old = await new ethers.ContractFactory(v2.abi, v2.bytecode, funder).deploy();
+      expect(await old.VERSION()).to.equal(2n);
+      const factory = await ethers.getContractFactory("AttestationRegistry", funder);
+      const bound = await factory.deploy(await old.getAddress());
+      expect(await bound.provenanceRegistry()).to.equal(await old.getAddress());
+    });
+
+    it("refuses anything that is not a version 2 or 3 ProvenanceRegistry", async function () {
       const { attestations, funder } = await loadFixture(fixture);
       const factory = await ethers.getContractFactory("AttestationRegistry", funder);
       await expect(factory.deploy(funder.address))

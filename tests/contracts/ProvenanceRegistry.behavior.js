@@ -1,5 +1,6 @@
 // Behaviour shared by several ProvenanceRegistry functions (OpenZeppelin's `.behavior.js` shape): every write names
 // the run it touches by its run key, and each must refuse unknown runs, callers without the right and finalized runs.
+// (Finalizing needs a checkpoint, so the finalized case commits checkpoint 0 first when the run has none.)
 "use strict";
 
 const { expect } = require("chai");
@@ -45,6 +46,11 @@ function shouldGuardRunWrites(fixture, send, { ownerOnly }) {
 
     it("reverts once the run is finalized", async function () {
       const { registry, runKey, owner } = await loadFixture(fixture);
+      if ((await registry.getRun(runKey)).checkpointCount === 0n) {
+        const d = (label) => ethers.id(`guard/${label}`);
+        await registry.connect(owner).commitCheckpoint(runKey, 0, d("weights"), d("tensors"), d("checkpoint"), 0,
+          d("log"), 0, d("cid"));
+      }
       await registry.connect(owner).finalizeRun(runKey, ethers.ZeroHash);
       await expect(send(registry, owner, runKey))
         .to.be.revertedWithCustomError(registry, "ProvenanceRegistryRunFinalized")

@@ -9,7 +9,7 @@ const rfc6962 = require("./rfc6962");
 
 const CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy";
 const NO_PRIVACY = 2n ** 64n - 1n; // the documented ε sentinel for non-private runs
-const MAX_LOG_SIZE = 2n ** 56n - 1n;
+const MAX_LOG_SIZE = 2n ** 32n - 1n;
 const GAS_TARGET = 45000n;
 
 const digest = (label) => ethers.sha256(ethers.toUtf8Bytes(label));
@@ -90,14 +90,14 @@ describe("ProvenanceRegistry", function () {
       const { registry } = await loadFixture(deployFixture);
       const names = registry.interface.fragments.filter((f) => f.type === "function").map((f) => f.name).sort();
       expect(names).to.deep.equal([
-        "VERSION", "authorizeWriter", "canWrite", "commitCheckpoint", "finalizeRun", "getRun", "registerRun",
-        "revokeWriter", "rootFromInclusionProof", "runKeyOf",
+        "VERSION", "authorizeWriter", "canWrite", "commitCheckpoint", "finalizeRun", "getRun", "lastEventBlock",
+        "registerRun", "revokeWriter", "rootFromInclusionProof", "runKeyOf",
       ]);
     });
 
-    it("reports version 2", async function () {
+    it("reports version 3", async function () {
       const { registry } = await loadFixture(deployFixture);
-      expect(await registry.VERSION()).to.equal(2n);
+      expect(await registry.VERSION()).to.equal(3n);
     });
 
     it("the artifact shipped in the Python package equals Hardhat's compile", async function () {
@@ -196,11 +196,13 @@ describe("ProvenanceRegistry", function () {
       const { registry, runKey, owner, stranger } = await loadFixture(registeredRunFixture);
       expect(await registry.canWrite(runKey, stranger.address)).to.equal(false);
       const before = (await registry.getRun(runKey)).head;
+      const previous = await registry.lastEventBlock(runKey);
       const tx = registry.connect(owner).authorizeWriter(runKey, stranger.address);
       const receipt = await (await tx).wait();
       const head = heads.writerHead(before, { authorized: true, writer: stranger.address, by: owner.address,
         blockNumber: receipt.blockNumber });
-      await expect(tx).to.emit(registry, "WriterAuthorized").withArgs(runKey, stranger.address, head);
+      await expect(tx).to.emit(registry, "WriterAuthorized").withArgs(runKey, stranger.address, previous, head);
+      expect(await registry.lastEventBlock(runKey)).to.equal(BigInt(receipt.blockNumber));
       expect((await registry.getRun(runKey)).head).to.equal(head);
       expect(await registry.canWrite(runKey, stranger.address)).to.equal(true);
     });
@@ -221,11 +223,12 @@ describe("ProvenanceRegistry", function () {
     it("revokes the writer and emits WriterRevoked; the writer can no longer commit", async function () {
       const { registry, runKey, owner, writer } = await loadFixture(registeredRunFixture);
       const before = (await registry.getRun(runKey)).head;
+      const previous = await registry.lastEventBlock(runKey);
       const tx = registry.connect(owner).revokeWriter(runKey, writer.address);
       const receipt = await (await tx).wait();
       const head = heads.writerHead(before, { authorized: false, writer: writer.address, by: owner.address,
         blockNumber: receipt.blockNumber });
-      await expect(tx).to.emit(registry, "WriterRevoked").withArgs(runKey, writer.address, head);
+      await expect(tx).to.emit(registry, "WriterRevoked").withArgs(runKey, writer.address, previous, head);
       expect(await registry.canWrite(runKey, writer.address)).to.equal(false);
       await expect(commit(registry, writer, runKey, 0, checkpoint(0)))
         .to.be.revertedWithCustomError(registry, "ProvenanceRegistryUnauthorized")
@@ -242,6 +245,7 @@ describe("ProvenanceRegistry", function () {
       const { registry, runKey, writer } = await loadFixture(registeredRunFixture);
       const c = checkpoint(0, { epsilonMicro: 7n });
       const before = (await registry.getRun(runKey)).head;
+      const previous = await registry.lastEventBlock(runKey);
       const tx = commit(registry, writer, runKey, 0, c);
       const receipt = await (await tx).wait();
       const head = heads.checkpointHead(before, { index: 0, checkpoint: c, committer: writer.address,
@@ -249,7 +253,7 @@ describe("ProvenanceRegistry", function () {
       await expect(tx)
         .to.emit(registry, "CheckpointCommitted")
         .withArgs(runKey, c.weightsDigest, c.tensorDigest, 0, c.checkpointDigest, c.logSize, c.logRoot, c.epsilonMicro,
-          c.manifestCidDigest, writer.address, head);
+          c.manifestCidDigest, writer.address, previous, head);
       const state = await registry.getRun(runKey);
       expect([state.checkpointCount, state.logSize, state.epsilonMicro, state.head]).to.deep.equal(
         [1n, 0n, 7n, head]);
@@ -283,7 +287,7 @@ describe("ProvenanceRegistry", function () {
       await expect(commit(registry, owner, runKey, 2, checkpoint(2, { logSize: previous + 1n }))).not.to.be.reverted;
     });
 
-    it("refuses a log size that does not fit its 56-bit storage, accepts the largest that does", async function () {
+    it("refuses a log size that does not fit its 32-bit storage, accepts the largest that does", async function () {
       const { registry, runKey, owner } = await loadFixture(committedRunFixture);
       await expect(commit(registry, owner, runKey, 2, checkpoint(2, { logSize: MAX_LOG_SIZE + 1n })))
         .to.be.revertedWithCustomError(registry, "ProvenanceRegistryLogSizeTooLarge")
@@ -347,14 +351,14 @@ describe("ProvenanceRegistry", function () {
         expect((await registry.getRun(copyKey)).owner).to.equal(stranger.address);
       });
 
-    it(`costs at most ${GAS_TARGET} gas, the same for 1 step or 2^40 steps (calldata bytes aside)`, async function () {
+    it(`costs at most ${GAS_TARGET} gas, the same for 1 step or 2^31 steps (calldata bytes aside)`, async function () {
       const { registry, runKey, owner, writer } = await loadFixture(registeredRunFixture);
       const first = await (await commit(registry, owner, runKey, 0, checkpoint(0))).wait();
       const small = await (await commit(registry, owner, runKey, 1, checkpoint(1, { logSize: 1n }))).wait();
-      const large = await (await commit(registry, owner, runKey, 2, checkpoint(2, { logSize: 2n ** 40n }))).wait();
-      const byWriter = await (await commit(registry, writer, runKey, 3, checkpoint(3, { logSize: 2n ** 41n }))).wait();
+      const large = await (await commit(registry, owner, runKey, 2, checkpoint(2, { logSize: 2n ** 31n }))).wait();
+      const byWriter = await (await commit(registry, writer, runKey, 3, checkpoint(3, { logSize: MAX_LOG_SIZE }))).wait();
       for (const receipt of [first, small, large, byWriter]) expect(receipt.gasUsed).to.be.at.most(GAS_TARGET);
-      // 2^40 has 5 more non-zero calldata bytes than 1 (in the argument and in the event): 12 gas each at most.
+      // 2^31 has 3 more non-zero calldata bytes than 1 (in the argument and in the event): 12 gas each at most.
       const diff = large.gasUsed > small.gasUsed ? large.gasUsed - small.gasUsed : small.gasUsed - large.gasUsed;
       expect(diff).to.be.at.most(100n);
     });
@@ -366,16 +370,17 @@ describe("ProvenanceRegistry", function () {
     const send = (registry, signer, runKey) => registry.connect(signer).finalizeRun(runKey, ethers.ZeroHash);
 
     it("closes the run, folds the merged-model digest into the head and emits RunFinalized", async function () {
-      const { registry, runKey, writer, checkpoints } = await loadFixture(committedRunFixture);
+      const { registry, runKey, owner, checkpoints, receipts } = await loadFixture(committedRunFixture);
       const merged = digest("merged model tensors");
       const before = (await registry.getRun(runKey)).head;
-      const tx = registry.connect(writer).finalizeRun(runKey, merged);
+      const tx = registry.connect(owner).finalizeRun(runKey, merged);
       const receipt = await (await tx).wait();
-      const head = heads.finalizedHead(before, { mergedTensorDigest: merged, by: writer.address,
+      const head = heads.finalizedHead(before, { mergedTensorDigest: merged, by: owner.address,
         blockNumber: receipt.blockNumber });
       await expect(tx)
         .to.emit(registry, "RunFinalized")
-        .withArgs(runKey, merged, writer.address, 2, checkpoints[1].logSize, checkpoints[1].epsilonMicro, head);
+        .withArgs(runKey, merged, owner.address, 2, checkpoints[1].logSize, checkpoints[1].epsilonMicro,
+          receipts[1].blockNumber, head);
       const state = await registry.getRun(runKey);
       expect([state.finalized, state.head]).to.deep.equal([true, head]);
       const found = await registry.queryFilter(registry.filters.RunFinalized(null, merged));
@@ -397,7 +402,68 @@ describe("ProvenanceRegistry", function () {
       }
     });
 
-    shouldGuardRunWrites(registeredRunFixture, send, { ownerOnly: false });
+    it("refuses a run with no checkpoint", async function () {
+      const { registry, runKey, owner } = await loadFixture(registeredRunFixture);
+      await expect(registry.connect(owner).finalizeRun(runKey, ethers.ZeroHash))
+        .to.be.revertedWithCustomError(registry, "ProvenanceRegistryNoCheckpoint")
+        .withArgs(runKey);
+      expect((await registry.getRun(runKey)).finalized).to.equal(false);
+    });
+
+    it("refuses an authorised writer: only the owner closes its run", async function () {
+      const { registry, runKey, writer } = await loadFixture(committedRunFixture);
+      expect(await registry.canWrite(runKey, writer.address)).to.equal(true);
+      await expect(registry.connect(writer).finalizeRun(runKey, ethers.ZeroHash))
+        .to.be.revertedWithCustomError(registry, "ProvenanceRegistryUnauthorized")
+        .withArgs(writer.address, runKey);
+    });
+
+    shouldGuardRunWrites(committedRunFixture, send, { ownerOnly: true });
+  });
+
+  describe("block pointers", function () {
+    it("each event points to the block of the run's previous one; following them from lastEventBlock with " +
+      "single-block queries gives every event of the run", async function () {
+      const { registry, runKey, owner, writer, stranger } = await loadFixture(committedRunFixture);
+      await mine(1500); // more than a capped provider's 1,000-block query between two of the run's events
+      await registry.connect(owner).revokeWriter(runKey, writer.address);
+      await register(registry, stranger, ethers.id("noise"), runCommitments("noise")); // another run in between
+      await mine(7);
+      await commit(registry, owner, runKey, 2, checkpoint(2));
+      await registry.connect(owner).finalizeRun(runKey, digest("merged"));
+      const events = await runEvents(registry, runKey);
+      const state = await registry.getRun(runKey);
+      expect(await registry.lastEventBlock(runKey)).to.equal(BigInt(events.at(-1).blockNumber));
+      for (let i = 1; i < events.length; i++) {
+        expect(events[i].args.previousBlock).to.equal(BigInt(events[i - 1].blockNumber));
+      }
+      const walked = [];
+      let block = Number(await registry.lastEventBlock(runKey));
+      for (;;) {
+        const found = [];
+        for (const name of ["RunRegistered", "WriterAuthorized", "WriterRevoked", "CheckpointCommitted",
+          "RunFinalized"]) {
+          found.push(...(await registry.queryFilter(registry.filters[name](runKey), block, block)));
+        }
+        found.sort((a, b) => a.index - b.index);
+        walked.unshift(...found);
+        if (BigInt(block) === state.registeredBlock) break;
+        block = Number(found[0].args.previousBlock);
+      }
+      expect(walked.map((e) => e.transactionHash)).to.deep.equal(events.map((e) => e.transactionHash));
+      expect(heads.foldEvents(walked)).to.equal(state.head);
+    });
+
+    it("lastEventBlock reverts for an unknown run and is the registration block of a fresh run", async function () {
+      const { registry, owner } = await loadFixture(deployFixture);
+      await expect(registry.lastEventBlock(UNKNOWN_RUN))
+        .to.be.revertedWithCustomError(registry, "ProvenanceRegistryUnknownRun")
+        .withArgs(UNKNOWN_RUN);
+      const runId = ethers.id("fresh");
+      await register(registry, owner, runId, runCommitments("fresh"));
+      const runKey = heads.runKeyOf(owner.address, runId);
+      expect(await registry.lastEventBlock(runKey)).to.equal((await registry.getRun(runKey)).registeredBlock);
+    });
   });
 
   describe("head chain", function () {

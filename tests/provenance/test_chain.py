@@ -64,7 +64,7 @@ def test_commit_checkpoints_and_read_the_verified_history(registry: Registry, ru
 def test_commit_gas_does_not_depend_on_the_number_of_steps(registry: Registry, run_key: bytes) -> None:
     registry.commit_checkpoint(run_key, **checkpoint_values(0))
     small = registry.commit_checkpoint(run_key, **checkpoint_values(1, log_size=1))
-    large = registry.commit_checkpoint(run_key, **checkpoint_values(2, log_size=2**40))
+    large = registry.commit_checkpoint(run_key, **checkpoint_values(2, log_size=2**32 - 1))
     assert small.gas_used <= GAS_TARGET and large.gas_used <= GAS_TARGET
     assert abs(large.gas_used - small.gas_used) <= 100  # only calldata/event bytes of the number differ
 
@@ -143,8 +143,8 @@ def _rule_cases() -> list[Any]:
         ("index gap", commit(3), chain.NonSequentialIndex, {"runKey": "KEY", "expected": 1, "given": 3}),
         ("zero steps", commit(1, log_size=0), chain.InvalidLogSize,
          {"runKey": "KEY", "index": 1, "previousSize": 0, "givenSize": 0}),
-        ("log too large", commit(1, log_size=2**56), chain.LogSizeTooLarge,
-         {"runKey": "KEY", "givenSize": 2**56, "maxSize": 2**56 - 1}),
+        ("log too large", commit(1, log_size=2**32), chain.LogSizeTooLarge,
+         {"runKey": "KEY", "givenSize": 2**32, "maxSize": 2**32 - 1}),
         ("epsilon decreases", commit(1, epsilon_micro=0), chain.EpsilonDecreased,
          {"runKey": "KEY", "previousMicro": 1, "givenMicro": 0}),
         ("malformed proof", lambda r, o, key: r.root_from_inclusion_proof(
@@ -187,6 +187,7 @@ def test_content_addresses_must_be_directory_cids(registry: Registry, run_key: b
 
 
 def test_nothing_is_written_to_a_finalized_run(registry: Registry, run_key: bytes) -> None:
+    registry.commit_checkpoint(run_key, **checkpoint_values(0))
     registry.finalize_run(run_key)
     assert registry.run_state(run_key).finalized
     final = registry.run(run_key).finalization
@@ -196,6 +197,25 @@ def test_nothing_is_written_to_a_finalized_run(registry: Registry, run_key: byte
                    lambda: registry.finalize_run(run_key)):
         with pytest.raises(chain.RunFinalized, match=f"run {run_key.hex()} is finalized"):
             action()
+
+
+def test_a_run_without_checkpoint_cannot_be_finalized(registry: Registry, run_key: bytes) -> None:
+    with pytest.raises(chain.NoCheckpoint, match=f"run {run_key.hex()} has no checkpoint yet") as caught:
+        registry.finalize_run(run_key)
+    assert caught.value.values == {"runKey": run_key} and not registry.run_state(run_key).finalized
+
+
+def test_only_the_owner_finalizes(registry: Registry, chain_backend: ChainBackend, run_key: bytes) -> None:
+    """An authorised writer commits checkpoints but cannot close the owner's run (registry version 3)."""
+    writer = registry.with_signer(chain_backend.keys[1])
+    registry.authorize_writer(run_key, writer.signer.address)
+    writer.commit_checkpoint(run_key, **checkpoint_values(0))
+    with pytest.raises(chain.Unauthorized) as caught:
+        writer.finalize_run(run_key)
+    assert caught.value.values == {"caller": writer.signer.address, "runKey": run_key}
+    assert not registry.run_state(run_key).finalized
+    registry.finalize_run(run_key)
+    assert registry.run(run_key).finalization is not None
 
 
 def test_idempotent_commit_returns_the_original_or_names_the_conflict(registry: Registry, run_key: bytes) -> None:
@@ -222,6 +242,7 @@ def test_idempotent_register_and_finalize(registry: Registry) -> None:
     with pytest.raises(chain.CheckpointConflict, match="dataset_root"):
         registry.register_run(rid, **{**run_values(), "dataset_root": d("x")}, idempotent=True)
     assert original.run_key is not None
+    registry.commit_checkpoint(original.run_key, **checkpoint_values(0))
     closed = registry.finalize_run(original.run_key, merged_tensor_digest=d("m"), idempotent=True)
     assert not closed.already_committed
     assert registry.finalize_run(original.run_key, merged_tensor_digest=d("m"), idempotent=True).tx_hash == (

@@ -107,7 +107,7 @@ def test_up_deploy_down_up_keeps_the_records(project: Path, capsys: pytest.Captu
         code, out, _ = run_cli(capsys, "chain", "status", "--json")
         report = json.loads(out)
         assert report["anvil_running"] and report["reachable"] and report["registry_ok"]
-        assert report["registry_version"] == 2 and report["dev_chain"] == "anvil/Hardhat development chain"
+        assert report["registry_version"] == 3 and report["dev_chain"] == "anvil/Hardhat development chain"
     finally:
         run_cli(capsys, "chain", "down")
     assert not devchain.status()["anvil_running"]

@@ -52,13 +52,47 @@ def anchored_run(registry: Registry, checkpoints: int = 3, *, label: str = "run"
     return key
 
 
-def test_both_versions_satisfy_the_read_protocol(owner: Registry) -> None:
-    assert isinstance(owner, RegistryReader) and owner.version == 2
+def test_every_version_satisfies_the_read_protocol(owner: Registry) -> None:
+    assert isinstance(owner, RegistryReader) and owner.version == 3
     address = deploy_v1(owner).address
     assert chain.registry_version(owner.transport, address) == 1
-    assert chain.registry_version(owner.transport, str(owner.address)) == 2
+    assert chain.registry_version(owner.transport, str(owner.address)) == 3
     old = _v1(owner, address)
     assert isinstance(old, RegistryReader) and old.version == 1
+    v2 = Registry(owner.transport, version=2)
+    v2.deploy()
+    assert chain.registry_version(owner.transport, str(v2.address)) == 2
+    assert isinstance(v2, RegistryReader) and v2.version == 2
+
+
+def test_a_version_3_history_is_read_by_single_block_queries(owner: Registry, backend: ChainBackend) -> None:
+    """One eth_getLogs per block holding the run's events, each for that block alone, following the pointers."""
+    key = anchored_run(owner, 3)
+    owner.authorize_writer(key, owner.with_signer(backend.keys[1]).signer.address)
+    owner.finalize_run(key)
+    fresh = owner.with_signer(owner.signer)
+    fresh._events = EventReader(fresh.contract, fresh.web3)
+    history = fresh.run(key)
+    assert len(history.checkpoints) == 3 and len(history.writers) == 1 and history.finalization is not None
+    blocks = {history.registration.block_number, history.finalization.block_number,
+              history.writers[0].block_number, *(c.block_number for c in history.checkpoints)}
+    assert fresh.event_reader.queries == len(blocks) == 6
+    assert fresh.event_reader.span is None
+
+
+def test_a_version_2_registry_is_still_read_and_written(owner: Registry) -> None:
+    """Runs on an already-deployed version 2 registry (frozen artifact) keep working: its history is scanned."""
+    v2 = Registry(owner.transport, version=2)
+    v2.deploy()
+    key = anchored_run(v2, 2)
+    v2.finalize_run(key, merged_tensor_digest=d("merged"))
+    history = v2.run(key)
+    assert [c.weights_digest for c in history.checkpoints] == [d("weights/0"), d("weights/1")]
+    assert history.finalization is not None and v2.claims(weights=d("weights/1")) == [history.checkpoints[1]]
+    assert v2.find_merged(d("merged")) == [history.finalization]
+    if owner.transport.rpc_url != chain.TESTER:
+        again = chain.connect(owner.transport.rpc_url, registry=v2.address, use_config=False)
+        assert isinstance(again, Registry) and again.version == 2 and again.run(key) == history
 
 
 def test_the_same_tensors_re_encoded_are_found_by_tensor_digest(tmp_path: Path, owner: Registry,
@@ -89,7 +123,9 @@ def test_a_node_hiding_a_checkpoint_event_is_caught(owner: Registry) -> None:
     assert len(owner.claims(weights=d("weights/1"))) == 1
     topic = "0x" + owner.event_reader.topic("CheckpointCommitted").hex()
     hide_logs(owner, lambda log: log_hex(log["topics"][0]) == topic and log_block(log) == hidden.block_number)
-    with pytest.raises(chain.InconsistentChain, match=f"run {key.hex()}: checkpoint 1 is missing") as caught:
+    # version 3 follows the pointers from checkpoint 2's block to checkpoint 1's, and finds nothing there
+    with pytest.raises(chain.InconsistentChain, match=f"run {key.hex()}: no event of the run in block "
+                       f"{hidden.block_number}, where the registry's pointers lead") as caught:
         owner.run(key)
     assert "\n" not in str(caught.value)
     with pytest.raises(chain.InconsistentChain):
@@ -102,8 +138,15 @@ def test_a_node_hiding_the_last_event_is_caught_by_the_stored_head(owner: Regist
     key = anchored_run(owner, 2)
     last = owner.run(key).checkpoints[-1]
     hide_logs(owner, lambda log: log_block(log) == last.block_number)
+    with pytest.raises(chain.InconsistentChain, match=f"no event of the run in block {last.block_number}"):
+        owner.run(key)  # the registry stores the block of the run's latest event: a node cannot stop earlier
+    v2 = Registry(owner.transport, version=2)  # version 2, scanned, is caught by the stored head
+    v2.deploy()
+    old = anchored_run(v2, 2)
+    old_last = v2.run(old).checkpoints[-1].block_number
+    hide_logs(v2, lambda log: log_block(log) == old_last)
     with pytest.raises(chain.InconsistentChain, match=r"fold to head .* but the registry stores"):
-        owner.run(key)
+        v2.run(old)
 
 
 def test_a_node_altering_an_event_is_caught(owner: Registry) -> None:
@@ -215,8 +258,10 @@ def test_a_capped_provider_is_read_in_chunks_of_its_cap(owner: Registry) -> None
 
     def capped(method: str, params: Any) -> Any:
         if method == "eth_getLogs":
-            query = params[0]  # the tester provider's request shape (snake case, integer blocks)
-            width = int(query["to_block"]) - int(query["from_block"]) + 1
+            query = params[0]  # JSON-RPC's shape (hex text) or the tester provider's (snake case, integers)
+            start, stop = (query.get(k, query.get(snake)) for k, snake in (("fromBlock", "from_block"),
+                                                                          ("toBlock", "to_block")))
+            width = int(str(stop), 0) - int(str(start), 0) + 1
             if width > 2:
                 refused.append(width)
                 return {"jsonrpc": "2.0", "id": 1,

@@ -162,7 +162,7 @@ def _attestation_without_revoked(report: dict[str, Any]) -> None:
     (_set("replay", None), "'replay'"),
     (_set("chain.rpc", "https://mainnet.example.org/v3/KEY"), "'chain.rpc'"),
     (_set("chain.rpc", "https://user:pw@node.example.org"), "'chain.rpc'"),
-    (_set("chain.registry_version", 3), "'chain.registry_version'"),
+    (_set("chain.registry_version", 4), "'chain.registry_version'"),
     (_set("subject.path", "/home/alice/adapter_model.safetensors"), "'subject.path'"),
     (_set("subject.kind", "merged-ish"), "'subject.kind'"),
     (_set("series.loss_status", "withheld"), "'series.loss'"),
