@@ -4,7 +4,10 @@ a model-signing-style manifest of the checkpoint's files (an in-toto Statement l
 Inputs are local: the checkpoint directory (hashed here), the run manifest (`run.json` of the run directory, or
 given), and optionally the on-chain records (registration and checkpoint) for times and anchors.
 
-Public API (the CLI's `prov export in-toto` calls `export` and `write_json`).
+Public API (the CLI's `prov export in-toto` calls `export`, `sign_statement` and `write_json`). CHECKPOINT is a
+checkpoint or adapter directory, or the adapter weights file itself; `sign_statement` wraps any statement in a DSSE
+envelope signed with the trainer's P-256 key (provenance.signing). prov's own lineage and DP statements, built from a
+verify report, are `provenance.exports.intoto_statements` / `signed_statements`.
 
 Specs followed (field names and shapes, written from the published documents):
 - in-toto Statement v1: https://github.com/in-toto/attestation/blob/main/spec/v1/statement.md
