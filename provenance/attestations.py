@@ -9,7 +9,8 @@ and anchoring live in provenance.attest, above the verifier.)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from provenance._attest.client import Anchored, AttestationClient, RegistryLike
 from provenance._attest.errors import InvalidLevel
 from provenance._attest.statement import CheckpointLike, parse_level
 from provenance._chain.records import TxInfo
+from provenance.canonical import restore_recursion_limit
 from provenance.errors import ProvenanceError, UsageError
 from provenance.keys import RegisteredKey
 
@@ -64,6 +66,7 @@ class AttestationView:
     signers: tuple[SignerView, ...]
     status: str
     reason: str | None
+    trusted: bool = False  # every signer is on the auditor's --trust-auditors list
 
     @property
     def valid(self) -> bool:
@@ -76,7 +79,8 @@ class AttestationView:
                 "run_key": self.run_key, "checkpoint_index": self.checkpoint_index, "level": self.level,
                 "verification_digest": self.verification_digest, "report_cid": self.report_cid,
                 "message": self.message, "signers": [s.to_json() for s in self.signers], "status": self.status,
-                "valid": self.valid, "revoked": self.status == "revoked", "reason": self.reason}
+                "valid": self.valid, "revoked": self.status == "revoked", "reason": self.reason,
+                "trusted": self.trusted, "names": "self-declared"}
 
 
 def attestation_client(registry: RegistryLike, address: str | None = None, *, home: Path | None = None,
@@ -108,7 +112,7 @@ def save_deployment(client: AttestationClient, home: Path | None = None) -> None
 
 
 def attestations_for(client: AttestationClient, *, record: CheckpointLike, run_key: bytes,
-                     check_signatures: bool = True) -> list[AttestationView]:
+                     check_signatures: bool = True, trusted: frozenset[str] | None = None) -> list[AttestationView]:
     """The anchored attestations naming `record`'s weights digest, oldest first, each judged against `record`.
 
     `record`: the checkpoint record the caller has verified (index, weights/checkpoint digests, log size and root,
@@ -118,17 +122,71 @@ def attestations_for(client: AttestationClient, *, record: CheckpointLike, run_k
     `check_signatures`, ~0.4 s each) the BLS signature verifies off chain too. Otherwise its status says why:
     `revoked` (a signer revoked the key: past attestations included), `wrong-checkpoint` (it names another claim of
     these weights, or other digests, log or ε), `forged`, or `malformed`. Chain errors propagate (ChainError).
+
+    Auditor names are self-declared (anyone can register a key under any name and anchor attestations): those
+    whose every signer is in `trusted` (addresses or key ids, lower case) come first, marked `trusted`; the others
+    are listed apart, and at most MAX_UNTRUSTED of them (within UNTRUSTED_SECONDS) are checked at all.
     """
     keys: dict[str, RegisteredKey | None] = {}
     views = []
+    untrusted_checked = 0
+    stop_at = time.monotonic() + UNTRUSTED_SECONDS
     for item in client.attestations(record.weights_digest):
+        is_trusted = trusted is not None and bool(item.signers) and all(
+            s.lower() in trusted or k.lower() in trusted for s, k in zip(item.signers, item.key_ids, strict=True))
+        if not is_trusted and (untrusted_checked >= MAX_UNTRUSTED or time.monotonic() >= stop_at):
+            skipped = _skipped(item, untrusted_checked)
+            if skipped is not None:
+                views.append(skipped)
+            continue  # anyone can anchor attestations: checking strangers' is bounded in count and time
+        untrusted_checked += 0 if is_trusted else 1
         for key_id in item.key_ids:
             if key_id not in keys:
                 keys[key_id] = client.key(key_id)
         status, reason = _judge(item, [keys[k] for k in item.key_ids], record=record, run_key=run_key,
                                 check_signatures=check_signatures)
-        views.append(_view(item, [keys[k] for k in item.key_ids], status, reason))
-    return views
+        views.append(replace(_view(item, [keys[k] for k in item.key_ids], status, reason), trusted=is_trusted))
+    restore_recursion_limit()  # the BLS library raised it on import: deep JSON must not overflow the C stack
+    return sorted(views, key=lambda v: (not v.trusted, v.number))  # trusted auditors first, the others apart
+
+
+MAX_UNTRUSTED = 16  # attestations by auditors not on --trust-auditors that are checked (~0.4 s of pairings each)
+UNTRUSTED_SECONDS = 10.0  # and the time spent on them
+
+
+def load_trusted(path: Path) -> frozenset[str]:
+    """The auditor allow-list (`--trust-auditors FILE`): a JSON list of auditor addresses and/or BLS key ids
+    ("0x..."), compared case-insensitively. Read bounded; anything else is a one-line UsageError."""
+    from provenance.canonical import load_json
+    from provenance.errors import FormatError
+
+    if not path.is_file():
+        raise UsageError(f"{path} (--trust-auditors): not a regular file; give a JSON list of auditor addresses "
+                         "or key ids")
+    try:
+        doc = load_json(path.read_bytes(), source=str(path), max_size=1 << 20)
+    except (FormatError, OSError) as exc:
+        raise UsageError(f"--trust-auditors: {exc}") from None
+    if not isinstance(doc, list) or not all(isinstance(x, str) and x.startswith("0x") for x in doc):
+        raise UsageError(f"{path} (--trust-auditors): expected a JSON list of \"0x...\" auditor addresses or key "
+                         "ids")
+    return frozenset(x.lower() for x in doc)
+
+
+def _skipped(item: Anchored, checked: int) -> AttestationView | None:
+    """An attestation by an untrusted auditor beyond the count or time bound: listed, never judged valid."""
+    st = item.statement
+    try:
+        return AttestationView(number=item.number, tx=item.tx_hash, block=item.block_number, submitter=item.submitter,
+                               run_key=st.run_key.hex(), checkpoint_index=st.checkpoint_index, level=st.level,
+                               verification_digest=str(st.verification_digest), report_cid=st.report_cid or None,
+                               message="0x" + item.message.hex(),
+                               signers=tuple(SignerView(s, None, k, None, None)
+                                             for s, k in zip(item.signers, item.key_ids, strict=True)),
+                               status="malformed", reason=f"not checked: {checked} attestations by auditors not "
+                               "on your --trust-auditors list were checked already (a bound: anyone can anchor them)")
+    except (AttributeError, TypeError, ValueError):
+        return None
 
 
 def _judge(item: Anchored, registered: list[RegisteredKey | None], *, record: CheckpointLike, run_key: bytes,

@@ -89,6 +89,13 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
 
     Exit codes: 0 verified, 1 a check failed, 2 could not run (bad input, unreachable node, content missing from
     the store), 3 inconclusive (a check could not be decided on this machine; never verified).
+
+    \b
+    Examples:
+      prov verify run/checkpoints/000003/adapter_model.safetensors        # in the trainer's project
+      prov verify adapter_model.safetensors --bundle run.car --rpc URL    # an auditor elsewhere
+      prov verify adapter_model.safetensors --bundle run.car --rpc URL --base-model model \\
+          --data data.jsonl --secrets kit/secrets.json --replay all --jobs 2 --auditor "ACME" --report audit.html
     """
     from provenance import limits
     from provenance.canonical import dumps_for_terminal, escape_strings
