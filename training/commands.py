@@ -56,6 +56,13 @@ def train_command(config: Path | None, non_private: bool, no_anchor: bool, secre
     """Fine-tune a LoRA adapter with DP-SGD, recording provenance as it trains.
 
     With no arguments, trains the tiny demo model (`prov init-model --tiny` first) on the bundled demo data.
+
+    \b
+    Examples:
+      prov init && prov train config.toml --out run      # a commented config, then train with it
+      prov train --model ./llama --data chat.jsonl --steps 300 --batch-size 256 --target-epsilon 8
+      prov train config.toml --nproc 2                   # data parallel under torchrun
+      prov train --resume run                            # continue after a crash
     """
     from training.launch import train_from_cli
 
@@ -124,4 +131,23 @@ def demo_command(out: Path, steps: int, checkpoint_every: int, replay: str) -> N
                                          echo=click.echo))
 
 
-COMMANDS = [train_command, init_model_command, demo_command]
+@click.command("init")
+@click.argument("path", required=False, type=click.Path(path_type=Path, dir_okay=False), default=Path("config.toml"))
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init_command(path: Path, force: bool) -> None:
+    """Write a commented training config template (every field, at its default) to PATH (default config.toml).
+
+    \b
+    Examples:
+      prov init                      # config.toml in this directory
+      prov init my-run.toml && prov train my-run.toml
+    """
+    from training.config import DEFAULT_CONFIG_FILE
+
+    if path.exists() and not force:
+        raise UsageError(f"{path} exists: choose another name or pass --force to overwrite it")
+    path.write_text(DEFAULT_CONFIG_FILE.read_text(encoding="utf-8"), encoding="utf-8")
+    click.echo(f"wrote {path}: edit [model] path and [data] path, then `prov train {path}`")
+
+
+COMMANDS = [train_command, init_model_command, demo_command, init_command]

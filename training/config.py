@@ -26,6 +26,7 @@ from provenance.dataset import FORMATS, KINDS, Fields
 from provenance.errors import ConfigError, UsageError
 from provenance.schedule import SCHEDULE_FORMATS, SCHEDULE_V2
 
+DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent / "data" / "default.toml"  # what `prov init` writes
 ACCOUNTANTS = ("prv", "rdp")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("constant", "linear", "cosine")

@@ -1,0 +1,133 @@
+"""What an ML engineer compares `prov train` against (issue #24): the loop they would otherwise write — stock Opacus
+(`PrivacyEngine.make_private`, Poisson sampling, hooks) over a PEFT LoRA model — each as a whole fresh process on
+the same tiny model, data, LoRA config, σ, C, expected batch, sequence length, optimizer and threads.
+
+`prov train` runs as a user's first run does (default anchoring: the in-process chain and the local store, the
+portable determinism profile, checkpoints, step log, finalisation); the stock loop trains and saves the adapter.
+Interleaved (stock, prov, stock, ...), median of `rounds`; the ratio is prov / stock (issue target <= 1.05 at 90+
+steps). `--quick`: 24 steps, one round.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import row, show
+
+ROOT = Path(__file__).resolve().parents[1]
+THREADS, BATCH, SEQ, SIGMA, CLIP, LR, RANK, ALPHA = 1, 16, 128, 1.0, 1.0, 1e-3, 8, 16
+TARGETS = ("q_proj", "v_proj")
+
+STOCK = r'''
+import sys, json
+import torch
+torch.set_num_threads(int(sys.argv[4]))
+from torch.utils.data import DataLoader, TensorDataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from peft import LoraConfig, get_peft_model
+from opacus import PrivacyEngine
+import warnings
+warnings.filterwarnings("ignore")
+
+model_dir, data, out, _, steps, batch, seq, sigma, clip, lr, r, alpha = sys.argv[1:13]
+steps, batch, seq, r, alpha = int(steps), int(batch), int(seq), int(r), int(alpha)
+torch.manual_seed(0)
+tok = AutoTokenizer.from_pretrained(model_dir)
+base = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32, attn_implementation="eager")
+model = get_peft_model(base, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]))
+texts = [json.loads(line)["text"] for line in open(data) if line.strip()]
+enc = tok(texts, max_length=seq, padding="max_length", truncation=True, return_tensors="pt")
+labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+loader = DataLoader(TensorDataset(enc["input_ids"], enc["attention_mask"], labels), batch_size=batch)
+optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=float(lr))
+engine = PrivacyEngine(accountant="prv")
+model, optimizer, loader = engine.make_private(module=model, optimizer=optimizer, data_loader=loader,
+                                               noise_multiplier=float(sigma), max_grad_norm=float(clip),
+                                               poisson_sampling=True, grad_sample_mode="hooks")
+model.train()
+done = 0
+while done < steps:
+    for ids, mask, lab in loader:
+        if done == steps:
+            break
+        optimizer.zero_grad()
+        if ids.shape[0]:
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+            target = lab[:, 1:]
+            tokens = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                                                       reduction="none", ignore_index=-100).view(target.shape)
+            per_sample = tokens.sum(1) / (target != -100).sum(1).clamp(min=1)
+            per_sample.mean().backward()
+        optimizer.step()
+        done += 1
+print(json.dumps({"epsilon": engine.get_epsilon(delta=len(texts) ** -1.1)}))
+model._module.save_pretrained(out)
+'''
+
+
+def _setup(root: Path) -> tuple[Path, Path]:
+    from training.data import DEMO_DATA
+    from training.tiny import build_tiny_model
+
+    return build_tiny_model(root / "model"), DEMO_DATA
+
+
+def bench_stock(root: Path, *, steps: int, rounds: int) -> dict[str, Any]:
+    model, data = _setup(root)
+    script = root / "stock.py"
+    script.write_text(STOCK, encoding="utf-8")
+    config = root / "prov.toml"
+    config.write_text(f'[model]\npath = "{model}"\n[data]\npath = "{data}"\nmax_length = {SEQ}\n'
+                      f'[lora]\nr = {RANK}\nalpha = {ALPHA}\ndropout = 0.0\ntarget_modules = ["q_proj", "v_proj"]\n'
+                      f"[dp]\nnoise_multiplier = {SIGMA}\nmax_grad_norm = {CLIP}\naccountant = \"prv\"\n"
+                      f'[optimizer]\nname = "adamw"\nlr = {LR}\n'
+                      f"[training]\nsteps = {steps}\nbatch_size = {BATCH}\nthreads = {THREADS}\n"
+                      f"checkpoint_every = {max(1, steps // 4)}\n", encoding="utf-8")
+    env = {**os.environ, "PROV_HOME": str(root / "home"), "OMP_NUM_THREADS": str(THREADS)}
+    count = [0]
+
+    def stock() -> float:
+        count[0] += 1
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, str(script), str(model), str(data), str(root / f"stock-{count[0]}"),
+                        str(THREADS), str(steps), str(BATCH), str(SEQ), str(SIGMA), str(CLIP), str(LR), str(RANK),
+                        str(ALPHA)], env=env, check=True, capture_output=True, cwd=root)
+        return time.perf_counter() - t0
+
+    def prov() -> float:
+        count[0] += 1
+        t0 = time.perf_counter()
+        out = root / f"run-{count[0]}"
+        subprocess.run([sys.executable, "-m", "provenance", "train", str(config), "--out", str(out), "--quiet"],
+                       env={**env, "PYTHONPATH": str(ROOT)}, check=True, capture_output=True, cwd=root)
+        return time.perf_counter() - t0
+
+    stocks, provs = [], []
+    for _ in range(rounds):
+        stocks.append(stock())
+        provs.append(prov())
+    t_stock, t_prov = statistics.median(stocks), statistics.median(provs)
+    return row(f"`prov train` ({steps} steps, whole process) vs stock Opacus PrivacyEngine (Poisson) + PEFT LoRA loop",
+               t_prov, t_stock, unit="s", target="<= 1.05",
+               note=f"(tiny model, batch {BATCH} x {SEQ} tokens, LoRA r {RANK} q/v, σ {SIGMA}, C {CLIP}, AdamW, "
+                    f"{THREADS} thread; prov: default anchoring on the in-process chain, portable profile, "
+                    f"{max(1, steps // 4)}-step checkpoints, finalisation; median of {rounds}; all runs "
+                    f"stock={[round(x, 1) for x in stocks]} prov={[round(x, 1) for x in provs]})")
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        return [bench_stock(Path(tmp), steps=24 if quick else 96, rounds=1 if quick else 3)]
+
+
+if __name__ == "__main__":
+    show(run(quick="--quick" in sys.argv))
