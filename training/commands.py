@@ -9,7 +9,9 @@ environment before torch is imported).
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +68,9 @@ def train_command(config: Path | None, non_private: bool, no_anchor: bool, secre
     """
     from training.launch import train_from_cli
 
-    result = train_from_cli(config, options=options, non_private=non_private, no_anchor=no_anchor,
-                            secrets_file=secrets_file, resume_dir=resume_dir, quiet=quiet or as_json)
+    with _warnings_as_notes():
+        result = train_from_cli(config, options=options, non_private=non_private, no_anchor=no_anchor,
+                                secrets_file=secrets_file, resume_dir=resume_dir, quiet=quiet or as_json)
     summary = {
         "anchored": result.anchored,
         "checkpoints": len(result.checkpoints),
@@ -88,6 +91,27 @@ def train_command(config: Path | None, non_private: bool, no_anchor: bool, secre
     click.echo(f"run {result.run_id}\n  dir      {result.run_dir}\n  steps    {result.steps}, "
                f"{len(result.checkpoints)} checkpoints, {eps}\n  adapter  {result.weights}\n"
                f"  anchored {anchored}")
+
+
+@contextlib.contextmanager
+def _warnings_as_notes() -> Iterator[None]:
+    """Third-party warnings (Opacus, transformers, torch) become one prov line each, once per message, instead of
+    multi-line tracebacks-with-source that garble the progress output; known harmless ones are already silenced
+    (training.model.quiet_libraries)."""
+    import warnings
+
+    seen: set[str] = set()
+
+    def note(message: Warning | str, category: type[Warning], filename: str, lineno: int, *_: Any) -> None:
+        text = " ".join(str(message).split())[:240]
+        origin = Path(filename).parts[-2] if len(Path(filename).parts) > 1 else filename
+        if text not in seen:
+            seen.add(text)
+            click.echo(f"note: {origin} ({category.__name__}): {text}", err=True)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = note
+        yield
 
 
 @click.command("init-model")

@@ -40,3 +40,15 @@ def test_shell_completion_script(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", "import sys; from provenance.cli import main; sys.exit(main())"],
                           env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert "_PROV_COMPLETE=bash_complete" in done.stdout, done.stderr
+
+
+def test_third_party_warnings_become_one_line_notes(capsys: pytest.CaptureFixture[str]) -> None:
+    import warnings
+
+    from training.commands import _warnings_as_notes
+
+    with _warnings_as_notes():
+        for _ in range(3):
+            warnings.warn("Secure RNG is off.\n  Consider installing torchcsprng.", UserWarning, stacklevel=1)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("note: ") and "(UserWarning): Secure RNG is off. Consider" in err
