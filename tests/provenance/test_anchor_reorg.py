@@ -57,6 +57,8 @@ def test_reorg_dropping_the_last_commits_is_noticed_resent_and_verifies(lab: Lab
     assert [label for _, label in labels(after)[:3]] == ["final"] * 3
     assert "3 dropped by a chain reorganisation" in after["status"]
     assert all("dropped by a chain reorganisation" in j["error"] for j in after["jobs"][-3:])
+    text = prov(lab, "anchor", "status", str(run)).stdout
+    assert "dropped  checkpoint 3" in text and "final    checkpoint 1" in text and "anchored 3/6; 3 dropped" in text
     code, report = lab.verify(last_adapter(run))
     assert code != 0 and report["verdict"] != "verified"  # the commitment is gone from this chain
 
