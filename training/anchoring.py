@@ -126,6 +126,8 @@ def expected_owner(config: AnchorConfig) -> str | None:
         return None
     try:
         return keys.resolve(None, chain_id=chain_id).address
+    except keys.WellKnownKey:
+        raise  # a dev key for a chain that is not a dev chain: refused before training, not at registration
     except SignerError:
         return None
 

@@ -29,6 +29,10 @@ DEV_ACCOUNTS = 20  # Hardhat funds 20 accounts of the mnemonic, anvil 10: all of
 DEV_CLIENTS = ("anvil", "hardhat", "ganache", "ethereumtester")
 
 
+class WellKnownKey(SignerError):
+    """A development key everyone knows, offered for a chain that is not a local development chain."""
+
+
 @dataclass(frozen=True)
 class Signer:
     """A local account and a description of where its key came from (for messages; never the key)."""
@@ -146,7 +150,7 @@ def check_chain(signer: Signer, *, chain_id: int | None, web3: Any = None) -> Si
     where = f"chain id {chain_id}" if chain_id is not None else "this chain"
     if chain_id in DEV_CHAIN_IDS:
         where += f", whose node does not answer as a development node ({version or 'no client version'})"
-    raise SignerError(
+    raise WellKnownKey(
         f"{signer.source} is {signer.address}, account {index} of the public test mnemonic ({DEV_MNEMONIC!r}): "
         f"anyone can sign with it, so it is refused on {where}; use your own key ({ENV_KEY} or --keystore FILE)")
 

@@ -56,3 +56,21 @@ def test_explicit_tester_chain_trains_anchored_and_warns(isolated_state: Path, t
     captured = capsys.readouterr()
     assert "anchored yes" in captured.out
     assert "in-process test chain" in captured.err + captured.out and "vanishes" in captured.err + captured.out
+
+
+def test_a_dev_key_for_a_public_chain_is_refused_before_training(isolated_state: Path, tiny_model_dir: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The project's chain is recorded as chain id 10 and PROV_PRIVATE_KEY is anvil's account 0: `prov train`
+    refuses in one line before a run directory exists (not at registration, after training started)."""
+    from provenance._chain.keys import ENV_KEY, dev_signer
+    from provenance.config import update_section
+
+    update_section("chain", {"rpc_url": "http://127.0.0.1:9", "registry": "0x" + "ab" * 20, "chain_id": 10},
+                   home=isolated_state)
+    monkeypatch.setenv(ENV_KEY, bytes(dev_signer(0).account.key).hex())
+    out = isolated_state / "never"
+    assert main(["train", "--model", str(tiny_model_dir), *FAST, "--quiet", "--out", str(out)]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith("prov: error: ") and err.count("\n") == 1, err
+    assert "public test mnemonic" in err and "chain id 10" in err and not out.exists()
