@@ -23,7 +23,11 @@ import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from provenance import canonical
+from provenance.errors import FormatError
 
 PLD_INTERVALS = (1e-3, 1e-4)
 # A committed ε may lie below the computed upper bound by at most this much (floating-point noise of the bound,
@@ -104,15 +108,33 @@ def pld_bound(job: tuple[float, float, int, float, float]) -> float:
 
 
 def _key(job: tuple[float, float, int, float, float]) -> str:
-    from provenance import canonical
-
     q, sigma, steps, delta, interval = job
     return canonical.encode(["pld", repr(q), repr(sigma), steps, repr(delta), repr(interval), version()]).decode()
 
 
-def _pld_all(jobs: list[tuple[float, float, int, float, float]]) -> dict[tuple[float, float, int, float, float], float]:
-    from provenance._verify.privacy import load_cache, store_cache
+def load_cache(name: str) -> tuple[Path | None, dict[str, str]]:
+    """The auditor's own cache of ε results: the same inputs always give the same ε, and an evaluation costs up to
+    seconds. Never shared, never taken from a run: it only holds what this machine computed."""
+    try:
+        root = Path(os.environ.get("PROV_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                    / "prov")
+        root.mkdir(parents=True, exist_ok=True)
+        path = root / name
+        data = canonical.load_json(path.read_bytes(), source=str(path)) if path.is_file() else {}
+    except (OSError, FormatError):
+        return None, {}
+    return path, {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
+
+def store_cache(path: Path | None, cache: dict[str, str], fresh: dict[str, str]) -> None:
+    if path is not None and fresh:
+        from provenance.fsutil import atomic_write
+
+        with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
+            atomic_write(path, canonical.encode({**cache, **fresh}))
+
+
+def _pld_all(jobs: list[tuple[float, float, int, float, float]]) -> dict[tuple[float, float, int, float, float], float]:
     path, cache = load_cache(CACHE_FILE)
     results = {j: float(cache[_key(j)]) for j in jobs if _key(j) in cache}
     todo = sorted({j for j in jobs if j not in results}, key=lambda j: j[2], reverse=True)

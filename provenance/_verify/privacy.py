@@ -15,7 +15,6 @@ and opacus' RDP ε is at least dp-accounting's PLD bound (docs/verifier.md, "ε"
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.util
 import math
@@ -23,7 +22,6 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from provenance import canonical
@@ -109,31 +107,9 @@ def _cache_key(job: tuple[str, History, float]) -> str:
                              _installed_opacus()]).decode()
 
 
-def load_cache(name: str = CACHE_FILE) -> tuple[Path | None, dict[str, str]]:
-    """The auditor's own cache of ε results: the same inputs always give the same ε, and an evaluation costs up to
-    seconds. Never shared, never taken from a run: it only holds what this machine computed."""
-    try:
-        root = Path(os.environ.get("PROV_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-                    / "prov")
-        root.mkdir(parents=True, exist_ok=True)
-        path = root / name
-        data = canonical.load_json(path.read_bytes(), source=str(path)) if path.is_file() else {}
-    except (OSError, FormatError):
-        return None, {}
-    return path, {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
-
-
-def store_cache(path: Path | None, cache: dict[str, str], fresh: dict[str, str]) -> None:
-    if path is not None and fresh:
-        from provenance.fsutil import atomic_write
-
-        with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
-            atomic_write(path, canonical.encode({**cache, **fresh}))
-
-
 def _recompute_all(jobs: Sequence[tuple[str, History, float]]) -> list[float]:
     unique = sorted(set(jobs), key=lambda j: sum(n for _, _, n in j[1]), reverse=True)
-    path, cache = load_cache()
+    path, cache = accounting.load_cache(CACHE_FILE)
     results: dict[tuple[str, History, float], float] = {}
     for job in unique:
         hit = cache.get(_cache_key(job)) if job[0] != "rdp" else None
@@ -148,7 +124,7 @@ def _recompute_all(jobs: Sequence[tuple[str, History, float]]) -> list[float]:
     for job in unique:
         if job not in results:
             results[job] = recompute_epsilon(*job)
-    store_cache(path, cache, {_cache_key(j): repr(results[j]) for j in slow})
+    accounting.store_cache(path, cache, {_cache_key(j): repr(results[j]) for j in slow})
     return [results[j] for j in jobs]
 
 
@@ -299,7 +275,8 @@ def privacy_statement(manifest: dict[str, Any], result: PrivacyResult) -> list[s
         return []
     training = manifest["training"]
     dp = training["dp"]
-    formats = manifest.get("formats") if isinstance(manifest.get("formats"), dict) else {}
+    found = manifest.get("formats")
+    formats: dict[str, Any] = found if isinstance(found, dict) else {}
     last, committed = result.bounds[-1], result.committed[-1]
     clip = dp.get("max_grad_norm")
     pld = "not computed" if last["pld"] is None else f"{last['pld']:.4g}"

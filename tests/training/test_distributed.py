@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from provenance.manifest import hash_directory
-from provenance.records import StepRecord
+from provenance.records import StepRecordV3
 from provenance.steplog import StepLog, verify_log
 from training.data import DEMO_DATA
 from training.replay import request_for_run
@@ -78,7 +78,7 @@ def test_a_two_process_run_is_recorded_as_one(two_process_run: Path) -> None:
         assert det["env"]["ATEN_CPU_CAPABILITY"] == "avx2" and det["env"]["MKL_CBWR"] == "AVX2"
     assert verify_log(two_process_run)[0] == 5
     log = StepLog.open(two_process_run, create=False)
-    assert all(isinstance(r, StepRecord) for r in log.records())
+    assert all(isinstance(r, StepRecordV3) for r in log.records())
     assert (two_process_run / "launch.log").is_file()
 
 

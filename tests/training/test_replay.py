@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from provenance.manifest import MANIFEST_NAME, hash_directory
-from provenance.records import StepRecord, StepStats
+from provenance.records import StepRecordV3, StepStats
 from provenance.sampler import poisson_indices
 from provenance.steplog import StepLog
 from training.checkpoint import read_checkpoint
@@ -51,7 +51,7 @@ def test_every_checkpoint_is_rebuilt_whole_and_bit_for_bit(tiny_run: Any, tiny_m
         assert seg["checkpoint_digest"] == _committed(run_dir, j), j
         assert seg["weights_digest"] == str(read_checkpoint(run_dir / "checkpoints" / f"{j:06d}").weights)
         steps = range(2 * j - 2, 2 * j) if j else range(0)
-        assert [StepRecord.from_json(r) for r in seg["records"]] == [log.record(k) for k in steps]
+        assert [StepRecordV3.from_json(r) for r in seg["records"]] == [log.record(k) for k in steps]
         assert [StepStats.from_json(s) for s in seg["stats"]] == [stats[k] for k in steps]
         assert seg["indices"] == [poisson_indices(fixed_secrets.noise_seed, k, 256, 8 / 256) for k in steps]
         rebuilt = tmp_path / "out" / f"{j:06d}"
