@@ -103,7 +103,10 @@ def read_json(path: Path) -> Any:
     """A model directory's JSON file, parsed with the untrusted-input rules (bounded size, no duplicate keys)."""
     try:
         with path.open("rb") as handle:
-            data = handle.read(MAX_CONFIG_BYTES + 1)
+            size = os.fstat(handle.fileno()).st_size  # read(n) would allocate n bytes up front
+            if size > MAX_CONFIG_BYTES:
+                raise FormatError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
+            data = handle.read(size + 1)
     except OSError as exc:
         raise FormatError(f"{path}: unreadable ({exc.strerror or exc})") from None
     if len(data) > MAX_CONFIG_BYTES:

@@ -17,6 +17,7 @@ document beside the weights as `prov-merged.json`, so a verifier can name which 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +120,9 @@ def read_beside(directory: Path) -> tuple[MergedDirManifest, Digest] | None:
         return None
     try:
         with path.open("rb") as handle:
-            data = handle.read(MAX_MANIFEST_BYTES + 1)
+            if os.fstat(handle.fileno()).st_size > MAX_MANIFEST_BYTES:
+                return None
+            data = handle.read(MAX_MANIFEST_BYTES + 1)  # bounded: the size was checked
         return parse(data, source=str(path)), Digest.of(data)
     except (OSError, FormatError):
         return None

@@ -30,13 +30,13 @@ import numpy as np
 
 from provenance import mergedir
 from provenance._verify import claims as claimsmod
-from provenance._verify.checks import CheckFailed, Status
+from provenance._verify.checks import CheckFailed
+from provenance._verify.mergedfiles import FILES_CHECK, stage_files
 from provenance._verify.pipeline import Evidence, adopt_claim, fetch_committed
 from provenance._verify.subject import Subject, load_subject
 from provenance.basemodel import base_model_manifest
-from provenance.errors import UsageError
+from provenance.errors import ProvenanceError, UsageError
 from provenance.hashing import Digest
-from provenance.loaders import loader_problems
 from provenance.merge import (
     ADAPTER_CONFIG_FILE,
     ADAPTER_FILE,
@@ -52,6 +52,8 @@ from provenance.ports import RegistryReader, StoreReader
 from provenance.safetensors import TensorInfo, canonical_header, header_of
 
 MERGE_CHECK = "merge"
+__all__ = ["FILES_CHECK", "MERGE_CHECK", "MergedCase", "compare", "prepare", "stage_checkpoint", "stage_files",
+           "stage_merge", "stage_record"]
 MERGE_TITLE = "Merged weights are the committed adapter merged into the base model"
 DTYPE_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 
@@ -66,6 +68,7 @@ class MergedCase:
     here: mergedir.MergedDirManifest | None = None  # the directory's own manifest (None: a lone weights file)
     committed_tensors: Digest | None = None  # the merged tensors the selected finalisation commits (either format)
     committed_files: mergedir.MergedDirManifest | None = None  # prov.merged-dir.v1: the files it commits too
+    base_model: Path | None = None  # --base-model: also finds a lone weights file's prov.merged-dir.v1 finalisation
 
 
 def prepare(subject: Subject, *, adapter: Path | None, base_model: Path | None) -> MergedCase | None:
@@ -77,11 +80,11 @@ def prepare(subject: Subject, *, adapter: Path | None, base_model: Path | None) 
     if adapter is not None and base_model is None:
         raise UsageError("--adapter needs --base-model: the merge is recomputed from the base model and the adapter")
     if adapter is None:
-        return MergedCase(None)
+        return MergedCase(None, base_model=base_model)
     given = load_subject(adapter)
     if given.kind == "merged":
         raise UsageError(f"{adapter}: --adapter takes the run's adapter file (adapter_model.safetensors), not a model")
-    return MergedCase(given)
+    return MergedCase(given, base_model=base_model)
 
 
 def stage_record(ev: Evidence, registry: RegistryReader, store: StoreReader, *, expected_run: bytes | None) -> None:
@@ -108,8 +111,9 @@ def stage_record(ev: Evidence, registry: RegistryReader, store: StoreReader, *, 
                 raise CheckFailed("these merged weights are not the ones the run's finalisation commits (the "
                                   f"directory's {mergedir.MANIFEST_FILE} is committed, its weights are not)",
                                   expected=case.committed_tensors, found=ev.tensor_digest)
-            how = ("with every file a loader reads (prov.merged-dir.v1)" if files is not None else
-                   "as tensors only (prov.merge.v1 finalisation: the files beside them are not bound)")
+            how = ("as tensors only (prov.merge.v1 finalisation: the files beside them are not bound)" if files is None
+                   else "with every file a loader reads (prov.merged-dir.v1)" if case.here is not None
+                   else "in a prov.merged-dir.v1 manifest (this lone weights file binds only its tensors)")
             checks.passed("record", f"committed at the run's finalisation in block {final.block_number} as the merge "
                                     f"of its last checkpoint, {how}: {summary}")
             return
@@ -133,15 +137,22 @@ def stage_record(ev: Evidence, registry: RegistryReader, store: StoreReader, *, 
 
 def _lookups(ev: Evidence, case: MergedCase) -> list[tuple[Digest, mergedir.MergedDirManifest | None]]:
     """What a finalisation may commit for this model, in order: the directory's own manifest (every file bound),
-    the `prov-merged.json` it carries when that differs (so the differing files can be named), and the tensor
-    digest alone (runs finalised before prov.merged-dir.v1)."""
+    the `prov-merged.json` it carries when that differs (so the differing files can be named; beside a lone weights
+    file, its directory's), the manifest `prov merge` writes from the `--base-model` given and these tensors (a lone
+    weights file), and the tensor digest alone (runs finalised before prov.merged-dir.v1)."""
+    assert ev.tensor_digest is not None
     out: list[tuple[Digest, mergedir.MergedDirManifest | None]] = []
     if case.here is not None:
         out.append((case.here.digest(), case.here))
-        beside = mergedir.read_beside(ev.subject.path)
-        if beside is not None and beside[1] != out[0][0]:
-            out.append((beside[1], beside[0]))
-    assert ev.tensor_digest is not None
+    beside = mergedir.read_beside(ev.subject.path if case.here is not None else ev.subject.path.parent)
+    if beside is not None and all(beside[1] != d for d, _ in out):
+        out.append((beside[1], beside[0]))
+    if case.here is None and case.base_model is not None:
+        try:
+            derived = mergedir.of_base(base_model_manifest(case.base_model).files, ev.tensor_digest)
+            out.append((derived.digest(), derived))
+        except ProvenanceError:  # not a usable base model: the base_model check says so
+            pass
     out.append((ev.tensor_digest, None))
     return out
 
@@ -318,56 +329,3 @@ def _first_difference(name: str, dtype: str, expected: bytes, found: bytes, elem
     raise CheckFailed(f"tensor {name!r} differs from the recomputed merge{how} (first at element {element + at})",
                       expected=shown[0], found=shown[1])
 
-
-FILES_CHECK = "merged_files"
-
-
-def stage_files(ev: Evidence, base_model: Path | None) -> None:
-    """The `merged_files` check: every file a loader reads from the merged directory is bound (provenance.loaders):
-    nothing redirects the loader, and the files equal those the finalisation committed (prov.merged-dir.v1) and,
-    with --base-model, the registered base model's. A run finalised with the tensors alone binds the other files
-    only through --base-model; without it the check does not run and the report says the files are not bound."""
-    checks, case = ev.checks, ev.merged
-    assert isinstance(case, MergedCase)
-    if case.here is None:
-        checks.not_run(FILES_CHECK, "a lone weights file: the config, tokenizer and generation files a loader reads "
-                                    "beside it are not bound (verify the model directory people load)")
-        ev.notes.append("the config, tokenizer and generation files loaded with this weights file: verify the "
-                        "model directory instead")
-        return
-    if checks.status("record") is not Status.PASSED:
-        checks.not_run(FILES_CHECK, checks.why_missing("record", "the on-chain record"))
-        return
-    with checks.run(FILES_CHECK):
-        problems = loader_problems(ev.subject.path, links="none")
-        if problems:
-            raise CheckFailed(f"a loader would read what no commitment binds: {problems[0]}",
-                              expected="only the committed files, nothing redirecting the loader",
-                              found="; ".join(problems[:4]))
-        compared = []
-        if base_model is not None and checks.ok("base_model"):
-            expected = mergedir.of_base(base_model_manifest(base_model).files, case.here.tensors)
-            _no_differences(expected, case.here, "the registered base model's")
-            compared.append("equal the registered base model's")
-        if case.committed_files is not None:
-            _no_differences(case.committed_files, case.here, "those committed at the run's finalisation")
-            compared.insert(0, "are those committed at the run's finalisation (prov.merged-dir.v1)")
-        names = ", ".join(f.path for f in case.here.files) or "none"
-        if compared:
-            checks.passed(FILES_CHECK, f"nothing redirects the loader, and the files beside the weights ({names}) "
-                                       + " and ".join(compared))
-            return
-        why = ("the run's finalisation commits the merged tensors only (prov.merge.v1, before prov.merged-dir.v1): "
-               f"the files a loader reads beside them ({names}) are not bound; pass --base-model to compare them "
-               "with the registered base model's")
-        checks.not_run(FILES_CHECK, why)
-        ev.warnings.append("config.json, the tokenizer and generation files of this merged model are not bound by "
-                           "any commitment (the run's finalisation predates prov.merged-dir.v1): pass --base-model")
-
-
-def _no_differences(expected: mergedir.MergedDirManifest, here: mergedir.MergedDirManifest, whose: str) -> None:
-    diff = [d for d in mergedir.differences(expected, here) if not d.startswith("the weights")]
-    if diff:
-        more = f" (and {len(diff) - 1} more)" if len(diff) > 1 else ""
-        raise CheckFailed(f"a file a loader reads differs from {whose}: {diff[0]}{more}",
-                          expected=f"the same files as {whose}", found="; ".join(diff[:4]))

@@ -98,6 +98,10 @@ def test_a_merge_of_another_adapter_committed_for_this_run(lab: Lab, tmp_path: P
     assert read_header(shipped.path / "model.safetensors").metadata["prov.run_id"] == run_id
     code, report = lab.verify(shipped.path)
     assert code == 0 and "not recomputed" in check_of(report, "merge")["summary"]
+    # committed the older way (tensors only): the files beside them are not bound, and the report says so (#20)
+    assert check_of(report, "merged_files")["status"] == "not_run"
+    assert "are not bound" in check_of(report, "merged_files")["summary"]
+    assert any("not bound by any commitment" in w for w in report["warnings"]), report["warnings"]
     assert any("--base-model to recompute" in item for item in report["not_checked"])
     code, report = lab.verify(shipped.path, "--base-model", str(lab.model), "--replay", "0")
     assert code == 1 and failed_checks(report) == ["merge"], report["checks"]

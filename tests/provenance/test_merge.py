@@ -411,6 +411,18 @@ def test_converted_copies_verify_with_base_model_and_adapter(finalised: tuple[An
     assert report["verdict"] == "verified", report["checks"]
     assert check(report, "merge")["summary"].startswith(
         "a converted copy (float16) of the merge committed at finalisation")
+    # save_pretrained wrote config.json with the new dtype and no tokenizer: tolerated, and said (#20)
+    assert check(report, "merged_files")["status"] == "passed" and "dtype" in check(report, "merged_files")["summary"]
+    assert any("tokenizer.json absent" in w for w in report["warnings"]), report["warnings"]
+    changed = tmp_path / "f16-changed"
+    import shutil
+
+    shutil.copytree(f16, changed)
+    config = json.loads((changed / "config.json").read_text())
+    config["hidden_act"] = "gelu"
+    (changed / "config.json").write_text(json.dumps(config))
+    report = env.verify(changed, base_model=tiny_model_dir, adapter=adapter, replay="0")
+    assert failed(report) == ["merged_files"] and "hidden_act" in check(report, "merged_files")["summary"]
     bf16 = convert(merged.path, tmp_path / "bf16", "bfloat16", max_shard_size="100KB")
     assert len(list(bf16.glob("*.safetensors"))) > 1
     report = env.verify(bf16, base_model=tiny_model_dir, adapter=adapter, replay="0")
