@@ -102,7 +102,8 @@ def _warnings_as_notes() -> Iterator[None]:
 
     seen: set[str] = set()
 
-    def note(message: Warning | str, category: type[Warning], filename: str, lineno: int, *_: Any) -> None:
+    def note(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
         text = " ".join(str(message).split())[:240]
         origin = Path(filename).parts[-2] if len(Path(filename).parts) > 1 else filename
         if text not in seen:
