@@ -145,6 +145,7 @@ def _stored_problem(claim: Claim, store: StoreReader) -> str | None:
     those tensors. Anyone can commit the victim's tensor digest over a checkpoint of its own: such a claim is not
     a candidate for the victim's file. (The whole checkpoint is checked against its digest once selected.)"""
     from provenance.safetensors import tensor_digest_of_bytes
+    from provenance.store import ContentTooLarge
 
     record = claim.record
     if claim.match not in ("weights", "tensors"):
@@ -153,7 +154,10 @@ def _stored_problem(claim: Claim, store: StoreReader) -> str | None:
         entry = store.list_directory(record.manifest_cid).get(ADAPTER_FILE)
         if entry is None:
             return f"its stored checkpoint has no {ADAPTER_FILE}"
-        data = store.get_bytes(entry, max_size=ADAPTER_LIMIT)
+        try:
+            data = store.get_bytes(entry, max_size=ADAPTER_LIMIT)
+        except ContentTooLarge:
+            return None  # not fetched whole here; the selected claim's checkpoint is still checked in full
         if claim.match == "weights":
             holds = Digest.of(data) == record.weights_digest
         else:

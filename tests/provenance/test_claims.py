@@ -149,3 +149,19 @@ def _safetensors(payload: bytes) -> bytes:
     header = json.dumps({"w": {"dtype": "U8", "shape": [len(payload)], "data_offsets": [0, len(payload)]}}).encode()
     header += b" " * (-len(header) % 8)
     return struct.pack("<Q", len(header)) + header + payload
+
+
+def test_an_adapter_too_large_to_fetch_here_is_not_a_rejection() -> None:
+    """A stored adapter over ADAPTER_LIMIT is not fetched to check the claim (the selected claim's checkpoint is
+    still checked in full later): the honest claim of a huge adapter stays a candidate."""
+    from provenance.store import ContentTooLarge
+
+    class Store(FakeStore):
+        def get_bytes(self, cid: str, *, max_size: int | None = None) -> bytes:
+            if cid == "cidA":
+                raise ContentTooLarge(f"{cid}: larger than {max_size} bytes")
+            return super().get_bytes(cid, max_size=max_size)
+
+    found, registry, blobs = world(b"\xff")
+    chosen = claimsmod.select(found, metadata={}, registry=registry, store=Store(blobs), expected_run=None)
+    assert chosen.record.run_key == b"H" * 32
