@@ -84,6 +84,8 @@ class Report:
     exit_code: int
     level: dict[str, Any]
     body: dict[str, Any] = field(repr=False)
+    # the verified run manifest (public content, as stored): renderers fill Annex IV fields from it
+    manifest: dict[str, Any] | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.body)
@@ -146,7 +148,8 @@ def verify(path: str | Path, *, registry: RegistryReader, store: StoreReader, op
     _signature(body, subject, options)
     seal(body)  # the report id: a digest of everything above
     validate_report(body)  # a report that does not match docs/report-schema.md is never returned
-    return Report(verdict, code, body["level"], body)
+    return Report(verdict, code, body["level"], body,
+                  manifest=ev.manifest if ev.checks.ok("run_manifest") else None)
 
 
 def _signature(body: dict[str, Any], subject: Any, options: VerifyOptions) -> None:
@@ -215,6 +218,8 @@ def stage_chain(ev: pipeline.Evidence, registry: RegistryReader, options: Verify
 def _check_identity(ev: pipeline.Evidence, info: Any, options: VerifyOptions) -> None:
     """A known public chain id must come with that chain's genesis block, and the auditor's --expect-genesis must
     match; either way the identity is only what the endpoint reports (issue #21)."""
+    ev.notes.append("chain identity (id, genesis block, client) is as reported by the RPC endpoint; for a verdict "
+                    "you rely on, verify through your own node or several independent providers")
     if options.expected_genesis is not None and info.genesis_hash.lower() != options.expected_genesis.lower():
         raise CheckFailed("the node's chain has another genesis block than expected (--expect-genesis)",
                           expected=options.expected_genesis, found=info.genesis_hash)
@@ -222,8 +227,6 @@ def _check_identity(ev: pipeline.Evidence, info: Any, options: VerifyOptions) ->
         raise CheckFailed(f"the node claims chain id {info.chain_id} ({info.public_chain}) but its genesis block is "
                           f"not that chain's: it is another chain using that id (a local or test node)",
                           expected=info.expected_genesis, found=info.genesis_hash)
-    ev.notes.append("chain identity (id, genesis block, client) is as reported by the RPC endpoint; for a verdict "
-                    "you rely on, verify through your own node or several independent providers")
 
 
 def _attestations(ev: pipeline.Evidence, registry: RegistryReader, options: VerifyOptions) -> list[Any] | None:

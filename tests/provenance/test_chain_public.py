@@ -66,9 +66,14 @@ def test_a_rate_limiting_provider_verifies_after_retries(lab: Lab, rpc_proxy: Rp
     run = lab.train("limited")
     lab.finalize(run)
     rpc_proxy.status(429, n=2, method="eth_getLogs").status(429, n=1, method="eth_call")
-    code, report = through(lab, rpc_proxy).verify(last_adapter(run))
+    genesis = rpc_proxy.rpc("eth_getBlockByNumber", ["0x0", False])["hash"]
+    code, report = through(lab, rpc_proxy).verify(last_adapter(run), "--expect-genesis", genesis)
     assert (code, report["verdict"]) == (0, "verified"), failed_checks(report)
     assert [m for m, _ in rpc_proxy.calls].count("eth_getLogs") >= 3  # the refused ones were asked again
+    # the same file against a pinned genesis the node does not have: only the chain check fails
+    code, report = lab.verify(last_adapter(run), "--expect-genesis", "0x" + "ab" * 32)
+    assert code == 1 and failed_checks(report) == ["chain"]
+    assert "--expect-genesis" in check_of(report, "chain")["summary"]
 
 
 @pytest.fixture
@@ -109,3 +114,4 @@ def test_a_local_chain_borrowing_mainnets_id_fails_the_chain_check(mainnet_id_la
     chain = check_of(report, "chain")
     assert "Ethereum mainnet" in chain["summary"] and "genesis" in chain["summary"]
     assert report["chain"]["dev_chain"].startswith("anvil development chain claiming chain id 1")
+    assert any("as reported by the RPC endpoint" in n and "your own node" in n for n in report["not_checked"])
