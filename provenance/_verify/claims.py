@@ -40,7 +40,7 @@ from provenance.ports import RegistryReader, StoreReader
 MANIFEST_LIMIT = 16 * 1024 * 1024
 ADAPTER_FILE = "adapter_model.safetensors"
 ADAPTER_LIMIT = 1 << 30  # a stored adapter larger than this is not fetched to check it (the checkpoint check still is)
-MAX_EXAMINED = 32  # candidates examined at most (the one the file's metadata names always is)
+MAX_EXAMINED = 32  # candidates examined at most, in rank order (the first, the one the metadata names, always is)
 EXAMINE_SECONDS = 120.0  # wall-clock budget for examining candidates, after the first
 # Content faults a stranger can publish (the candidate is rejected); anything else from the store is a reach
 # problem (the candidate could not be read: "could not verify" if nothing else is consistent).
@@ -218,7 +218,7 @@ def select(found: list[Claim], *, metadata: Mapping[str, str], registry: Registr
             found[position] = Claim(record, claim.match, note="not examined: the claim this file's metadata names "
                                                               "is consistent")
             continue
-        if not named and (examined >= MAX_EXAMINED or (examined and time.monotonic() - started > EXAMINE_SECONDS)):
+        if examined and (examined >= MAX_EXAMINED or time.monotonic() - started > EXAMINE_SECONDS):
             skipped += 1
             found[position] = Claim(record, claim.match, note=f"not examined (limit: {MAX_EXAMINED} claims, "
                                                               f"{EXAMINE_SECONDS:.0f} s)")
@@ -244,7 +244,7 @@ def select(found: list[Claim], *, metadata: Mapping[str, str], registry: Registr
             raise unreadable  # one that could not be read may be the trainer's: could not verify, never FAILED
         if skipped:
             raise CheckInconclusive(f"none of the {examined} claims examined is consistent and {skipped} more were "
-                                    "not examined within the limits: pass --run RUN_ID to name the run to verify")
+                                    "not examined within the limits: pass --run with the run id or run key to verify")
         if expected_run is not None and not rejected:
             raise CheckFailed("this file belongs to another run than the one asked for", expected=expected_run.hex(),
                               found=", ".join(sorted({c.record.run_id.hex() for c in found})))

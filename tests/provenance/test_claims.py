@@ -165,3 +165,14 @@ def test_an_adapter_too_large_to_fetch_here_is_not_a_rejection() -> None:
     found, registry, blobs = world(b"\xff")
     chosen = claimsmod.select(found, metadata={}, registry=registry, store=Store(blobs), expected_run=None)
     assert chosen.record.run_key == b"H" * 32
+
+
+def test_claims_the_metadata_names_are_bounded_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Copies registered under the run id the file names (front-running spam) count against the same limit."""
+    monkeypatch.setattr(claimsmod, "MAX_EXAMINED", 4)
+    found, registry, blobs = world(b"\xff", n=10)
+    store = ExplodingStore(blobs)
+    with pytest.raises(CheckInconclusive):
+        claimsmod.select(found, metadata={"prov.run_id": "07" * 32, "prov.checkpoint": "0"}, registry=registry,
+                         store=store, expected_run=None)
+    assert store.reads == 4
