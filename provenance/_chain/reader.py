@@ -1,7 +1,7 @@
 """The read protocol a verifier uses on any registry version (`RegistryReader`), the chain facts it reports, and the
 connection plumbing both registry clients share.
 
-Both `provenance.chain.Registry` (version 2) and `provenance._chain.v1.RegistryV1` (read-only, version 1) satisfy
+Both `provenance.chain.Registry` (versions 3 and 2) and `provenance._chain.v1.RegistryV1` (read-only, version 1) satisfy
 `RegistryReader`: the verifier asks for every claim of a file's weights or tensors, then for the verified history
 of the run it selects, and for the chain's identity so a report can say which chain it trusted.
 """
@@ -60,7 +60,7 @@ class RegistryReader(Protocol):
 
     @property
     def version(self) -> int:
-        """1 or 2."""
+        """1, 2 or 3 (the registry's VERSION())."""
         ...
 
     @property
