@@ -37,12 +37,15 @@ class Event:
 class EventReader:
     """Fetches and decodes the registry's logs, topics matched by the node.
 
-    A query first asks for its whole block range in one `eth_getLogs`. Providers cap the range (e.g. 1,000 blocks)
-    or the result count and refuse wider queries; then the range is split into chunks: the cap the refusal names
-    when it names one, otherwise half the refused width, halved again at each refusal down to single blocks. The
-    width that worked is remembered for the reader's later queries, so a capped provider costs one refusal per
-    reader, then `range / cap` queries per scan.
+    A query asks for its block range in chunks of at most `max_span` blocks (one `eth_getLogs` for any range an
+    honest run spans; bounded so a long chain's scan never asks one answer for all of its history). Providers cap
+    the range (e.g. 1,000 blocks) or the result count and refuse wider queries; then the range is split further:
+    to the cap the refusal names when it names one, otherwise to half the refused width, halved again at each
+    refusal down to single blocks. The width that worked is remembered for the reader's later queries, so a capped
+    provider costs one refusal per reader, then `range / cap` queries per scan.
     """
+
+    max_span = 50_000
 
     def __init__(self, contract: Any, web3: Any) -> None:
         self.contract = contract
@@ -61,7 +64,7 @@ class EventReader:
         logs: list[Any] = []
         start = from_block
         while start <= end:
-            stop = end if self.span is None else min(end, start + self.span - 1)
+            stop = min(end, start + (self.max_span if self.span is None else self.span) - 1)
             try:
                 logs.extend(self._get_logs(topics, start, stop))
             except _Refused as refused:

@@ -275,3 +275,16 @@ def test_a_capped_provider_is_read_in_chunks_of_its_cap(owner: Registry) -> None
     assert fresh.claims(weights=d("weights/2")) == expected
     assert fresh.run(key) == history
     assert len(refused) == 1 and fresh.event_reader.span == 2
+
+
+def test_scans_are_bounded_chunks_even_without_a_cap(owner: Registry) -> None:
+    """No query covers more than `max_span` blocks, so a long chain's scan never asks for one huge answer."""
+    anchored_run(owner, 2)
+    expected = owner.claims(weights=d("weights/1"))
+    fresh = owner.with_signer(owner.signer)
+    fresh._events = EventReader(fresh.contract, fresh.web3)
+    fresh.event_reader.max_span = 2
+    at = owner.web3.eth.block_number
+    assert fresh.claims(weights=d("weights/1")) == expected
+    start = fresh.deployment_block(at)
+    assert fresh.event_reader.queries >= (at - start + 1) // 2 and fresh.event_reader.span is None
