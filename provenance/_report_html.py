@@ -248,13 +248,13 @@ def _evidence(report: dict[str, Any]) -> str:
                 ("Artifact store", _e(report["store"]["backend"]))])
 
 
-def _annex(report: dict[str, Any]) -> str:
+def _annex(report: dict[str, Any], manifest: dict[str, Any] | None = None) -> str:
     from provenance._export import annex, render
 
     if report["verdict"] != "verified" or report["run"] is None:
         return ('<p class="empty">Not produced: Annex IV documentation is drawn only from a verified run, and this '
                 f"verification says {_e(report['level']['text'])}.</p>")
-    doc = annex.build(report)
+    doc = annex.build(report, manifest)
     return ('<details class="annex"><summary>Annex IV point 2, as far as the training record proves it (open)'
             f"</summary>{render.fragment(doc)}</details>")
 
@@ -263,7 +263,7 @@ def _template(name: str) -> str:
     return resources.files("provenance").joinpath("templates", name).read_text(encoding="utf-8")
 
 
-def page(report: dict[str, Any]) -> str:
+def page(report: dict[str, Any], *, manifest: dict[str, Any] | None = None) -> str:
     """The page for a prepared (validated, scrubbed, escaped-on-output) v2 report."""
     verdict, dp, series, level = report["verdict"], report["dp"], report["series"], report["level"]
     from provenance._report_lineage import CSS as LINEAGE_CSS
@@ -281,6 +281,6 @@ def page(report: dict[str, Any]) -> str:
         not_checked=_list(missing, "plain") or '<p class="empty">Nothing beyond the checks above.</p>',
         eps_chart=_chart(series["epsilon"], name="ε", limit=dp and dp["epsilon_budget"], zero=True),
         loss_chart=_loss(report), replay=_replay(report), claims=_claims(report), lineage=_lineage(report),
-        attestations=_attestations(report), evidence=_evidence(report), annex=_annex(report),
+        attestations=_attestations(report), evidence=_evidence(report), annex=_annex(report, manifest),
         generated=_e(words.when(report["generated_at"])), version=_e(report["prov_version"]), format=_e(FORMAT),
         exit_code=_e(report["exit_code"]))

@@ -363,20 +363,23 @@ def render_text(report: Any, *, color: bool = False) -> str:
 
 # --- HTML -------------------------------------------------------------------------------------------------------
 
-def render_html(report: Any) -> str:
-    """One self-contained HTML page an auditor can file: inline CSS and SVG, no script, no external resource."""
+def render_html(report: Any, *, manifest: dict[str, Any] | None = None) -> str:
+    """One self-contained HTML page an auditor can file: inline CSS and SVG, no script, no external resource.
+    `manifest`: the verified run manifest, so Annex IV fields show what it records rather than "not read"."""
     from provenance._report_html import page
 
-    return page(prepared(report))
+    return page(prepared(report), manifest=manifest)
 
 
-def render_public(report: Any) -> str:
+def render_public(report: Any, *, manifest: dict[str, Any] | None = None) -> str:
     """The HTML page of `publishable(report)`: what may be filed or stored where anyone can read it."""
     from provenance._report_html import page
 
-    return page(publishable(report))
+    return page(publishable(report), manifest=manifest)
 
 
-def write_html(report: Any, path: str | os.PathLike[str], *, public: bool = False) -> None:
+def write_html(report: Any, path: str | os.PathLike[str], *, public: bool = False,
+               manifest: dict[str, Any] | None = None) -> None:
     """Render the report (or its public copy) and write it to `path` atomically (readers never see half a file)."""
-    atomic_write(path, (render_public(report) if public else render_html(report)).encode("utf-8"))
+    render = render_public if public else render_html
+    atomic_write(path, render(report, manifest=manifest).encode("utf-8"))

@@ -94,8 +94,10 @@ def test_an_auditor_verifies_from_the_bundle_alone(lab: Any, tmp_path: Path) -> 
     shutil.copy(data, auditor / "data.jsonl")
     full = run_prov(auditor, env, "verify", "adapter_model.safetensors", "--bundle", "run.car", "--rpc",
                     lab.rpc_url, "--base-model", "base-model", "--data", "data.jsonl", "--secrets",
-                    "kit/secrets.json", "--replay", "all", "--json")
+                    "kit/secrets.json", "--replay", "all", "--report", "audit.html", "--json")
     report = json.loads(full.stdout)
+    page = (auditor / "audit.html").read_text(encoding="utf-8")
+    assert "Contains private statistics" in page and "which was not read" not in page  # Annex IV from the manifest
     assert full.returncode == 0 and report["verdict"] == "verified", (full.stderr, report["checks"])
     assert report["level"]["name"] == "full", report["level"]
     assert report["audit"]["statistics"] == "private" and report["series"]["loss"]  # the kit's stats.jsonl

@@ -139,13 +139,14 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
     from provenance import progress
 
     with open_store(store_spec) as store, progress.silenced(as_json):  # bars: stderr, terminals, not --json
-        report = verify(path, registry=client, store=store, options=options).to_json()
+        result = verify(path, registry=client, store=store, options=options)
+    report = result.to_json()
     if public:
         from provenance.report import publishable
 
         report = publishable(report)
     if html_path is not None:
-        write_html(report, html_path)
+        write_html(report, html_path, manifest=result.manifest)
     if as_json:  # valid JSON whose control and bidi characters are escapes: safe on a terminal
         click.echo(dumps_for_terminal(report))
     else:

@@ -108,3 +108,12 @@ def test_chromium_at_1280_and_800_px_and_printing_expands_every_section(tmp_path
         _browse(tmp_path, "--no-pdf-header-footer", f"--print-to-pdf={pdf}", source.as_uri())
         pdfs.append(_pdf_pages(pdf))
     assert pdfs[0] == pdfs[1] > 1
+
+
+def test_annex_iv_fields_come_from_the_manifest_the_verifier_read() -> None:
+    report = audited()
+    unread = render_html(report).split('<section id="annex-iv">')[1]
+    manifest = {"training": {"schedule": {"name": "cosine", "warmup_steps": 3, "format": "prov.schedule.v2"}}}
+    read = render_html(report, manifest=manifest).split('<section id="annex-iv">')[1]
+    assert "which was not read for this document" in unread and "which was not read" not in read
+    assert "name cosine" in read and "warmup_steps 3" in read
