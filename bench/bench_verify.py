@@ -315,7 +315,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             if node is not None:
                 node.stop()
         rows.append(bench_replay(root, runs.model, steps=30 if quick else 100, rounds=1 if quick else 2))
-        rows.append(bench_replay_jobs(root, every=10 if quick else 40, rounds=1 if quick else 3))
+        rows.append(bench_replay_jobs(root, every=10 if quick else 20, rounds=1))  # `--jobs` alone: 40 steps, 3
     rows += bench_epsilon(steps=2_000 if quick else 10_000, checkpoints=20 if quick else 100)
     return rows
 

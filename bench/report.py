@@ -14,7 +14,7 @@ from typing import Any
 from bench.common import show
 
 MODULES = ["bench.bench_foundation", "bench.bench_cid", "bench.bench_gas", "bench.bench_train",
-           "bench.bench_steps", "bench.bench_verify", "bench.bench_attest"]
+           "bench.bench_steps", "bench.bench_verify", "bench.bench_attest", "bench.bench_stock"]
 OUT = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 
 
