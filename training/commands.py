@@ -44,7 +44,8 @@ from provenance.errors import UsageError
 @click.option("--lora-r", type=int, help="LoRA rank.")
 @click.option("--threads", type=int, help="Torch threads (recorded; replay must use the same).")
 @click.option("--seed", type=int, help="Seed of the LoRA initialisation.")
-@click.option("--chain", help='Anchor on this chain: "tester" or an RPC URL (default: project config).')
+@click.option("--chain", help='Anchor on this chain: an RPC URL, or "tester" (in-process, gone at exit: nothing '
+              "can be verified later). Default: the project's chain (`prov chain up`); an anchored run needs one.")
 @click.option("--store", help='Artifact store: "local" or "kubo:<addr>" (default: project config).')
 @click.option("--no-anchor", is_flag=True, help="Do not anchor or pin (provenance is still recorded locally).")
 @click.option("--secrets", "secrets_file", type=click.Path(path_type=Path),
