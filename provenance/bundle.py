@@ -37,6 +37,7 @@ KIT_FILES = ("secrets.json", "stats.jsonl")
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _RUN_ID = re.compile(r"^[0-9a-f]{64}$")
+_HINT = re.compile(r"^[!-~]{1,512}$")  # shown to the auditor in messages: no control, bidi or space characters
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,8 @@ class Coordinates:
                                    (run_id, _RUN_ID, "run_id")):
             if not isinstance(value, str) or not shape.match(value):
                 raise FormatError(f"{source}: {what} is malformed")
-        if hint is not None and (not isinstance(hint, str) or len(hint) > 2048):
-            raise FormatError(f"{source}: rpc_hint must be a URL string or null")
+        if hint is not None and (not isinstance(hint, str) or not _HINT.match(hint)):
+            raise FormatError(f"{source}: rpc_hint must be a URL (printable ASCII, no spaces) or null")
         if not isinstance(checkpoints, list) or not checkpoints or len(checkpoints) > 1_000_000:
             raise FormatError(f"{source}: checkpoints must be a non-empty list of CIDs")
         cids = [manifest, *checkpoints]

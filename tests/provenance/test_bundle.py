@@ -24,7 +24,8 @@ def test_coordinates_round_trip_and_malformed_fields_are_named() -> None:
     for key, value, message in (("format", "prov.bundle.v0", "not a prov.bundle.v1"),
                                 ("chain_id", True, "chain_id"), ("genesis_hash", "0x12", "genesis_hash"),
                                 ("registry", "nope", "registry"), ("checkpoints", [], "checkpoints"),
-                                ("run_manifest", "not-a-cid", "CID"), ("rpc_hint", 5, "rpc_hint")):
+                                ("run_manifest", "not-a-cid", "CID"), ("rpc_hint", 5, "rpc_hint"),
+                                ("rpc_hint", "http://x\x1b[2J\u202e", "rpc_hint")):
         with pytest.raises(FormatError, match=message):
             Coordinates.from_json({**COORDS.to_json(), key: value}, source="b")
 
