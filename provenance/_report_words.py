@@ -104,8 +104,7 @@ def replay_sentence(report: dict[str, Any]) -> str | None:
     text = f"replayed {chosen} of {total} segments"
     p = replay["catch_probability"]
     if p is not None and replay.get("beacon") is not None:  # sampled: the file's own last segment is always drawn
-        return (text + f" (this file's own last segment always among them): a single forged segment elsewhere is "
-                f"caught with probability at least {percent(p)}")
+        return text + f", the last always: a forged earlier one is caught with probability ≥ {percent(p)}"
     return text + (f": a single forged segment is caught with probability {percent(p)}" if p is not None else "")
 
 
