@@ -145,7 +145,8 @@ def _lookups(ev: Evidence, case: MergedCase) -> list[tuple[Digest, mergedir.Merg
     if case.here is not None:
         out.append((case.here.digest(), case.here))
     beside = mergedir.read_beside(ev.subject.path if case.here is not None else ev.subject.path.parent)
-    if beside is not None and all(beside[1] != d for d, _ in out):
+    # only a manifest of these very tensors: other weights are a converted copy (--adapter) or not committed at all
+    if beside is not None and beside[0].tensors == ev.tensor_digest and all(beside[1] != d for d, _ in out):
         out.append((beside[1], beside[0]))
     if case.here is None and case.base_model is not None:
         try:
