@@ -48,7 +48,7 @@ class VerifyOptions:
     data: Path | None = None
     secrets: Path | None = None
     stats: Path | None = None
-    replay: str = "auto"  # "auto" (ceil(n/2) of n segments), a number of segments, "all", or "0"
+    replay: str = "auto"  # "auto" (the last segment and half the others), a number of segments, "all", or "0"
     beacon: str | None = None  # the auditor's own seed, mixed into the segment draw
     confirmations: int = DEFAULT_CONFIRMATIONS
     expected_run: bytes | None = None

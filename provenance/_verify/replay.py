@@ -33,12 +33,13 @@ BEACON_LABEL = b"prov.beacon.v1"
 DEFAULT_CONFIRMATIONS = 2
 
 
-AUTO = "auto"  # --replay default: ceil(n / 2) of the run's n segments, the subject's own last one among them
+AUTO = "auto"  # --replay default: the subject's own last segment and half the others (rounded up)
 
 
 def default_count(candidates: int) -> int:
-    """How many segments `--replay auto` draws of `candidates`: at least half (ceil(n / 2)), never fewer than 1."""
-    return max(1, math.ceil(candidates / 2)) if candidates else 0
+    """How many segments `--replay auto` draws of `candidates`: the always-drawn last one plus half the others,
+    rounded up (1 + ceil((n - 1) / 2)), so a forged earlier segment is caught with probability at least 1/2."""
+    return 1 + math.ceil((candidates - 1) / 2) if candidates else 0
 
 
 def choose_segments(seed: bytes, candidates: Sequence[int], count: int | None, *,

@@ -38,9 +38,9 @@ import click
 @click.option("--stats", type=click.Path(path_type=Path), help="The run's private stats.jsonl (default: beside "
               "--secrets): checks every step's statistics commitment and shows the loss curve.")
 @click.option("--replay", default="auto", show_default=True,
-              help="Segments to re-run bit for bit: 'auto' (half the run's segments, rounded up), a number "
-                   "(sampled by an unpredictable beacon; the file's own last segment is always among them), 'all', "
-                   "or 0.")
+              help="Segments to re-run bit for bit: 'auto' (the last segment and half the others, rounded up), a "
+                   "number (sampled by an unpredictable beacon; the file's own last segment is always among them), "
+                   "'all', or 0.")
 @click.option("--auditor", metavar="NAME", help="Who audits (a name or organisation), recorded in the report.")
 @click.option("--public", "public", is_flag=True,
               help="Print and write the publishable report: no private statistics (per-step loss), its own id.")

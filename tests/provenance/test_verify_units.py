@@ -124,7 +124,10 @@ def test_sampled_replay_always_includes_the_files_own_last_segment() -> None:
             assert others_seen == set(candidates) - {own} or default_count(n) == 1
     assert choose_segments(b"x", [1, 2, 3], 1, always=3) == [3]
     assert choose_segments(b"x", [1, 2, 3], 1, always=9) != []  # not a candidate: an ordinary draw
-    assert [default_count(n) for n in (0, 1, 2, 3, 4, 5, 30)] == [0, 1, 1, 2, 2, 3, 15]
+    # the last plus half the others, rounded up: a forged earlier segment is caught with probability >= 1/2
+    assert [default_count(n) for n in (0, 1, 2, 3, 4, 5, 30)] == [0, 1, 2, 2, 3, 3, 16]
+    for n in range(2, 60):
+        assert catch_probability(default_count(n), n, forced=True) >= 0.5
     # worst case over a forged segment the trainer places anywhere but the always-drawn one
     assert catch_probability(1, 3, forced=True) == 0.0
     assert catch_probability(2, 3, forced=True) == pytest.approx(0.5)
