@@ -150,3 +150,35 @@ def check_base_name(config: bytes, manifest: Mapping[str, Any] | None) -> str | 
                           "the run manifest names", expected=want, found=name)
     return (f"AutoPeftModelForCausalLM loads the base model named {name!r} (a name, not a digest): load the base model "
             "that --base-model verified against the registered digest")
+
+
+def check_lora_settings(config: bytes, manifest: Mapping[str, Any] | None) -> None:
+    """The committed adapter_config.json is the plain LoRA the run manifest records (`training.lora`: r, alpha,
+    target modules) and nothing PEFT would compute differently with (rsLoRA, DoRA, rank or alpha patterns, biases,
+    modules to save, …: the settings `prov.merge.v1` refuses), so the config a loader reads from the committed
+    checkpoint is the run's at every level, not only where replay rebuilds it. CheckFailed naming the setting."""
+    from provenance.errors import UsageError
+    from provenance.merge import read_adapter_config
+
+    training = (manifest or {}).get("training")
+    lora = training.get("lora") if isinstance(training, dict) else None
+    if not isinstance(lora, dict):
+        return
+    try:
+        doc = canonical.load_json(config, source=f"the committed {ADAPTER_CONFIG}")
+        read_adapter_config(doc)
+    except UsageError as exc:  # merge.AdapterError: a setting plain LoRA does not have
+        raise CheckFailed(f"the committed {ADAPTER_CONFIG} is not the plain LoRA the trainer writes: "
+                          f"{' '.join(str(exc).split())[:200]}", expected="plain LoRA",
+                          found="another adapter") from None
+    except (ValueError, FormatError) as exc:
+        raise CheckFailed(f"the committed {ADAPTER_CONFIG} does not parse ({' '.join(str(exc).split())[:160]})",
+                          expected="a JSON object", found="unreadable") from None
+    targets = doc.get("target_modules")
+    pairs = (("r", doc.get("r"), lora.get("r")), ("lora_alpha", doc.get("lora_alpha"), lora.get("alpha")),
+             ("target_modules", sorted(targets) if isinstance(targets, list) else targets,
+              sorted(lora.get("target_modules") or [])))
+    for name, found, want in pairs:
+        if found != want:
+            raise CheckFailed(f"the committed {ADAPTER_CONFIG} has another {name} than the run manifest records "
+                              "(PEFT would load a different adapter)", expected=want, found=found)

@@ -224,6 +224,7 @@ def stage_checkpoint(ev: Evidence, store: StoreReader, tmp: Path) -> None:
             ev.warnings.extend(warnings)
         committed_config = tmp / "subject" / files.ADAPTER_CONFIG
         if committed_config.is_file():  # the base model the committed config sends AutoPeft to
+            files.check_lora_settings(committed_config.read_bytes(), ev.manifest)
             note = files.check_base_name(committed_config.read_bytes(), ev.manifest)
             if note is not None and ev.subject.fileset is not None and not ev.subject.fileset.lone:
                 ev.notes.append(note)

@@ -234,3 +234,27 @@ def test_a_committed_config_naming_another_base_model_fails(tmp_path: Path, tiny
     assert failed(report) == ["checkpoint"], report["checks"]
     assert "another base model" in check(report, "checkpoint")["summary"]
     assert check(report, "checkpoint")["found"] == "meta-llama/Llama-3.2-1B"
+
+
+@pytest.mark.parametrize(("change", "words"), [({"use_rslora": True}, "not the plain LoRA"),
+                                               ({"lora_alpha": 64}, "another lora_alpha"),
+                                               ({"target_modules": ["o_proj", "q_proj", "v_proj"]},
+                                                "another target_modules")])
+def test_a_committed_config_other_than_the_manifests_lora_fails(tmp_path: Path, tiny_run: Any,
+                                                                 change: dict[str, Any], words: str) -> None:
+    """The trainer commits (resealed before anchoring) a config whose LoRA differs from the manifest's: caught at
+    the commitments level, for the lone file as for the directory."""
+    from tests.fixtures.verify import reseal
+
+    env = VerifyEnv(tmp_path)
+    run = env.copy(tiny_run.run_dir)
+    checkpoint = last(run)
+    config = {**json.loads((checkpoint / "adapter_config.json").read_bytes()), **change}
+    (checkpoint / "adapter_config.json").write_text(json.dumps(config, sort_keys=True, separators=(",", ":")),
+                                                    encoding="utf-8")
+    reseal(checkpoint)
+    env.anchor(run)
+    for subject in (checkpoint, checkpoint / "adapter_model.safetensors"):
+        report = env.verify(subject, replay="0")
+        assert failed(report) == ["checkpoint"], report["checks"]
+        assert words in check(report, "checkpoint")["summary"]
