@@ -138,7 +138,11 @@ def check_steps(*, manifest: Mapping[str, Any], steps: Sequence[AnyStepRecord], 
     for record in steps:
         k = record.step
         indices = poisson_indices(secrets.noise_seed, k, size, rate)
-        if not isinstance(record, StepRecordV3) and record.examples != len(indices):  # v3: inside `stats`
+        if isinstance(record, StepRecordV3):  # the count is private, inside the statistics commitment
+            opened = stats.get(k) if stats is not None else None
+            if opened is not None and opened.examples != len(indices):
+                raise _mismatch(k, "example count", len(indices), opened.examples)
+        elif record.examples != len(indices):
             raise _mismatch(k, "example count", len(indices), record.examples)
         lr = lr_of_manifest(training, k)
         if record.lr != lr:
@@ -164,9 +168,6 @@ def check_steps(*, manifest: Mapping[str, Any], steps: Sequence[AnyStepRecord], 
             if item is None:
                 raise CheckFailed(f"step {k}: the statistics file given has no line for this step", expected=k,
                                   found="nothing")
-            if isinstance(record, StepRecordV3) and item.examples != len(indices):
-                raise _mismatch(k, "example count (in the statistics a v3 record commits)", len(indices),
-                                item.examples)
             if item.commitment(stats_key) != record.stats:
                 raise CheckFailed(f"step {k}: the statistics given do not open the step's commitment",
                                   expected=record.stats, found=item.commitment(stats_key))
