@@ -138,43 +138,44 @@ def test_shipped_directories_honest_and_dishonest(lab: Lab, tmp_path: Path) -> N
     assert "has no adapter_model.safetensors" in check_of(report, "checkpoint")["summary"]
 
 
-def test_an_owner_less_run_copied_by_another_account_is_inconclusive(lab: Lab) -> None:
-    """A run trained with anchoring off names no owner; when it is anchored later, an account watching the chain
-    registers the same manifest and commits the same checkpoints. Which account trained it cannot be decided:
-    INCONCLUSIVE naming `record`, never VERIFIED. (The trainer no longer writes owner-less anchored runs.)"""
+def _anchor_with_outbox(lab: Lab, run: Path) -> None:
     from provenance.anchor import Outbox
-    from training.trainer import train
 
-    result = train(lab.make_config(lab.home / "ownerless", **{"anchor.enabled": False}), quiet=True)
-    run = Path(result.run_dir)
     manifest = json.loads((run / "run.json").read_bytes())
-    assert manifest["owner"] is None
     with Outbox.open(run, chain=lab.rpc_url, registry=str(lab.registry.address), store=lab.store_spec) as box:
         box.enqueue_run(run_id=bytes.fromhex(manifest["run_id"]), manifest_path=run / "run.json")
         for ck in sorted(p for p in (run / "checkpoints").iterdir() if p.name.isdigit()):
             box.enqueue_checkpoint(index=int(ck.name), checkpoint_dir=ck)
         assert box.flush(timeout=120), box.status_line()
-    lab.mine(2)
-    adapter = _last(run) / "adapter_model.safetensors"
-    code, report = lab.verify(adapter, "--replay", "0")
-    assert code == 0, report["checks"]  # one registration: the owner is whoever registered it
-    from provenance._chain.keys import dev_signer
 
-    thief = lab.registry.with_signer(dev_signer(2).account.key)
-    honest = lab.registry.run(bytes.fromhex(report["run"]["run_key"]))
-    registration = honest.registration
-    key = thief.register_run(registration.run_id, manifest_digest=registration.manifest_digest,
-                             base_model_digest=registration.base_model_digest,
-                             dataset_root=registration.dataset_root,
-                             noise_seed_commitment=registration.noise_seed_commitment,
-                             manifest_cid=registration.manifest_cid).run_key
-    for c in honest.checkpoints:
-        thief.commit_checkpoint(key, index=c.index, weights_digest=c.weights_digest, tensor_digest=c.tensor_digest,
-                                checkpoint_digest=c.checkpoint_digest, log_size=c.log_size, log_root=c.log_root,
-                                epsilon_micro=c.epsilon_micro, manifest_cid=c.manifest_cid)
+
+def test_an_owner_less_run_front_run_by_another_account_is_inconclusive(lab: Lab, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run trained with anchoring off names no owner. Before its trainer anchors it, another account that got
+    hold of the run directory (the manifest and checkpoints are public once shared) anchors a copy first with its
+    own outbox; then the trainer anchors. The earliest claim is the copier's, and the manifest cannot say which
+    account trained the run: INCONCLUSIVE naming `record` (it used to verify with the copier as owner and a
+    warning). The trainer itself no longer writes owner-less anchored runs (`training.rundir.run_owner`)."""
+    from provenance._chain.keys import ENV_KEY, dev_signer
+    from training.trainer import train
+
+    result = train(lab.make_config(lab.home / "ownerless", **{"anchor.enabled": False}), quiet=True)
+    run = Path(result.run_dir)
+    assert json.loads((run / "run.json").read_bytes())["owner"] is None
+    copy = tmp_path / "copied-run"
+    copy.mkdir()
+    shutil.copyfile(run / "run.json", copy / "run.json")
+    shutil.copytree(run / "checkpoints", copy / "checkpoints")
+    thief = dev_signer(2)
+    monkeypatch.setenv(ENV_KEY, thief.account.key.hex())
+    _anchor_with_outbox(lab, copy)  # the copier's registration and commits come first
+    monkeypatch.delenv(ENV_KEY)
+    _anchor_with_outbox(lab, run)  # the trainer's, from dev account 0
     lab.mine(2)
-    code, report = lab.verify(adapter, "--replay", "0")
+    code, report = lab.verify(_last(run) / "adapter_model.safetensors", "--replay", "0")
     assert code == 3 and report["verdict"] == "inconclusive", report["checks"]
     record = check_of(report, "record")
     assert record["status"] == "inconclusive" and "names no owner" in record["summary"]
-    assert dev_signer(2).address in record["summary"] and not failed_checks(report)
+    assert thief.address in record["summary"] and dev_signer(0).address in record["summary"]
+    assert report["run"]["owner"] == thief.address  # the earliest claim: the copier's, hence not verified
+    assert len(report["claims"]) == 2 and not failed_checks(report)
