@@ -765,3 +765,30 @@ def test_v3_steps_keep_the_count_private_and_the_auditor_still_checks_it() -> No
     old = {k: StepStats(k, 1.0 + k, 0.5) for k in sizes}  # v1 statistics (no count) do not open a v3 commitment
     with pytest.raises(CheckFailed, match="step 0"):
         check_steps(manifest=manifest, steps=records, secrets=secrets, tokenized=tokenized, stats=old)
+
+
+@pytest.mark.parametrize("step_format, stats_format, status", [
+    ("prov.step.v3", "prov.stats.v2", "passed"),  # what the trainer writes since #23
+    ("prov.step.v2", "prov.stats.v1", "passed"),  # older runs
+    ("prov.step.v3", "prov.stats.v1", "failed"),  # a v3 record whose count no commitment would hold
+    ("prov.step.v2", "prov.stats.v2", "failed"),
+    ("prov.step.v4", "prov.stats.v2", "inconclusive"),  # unknown to this version
+])
+def test_the_run_manifest_pairs_step_and_statistics_formats(step_format: str, stats_format: str,
+                                                            status: str) -> None:
+    from types import SimpleNamespace
+
+    from provenance._verify import pipeline
+
+    digest = str(Digest.of(b"x"))
+    manifest = {"run_id": "ab" * 32, "base_model": {"digest": digest}, "dataset": {"root": digest, "size": 10},
+                "secrets": {"noise_seed_commitment": digest}, "format": "prov.run.v2",
+                "formats": {"batch": "prov.batch.v2", "noise": "prov.noise.v2", "stats": stats_format,
+                            "step": step_format, "trainstate": "prov.trainstate.v2"},
+                "training": {"world_size": 1, "dataset_size": 10}}
+    ev = pipeline.Evidence(None, None)  # type: ignore[arg-type]  # the subject plays no part in this stage
+    ev.manifest = manifest
+    ev.run = SimpleNamespace(run_id=bytes.fromhex("ab" * 32), base_model_digest=digest, dataset_root=digest,
+                             noise_seed_commitment=digest)
+    pipeline.stage_run_manifest(ev)
+    assert ev.checks.results["run_manifest"].status == status, ev.checks.results["run_manifest"]
