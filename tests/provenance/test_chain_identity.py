@@ -101,3 +101,17 @@ def test_default_anvil_keeps_its_label(anvil_node: anvil.AnvilNode) -> None:
     assert info.dev_chain == "anvil/Hardhat development chain"
     assert info.client_version is not None and "anvil" in info.client_version.lower()
     assert not info.genesis_mismatch and info.public_chain is None
+
+
+@pytest.mark.parametrize("given", ["0x12", "d4e56740f876aef8c010b86a40d5f56745a118d0906a34e69aec8c0db1cb8fa3",
+                                   "0x" + "g" * 64])
+def test_expect_genesis_must_be_a_block_hash(tmp_path: Any, given: str) -> None:
+    import subprocess
+    import sys
+
+    subject = tmp_path / "adapter_model.safetensors"
+    subject.write_bytes(b"not even safetensors")
+    done = subprocess.run([sys.executable, "-m", "provenance", "verify", str(subject), "--expect-genesis", given],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"--expect-genesis takes a block hash (0x and 64 hex digits), not {given[:80]!r}" in done.stderr
