@@ -115,3 +115,28 @@ def test_expect_genesis_must_be_a_block_hash(tmp_path: Any, given: str) -> None:
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"--expect-genesis takes a block hash (0x and 64 hex digits), not {given[:80]!r}" in done.stderr
+
+
+@pytest.mark.chain
+def test_a_proxy_posing_as_mainnet_is_still_labelled_unless_it_hides_every_dev_trait(rpc_proxy: Any) -> None:
+    """An endpoint answering mainnet's id and genesis in front of anvil is still labelled by what it cannot hide
+    without rewriting more; one that rewrites everything is indistinguishable (hence "as reported by the
+    endpoint" and the advice to use one's own node)."""
+    from provenance.chain import connect
+
+    def mainnet_genesis(params: Any, block: Any) -> Any:
+        if isinstance(block, dict) and params and params[0] in ("0x0", "earliest"):
+            return {**block, "hash": MAINNET_GENESIS}
+        return block
+
+    rpc_proxy.override("eth_chainId", lambda params, result: "0x1")
+    rpc_proxy.override("eth_getBlockByNumber", mainnet_genesis)
+    info = connect(rpc_proxy.url, use_config=False).chain_info()
+    assert (info.chain_id, info.genesis_hash, info.genesis_mismatch) == (1, MAINNET_GENESIS, False)
+    assert info.dev_chain is not None and info.dev_chain.startswith("anvil development chain claiming chain id 1")
+
+    rpc_proxy.override("web3_clientVersion", lambda params, result: "Geth/v1.14.11-stable/linux-amd64/go1.22.7")
+    assert "hardhat_metadata" in str(connect(rpc_proxy.url, use_config=False).chain_info().dev_chain)
+    rpc_proxy.override("anvil_nodeInfo", lambda params, result: None)
+    rpc_proxy.override("hardhat_metadata", lambda params, result: None)  # anvil answers Hardhat's methods too
+    assert connect(rpc_proxy.url, use_config=False).chain_info().dev_chain is None
