@@ -99,12 +99,13 @@ def _chart(points: Sequence[Sequence[float]], *, name: str, limit: float | None 
 
 def _run_facts(report: dict[str, Any]) -> str:
     run, subject = report["run"], report["subject"]
-    rows = [("File", _e(subject["path"])), ("Kind", _e(subject["kind"])),
+    marker, audit_rows = _audit(report)
+    rows = [*audit_rows, ("File", _e(subject["path"])), ("Kind", _e(subject["kind"])),
             ("Weights digest", _full(subject["weights_digest"])), ("Tensor digest", _full(subject["tensor_digest"])),
             ("Run id in the file's metadata", _full(subject["run_id"])),
             ("Checkpoint in the file's metadata", _e(subject["checkpoint"]))]
     if run is None:
-        return _dl(rows) + '<p class="empty">No registry record was found for this file.</p>'
+        return marker + _dl(rows) + '<p class="empty">No registry record was found for this file.</p>'
     base, final = run["base_model"], run["finalized"]
     rows += [("Run id", _full(run["run_id"])), ("Run key", _full(run["run_key"])), ("Owner", _full(run["owner"])),
              ("Owner named by the manifest", _full(run["manifest_owner"])),
@@ -117,7 +118,7 @@ def _run_facts(report: dict[str, Any]) -> str:
              ("Base model", _e(base["name"])), ("Base model digest", _full(base["digest"])),
              ("Dataset root", _full(run["dataset_root"])), ("Training examples", _e(run["examples"])),
              ("Planned steps", _e(run["steps_planned"]))]
-    return _dl(rows)
+    return marker + _dl(rows)
 
 
 def _checks(report: dict[str, Any]) -> str:
@@ -156,18 +157,19 @@ def _lineage(report: dict[str, Any]) -> str:
     return diagram(report) + note + (f'<div class="wide">{table}</div>' if rows else table)
 
 
-def _audit(report: dict[str, Any]) -> str:
-    """Who audited, the command, the report id, and whether the report holds private statistics."""
+def _audit(report: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
+    """Who audited, the command, the report id (fact rows), and a marker when the report holds private
+    statistics."""
     audit = report.get("audit")
     if not isinstance(audit, dict):
-        return ""
+        return "", []
     rows = [("Auditor", _e(audit["auditor"] or "not given (--auditor NAME)")),
             ("Command", f'<code class="full">{_e(audit["command"])}</code>' if audit["command"] else _e(None)),
             ("Report id", _full(audit["report_id"]))]
     marker = ('<p class="private">Contains private statistics (the per-step training loss, in the JSON and in the '
               "loss chart): do not publish this report; <code>prov verify --public</code> writes the publishable "
               "variant.</p>") if audit["statistics"] == "private" else ""
-    return marker + _dl(rows)
+    return marker, rows
 
 
 def _privacy(report: dict[str, Any]) -> str:
@@ -259,6 +261,13 @@ def _annex(report: dict[str, Any], manifest: dict[str, Any] | None = None) -> st
             f"</summary>{render.fragment(doc)}</details>")
 
 
+def _unfinalised(report: dict[str, Any]) -> bool:
+    """A verified report (with an audit section) whose run is not finalised: its banner is marked."""
+    run = report["run"]
+    return report["verdict"] == "verified" and isinstance(run, dict) and run["finalized"] is None \
+        and isinstance(report.get("audit"), dict)
+
+
 def _template(name: str) -> str:
     return resources.files("provenance").joinpath("templates", name).read_text(encoding="utf-8")
 
@@ -272,12 +281,13 @@ def page(report: dict[str, Any], *, manifest: dict[str, Any] | None = None) -> s
     missing = words.not_checked(report)
     warns = words.warnings(report)
     return string.Template(_template("report.html")).substitute(
-        css=css, verdict=verdict, word=_e(level["text"]), sentence=_e(report["verdict_text"]),
+        css=css, verdict=verdict + (" open" if _unfinalised(report) else ""), word=_e(level["text"]),
+        sentence=_e(report["verdict_text"]),
         next_steps=_list(report["next_steps"], "next"), counts=_e(words.counts(report)),
         title=_e(f"{level['text']}: {report['subject']['path']}"),
         warnings=(f'<section id="warnings" class="warnings"><h2>Warnings</h2>{_list(warns, "warnings")}</section>'
                   if warns else ""),
-        facts=_audit(report) + _run_facts(report), checks=_checks(report), privacy=_privacy(report),
+        facts=_run_facts(report), checks=_checks(report), privacy=_privacy(report),
         not_checked=_list(missing, "plain") or '<p class="empty">Nothing beyond the checks above.</p>',
         eps_chart=_chart(series["epsilon"], name="ε", limit=dp and dp["epsilon_budget"], zero=True),
         loss_chart=_loss(report), replay=_replay(report), claims=_claims(report), lineage=_lineage(report),

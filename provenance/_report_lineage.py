@@ -34,8 +34,8 @@ def _nodes(report: dict[str, Any]) -> list[tuple[str, str, str]]:
             continue
         eps = words.num(c["epsilon"])
         kind = "subject" if c["is_subject"] else "checkpoint"
-        label = f"checkpoint {c['index']}" + (" · this file" if c["is_subject"] else "")
-        nodes.append((kind, label, f"step {c['step']} · ε {eps}"))
+        second = f"this file · step {c['step']}" if c["is_subject"] else f"step {c['step']} · ε {eps}"
+        nodes.append((kind, f"checkpoint {c['index']}", second))
     final = run.get("finalized")
     if run:
         nodes.append(("final", "finalised", f"block {final['block']}") if final else

@@ -117,3 +117,8 @@ def test_annex_iv_fields_come_from_the_manifest_the_verifier_read() -> None:
     read = render_html(report, manifest=manifest).split('<section id="annex-iv">')[1]
     assert "which was not read for this document" in unread and "which was not read" not in read
     assert "name cosine" in read and "warmup_steps 3" in read
+
+
+def test_an_unfinalised_run_has_a_marked_banner() -> None:
+    assert '<header class="banner verified open"' in render_html(audited(finalized=False))
+    assert '<header class="banner verified"' in render_html(audited())
