@@ -119,6 +119,21 @@ def test_shipped_directories_honest_and_dishonest(lab: Lab, tmp_path: Path) -> N
     auto = _ship(run, tmp_path / "auto-honest")
     assert _differs(_logits(lab.model, ship, auto=True), _logits(lab.model, auto, auto=True))
 
+    # A config.json beside: transformers' AutoModelForCausalLM then takes the directory itself as the base model
+    # and loads the model weights found there under the adapter (another base, here one built with another seed).
+    from training.tiny import build_tiny_model
+
+    other_base = build_tiny_model(tmp_path / "other-base", seed=1)
+    ship = _ship(run, tmp_path / "embedded-base")
+    for name in ("config.json", "model.safetensors"):
+        shutil.copyfile(other_base / name, ship / name)
+    code, report = lab.verify(ship, "--replay", "0")
+    assert code == 1 and failed_checks(report) == ["checkpoint"], report["checks"]
+    assert check_of(report, "checkpoint")["found"] == "config.json"
+    with torch.no_grad():
+        embedded = AutoModelForCausalLM.from_pretrained(str(ship))(input_ids=torch.tensor(PROMPT)).logits
+    assert _differs(embedded, reference)
+
     # adapter_model.bin beside: the pickle PEFT loads (torch.load) whenever the safetensors file is absent.
     ship = _ship(run, tmp_path / "pickle")
     other = {k: v + 0.05 if "lora_B" in k else v for k, v in committed.items()}
