@@ -136,7 +136,8 @@ def test_a_proxy_posing_as_mainnet_is_still_labelled_unless_it_hides_every_dev_t
     assert info.dev_chain is not None and info.dev_chain.startswith("anvil development chain claiming chain id 1")
 
     rpc_proxy.override("web3_clientVersion", lambda params, result: "Geth/v1.14.11-stable/linux-amd64/go1.22.7")
-    assert "hardhat_metadata" in str(connect(rpc_proxy.url, use_config=False).chain_info().dev_chain)
+    assert "anvil_nodeInfo" in str(connect(rpc_proxy.url, use_config=False).chain_info().dev_chain)
     rpc_proxy.override("anvil_nodeInfo", lambda params, result: None)
+    assert "hardhat_metadata" in str(connect(rpc_proxy.url, use_config=False).chain_info().dev_chain)
     rpc_proxy.override("hardhat_metadata", lambda params, result: None)  # anvil answers Hardhat's methods too
     assert connect(rpc_proxy.url, use_config=False).chain_info().dev_chain is None
