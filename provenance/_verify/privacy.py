@@ -242,6 +242,10 @@ def check_privacy(*, manifest: dict[str, Any], states: Sequence[dict[str, Any]],
         if not math.isfinite(eps):
             raise CheckFailed(f"checkpoint {index}: no finite ε bounds what its parameters spend",
                               expected="0 < ε < ∞", found=eps)
+        if not value >= eps - accounting.slack(eps) and bound.pld is None and bound.rdp > accounting.EPSILON_CEILING:
+            raise CheckInconclusive(f"checkpoint {index}: the committed ε ({value:.6g}) is below RDP's bound "
+                                    f"({eps:.6g}), and above ε = {accounting.EPSILON_CEILING:g} the verifier does not "
+                                    "compute the tighter PLD bound (its work grows with the loss): not decided here")
         if not value >= eps - accounting.slack(eps):
             raise CheckFailed(f"checkpoint {index}: the committed ε is lower than the ε its parameters actually "
                               f"spend (dp-accounting {bound.accountant.upper()} upper bound)",

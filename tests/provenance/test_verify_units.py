@@ -792,3 +792,25 @@ def test_the_run_manifest_pairs_step_and_statistics_formats(step_format: str, st
                              noise_seed_commitment=digest)
     pipeline.stage_run_manifest(ev)
     assert ev.checks.results["run_manifest"].status == status, ev.checks.results["run_manifest"]
+
+
+def test_a_huge_privacy_loss_is_bounded_by_rdp_only_and_never_failed_on_it() -> None:
+    """σ is the trainer's choice and a PLD's size grows with the loss (bounded work): above EPSILON_CEILING only RDP
+    is computed; a claim at least RDP's bound passes, one below it is undecided (inconclusive), not failed."""
+    from provenance._verify import accounting
+
+    dp = dict(DP, noise_multiplier="0.05", sample_rate="1.0")
+    rdp = accounting.rdp_bounds(q=1.0, sigma=0.05, steps=[10], delta=1e-5)[0]
+    assert rdp > accounting.EPSILON_CEILING
+
+    def at(claim: float) -> Any:
+        found = [{"log_size": n, "epsilon": repr(e), "accountant": {"name": "rdp", "history": [["0.05", "1.0", n]]
+                                                                    if n else []}}
+                 for n, e in zip([0, 10], [0.0, claim], strict=True)]
+        return check_privacy(manifest={"training": {"dp": dp, "dataset_size": 256}}, states=found,
+                             committed_micro=micro([0.0, claim]))
+
+    result = at(rdp)
+    assert result.bounds[-1]["pld"] is None and result.recomputed[-1] == pytest.approx(rdp)
+    with pytest.raises(CheckInconclusive, match="does not compute the tighter PLD bound"):
+        at(rdp * 0.97)
