@@ -200,6 +200,9 @@ def stage_chain(ev: pipeline.Evidence, registry: RegistryReader, options: Verify
         if registry.version == 1:
             ev.warnings.append("this is a v1 ProvenanceRegistry: a weights digest could be claimed first by anyone "
                                "and registrations could be front-run; it is read with the v1 reader")
+        elif registry.version == 2:
+            ev.notes.append("this is a v2 ProvenanceRegistry: an authorised writer could finalise the owner's run "
+                            "(v3 allows only the owner) and its history is read by scanning blocks, not by pointers")
         if info.dev_chain is not None:
             ev.warnings.append(f"{info.dev_chain}: {pipeline.DEV_CHAIN_WARNING}")
         elif options.expected_chain_id is None or options.expected_registry is None:
