@@ -108,6 +108,11 @@ class _Run:
     local_anchor: AnchorConfig
 
 
+OWNERLESS_WARNING = ("this run's manifest names no owner (it was started with anchoring off): whoever registers it "
+                     "first owns its record, and a verifier reports it INCONCLUSIVE when several accounts have; "
+                     "start runs you will anchor with anchoring on")
+
+
 def _open_run(run_dir: Path, *, anchor: AnchorConfig | None, check_inputs: bool) -> _Run:
     """Read and check what continuing the run needs: manifest, secrets, model, data, this environment."""
     manifest = read_manifest(run_dir)
@@ -137,6 +142,8 @@ def _continue(run_dir: Path, *, quiet: bool, anchor: AnchorConfig | None, stream
     run = _open_run(run_dir, anchor=anchor, check_inputs=not fresh)
     manifest = run.manifest
     progress = Progress(total=int(manifest["training"]["steps"]), quiet=quiet, stream=stream)
+    if run.anchor.enabled and manifest.get("owner") is None:  # started with anchoring off, anchored now
+        warnings = [*warnings, OWNERLESS_WARNING]
     for line in [*warnings, *chain_warnings(run.anchor)]:
         progress.message(f"warning: {line}")
     ckpt.clear_partial(run_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,3 +34,19 @@ def test_a_local_dev_node_not_in_the_project_config_signs_with_dev_account_0(
 
     monkeypatch.delenv("PROV_PRIVATE_KEY", raising=False)
     assert run_owner(AnchorConfig(chain=anvil_node.rpc_url)) == dev_signer(0).address  # type: ignore[attr-defined]
+
+
+def test_anchoring_a_run_started_without_an_owner_warns(tiny_run: Any, tmp_path: Path, isolated_state: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import shutil
+
+    from training.trainer import OWNERLESS_WARNING, resume
+
+    monkeypatch.delenv("PROV_PRIVATE_KEY", raising=False)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.run_dir, run)
+    (run / "train.lock").unlink(missing_ok=True)
+    out = io.StringIO()
+    resume(run, anchor=AnchorConfig(chain="tester", finalize=False, flush_timeout=60.0), stream=out)
+    assert OWNERLESS_WARNING in out.getvalue()
