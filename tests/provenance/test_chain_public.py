@@ -115,3 +115,22 @@ def test_a_local_chain_borrowing_mainnets_id_fails_the_chain_check(mainnet_id_la
     assert "Ethereum mainnet" in chain["summary"] and "genesis" in chain["summary"]
     assert report["chain"]["dev_chain"].startswith("anvil development chain claiming chain id 1")
     assert any("as reported by the RPC endpoint" in n and "your own node" in n for n in report["not_checked"])
+
+
+def test_a_run_on_an_already_deployed_v2_registry_still_verifies(lab: Lab, rpc_proxy: RpcProxy) -> None:
+    """Registry version 3 changed the events: a project whose config names a version 2 deployment keeps anchoring
+    there (same writes) and its runs verify, read by chunked scans (here through a capped provider)."""
+    from provenance import config
+    from provenance.chain import Registry
+
+    v2 = Registry(lab.registry.transport, version=2)
+    v2.deploy()
+    config.update_section("chain", {"registry": v2.address}, lab.home / ".prov")
+    old = dataclasses.replace(lab, registry=v2)
+    run = old.train("on-v2")
+    old.finalize(run)
+    rpc_proxy.cap_logs(CAP)
+    code, report = through(old, rpc_proxy).verify(last_adapter(run))
+    assert (code, report["verdict"]) == (0, "verified"), failed_checks(report)
+    assert report["chain"]["registry_version"] == 2 and report["chain"]["registry"] == v2.address
+    assert any("v2 ProvenanceRegistry" in n for n in report["not_checked"])
