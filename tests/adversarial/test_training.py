@@ -136,10 +136,12 @@ def test_a_zero_step_checkpoint_is_refused_on_chain(lab: Lab) -> None:
                                        manifest_cid=honest.manifest_cid)
 
 
-def test_a_v1_record_slipped_into_a_v2_log(lab: Lab) -> None:
-    """A v1 record (loss in clear, unsalted batch) in a v2 run's log, resealed before anchoring: refused."""
+@pytest.mark.parametrize("old", ["v1", "v2"])
+def test_an_older_record_slipped_into_a_v3_log(lab: Lab, old: str) -> None:
+    """A v1 record (loss in clear, unsalted batch) or a v2 record (its example count in clear) in a v3 run's log,
+    resealed before anchoring: refused."""
     from provenance.manifest import MANIFEST_NAME, hash_directory
-    from provenance.records import StepRecordV1
+    from provenance.records import StepRecord, StepRecordV1
     from provenance.steplog import encode_line
 
     run = lab.train("mixed", **{"anchor.enabled": False})
@@ -147,9 +149,15 @@ def test_a_v1_record_slipped_into_a_v2_log(lab: Lab) -> None:
     lines = (ck / "steps.jsonl").read_bytes().splitlines(keepends=True)
     first = json.loads(lines[0])
     record = first["record"]
-    v1 = StepRecordV1(step=record["step"], batch=_digest(record["batch"]), examples=record["examples"],
-                      lr=float(record["lr"]), loss=2.0, clipped_fraction=0.5, noise_index=record["noise_index"])
-    lines[0] = encode_line(v1, v1.leaf_hash(), bytes.fromhex(first["root"]))
+    forged: StepRecord | StepRecordV1
+    if old == "v1":
+        forged = StepRecordV1(step=record["step"], batch=_digest(record["batch"]), examples=3,
+                              lr=float(record["lr"]), loss=2.0, clipped_fraction=0.5,
+                              noise_index=record["noise_index"])
+    else:
+        forged = StepRecord(step=record["step"], batch=_digest(record["batch"]), examples=3, lr=float(record["lr"]),
+                            noise_index=record["noise_index"], stats=_digest(record["stats"]))
+    lines[0] = encode_line(forged, forged.leaf_hash(), bytes.fromhex(first["root"]))
     (ck / "steps.jsonl").write_bytes(b"".join(lines))
     (ck / MANIFEST_NAME).write_bytes(hash_directory(ck).encode())
     from training.config import AnchorConfig
