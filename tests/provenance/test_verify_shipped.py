@@ -258,3 +258,21 @@ def test_a_committed_config_other_than_the_manifests_lora_fails(tmp_path: Path, 
         report = env.verify(subject, replay="0")
         assert failed(report) == ["checkpoint"], report["checks"]
         assert words in check(report, "checkpoint")["summary"]
+
+
+def test_a_re_encoded_adapter_in_a_shipped_directory_is_found_by_its_tensors(world: tuple[VerifyEnv, Path],
+                                                                              tmp_path: Path) -> None:
+    """PEFT's save_pretrained strips prov's metadata: the directory's adapter is the committed tensors re-encoded
+    (a warning says so, as for a lone file); its config must still be the committed bytes."""
+    from safetensors.numpy import load, save
+
+    env, run = world
+    ship = shipped(last(run), tmp_path / "ship", "adapter_config.json")
+    tensors = load((last(run) / "adapter_model.safetensors").read_bytes())
+    (ship / "adapter_model.safetensors").write_bytes(save(tensors, metadata={"format": "pt"}))
+    report = env.verify(ship, replay="0")
+    assert report["verdict"] == "verified", report["checks"]
+    assert any("re-encoded" in w for w in report["warnings"])
+    (ship / "adapter_model.safetensors").write_bytes(save({**tensors, next(iter(tensors)): tensors[next(iter(
+        tensors))] * 2}, metadata={"format": "pt"}))
+    assert failed(env.verify(ship, replay="0")) == ["record"]
