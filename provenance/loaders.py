@@ -34,6 +34,7 @@ from provenance.errors import FormatError
 
 WEIGHTS_FILE = "model.safetensors"
 WEIGHT_INDEX = "model.safetensors.index.json"
+ADAPTER_CONFIG = "adapter_config.json"  # transformers' PEFT integration loads the base it names, then the adapter
 # Keys that make transformers read other files or run other code, per file (see the module docstring).
 REDIRECT_KEYS = {
     "config.json": {"transformers_weights": "redirects the weights to another file",
@@ -84,6 +85,9 @@ def loader_problems(root: Path, *, links: str = "inside") -> list[str]:
         if not entry.is_file():
             problems.append(f"{name} is not a regular file")
     names = {p.name for p in root.iterdir() if p.is_file() and not is_documentation(p.name)}
+    if ADAPTER_CONFIG in names:
+        problems.append(f"{ADAPTER_CONFIG}: with PEFT installed, transformers loads the model it names and applies "
+                        "an adapter instead")
     for file_name, keys in sorted(REDIRECT_KEYS.items()):
         if file_name in names:
             problems.extend(_redirects(root / file_name, keys))

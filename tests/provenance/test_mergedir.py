@@ -68,3 +68,22 @@ def test_an_untrusted_manifest_is_parsed_strictly() -> None:
         mergedir.parse(json.dumps(doc, indent=1).encode(), source="spaced")
     assert mergedir.build(Digest.of(b"t"), [FileEntry("b", Digest.of(b"b"), 1), FileEntry("a", Digest.of(b"a"), 1)]
                           ).files[0].path == "a"
+
+
+def test_loader_problems_name_what_makes_transformers_read_elsewhere(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A merged directory is held to the same loader rules as a base directory, and to no links at all."""
+    import shutil
+
+    copy = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, copy)
+    assert loader_problems(copy, links="none") == []
+    (copy / "adapter_config.json").write_text("{}")
+    (copy / "extra.safetensors").write_bytes((copy / "model.safetensors").read_bytes())
+    (copy / "generation_config.json").unlink()
+    (copy / "generation_config.json").symlink_to(tiny_model_dir / "generation_config.json")
+    found = " | ".join(loader_problems(copy, links="none"))
+    assert "adapter_config.json: with PEFT installed" in found
+    assert "extra.safetensors beside model.safetensors" in found
+    assert "generation_config.json is a symbolic link" in found
+    assert "leaving the directory" in " ".join(loader_problems(copy, links="inside"))
+    assert "generation_config" not in " ".join(loader_problems(copy, links="any"))
