@@ -59,6 +59,9 @@ def load_subject(path: Path) -> Subject:
         raise UsageError(f"{path}: no such file or directory")
     if path.is_dir():
         names = {p.name for p in path.iterdir()}
+        if {"run.json", "checkpoints"} <= names:
+            raise UsageError(f"{path}: a run directory; verify its final adapter ({path / 'final'}) or one of its "
+                             f"checkpoints ({path / 'checkpoints'}/NNNNNN)")
         if names & loaders.CHECKPOINT_MARKERS:
             return _checkpoint_directory(path)
         if ADAPTER_FILE in names or (names & {loaders.ADAPTER_CONFIG, loaders.PICKLED_ADAPTER}

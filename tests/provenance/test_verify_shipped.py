@@ -276,3 +276,8 @@ def test_a_re_encoded_adapter_in_a_shipped_directory_is_found_by_its_tensors(wor
     (ship / "adapter_model.safetensors").write_bytes(save({**tensors, next(iter(tensors)): tensors[next(iter(
         tensors))] * 2}, metadata={"format": "pt"}))
     assert failed(env.verify(ship, replay="0")) == ["record"]
+
+
+def test_a_run_directory_is_a_usage_error_naming_what_to_verify(tiny_run: Any) -> None:
+    with pytest.raises(UsageError, match="a run directory; verify its final adapter"):
+        load_subject(tiny_run.run_dir)
