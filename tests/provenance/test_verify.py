@@ -72,7 +72,8 @@ def test_each_level_says_what_was_proven(env: VerifyEnv, anchored: Path, tiny_mo
     # --replay 1 re-runs the file's own last segment only: a forged earlier one is not caught (worst case 0)
     assert sampled["replay"]["chosen"] == [3] and sampled["level"]["catch_probability"] == 0.0
     auto = env.verify(adapter, beacon="auditor's seed", **data_options(anchored, tiny_model_dir))
-    assert auto["replay"]["requested"] == "auto" and len(auto["replay"]["chosen"]) == 2 and 3 in auto["replay"]["chosen"]
+    chosen = auto["replay"]["chosen"]
+    assert auto["replay"]["requested"] == "auto" and len(chosen) == 2 and 3 in chosen
     assert auto["level"]["catch_probability"] == pytest.approx(1 / 2)
     assert sampled["replay"]["beacon"]["source"] == "chain+auditor"
     # The checkpoint directory verifies too, and so does an earlier checkpoint.
@@ -306,6 +307,33 @@ def test_replay_in_another_environment_is_inconclusive_with_the_weight_distance(
     assert report["replay"]["environment"]["bitwise_possible"] is False
     segments = [s for s in report["replay"]["segments"] if s["from_index"] is not None]
     assert all(s["status"] == "inconclusive" and 0 < s["weight_distance"] < 1e-4 for s in segments)
+
+
+def test_kernels_this_cpu_lacks_start_the_worker_with_its_best_and_still_check_exact_fields(
+        env: VerifyEnv, anchored: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run recorded AVX2 kernels; this 'CPU' is made to have none (#20). Forcing avx2 there would kill the
+    worker with SIGILL before it checked anything: it is started with the best kernels the CPU has (default), so
+    checkpoint 0 and every exact field are still decided, and the weights are inconclusive, never verified."""
+    from provenance import determinism
+    from provenance import replay as protocol
+
+    monkeypatch.setattr(determinism, "machine_capabilities", lambda cpuinfo=None: {"DEFAULT", "NO AVX"})
+    seen: list[str | None] = []
+    real = protocol.run_worker
+
+    def spy(**kwargs: Any) -> Any:
+        seen.append(kwargs["env"].get("ATEN_CPU_CAPABILITY"))
+        return real(**kwargs)
+
+    monkeypatch.setattr(protocol, "run_worker", spy)
+    report = env.verify(last(anchored) / "adapter_model.safetensors", replay="all",
+                        **data_options(anchored, tiny_model_dir))
+    assert seen == ["default"], seen
+    assert report["verdict"] == "inconclusive" and check(report, "replay")["status"] == "inconclusive"
+    assert check(report, "checkpoint_zero")["status"] in ("passed", "inconclusive"), report["checks"]
+    assert "which this CPU cannot run" in " ".join(report["replay"]["environment"]["problems"])
+    segments = [s for s in report["replay"]["segments"] if s["from_index"] is not None]
+    assert segments and all(s["status"] == "inconclusive" for s in segments), segments
 
 
 def test_unreadable_attestation_registry_does_not_abort_verification(env: VerifyEnv, anchored: Path) -> None:
