@@ -30,10 +30,9 @@ PICKLED_ADAPTER = "adapter_model.bin"
 # Files of a checkpoint directory the trainer writes besides the adapter and its config (their presence marks a
 # trainer's checkpoint directory rather than a shipped adapter).
 CHECKPOINT_MARKERS = frozenset({MANIFEST_NAME, "state.json", "steps.jsonl", "optimizer.safetensors"})
-# Names no supported loader (PEFT, transformers' Auto classes) ever opens: model cards, licences, git files.
-UNREAD_NAMES = frozenset({".gitattributes", ".gitignore"})
+# Names no supported loader (PEFT, transformers' Auto classes) ever opens: model cards, licences, hidden files and
+# directories (.gitattributes, .git/, huggingface_hub's .cache/, a desktop's .DS_Store).
 UNREAD_PREFIXES = ("readme", "license", "licence", "notice", "copying")
-UNREAD_DIRS = frozenset({".git", ".cache"})  # git metadata; huggingface_hub's download metadata (.cache/huggingface)
 # Read from an adapter directory by AutoPeftModelForCausalLM (the tokenizer, when tokenizer_config.json is there).
 TOKENIZER_READS = frozenset({
     "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json", "added_tokens.json", "tokenizer.model",
@@ -45,7 +44,7 @@ TOKENIZER_READS = frozenset({
 def is_unread(name: str) -> bool:
     """A file name no supported loader opens (documentation, licences, git files)."""
     lower = name.lower()
-    return name in UNREAD_NAMES or lower.startswith(UNREAD_PREFIXES) or lower.endswith(".md")
+    return name.startswith(".") or lower.startswith(UNREAD_PREFIXES) or lower.endswith(".md")
 
 
 @dataclass(frozen=True)

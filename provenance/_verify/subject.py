@@ -88,7 +88,7 @@ def scan(directory: Path, *, complete: bool = False) -> loaders.FileSet:
             refused.append(f"{name}: a broken link or an entry that cannot be read")
             continue
         if stat.S_ISDIR(info.st_mode):
-            if name in loaders.UNREAD_DIRS:
+            if loaders.is_unread(name) and name.startswith("."):
                 unread.append(name + "/")
             else:
                 refused.append(f"{name}/ is a sub-directory (PEFT reads one with subfolder=, and several adapters "

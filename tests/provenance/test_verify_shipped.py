@@ -39,12 +39,14 @@ def test_the_honest_two_file_directory_verifies(world: tuple[VerifyEnv, Path], t
     env, run = world
     ship = shipped(last(run), tmp_path / "ship", "adapter_model.safetensors", "adapter_config.json")
     (ship / "README.md").write_text("# my adapter\n", encoding="utf-8")
+    (ship / ".DS_Store").write_bytes(b"\0")  # hidden files and directories: no loader reads them
+    (ship / ".git").mkdir()
     assert load_subject(ship).kind == "adapter_dir"
     report = env.verify(ship, replay="0")
     assert report["verdict"] == "verified", report["checks"]
     assert report["subject"]["kind"] == "adapter_dir"
     assert "adapter_config.json, adapter_model.safetensors" in check(report, "checkpoint")["summary"]
-    assert any("README.md" in w for w in report["warnings"])
+    assert any("README.md" in w and ".DS_Store" in w and ".git/" in w for w in report["warnings"])
 
 
 @pytest.mark.parametrize("change", ["lora_alpha", "use_rslora", "target_modules"])
