@@ -233,7 +233,8 @@ def _attestations(report: dict[str, Any]) -> str:
     for a in items:
         status = "failed" if a["revoked"] or not a["valid"] else "passed"
         signers = ", ".join(f"{s['name'] or 'unnamed'} ({words.short(s['auditor'])})" for s in a["signers"])
-        rows.append((f"check {status}", [_e(a["number"]), _e(signers), _pill(status),
+        trust = "trusted: on your --trust-auditors list" if a.get("trusted") else "names self-declared, not trusted"
+        rows.append((f"check {status}", [_e(a["number"]), _e(f"{signers} ({trust})"), _pill(status),
                                          "revoked key" if a["revoked"] else "", _e(a["reason"]), _e(a["block"]),
                                          _hx(a["tx"]), _e(a["report_cid"])]))
     head = ["#", "Auditors", "Signature", "Key", "Why invalid", "Block", "Tx", "Report CID"]

@@ -272,7 +272,7 @@ def _text_facts(report: dict[str, Any]) -> list[str]:
 
 def _column(statuses: list[str]) -> int:
     """The status column's width: 7 (`passed`, `FAILED`, `not run`), 12 when `INCONCLUSIVE` must fit."""
-    return max(7, *(len(words.STATUS_WORDS[s]) for s in statuses))
+    return max([7, *(len(words.STATUS_WORDS[s]) for s in statuses)])  # none: 7 (max(7) alone is a TypeError)
 
 
 def _text_checks(report: dict[str, Any], paint: Any) -> list[str]:
@@ -321,12 +321,25 @@ def _text_attestations(report: dict[str, Any]) -> list[str]:
         return []
     if not items:
         return ["Auditor attestations: none anchored for this checkpoint.", ""]
-    lines = ["Auditor attestations (they inform; the verdict above is about the lineage)"]
-    for a in items:
-        signers = ", ".join(f"{s['name'] or 'unnamed'} ({words.short(s['auditor'])})" for s in a["signers"])
-        state = "REVOKED key" if a["revoked"] else "valid" if a["valid"] else f"INVALID: {a['reason']}"
-        lines += _wrap(f"#{a['number']} by {signers}, block {a['block']}: {state}", 4, "  - ")
+    lines = ["Auditor attestations (they inform; the verdict above is about the lineage)",
+             *_wrap("Names are self-declared: anyone can anchor an attestation under any name. Only the keys on "
+                    "your --trust-auditors list say who signed.", 2)]
+    trusted = [a for a in items if a.get("trusted")]  # reports stored before #22 carry no `trusted`: untrusted
+    others = [a for a in items if not a.get("trusted")]
+    if trusted:
+        lines.append("  Trusted (every signer's key on your --trust-auditors list):")
+        lines += [line for a in trusted for line in _attestation_line(a)]
+    if others:
+        lines.append("  Not on a trust list (unvetted; the names below are only what the submitter wrote):")
+        lines += [line for a in others for line in _attestation_line(a)]
     return [*lines, ""]
+
+
+def _attestation_line(a: dict[str, Any]) -> list[str]:
+    signers = ", ".join(f"\"{s['name'] or 'unnamed'}\" (self-declared; {words.short(s['auditor'])})"
+                        for s in a["signers"])
+    state = "REVOKED key" if a["revoked"] else "valid" if a["valid"] else f"INVALID: {a['reason']}"
+    return _wrap(f"#{a['number']} by {signers}, block {a['block']}: {state}", 6, "    - ")
 
 
 def _bullets(title: str, items: list[str]) -> list[str]:
