@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -105,7 +106,69 @@ def pld_bound(job: tuple[float, float, int, float, float]) -> float:
     if steps == 0:
         return 0.0
     with _quiet():
-        return float(_one_step(q, sigma, interval).self_compose(steps).get_epsilon_for_delta(delta))
+        return float(_self_compose(q, sigma, interval, steps).get_epsilon_for_delta(delta))
+
+
+TAIL_MASS = 1e-15  # dp-accounting's default tail truncation, counted as infinite loss (pessimistic)
+
+
+def _self_compose(q: float, sigma: float, interval: float, steps: int) -> Any:
+    """`one.self_compose(steps)`, computed exactly as dp-accounting 0.6.0 does (`DensePLDPmf.self_compose` with
+    `common.self_convolve`), except that each pmf's log moment-generating function, which fixes the truncation bounds
+    and does not depend on `steps`, is computed once per run instead of once per checkpoint (it was two thirds of
+    the time). Tests compare the result with dp-accounting's own, bit for bit. Other pmf kinds use the library."""
+    from dp_accounting.pld import privacy_loss_distribution
+
+    one = _one_step(q, sigma, interval)
+    mgfs = _log_mgfs(q, sigma, interval)
+    if mgfs is None:
+        return one.self_compose(steps)
+    parts = [one._pmf_remove] if one._symmetric else [one._pmf_remove, one._pmf_add]
+    composed = [_dense_self_compose(p, steps, *m) for p, m in zip(parts, mgfs, strict=True)]
+    return privacy_loss_distribution.PrivacyLossDistribution(*composed)
+
+
+def _dense_self_compose(pmf: Any, steps: int, orders: Any, log_mgfs: list[float]) -> Any:
+    import numpy as np
+    from dp_accounting.pld import pld_pmf
+    from scipy import fft
+
+    probs = pmf._probs
+    lower, upper = 0, (len(probs) - 1) * steps
+    for order, log_mgf in zip(orders, log_mgfs, strict=True):  # Chernoff bounds, as common.compute_self_convolve_bounds
+        bound = (steps * log_mgf + math.log(2 / TAIL_MASS)) / order
+        if not math.isfinite(bound):
+            continue
+        if order > 0:
+            upper = min(upper, math.ceil(bound))
+        if order < 0:
+            lower = max(lower, math.floor(bound))
+    length = upper - lower + 1
+    fast = fft.next_fast_len(max(length, len(probs)))
+    out = np.array(np.roll(np.real(fft.ifft(fft.fft(probs, fast) ** steps)), -lower)[:length])
+    infinity = TAIL_MASS - math.expm1(steps * math.log1p(-pmf._infinity_mass))
+    return pld_pmf.DensePLDPmf(pmf._discretization, pmf._lower_loss * steps + lower, out, infinity,
+                               pmf._pessimistic_estimate)
+
+
+@functools.lru_cache(maxsize=8)
+def _log_mgfs(q: float, sigma: float, interval: float) -> list[tuple[Any, list[float]]] | None:
+    """Orders and log-MGFs of each pmf of `_one_step(q, sigma, interval)`, as common.compute_self_convolve_bounds
+    computes them; None when a pmf is not dense (then the library composes)."""
+    import numpy as np
+    from dp_accounting.pld import pld_pmf
+    from scipy import special
+
+    one = _one_step(q, sigma, interval)
+    parts = [one._pmf_remove] if one._symmetric else [one._pmf_remove, one._pmf_add]
+    if not all(type(p) is pld_pmf.DensePLDPmf for p in parts):
+        return None
+    out = []
+    for pmf in parts:
+        probs = pmf._probs
+        orders = np.concatenate((np.arange(-20, 0), np.arange(1, 21))) / len(probs)
+        out.append((orders, [special.logsumexp(np.arange(len(probs)) * order, b=probs) for order in orders]))
+    return out
 
 
 @functools.lru_cache(maxsize=8)
@@ -152,7 +215,7 @@ def _pld_all(jobs: list[tuple[float, float, int, float, float]]) -> dict[tuple[f
     if workers > 1:
         with _quiet():  # built once here, inherited by the forked workers
             for q, sigma, interval in {(j[0], j[1], j[4]) for j in todo}:
-                _one_step(q, sigma, interval)
+                _log_mgfs(q, sigma, interval)
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results.update(zip(todo, pool.map(pld_bound, todo), strict=True))
     else:

@@ -814,3 +814,15 @@ def test_a_huge_privacy_loss_is_bounded_by_rdp_only_and_never_failed_on_it() -> 
     assert result.bounds[-1]["pld"] is None and result.recomputed[-1] == pytest.approx(rdp)
     with pytest.raises(CheckInconclusive, match="does not compute the tighter PLD bound"):
         at(rdp * 0.97)
+
+
+@pytest.mark.parametrize("q, sigma", [(1 / 32, 1.0), (0.01, 0.8), (0.3, 3.0), (1.0, 5.0)])
+def test_the_verifier_composes_plds_exactly_as_dp_accounting_does(q: float, sigma: float) -> None:
+    """accounting._self_compose only caches what does not depend on the step count: its ε is dp-accounting's own,
+    bit for bit (a truncation bound computed wrongly could drop loss mass and understate ε)."""
+    from provenance._verify import accounting
+
+    for steps in (1, 7, 100, 1500):
+        ours = accounting._self_compose(q, sigma, 1e-3, steps).get_epsilon_for_delta(1e-5)
+        theirs = accounting._one_step(q, sigma, 1e-3).self_compose(steps).get_epsilon_for_delta(1e-5)
+        assert ours == theirs, (steps, ours, theirs)
