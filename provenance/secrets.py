@@ -118,5 +118,5 @@ class Secrets:
                                        what="secrets file")
         try:
             return cls(bytes.fromhex(data["noise_seed"]), bytes.fromhex(data["dataset_key"]))
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, FormatError):  # FormatError: a wrong length (#22: name the file)
             raise FormatError(f"{p}: secrets file needs noise_seed and dataset_key as 64 hex digits") from None

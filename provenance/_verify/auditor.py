@@ -65,13 +65,23 @@ def stage_data(ev: Evidence, inputs: AuditorInputs) -> tuple[Secrets, list[Any]]
                               expected=ev.manifest["secrets"]["noise_seed_commitment"],
                               found=secrets.commitments()["noise_seed_commitment"])
         stats_path = inputs.stats or datachecks.default_stats_path(inputs.secrets)
-        stats = datachecks.load_stats(stats_path) if stats_path is not None else None
+        stats = datachecks.load_stats(stats_path, **_stats_bounds(ev)) if stats_path is not None else None
         tokenized = _tokenized(inputs.base_model, ev.manifest, examples)
         result = datachecks.check_steps(manifest=ev.manifest, steps=ev.steps, secrets=secrets, tokenized=tokenized,
                                         stats=stats, tokenizer_note=_tokenizer_note(ev.manifest))
         ev.steps_full, ev.loss, ev.loss_status = result.full, result.loss, result.loss_status
         checks.passed("steps", result.summary)
     return secrets, examples
+
+
+def _stats_bounds(ev: Evidence) -> dict[str, Any]:
+    """How many statistics lines the run can have: its largest committed step log (and whether it was
+    finalised, after which no step may follow), so a hostile stats.jsonl is refused before it is read (#22)."""
+    checkpoints = list(getattr(ev.history, "checkpoints", None) or ev.lineage)
+    sizes = [int(c.log_size) for c in checkpoints]
+    if not sizes:
+        return {}
+    return {"run_steps": max(sizes), "finished": getattr(ev.history, "finalization", None) is not None}
 
 
 def _tokenizer_note(manifest: dict[str, Any]) -> str | None:

@@ -37,18 +37,45 @@ class StepsResult:
     loss_status: str  # "checked" | "withheld" | "public-v1"
 
 
-def load_stats(path: Path) -> dict[int, StepStats]:
-    """The run's private per-step statistics (`stats.jsonl`, handed to auditors with the secrets)."""
+MAX_STATS_LINE = 512  # a canonical StepStats line is ~100 bytes (two float reprs, two counts)
+STATS_SLACK_STEPS = 4096  # steps an unfinished run may have logged after its last committed checkpoint
+
+
+def load_stats(path: Path, *, run_steps: int | None = None, finished: bool = False) -> dict[int, StepStats]:
+    """The run's private per-step statistics (`stats.jsonl`, handed to auditors with the secrets), read bounded:
+    with `run_steps` (the largest step log the run committed) a file longer than that many lines allow is refused
+    before it is read, and so is a line for a step past the log — always for a `finished` (finalised) run; an
+    unfinished one may have logged up to STATS_SLACK_STEPS more steps, which are ignored. A wrong file is the
+    auditor's input: a one-line UsageError naming it (a FIFO or a 300 MiB file never blocks the verifier)."""
+    import os
+    import stat
+
+    limit = None if run_steps is None else run_steps + (0 if finished else STATS_SLACK_STEPS)
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise UsageError(f"{path}: statistics file not found") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: the statistics file cannot be read ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "rb") as stream:
+        info = os.fstat(stream.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise UsageError(f"{path}: the statistics file is not a regular file; give the run's stats.jsonl")
+        if limit is not None and info.st_size > (limit + 1) * MAX_STATS_LINE:
+            raise UsageError(f"{path}: {info.st_size} bytes is more than statistics for the run's {run_steps} "
+                             "logged steps can take; give this run's own stats.jsonl")
+        data = stream.read()
     out: dict[int, StepStats] = {}
     for number, line in enumerate(data.splitlines(), start=1):
         if not line.strip():
             continue
         item = StepStats.from_json(canonical.decode(line, source=f"{path} line {number}"), source=f"{path} line "
                                                                                                  f"{number}")
+        if run_steps is not None and item.step >= run_steps:
+            if finished or limit is None or item.step >= limit:
+                raise UsageError(f"{path} line {number}: statistics of step {item.step}, but the run's step log "
+                                 f"has {run_steps} steps; give this run's own stats.jsonl")
+            continue  # logged after the last commitment of a run still in progress: nothing to compare with
         out[item.step] = item
     return out
 
