@@ -198,3 +198,47 @@ def test_a_generation_or_tokenizer_change_changes_what_people_get(lab: Lab, tmp_
     assert GenerationConfig.from_pretrained(honest).to_dict() != GenerationConfig.from_pretrained(tampered).to_dict()
     code, report = lab.verify(tampered, "--base-model", str(lab.model), "--replay", "0")
     assert code == 1 and failed_checks(report) == ["merged_files"], report["checks"]
+
+
+def _redirected_base(source: Path, target: Path, *, scale: float) -> Path:
+    """The base model with config.json pointing transformers at `w/model.safetensors` (a sub-folder the top-level
+    digest never covered), holding its weights with lm_head scaled by `scale`."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(source, target)
+    tensors = load_file(str(target / "model.safetensors"))
+    tensors["lm_head.weight"] = tensors["lm_head.weight"] * scale
+    (target / "w").mkdir()
+    save_file(tensors, str(target / "w" / "model.safetensors"), metadata={"format": "pt"})
+    _edit_json(target / "config.json", transformers_weights="w/model.safetensors")
+    return target
+
+
+def test_a_base_model_directory_that_redirects_the_weights_is_refused(lab: Lab, tmp_path: Path) -> None:
+    """Two base directories whose top-level files are identical (one digest before #20) load different weights
+    through `transformers_weights`. Training from one is refused, and so is verifying with one as --base-model:
+    a one-line error naming the key (the auditor's own input, exit 2)."""
+    import torch
+
+    from provenance.errors import UsageError
+
+    one = _redirected_base(lab.model, tmp_path / "base-one", scale=1.0)
+    two = _redirected_base(lab.model, tmp_path / "base-two", scale=-1.0)
+    assert sorted(p.name for p in one.iterdir()) == sorted(p.name for p in two.iterdir())
+    assert all((one / n).read_bytes() == (two / n).read_bytes() for n in ("config.json", "model.safetensors"))
+    assert not torch.equal(_logits(one), _logits(two))  # same top-level files, other model
+    with pytest.raises(UsageError, match="transformers_weights"):
+        lab.train("redirected", **{"model.path": str(one)})
+    run = lab.train("honest-base")
+    lab.finalize(run)
+    adapter = _last(run) / "adapter_model.safetensors"
+    code, _ = lab.verify(adapter, "--base-model", str(lab.model), "--replay", "0")
+    assert code == 0
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "provenance", "verify", str(adapter), "--rpc", lab.rpc_url,
+                           "--registry", str(lab.registry.address), "--store", lab.store_spec, "--base-model",
+                           str(two), "--replay", "0"], capture_output=True, text=True, cwd=lab.home, timeout=900)
+    assert done.returncode == 2 and "transformers_weights" in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
