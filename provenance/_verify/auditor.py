@@ -139,10 +139,14 @@ def _steps_added(records: list[Any]) -> list[int]:
 
 
 def _fetch(store: StoreReader, record: Any, target: Path) -> Path:
+    from provenance._verify.fetch import can_fetch_listed, fetch_listed
     from provenance.manifest import hash_directory
 
     if not target.exists():
-        store.get_directory(record.manifest_cid, target)
+        if can_fetch_listed(store):  # only the files the committed manifest lists, each capped by its size (#22)
+            fetch_listed(store, record, target)
+        else:
+            store.get_directory(record.manifest_cid, target)
     if hash_directory(target).digest() != record.checkpoint_digest:
         raise CheckFailed(f"checkpoint {record.index} fetched for replay is not the committed one",
                           expected=record.checkpoint_digest, found=hash_directory(target).digest())
