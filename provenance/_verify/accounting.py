@@ -106,7 +106,46 @@ def pld_bound(job: tuple[float, float, int, float, float]) -> float:
     if steps == 0:
         return 0.0
     with _quiet():
-        return float(_self_compose(q, sigma, interval, steps).get_epsilon_for_delta(delta))
+        return epsilon_for_delta(_self_compose(q, sigma, interval, steps), delta)
+
+
+def epsilon_for_delta(pld: Any, delta: float) -> float:
+    """`pld.get_epsilon_for_delta(delta)` for dense pmfs, with dp-accounting 0.6.0's algorithm
+    (`_get_epsilon_for_delta`: walk the losses from the largest down, stop where ε would fall below the next loss)
+    vectorised with cumulative sums instead of a Python loop (it was half the time); equal to the library's up to
+    summation order (tested)."""
+    from dp_accounting.pld import pld_pmf
+
+    parts = [pld._pmf_remove] if pld._symmetric else [pld._pmf_remove, pld._pmf_add]
+    if not all(type(p) is pld_pmf.DensePLDPmf for p in parts):
+        return float(pld.get_epsilon_for_delta(delta))
+    return max(_dense_epsilon(p, delta) for p in parts)
+
+
+def _dense_epsilon(pmf: Any, delta: float) -> float:
+    import numpy as np
+
+    infinity = float(pmf._infinity_mass)
+    if infinity > delta:
+        return math.inf
+    probs = np.flip(np.asarray(pmf._probs, dtype=np.float64))  # largest loss first
+    losses = (pmf._lower_loss + len(probs) - 1) * pmf._discretization - np.arange(len(probs)) * pmf._discretization
+    upper = infinity + np.cumsum(probs)  # mass_upper after taking element k
+    lower = np.cumsum(np.exp(-losses) * probs)  # mass_lower after taking element k
+    before_upper = np.concatenate(([infinity], upper[:-1]))
+    before_lower = np.concatenate(([0.0], lower[:-1]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stop = (before_upper > delta) & (before_lower > 0) & (
+            np.log((before_upper - delta) / np.where(before_lower > 0, before_lower, 1.0)) >= losses)
+    k = int(np.argmax(stop)) if stop.any() else len(probs)  # the first element not taken
+    underflow = (upper >= delta) & (lower == 0)
+    if underflow[:k].any():  # exp(-loss) was 0 for everything taken: the library returns that loss
+        return max(0.0, float(losses[int(np.argmax(underflow[:k]))]))
+    mass_upper = before_upper[k] if k < len(probs) else float(upper[-1]) if len(probs) else infinity
+    mass_lower = before_lower[k] if k < len(probs) else float(lower[-1]) if len(probs) else 0.0
+    if mass_upper <= mass_lower + delta:
+        return 0.0
+    return float(math.log((mass_upper - delta) / mass_lower))
 
 
 TAIL_MASS = 1e-15  # dp-accounting's default tail truncation, counted as infinite loss (pessimistic)
