@@ -83,6 +83,7 @@ def train_command(config: Path | None, non_private: bool, no_anchor: bool, secre
     }
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
+        _done()
         return
     eps = "non-private" if result.epsilon is None else f"ε = {result.epsilon:.4f}"
     # "yes" only when it is true: a run trained with anchoring off has no outbox destination at all
@@ -92,6 +93,15 @@ def train_command(config: Path | None, non_private: bool, no_anchor: bool, secre
     click.echo(f"run {result.run_id}\n  dir      {result.run_dir}\n  steps    {result.steps}, "
                f"{len(result.checkpoints)} checkpoints, {eps}\n  adapter  {result.weights}\n"
                f"  anchored {anchored}")
+    _done()
+
+
+def _done() -> None:
+    """The run is complete and durable (every file fsynced, the outbox closed): the process may skip the
+    interpreter's teardown (`provenance.cli.request_fast_exit`)."""
+    from provenance import cli
+
+    cli.request_fast_exit()
 
 
 @contextlib.contextmanager

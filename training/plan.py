@@ -273,6 +273,13 @@ class EpsilonSchedule:
         future = self._futures.get(steps)
         return future.result() if future is not None else epsilon_after(self.plan, steps)
 
+    def ready(self, steps: int) -> float | None:
+        """ε after `steps` if the worker has already computed it, else None; never waits (the progress display)."""
+        future = self._futures.get(steps)
+        if future is None or not future.done() or future.cancelled() or future.exception() is not None:
+            return None
+        return future.result()
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,8 +1,12 @@
 """Training progress: step, loss, ε spent, rate, ETA and anchoring status.
 
 On a terminal it is a tqdm bar (`provenance.progress`: rate and ETA, the rest as its status); otherwise it prints a
-line every 10% of the run, with the ETA. `quiet` prints nothing. ε shown is the value at the last checkpoint (the
-PRV accountant costs ~0.1 s, too slow to run every step).
+line every 10% of the run, with the ETA. `quiet` prints nothing.
+
+ε: the PRV accountant costs ~0.1-0.3 s, too slow to run every step, so the exact value is shown only at a step where
+it is known (the start, each checkpoint: `ε 0.643`). Between them the display says what is true without computing:
+the ε of the next checkpoint once the worker has it is an upper bound on what has been spent (`ε ≤ 0.881 (step
+12)`), and before that only when the next value comes (`ε next at step 12`); it never shows a stale value as current.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ class Progress:
         self._last_draw = 0.0
         self._last_bucket = -1
         self.epsilon: float | None = None
+        self.epsilon_step: int | None = None  # the step `epsilon` is exact at (None: exact whatever the step)
+        self.epsilon_next: tuple[int, float | None] | None = None  # the next checkpoint's step and ε when known
         self.anchor = ""
         from provenance import progress
 
@@ -31,15 +37,21 @@ class Progress:
         self._shown = start_step
 
     def status(self, loss: float) -> str:
-        eps = "off" if self.epsilon is None else f"{self.epsilon:.3f}"
-        return f"loss {loss:.4f}  ε {eps}  anchor: {self.anchor}"
+        return f"loss {loss:.4f}  {self._epsilon_text(self._shown)}  anchor: {self.anchor}"
+
+    def _epsilon_text(self, step: int) -> str:
+        if self.epsilon is None:
+            return "ε off"
+        if self.epsilon_step is None or step == self.epsilon_step or self.epsilon_next is None:
+            return f"ε {self.epsilon:.3f}"
+        at, bound = self.epsilon_next
+        return f"ε next at step {at}" if bound is None else f"ε ≤ {bound:.3f} (step {at})"
 
     def line(self, step: int, loss: float) -> str:
         elapsed = max(time.monotonic() - self.start, 1e-9)
         rate = (step - self.start_step) / elapsed
         eta = f"  ETA {_duration((self.total - step) / rate)}" if rate > 0 and step < self.total else ""
-        eps = "off" if self.epsilon is None else f"{self.epsilon:.3f}"
-        return (f"step {step}/{self.total}  loss {loss:.4f}  ε {eps}  {rate:.2f} steps/s{eta}  "
+        return (f"step {step}/{self.total}  loss {loss:.4f}  {self._epsilon_text(step)}  {rate:.2f} steps/s{eta}  "
                 f"anchor: {self.anchor}")
 
     def update(self, step: int, loss: float, *, force: bool = False) -> None:

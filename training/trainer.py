@@ -187,6 +187,7 @@ def _continue(run_dir: Path, *, quiet: bool, anchor: AnchorConfig | None, stream
     schedule = EpsilonSchedule(engine.plan, [n for n in checkpoint_steps(engine.plan) if n >= engine.next_step])
     progress.start_step = engine.next_step
     progress.epsilon = schedule.at(engine.next_step)
+    progress.epsilon_step = engine.next_step
     return _loop(run_dir, engine, manifest, log, stats, outbox, progress, run.anchor, schedule,
                  last_index=complete[-1], model_dir=run.model_dir)
 
@@ -231,9 +232,12 @@ def _loop(run_dir: Path, engine: Engine, manifest: dict[str, Any], log: StepLog,
                 outbox.enqueue_checkpoint(index=index, checkpoint_dir=path)
                 faults.point("anchor", index)
                 progress.epsilon = schedule.at(done)
+                progress.epsilon_step = done
                 progress.anchor = outbox.status_line()
                 progress.update(done, result.stats.loss, force=True)
             else:
+                upcoming = min((done // plan.checkpoint_every + 1) * plan.checkpoint_every, plan.steps)
+                progress.epsilon_next = (upcoming, schedule.ready(upcoming))  # shown as a bound, never waited on
                 progress.update(done, result.stats.loss)
         progress.finish()
         ckpt.write_final(run_dir, index)  # the final adapter as a plain PEFT directory (RUN/final/)
