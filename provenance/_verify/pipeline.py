@@ -180,9 +180,13 @@ def stage_run_manifest(ev: Evidence) -> None:
 def fetch_committed(record: Any, store: StoreReader, target: Path) -> Subject:
     """The checkpoint directory `record` commits, fetched from the store into `target` and read as a subject;
     CheckFailed unless it has the committed checkpoint digest."""
+    from provenance._verify.fetch import can_fetch_listed, fetch_listed
     from provenance._verify.subject import load_subject
 
-    store.get_directory(record.manifest_cid, target)
+    if can_fetch_listed(store):  # only the files the committed manifest lists, each capped by its size (#22)
+        fetch_listed(store, record, target)
+    else:
+        store.get_directory(record.manifest_cid, target)
     stored = load_subject(target)
     if stored.checkpoint_digest != record.checkpoint_digest:
         raise CheckFailed("the stored checkpoint is not the committed one", expected=record.checkpoint_digest,
