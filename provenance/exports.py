@@ -57,7 +57,13 @@ def annex_iv(report: Any, *, manifest: dict[str, Any] | None = None) -> AnnexIV:
     """The Annex IV document of a verified report; `manifest` (checked by `load_manifest`/`fetch_manifest`) fills
     in what only the run manifest records (optimizer, LoRA, data preparation, compute)."""
     data = require_verified(report)
-    return _annex.build(data, None if manifest is None else scrub(manifest))
+    return _annex.build(data, _untrusted(manifest))
+
+
+def _untrusted(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The run manifest (the trainer's text) as exports may show it: scrubbed of secrets and paths, every control
+    and bidi character an escape (#22), so no form, card or BOM can reorder or rewrite what its reader sees."""
+    return None if manifest is None else canonical.escape_strings(scrub(manifest))
 
 
 def render_annex_iv(doc: AnnexIV, fmt: str = "md") -> str:
@@ -173,8 +179,8 @@ def cyclonedx_bom(report: Any, *, path: Path | None = None, manifest: dict[str, 
     from provenance._export import cyclonedx
 
     data = require_verified(report)
-    return cyclonedx.bom(data, subjects=model_subjects(data, path),
-                         manifest=None if manifest is None else scrub(manifest))
+    return cyclonedx.bom(data, subjects=canonical.escape_strings(model_subjects(data, path)),
+                         manifest=_untrusted(manifest))
 
 
 def _weights_files(path: Path | None) -> list[Path]:
@@ -201,8 +207,8 @@ def gpai_forms(report: Any, *, path: Path | None = None, manifest: dict[str, Any
     base = gpai.parameter_count(_weights_files(base_model)) if base_model is not None else None
     if merged and files and base is None:  # a merged model has the base model's shapes: count them there
         base = gpai.parameter_count(files)
-    return gpai.build(data, manifest=None if manifest is None else scrub(manifest), trainable=trainable,
-                      base_params=base, base_compute=base_compute, subjects=model_subjects(data, path))
+    return gpai.build(data, manifest=_untrusted(manifest), trainable=trainable, base_params=base,
+                      base_compute=base_compute, subjects=canonical.escape_strings(model_subjects(data, path)))
 
 
 def render_gpai(doc: dict[str, Any], fmt: str = "md") -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 from provenance import _report_words as words
 from provenance._export.render import md
+from provenance.canonical import escape_controls
 
 CARD_FORMAT = "prov.model-card.v1"
 # A Hub repository id `owner/name`: only such a base model name goes in `base_model:` (a local path never does).
@@ -69,7 +70,7 @@ def verify_command(report: dict[str, Any]) -> str:
 
 def _code(value: Any) -> str:
     """An inline code span that no value can close early."""
-    return "`" + " ".join(str(value).replace("`", "'").split()) + "`"
+    return "`" + escape_controls(" ".join(str(value).replace("`", "'").split())) + "`"  # no bidi/controls (#22)
 
 
 def _fence(text: str) -> str:

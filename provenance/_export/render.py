@@ -11,6 +11,7 @@ import string
 from importlib import resources
 
 from provenance._export.annex import ANNEX_FORMAT, AnnexIV
+from provenance.canonical import escape_controls
 
 TITLE = "EU AI Act Annex IV technical documentation"
 INTRO = ("Technical documentation under Article 11(1) and Annex IV of Regulation (EU) 2024/1689, as far as the "
@@ -21,8 +22,9 @@ _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
 
 
 def md(text: str) -> str:
-    """Plain text as inert Markdown: one line, every character Markdown or HTML would act on escaped."""
-    return _MD_SPECIAL.sub(r"\\\1", " ".join(text.split()))
+    """Plain text as inert Markdown: one line, every character Markdown or HTML would act on escaped, control and
+    bidi characters shown as escapes (#22: a trainer's text must not reorder what a reader of the form sees)."""
+    return _MD_SPECIAL.sub(r"\\\1", escape_controls(" ".join(text.split())))
 
 
 def markdown(doc: AnnexIV) -> str:
@@ -40,7 +42,7 @@ def markdown(doc: AnnexIV) -> str:
 
 
 def _e(text: str) -> str:
-    return html.escape(text, quote=True)
+    return html.escape(escape_controls(text), quote=True)
 
 
 def fragment(doc: AnnexIV, *, heading: str = "h3") -> str:
