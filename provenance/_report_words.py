@@ -75,7 +75,9 @@ def privacy_sentence(dp: dict[str, Any] | None) -> str:
         text += " " + " ".join(dp["statement"])
     agree = committed is None or recomputed is None or math.isclose(committed, recomputed, rel_tol=1e-6,
                                                                      abs_tol=1e-6)
-    if not agree:
+    if not agree and committed > recomputed:  # the verifier's ε is its own upper bound: a larger claim is safe
+        text += f" The trainer committed ε = {num(committed)}, at least the verifier's own bound."
+    elif not agree:
         text += f" The trainer committed ε = {num(committed)}; recomputed from its parameters: {num(recomputed)}."
     if budget is None:
         text += " No ε budget was set."

@@ -839,3 +839,14 @@ def test_the_verifier_reads_epsilon_off_a_pld_as_dp_accounting_does(q: float, si
         for delta in (1e-3, 1e-5, 1e-9):
             assert accounting.epsilon_for_delta(pld, delta) == pytest.approx(pld.get_epsilon_for_delta(delta),
                                                                              rel=1e-9, abs=1e-12)
+
+
+def test_the_privacy_sentence_reads_a_larger_committed_epsilon_as_conservative() -> None:
+    from provenance.report import privacy_sentence
+
+    dp = {"mode": "dp", "epsilon_committed": 0.6141, "epsilon_recomputed": 0.604, "epsilon_budget": None,
+          "delta": 0.0022, "accountant": "prv", "noise_multiplier": 1.0, "max_grad_norm": 1.0,
+          "sample_rate": 0.03125, "steps": 30, "statement": ["Unit of privacy: one record of the committed dataset."]}
+    text = privacy_sentence(dp)
+    assert "(ε = 0.604, δ = 0.0022)-DP" in text and "Unit of privacy: one record" in text
+    assert "The trainer committed ε = 0.6141, at least the verifier's own bound." in text
