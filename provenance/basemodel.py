@@ -45,8 +45,11 @@ IGNORED_SUFFIXES = (".md", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".pdf", *PIC
 WEIGHT_INDEX = "model.safetensors.index.json"
 
 
-def check_model_dir(directory: str | os.PathLike[str]) -> Path:
-    """Refuse what is not a loadable safetensors model directory, naming the problem."""
+def check_model_dir(directory: str | os.PathLike[str], *, configs: bool = True) -> Path:
+    """Refuse what is not a loadable safetensors model directory, naming the problem. `configs=False` checks the
+    file names only, parsing no config.json/tokenizer_config.json: the verifier parses them only once the
+    directory has the registered digest (#22: a hostile config must not be read before it is known to be the
+    run's), then calls this again with `configs=True`."""
     root = Path(directory)
     if not root.exists():
         raise UsageError(f"{root}: model directory not found (run `prov init-model --tiny {root}` for a demo model)")
@@ -72,6 +75,8 @@ def check_model_dir(directory: str | os.PathLike[str]) -> Path:
         raise UsageError(f"{root}: {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''} would not be covered "
                          "by the base-model digest but may be read when loading; move such files out of the "
                          "directory")
+    if not configs:
+        return root
     try:
         problems = loader_problems(root, links="any")
     except FormatError as exc:
@@ -96,9 +101,10 @@ def model_file_names(directory: Path) -> list[str]:
     return [p.name for p in sorted(directory.iterdir()) if p.is_file() and _covered(p.name)]
 
 
-def base_model_manifest(directory: str | os.PathLike[str]) -> CheckpointManifest:
-    """The manifest of the files the base-model digest covers."""
-    root = check_model_dir(directory)
+def base_model_manifest(directory: str | os.PathLike[str], *, configs: bool = True) -> CheckpointManifest:
+    """The manifest of the files the base-model digest covers (`configs=False`: without parsing any config; see
+    `check_model_dir`)."""
+    root = check_model_dir(directory, configs=configs)
     entries = [FileEntry(n, hash_file(root / n), (root / n).stat().st_size) for n in model_file_names(root)]
     if not any(e.path == "config.json" for e in entries) or not any(e.path.endswith(".safetensors")
                                                                     for e in entries):

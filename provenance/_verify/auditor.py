@@ -66,7 +66,9 @@ def stage_data(ev: Evidence, inputs: AuditorInputs) -> tuple[Secrets, list[Any]]
                               found=secrets.commitments()["noise_seed_commitment"])
         stats_path = inputs.stats or datachecks.default_stats_path(inputs.secrets)
         stats = datachecks.load_stats(stats_path, **_stats_bounds(ev)) if stats_path is not None else None
-        tokenized = _tokenized(inputs.base_model, ev.manifest, examples)
+        # The tokenizer's files are parsed (by transformers, unbounded) only once the base model has the registered
+        # digest (#22); otherwise batch contents go unchecked and the check says so.
+        tokenized = _tokenized(inputs.base_model if checks.ok("base_model") else None, ev.manifest, examples)
         result = datachecks.check_steps(manifest=ev.manifest, steps=ev.steps, secrets=secrets, tokenized=tokenized,
                                         stats=stats, tokenizer_note=_tokenizer_note(ev.manifest))
         ev.steps_full, ev.loss, ev.loss_status = result.full, result.loss, result.loss_status

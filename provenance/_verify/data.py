@@ -164,7 +164,7 @@ def check_steps(*, manifest: Mapping[str, Any], steps: Sequence[AnyStepRecord], 
     loss: list[float] = []
     for record in steps:
         k = record.step
-        indices = poisson_indices(secrets.noise_seed, k, size, rate)
+        indices = poisson_indices(secrets.sample_secret, k, size, rate)
         if isinstance(record, StepRecordV3):  # the count is private, inside the statistics commitment
             opened = stats.get(k) if stats is not None else None
             if opened is not None and opened.examples != len(indices):
@@ -208,5 +208,6 @@ def check_steps(*, manifest: Mapping[str, Any], steps: Sequence[AnyStepRecord], 
         covered.append("statistics commitments")
     summary = f"all {len(steps)} steps: {', '.join(covered)} match"
     if tokenized is None:
-        summary += "; batch contents not checked (needs --base-model for the tokenizer, and transformers)"
+        summary += ("; batch contents not checked (needs --base-model with the registered digest for the tokenizer, "
+                    "and transformers)")
     return StepsResult(tokenized is not None, summary, loss if status != "withheld" else None, status)

@@ -26,7 +26,8 @@ from provenance.ports import RegistryReader, StoreReader
 from provenance.records import STATS_FORMAT_V2, STEP_FORMAT, STEP_FORMAT_V1, STEP_FORMAT_V3, AnyStepRecord
 
 KNOWN_FORMATS = {"batch": "prov.batch.v2", "noise": "prov.noise.v2", "stats": "prov.stats.v1",
-                 "step": STEP_FORMAT, "trainstate": "prov.trainstate.v2", "adapter": ADAPTER_FORMAT}
+                 "step": STEP_FORMAT, "trainstate": "prov.trainstate.v2", "adapter": ADAPTER_FORMAT,
+                 "merged": "prov.merged-dir.v1"}
 # Later versions a run may name instead (issue #23: a v3 step keeps its example count in prov.stats.v2), and the
 # statistics format each step format needs (a v3 record with v1 statistics would commit its count nowhere).
 NEWER_FORMATS = {"step": (STEP_FORMAT_V3,), "stats": (STATS_FORMAT_V2,)}
@@ -299,7 +300,12 @@ def stage_base_model(ev: Evidence, base_model: Path | None) -> None:
             raise CheckFailed("the run registered the digest of an empty file list, which commits to no base model "
                               "(prov before this version hashed a directory of symbolic links as nothing)",
                               expected="the digest of the base model's files", found=ev.run.base_model_digest)
-        found = base_model_manifest(base_model).digest()
+        from provenance.basemodel import check_model_dir
+
+        found = base_model_manifest(base_model, configs=False).digest()  # hashed before any config is parsed
+        # The configs, through the bounded reader only (#22): a loader redirect is the auditor's input error (one
+        # line naming the key) whatever the digest; transformers itself reads them only after the digest passed.
+        check_model_dir(base_model)
         if found != ev.run.base_model_digest:
             raise CheckFailed("the base model given is not the one this run registered",
                               expected=ev.run.base_model_digest, found=found)
