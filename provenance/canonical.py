@@ -215,6 +215,10 @@ def read_document(path: Path, format_name: str, *, missing: ProvenanceError, wha
     """A canonical-JSON file whose `format` is `format_name`: `missing` is raised when there is no such file, a
     one-line FormatError when it is not such a document (its other fields are the caller's to check)."""
     try:
+        if path.exists() and not path.is_file() and not path.is_dir():  # a FIFO would block the reader (#22)
+            raise FormatError(f"{path}: not a regular file; give the {what} itself")
+        if path.is_file() and path.stat().st_size > MAX_DOCUMENT:  # refused before it is read (#22)
+            raise FormatError(f"{path}: {path.stat().st_size} bytes is more than a {format_name} {what} can be")
         data = path.read_bytes()
     except FileNotFoundError:
         raise missing from None
