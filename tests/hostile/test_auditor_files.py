@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -82,3 +83,41 @@ def test_huge_and_overlong_statistics_are_refused_before_reading(anchored: tuple
     with pytest.raises(UsageError) as info:  # the run is finalised: no step may follow its log
         env.verify(adapter, **opts, stats=extra)
     assert f"{extra} line {len(lines) + 1}" in str(info.value) and "step log has" in str(info.value)
+
+
+@pytest.mark.chain
+def test_the_cli_on_anvil_reports_other_secrets_and_refuses_huge_statistics(anvil_node: Any, tmp_path: Path,
+                                                                            tiny_run: Any,
+                                                                            tiny_model_dir: Path) -> None:
+    """As an auditor runs it: `prov verify` in a child against anvil. Another run's secrets give the text report
+    (exit 1, no internal error); a 300 MiB stats.jsonl is one line (exit 2) in seconds, within the RSS bound."""
+    from provenance.chain import connect
+    from provenance.store import open_store
+    from tests.fixtures.attest import anchor_run
+    from tests.fixtures.chain import _anvil_dev_keys
+    from tests.hostile.child import assert_bounded, run_prov
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.run_dir, run)
+    registry = connect(anvil_node.rpc_url, key=_anvil_dev_keys()[0], use_config=False)
+    registry.deploy()
+    store = tmp_path / "store"
+    anchor_run(run, registry=registry, store=open_store(f"local:{store}"))
+    opts = data_options(run, tiny_model_dir)
+    base = ["verify", str(last(run) / "adapter_model.safetensors"), "--rpc", anvil_node.rpc_url, "--registry",
+            str(registry.address), "--store", f"local:{store}", "--replay", "0", "--base-model",
+            str(tiny_model_dir), "--data", str(opts["data"])]
+    other = tmp_path / "other-secrets.json"
+    other.write_text(json.dumps({**json.loads((run / "secrets.json").read_text()), "noise_seed": "11" * 32}))
+    shown = run_prov(*base, "--secrets", str(other), "--stats", str(run / "stats.jsonl"), cwd=tmp_path)
+    assert shown.code == 1, (shown.stdout[-1000:], shown.stderr[-1000:])
+    assert "internal error" not in shown.stderr and "Traceback" not in shown.stderr
+    assert "does not open the run's commitment" in shown.stdout and "FAILED" in shown.stdout
+
+    huge = tmp_path / "stats.jsonl"
+    with huge.open("wb") as out:
+        out.write((run / "stats.jsonl").read_bytes())
+        out.truncate(300 << 20)
+    line = assert_bounded(run_prov(*base, "--secrets", str(run / "secrets.json"), "--stats", str(huge),
+                                   cwd=tmp_path))
+    assert str(huge) in line and "bytes is more than" in line
