@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,3 +123,46 @@ def test_a_manifest_that_is_not_the_committed_one_fails_first(tmp_path: Path) ->
     with pytest.raises(CheckFailed, match="not the committed one"):
         fetch_listed(store, Record(1, cid, other), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_run_whose_checkpoints_list_a_2_gib_extra_file_verifies_without_reading_it(
+        tmp_path: Path, tiny_run: Any, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """End to end: every checkpoint directory the trainer stores lists an extra 2 GiB file beside the committed
+    ones. The step-log walk refuses the listing (it must equal the manifest) and the checkpoint check fetches only
+    the listed files: FAILED naming the difference, in seconds, and the bomb's root block is never asked for."""
+    pytest.importorskip("torch", reason="needs a trained run: install the train extra (scripts/setup does)")
+    from tests.fixtures.verify import VerifyEnv, check, data_options, last
+
+    env = VerifyEnv(tmp_path)
+    store = env.store
+    blocks = BlockMap()
+    bomb, _ = _two_gib(blocks)
+    car.write_car(tmp_path / "bomb.car", [bomb], blocks.blocks.items())
+    store.import_car(tmp_path / "bomb.car")
+    honest_put = store.put_directory
+
+    def hostile_put(path: Any, *, pin: bool = True) -> str:
+        honest = honest_put(path, pin=pin)
+        return _hostile_listing(store, honest, tmp_path / Path(path).name, **{"extra.bin": bomb})[0] \
+            if (Path(path) / MANIFEST_NAME).exists() else honest
+
+    monkeypatch.setattr(store, "put_directory", hostile_put)
+    run = env.copy(tiny_run.run_dir)
+    env.anchor(run)
+    monkeypatch.setattr(store, "put_directory", honest_put)
+    asked: set[Cid] = set()
+    get_block = store.get_block
+
+    def counting(cid: Cid) -> bytes:
+        asked.add(cid)
+        return get_block(cid)
+
+    monkeypatch.setattr(store, "get_block", counting)
+    started = time.monotonic()
+    report = env.verify(last(run) / "adapter_model.safetensors", replay="0", **data_options(run, tiny_model_dir))
+    assert time.monotonic() - started < 30
+    assert report["verdict"] == "failed" and check(report, "checkpoint")["status"] == "passed"
+    assert check(report, "step_log")["status"] == "failed"
+    assert "stored files differ" in check(report, "step_log")["summary"]
+    assert bomb not in asked and asked  # committed checkpoints were fetched, the extra file never
