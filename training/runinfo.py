@@ -24,13 +24,16 @@ from provenance.batches import BATCH_FORMAT
 from provenance.errors import FormatError, UsageError
 from provenance.fsutil import atomic_write
 from provenance.manifest import ADAPTER_FORMAT, RUN_FORMAT_V2, decode_run_manifest, encode_run_manifest
+from provenance.mergedir import DIR_FORMAT as MERGED_DIR_FORMAT
 from provenance.records import STATS_FORMAT_V2, STEP_FORMAT_V3
+from provenance.secrets import ANCHORED_FORMATS
 from training.config import AnchorConfig, _build
 
 RUN_FORMAT = RUN_FORMAT_V2
 STATE_FORMAT = "prov.trainstate.v2"
 FORMATS = {"batch": BATCH_FORMAT, "noise": "prov.noise.v2", "stats": STATS_FORMAT_V2, "step": STEP_FORMAT_V3,
-           "trainstate": STATE_FORMAT, "adapter": ADAPTER_FORMAT}
+           "trainstate": STATE_FORMAT, "adapter": ADAPTER_FORMAT,
+           "merged": MERGED_DIR_FORMAT}
 RUN_FILE = "run.json"
 LOCAL_FILE = "local.json"
 LOCAL_FORMAT = "prov.runlocal.v1"
@@ -45,8 +48,10 @@ def run_id_of(body: dict[str, Any]) -> str:
 
 def build_manifest(*, base_model: dict[str, Any], dataset: dict[str, Any], secrets: dict[str, str],
                    training: dict[str, Any], config: dict[str, Any], software: dict[str, str],
-                   determinism: dict[str, Any], owner: str | None) -> dict[str, Any]:
-    """Assemble the prov.run.v2 document and fill in its run id."""
+                   determinism: dict[str, Any], owner: str | None, anchored_keys: bool = False) -> dict[str, Any]:
+    """Assemble the prov.run.v2 document and fill in its run id. `anchored_keys` (anchored runs, issue #23): the
+    sampler's and the noise's keys derive from the registration's block hash (`prov.poisson.v2`, `prov.noise.v3`,
+    provenance.secrets); a run started with anchoring off keeps `prov.noise.v2` (pre-registration grinding possible)."""
     body: dict[str, Any] = {
         "base_model": base_model,
         "checkpoint_format": STATE_FORMAT,
@@ -54,7 +59,7 @@ def build_manifest(*, base_model: dict[str, Any], dataset: dict[str, Any], secre
         "dataset": dataset,
         "determinism": determinism,
         "format": RUN_FORMAT,
-        "formats": dict(FORMATS),
+        "formats": dict(FORMATS) | (dict(ANCHORED_FORMATS) if anchored_keys else {}),
         "owner": owner,
         "secrets": secrets,
         "software": {"versions": software},

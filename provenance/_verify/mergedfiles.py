@@ -45,6 +45,14 @@ def stage_files(ev: Evidence, base_model: Path | None) -> None:
             raise CheckFailed(f"a loader would read what no commitment binds: {problems[0]}",
                               expected="only the committed files, nothing redirecting the loader",
                               found="; ".join(problems[:4]))
+        formats = (ev.manifest or {}).get("formats")
+        promised = formats.get("merged") if isinstance(formats, dict) else None
+        if case.finalization is not None and case.committed_files is None and promised == mergedir.DIR_FORMAT:
+            # a downgrade: the run declares that its finalisation binds every file, then commits the tensors alone
+            raise CheckFailed(f"the run manifest declares {mergedir.DIR_FORMAT} finalisations (formats.merged), but "
+                              "the run's finalisation commits the merged tensors alone: the files a loader reads "
+                              "beside them are not bound as the run promised", expected=mergedir.DIR_FORMAT,
+                              found="a tensors-only finalisation (prov.merge.v1)")
         compared = []
         if case.committed_files is not None:
             _fail_on(mergedir.differences(case.committed_files, case.here), "those committed at the run's finalisation")

@@ -41,6 +41,14 @@ def _dishonest_finalisation(monkeypatch: pytest.MonkeyPatch, *, model: Path | No
     monkeypatch.setattr(trainer, "finalize_run", finalize)
 
 
+def _as_before_merged_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Write the run manifest as prov did before prov.merged-dir.v1 (no `formats.merged`): such a run's
+    finalisation committed the merged tensors alone, and still verifies at the tensor level."""
+    from training import runinfo
+
+    monkeypatch.setattr(runinfo, "FORMATS", {k: v for k, v in runinfo.FORMATS.items() if k != "merged"})
+
+
 def test_control_the_trainer_commits_the_merge_and_it_verifies(lab: Lab, tmp_path: Path) -> None:
     """Honest: the trainer's own outbox finalises the run with the merged digest; the merged model verifies, with
     the merge recomputed from the base model."""
@@ -91,6 +99,7 @@ def test_a_merge_of_another_adapter_committed_for_this_run(lab: Lab, tmp_path: P
         return other
 
     _dishonest_finalisation(monkeypatch, adapter=backdoored)
+    _as_before_merged_dir(monkeypatch)
     run = lab.train("other-adapter")
     lab.finalize(run)
     shipped = write_merged(lab.model, backdoored(_last(run)), tmp_path / "shipped")
@@ -117,6 +126,7 @@ def test_a_merge_committed_for_another_base_model(lab: Lab, tmp_path: Path,
 
     other = build_tiny_model(tmp_path / "other-base", seed=1)
     _dishonest_finalisation(monkeypatch, model=other)
+    _as_before_merged_dir(monkeypatch)
     run = lab.train("other-base")
     lab.finalize(run)
     shipped = write_merged(other, _last(run), tmp_path / "shipped")
@@ -125,3 +135,24 @@ def test_a_merge_committed_for_another_base_model(lab: Lab, tmp_path: Path,
     code, report = lab.verify(shipped.path, "--base-model", str(other), "--replay", "0")
     assert code == 1 and "base_model" in failed_checks(report), report["checks"]
     assert check_of(report, "merge")["status"] == "not_run"
+
+
+def test_a_current_run_finalised_with_the_tensors_alone(lab: Lab, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A downgrade: the run manifest declares prov.merged-dir.v1 finalisations (`formats.merged`), but the trainer
+    commits the merged tensors alone, so that a config.json computing something else could ship beside the honest
+    weights and verify "tensors only". The promise is in the registered manifest: `merged_files` FAILS, with or
+    without the base model, while the tensors themselves are the honest merge (`merge` passes)."""
+    _dishonest_finalisation(monkeypatch)
+    run = lab.train("tensors-only")
+    assert json.loads((run / "run.json").read_bytes())["formats"]["merged"] == "prov.merged-dir.v1"
+    lab.finalize(run)
+    shipped = write_merged(lab.model, _last(run), tmp_path / "shipped")
+    config = json.loads((shipped.path / "config.json").read_bytes())
+    (shipped.path / "config.json").write_text(json.dumps({**config, "hidden_act": "relu"}))
+    code, report = lab.verify(shipped.path)
+    assert code == 1 and failed_checks(report) == ["merged_files"], report["checks"]
+    assert "declares prov.merged-dir.v1" in check_of(report, "merged_files")["summary"]
+    code, report = lab.verify(shipped.path, "--base-model", str(lab.model), "--replay", "0")
+    assert code == 1 and "merged_files" in failed_checks(report), report["checks"]
+    assert check_of(report, "merge")["status"] == "passed", report["checks"]
