@@ -140,6 +140,25 @@ class Rechecking:
                 return False
             time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
 
+    def registration_block(self, timeout: float, *, poll: float = 2.0) -> tuple[bytes, int] | None:
+        """(hash, number) of the block holding the run's registration once it is final under the chain's rule
+        (at once on a development chain), re-checked so a reorganisation that dropped it is waited out; None when
+        not final before `timeout`. The keys of a `prov.keys.v1` run derive from this hash (provenance.secrets)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = next((j for j in self.jobs() if j.kind == "register"), None)
+            if job is not None and job.state == "done" and not job.final and self.target.chain is not None:
+                self._recheck_quietly()
+                job = next((j for j in self.jobs() if j.kind == "register"), None)
+            if job is not None and job.state == "done" and job.final and job.block > 0:
+                _, registry = self._clients()
+                info = registry.block(int(job.block))
+                if info is not None:
+                    return bytes(info.hash), int(info.number)
+            if time.monotonic() >= deadline or (job is not None and job.state == "failed"):
+                return None
+            time.sleep(min(poll, max(0.01, deadline - time.monotonic())))
+
     def recheck(self) -> list[Any]:
         """Ask the registry what it stores of this run (its history, checked against the stored head; never the
         remembered transaction hashes) and mark each sent job whose record is gone `dropped` (re-sent in order by

@@ -42,14 +42,13 @@ def prove_example(run_dir: Path, *, index: int, registry: RegistryReader, data: 
     from provenance.basemodel import load_tokenizer
     from provenance.dataset import dataset_leaves, example_salt, load_committed
     from provenance.manifest import decode_run_manifest
-    from provenance.secrets import Secrets
+    from provenance.secrets import run_secrets
     from provenance.steplog import StepLog
 
     if not (run_dir / "run.json").is_file():
         raise UsageError(f"{run_dir}: not a run directory (no run.json)")
     manifest = decode_run_manifest((run_dir / "run.json").read_bytes(), source=str(run_dir / "run.json"))
-    secrets = Secrets.load(run_dir / "secrets.json")
-    secrets.check_commitments(manifest["secrets"])
+    secrets = run_secrets(run_dir, manifest)  # prov.keys.v1 runs: the keys anchored by keys.json
     data, base_model = data or _local_path(run_dir, "data"), base_model or _local_path(run_dir, "model")
     data_format = str(((manifest.get("config") or {}).get("data") or {}).get("format", "auto"))
     records = load_committed(data, manifest["dataset"], format=data_format)
@@ -100,7 +99,7 @@ def _open_steps(steps: Sequence[Any], records: Sequence[Any], *, index: int, man
     for record in steps:
         if not isinstance(record, StepRecord | StepRecordV3):
             raise UsageError("this run logged v1 step records, whose batches have no per-example commitment to open")
-        drawn = poisson_indices(secrets.noise_seed, record.step, size, rate)
+        drawn = poisson_indices(secrets.sample_secret, record.step, size, rate)
         if index in drawn:
             chosen[record.step] = drawn
     if not chosen:

@@ -132,8 +132,11 @@ def parse_result(data: bytes) -> WorkerResult:
 
 def run_worker(*, manifest: Path, base_model: Path, data: Path | None, secrets: Path | None,
                jobs: Sequence[SegmentJob],
-               env: Mapping[str, str], workdir: Path, timeout: float | None = None) -> WorkerResult:
+               env: Mapping[str, str], workdir: Path, timeout: float | None = None,
+               keys_anchor: bytes | None = None) -> WorkerResult:
     """Run `jobs` in one replay worker process (model loaded once) with environment `env`; return its result.
+    `keys_anchor`: the registration's block hash, read from the chain, for a run with prov.keys.v1 keys (optional
+    request field `keys_anchor`, 0x-hex or null).
 
     `data` and `secrets` may be None when only checkpoint 0 is rebuilt (it needs neither)."""
     if not jobs:
@@ -147,6 +150,7 @@ def run_worker(*, manifest: Path, base_model: Path, data: Path | None, secrets: 
     request.write_text(json.dumps({
         "base_model": absolute(base_model), "data": absolute(data), "format": REQUEST_FORMAT,
         "manifest": absolute(manifest), "secrets": absolute(secrets),
+        "keys_anchor": None if keys_anchor is None else "0x" + keys_anchor.hex(),
         "segments": [job.to_json() for job in jobs],
     }, sort_keys=True), encoding="utf-8")
     result.unlink(missing_ok=True)

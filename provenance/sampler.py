@@ -20,6 +20,7 @@ import numpy as np
 from provenance.secrets import SAMPLE_LABEL, step_key
 
 SAMPLER_FORMAT = "prov.poisson.v1"
+SAMPLER_FORMAT_V2 = "prov.poisson.v2"  # keys fixed after registration (issue #23)
 
 
 def uniforms(noise_seed: bytes, step: int, dataset_size: int) -> np.ndarray:

@@ -36,6 +36,7 @@ from provenance._verify.subject import load_subject
 from provenance.errors import EXIT_ERROR, EXIT_FAILED, EXIT_INCONCLUSIVE, EXIT_OK, ProvenanceError, UsageError
 from provenance.ports import RegistryReader, StoreReader
 from provenance.report import seal, validate_report
+from provenance.secrets import keys_anchored
 
 REPORT_FORMAT = "prov.verify-report.v2"
 
@@ -128,6 +129,8 @@ def verify(path: str | Path, *, registry: RegistryReader, store: StoreReader, op
             merged.stage_record(ev, registry, store, expected_run=options.expected_run)
         pipeline.settle_attribution(ev)  # an owner-less run registered by several accounts: inconclusive
         pipeline.stage_run_manifest(ev)
+        if ev.chain.get("dev_chain") and ev.manifest is not None and keys_anchored(ev.manifest):
+            ev.warnings.append(DEV_KEYS_WARNING)
         (pipeline.stage_checkpoint if case is None else merged.stage_checkpoint)(ev, store, work)
         pipeline.stage_lineage(ev, store)
         pipeline.stage_base_model(ev, options.base_model)
@@ -138,7 +141,7 @@ def verify(path: str | Path, *, registry: RegistryReader, store: StoreReader, op
         if options.opacus_epsilon and ev.privacy is not None and ev.manifest is not None and ev.files:
             ev.privacy = cross_check_opacus(ev.privacy, manifest=ev.manifest, states=[f.state for f in ev.files],
                                             opacus_version=None)
-        usable = auditor.stage_data(ev, inputs)
+        usable = auditor.stage_data(ev, inputs, registry)
         auditor.stage_replay(ev, registry, store, inputs, usable, work)
         ev.attestations = _attestations(ev, registry, options)
     verdict, code = decide(ev)
@@ -178,6 +181,11 @@ def decide(ev: pipeline.Evidence) -> tuple[str, int]:
     if required_missing:
         return "error", EXIT_ERROR
     return "verified", EXIT_OK
+
+
+DEV_KEYS_WARNING = ("this run's sampling and noise keys are fixed by the hash of the block that included its "
+                    "registration (prov.keys.v1), but on a development chain the trainer mines that block itself: "
+                    "seeds ground before registering are not excluded here")
 
 
 def stage_chain(ev: pipeline.Evidence, registry: RegistryReader, options: VerifyOptions) -> None:

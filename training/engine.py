@@ -124,7 +124,7 @@ class Engine:
     # --- one step -------------------------------------------------------------------------------------
 
     def indices(self, step: int) -> list[int]:
-        return poisson_indices(self.secrets.noise_seed, step, self.plan.dataset_size, self.plan.sample_rate)
+        return poisson_indices(self.secrets.sample_secret, step, self.plan.dataset_size, self.plan.sample_rate)
 
     def step(self, step: int, *, indices: Sequence[int] | None = None, batch: Batch | None = None) -> StepResult:
         """Run step `step` (must be `next_step`). `indices`/`batch` default to the sampler and batch source."""

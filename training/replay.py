@@ -49,7 +49,7 @@ from provenance.dataset import dataset_root
 from provenance.errors import FormatError, ProvenanceError, UsageError
 from provenance.hashing import Digest
 from provenance.manifest import MANIFEST_NAME, CheckpointManifest
-from provenance.secrets import Secrets
+from provenance.secrets import Secrets, keys_anchored, load_anchor
 
 REQUEST_FORMAT = "prov.replay-request.v1"
 RESULT_FORMAT = "prov.replay-result.v1"
@@ -72,11 +72,13 @@ class ReplayRequest:
     data: Path | None  # None: no segment runs a step
     secrets: Path | None
     segments: tuple[SegmentRequest, ...]
+    keys_anchor: bytes | None = None  # prov.keys.v1 runs: the registration's block hash (from the chain)
 
     def to_json(self) -> dict[str, Any]:
         return {"base_model": str(self.base_model), "data": None if self.data is None else str(self.data),
                 "format": REQUEST_FORMAT, "manifest": str(self.manifest),
                 "secrets": None if self.secrets is None else str(self.secrets),
+                "keys_anchor": None if self.keys_anchor is None else "0x" + self.keys_anchor.hex(),
                 "segments": [{"index": s.index, "log": {"hashes": [h.hex() for h in s.log_hashes],
                                                         "size": s.log_size},
                               "out": str(s.out), "start": None if s.start is None else str(s.start),
@@ -124,7 +126,21 @@ def parse_request(doc: Any) -> ReplayRequest:
     segments = _field(doc, "segments", list, "")
     return ReplayRequest(Path(_field(doc, "manifest", str, "")), Path(_field(doc, "base_model", str, "")),
                          _optional_path(doc, "data"), _optional_path(doc, "secrets"),
-                         tuple(parse_segment(s, i) for i, s in enumerate(segments)))
+                         tuple(parse_segment(s, i) for i, s in enumerate(segments)), _keys_anchor(doc))
+
+
+def _keys_anchor(doc: dict[str, Any]) -> bytes | None:
+    """The optional `keys_anchor` field: a 32-byte block hash as 0x-hex, or null/absent."""
+    value = doc.get("keys_anchor")
+    if value is None:
+        return None
+    try:
+        raw = bytes.fromhex(value[2:]) if isinstance(value, str) and value.startswith("0x") else b""
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise FormatError("replay request: keys_anchor must be a block hash (0x and 64 hex digits) or null")
+    return raw
 
 
 def shard_threads(world: int, threads: int) -> int:
@@ -192,6 +208,10 @@ class Replayer:
         else:
             self.secrets = Secrets.load(request.secrets)
             self.secrets.check_commitments(self.manifest["secrets"])
+            if keys_anchored(self.manifest) and request.keys_anchor is None:
+                raise UsageError("the run's sampling and noise keys derive from its registration block "
+                                 "(prov.keys.v1): the request needs keys_anchor")
+            self.secrets = self.secrets.anchored(request.keys_anchor if keys_anchored(self.manifest) else None)
             records = records_for_run(request.data, self.manifest)
             if str(dataset_root(records, self.secrets.dataset_key)) != self.manifest["dataset"]["root"]:
                 raise UsageError(f"{request.data}: not the run's data (its salted dataset root differs)")
@@ -346,8 +366,9 @@ def request_for_run(run_dir: Path, *, base_model: Path, data: Path, out: Path, i
             rng.append(leaf)
         segments.append(SegmentRequest(j, checkpoint_dir(run_dir, j - 1) if j else None, (a, log_size(j)), a,
                                        rng.hashes, out / f"{j:06d}"))
+    recorded = load_anchor(run_dir)  # prov.keys.v1 runs: the registration block the run recorded (keys.json)
     return ReplayRequest(run_dir / "run.json", base_model, data, secrets or run_dir / "secrets.json",
-                         tuple(segments))
+                         tuple(segments), None if recorded is None else recorded[0])
 
 
 def result_digests(result: dict[str, Any]) -> dict[int, Digest]:

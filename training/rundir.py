@@ -166,6 +166,7 @@ def prepare_run(cfg: TrainConfig, *, secrets: Secrets | None = None, inputs: Inp
         software=determinism.software_versions(),
         determinism=run_settings(cfg, threads=threads),
         owner=run_owner(cfg.anchor),
+        anchored_keys=cfg.anchor.enabled,  # prov.keys.v1: sampling/noise keys fixed by the registration block
     )
     run_dir = _new_run_dir(Path(cfg.out) if cfg.out else None, manifest["run_id"])
     secrets.save(run_dir / SECRETS_NAME)

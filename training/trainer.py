@@ -30,7 +30,7 @@ import torch
 from provenance.basemodel import base_model_summary
 from provenance.dataset import dataset_root
 from provenance.errors import FormatError, ProvenanceError, UsageError
-from provenance.secrets import SECRETS_NAME, Secrets
+from provenance.secrets import SECRETS_NAME, Secrets, keys_anchored, load_anchor, run_secrets, save_anchor
 from provenance.steplog import StepLog
 from training import checkpoint as ckpt
 from training import determinism, faults
@@ -121,6 +121,9 @@ def _open_run(run_dir: Path, *, anchor: AnchorConfig | None, check_inputs: bool)
                          "this version (its noise generator is not replayable)")
     secrets = Secrets.load(run_dir / SECRETS_NAME)
     secrets.check_commitments(manifest["secrets"])
+    recorded = load_anchor(run_dir) if keys_anchored(manifest) else None
+    if recorded is not None:  # prov.keys.v1: the registration block this run's sampling and noise keys derive from
+        secrets = secrets.anchored(recorded[0])
     model_dir, data_path, local_anchor = read_local(run_dir)
     determinism.apply_threads(int(manifest["determinism"]["threads"]))
     mismatches = [m for m in determinism.check(manifest) if not m.startswith("threads")]
@@ -177,7 +180,17 @@ def _continue(run_dir: Path, *, quiet: bool, anchor: AnchorConfig | None, stream
         raise
     for i in complete:
         outbox.enqueue_checkpoint(index=i, checkpoint_dir=ckpt.checkpoint_dir(run_dir, i))
-    if engine.next_step == 0 and not outbox.wait_registered(timeout=run.anchor.register_timeout):
+    if keys_anchored(manifest):  # no step before the keys are fixed by the registration's (final) block
+        try:
+            engine.secrets = _anchored_keys(run_dir, run, outbox, progress)
+        except BaseException:
+            log.close()
+            stats.close()
+            outbox.close()
+            raise
+        if collective is not None:
+            _broadcast_int(collective, 1)  # the other ranks read keys.json now (_follow)
+    elif engine.next_step == 0 and not outbox.wait_registered(timeout=run.anchor.register_timeout):
         progress.message("run registration still pending; training continues (the outbox retries)")
     if not fresh:
         progress.message(f"resuming run {manifest['run_id'][:16]} at step {engine.next_step} "
@@ -190,6 +203,29 @@ def _continue(run_dir: Path, *, quiet: bool, anchor: AnchorConfig | None, stream
     progress.epsilon_step = engine.next_step
     return _loop(run_dir, engine, manifest, log, stats, outbox, progress, run.anchor, schedule,
                  last_index=complete[-1], model_dir=run.model_dir)
+
+
+REGISTRATION_NEEDED = ("this run's sampling and noise keys derive from the block that includes its registration "
+                       "(prov.keys.v1), and {why}: no step can be taken before it. Resume with `prov train --resume "
+                       "{run_dir}` once `prov anchor status {run_dir}` shows the registration final")
+
+
+def _anchored_keys(run_dir: Path, run: _Run, outbox: OutboxLike, progress: Progress) -> Secrets:
+    """The run's secrets with the keys' anchor: the one recorded in keys.json, else the registration's block once
+    final (dev chains: at its receipt), recorded now so every resume and replay derives the same keys."""
+    if run.secrets.anchor is not None:
+        return run.secrets
+    if not outbox.enabled:
+        raise UsageError(REGISTRATION_NEEDED.format(why="anchoring is off", run_dir=run_dir))
+    waiter = getattr(outbox, "registration_block", None)
+    found = waiter(timeout=run.anchor.register_timeout) if waiter is not None else None
+    if found is None:
+        why = (f"the registration is not final on chain after anchor.register_timeout = "
+               f"{run.anchor.register_timeout:g} s ({outbox.status_line()})")
+        raise UsageError(REGISTRATION_NEEDED.format(why=why, run_dir=run_dir))
+    save_anchor(run_dir, block_hash=found[0], block_number=found[1])
+    progress.message(f"sampling and noise keys fixed by the registration's block {found[1]}")
+    return run.secrets.anchored(found[0])
 
 
 def _rewind(run_dir: Path, log: StepLog, stats: StatsLog, last: ckpt.LoadedCheckpoint, index: int) -> None:
@@ -281,6 +317,9 @@ def _follow(run_dir: Path, collective: Collective) -> None:
     if start >= 0:
         ckpt.restore(engine, ckpt.read_checkpoint(ckpt.checkpoint_dir(run_dir, start)))
     _check_same_weights(engine, collective)
+    if keys_anchored(run.manifest):  # rank 0 has recorded the registration block (keys.json): same keys here
+        _broadcast_int(collective, -1)
+        engine.secrets = run_secrets(run_dir, run.manifest)
     quiet_libraries()
     for k in range(engine.next_step, engine.plan.steps):
         engine.step(k)

@@ -17,7 +17,7 @@ from provenance._verify.pipeline import Evidence
 from provenance.errors import ProvenanceError
 from provenance.ports import RegistryReader, StoreReader
 from provenance.records import STEP_FORMAT, STEP_FORMAT_V3
-from provenance.secrets import Secrets
+from provenance.secrets import Secrets, keys_anchored
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,8 @@ class AuditorInputs:
     jobs: int = 1  # replay worker processes run at once (segments are independent given the committed checkpoints)
 
 
-def stage_data(ev: Evidence, inputs: AuditorInputs) -> tuple[Secrets, list[Any]] | None:
+def stage_data(ev: Evidence, inputs: AuditorInputs,
+               registry: RegistryReader | None = None) -> tuple[Secrets, list[Any]] | None:
     """Dataset root and every step's cheap fields. Returns the secrets and examples for replay, when usable."""
     checks = ev.checks
     if inputs.data is None or inputs.secrets is None:
@@ -64,6 +65,7 @@ def stage_data(ev: Evidence, inputs: AuditorInputs) -> tuple[Secrets, list[Any]]
             raise CheckFailed("the noise seed given does not open the run's commitment",
                               expected=ev.manifest["secrets"]["noise_seed_commitment"],
                               found=secrets.commitments()["noise_seed_commitment"])
+        secrets = secrets.anchored(_keys_anchor(ev, registry))
         stats_path = inputs.stats or datachecks.default_stats_path(inputs.secrets)
         stats = datachecks.load_stats(stats_path, **_stats_bounds(ev)) if stats_path is not None else None
         # The tokenizer's files are parsed (by transformers, unbounded) only once the base model has the registered
@@ -74,6 +76,18 @@ def stage_data(ev: Evidence, inputs: AuditorInputs) -> tuple[Secrets, list[Any]]
         ev.steps_full, ev.loss, ev.loss_status = result.full, result.loss, result.loss_status
         checks.passed("steps", result.summary)
     return secrets, examples
+
+
+def _keys_anchor(ev: Evidence, registry: RegistryReader | None) -> bytes | None:
+    """The hash of the block that included the run's registration, read from the chain, for a run whose sampler and
+    noise keys derive from it (prov.keys.v1); None for older formats (their keys are the seed's alone)."""
+    if not keys_anchored(ev.manifest):
+        return None
+    info = registry.block(int(ev.run.block_number)) if registry is not None else None
+    if info is None:
+        raise CheckInconclusive(f"the node did not return block {ev.run.block_number}, which includes the run's "
+                                "registration: this run's sampling keys derive from its hash (prov.keys.v1)")
+    return bytes(info.hash)
 
 
 def _stats_bounds(ev: Evidence) -> dict[str, Any]:
@@ -245,7 +259,7 @@ def _run_worker(ev: Evidence, store: StoreReader, inputs: AuditorInputs, usable:
     probe = Checks()
     with probe.run("replay"):
         _rebuild_and_judge(ev, store, inputs, chosen, section, work, zero_pending="checkpoint_zero" in ids,
-                           replay_pending="replay" in ids)
+                           replay_pending="replay" in ids, keys_anchor=None if usable is None else usable[0].anchor)
     outcome = probe.results.get("replay")
     if outcome is not None:
         for check_id in ids:
@@ -255,7 +269,8 @@ def _run_worker(ev: Evidence, store: StoreReader, inputs: AuditorInputs, usable:
 
 
 def _rebuild_and_judge(ev: Evidence, store: StoreReader, inputs: AuditorInputs, chosen: list[int],
-                       section: dict[str, Any], work: Path, *, zero_pending: bool, replay_pending: bool) -> None:
+                       section: dict[str, Any], work: Path, *, zero_pending: bool, replay_pending: bool,
+                       keys_anchor: bytes | None = None) -> None:
     try:
         protocol.find_worker()
     except protocol.ReplayUnavailable as exc:
@@ -273,7 +288,7 @@ def _rebuild_and_judge(ev: Evidence, store: StoreReader, inputs: AuditorInputs, 
     manifest_path.write_bytes(encode_run_manifest(ev.manifest))
     try:
         result, environments = _run_workers(jobs, manifest=manifest_path, inputs=inputs,
-                                            env=determinism.replay_environment(rec), work=work)
+                                            env=determinism.replay_environment(rec), work=work, keys_anchor=keys_anchor)
     except ProvenanceError as exc:
         raise CheckInconclusive("the replay worker could not run here: "
                                 f"{_scrub(str(exc), inputs)}") from None
@@ -295,7 +310,7 @@ def _rebuild_and_judge(ev: Evidence, store: StoreReader, inputs: AuditorInputs, 
 
 
 def _run_workers(jobs: list[protocol.SegmentJob], *, manifest: Path, inputs: AuditorInputs, env: dict[str, str],
-                 work: Path) -> tuple[protocol.WorkerResult, list[dict[str, Any]]]:
+                 work: Path, keys_anchor: bytes | None = None) -> tuple[protocol.WorkerResult, list[dict[str, Any]]]:
     """Run the jobs in `inputs.jobs` worker processes at once (round-robin groups, each in its own directory),
     showing a bar that advances as each rebuilt checkpoint appears (the worker renames it into place whole).
     Returns the merged result (outcomes keyed by segment index) and every worker's reported environment."""
@@ -316,7 +331,7 @@ def _run_workers(jobs: list[protocol.SegmentJob], *, manifest: Path, inputs: Aud
         where.mkdir(exist_ok=True)
         return protocol.run_worker(manifest=manifest, base_model=base_model, data=inputs.data,
                                    secrets=inputs.secrets, jobs=groups[g], env=env, workdir=where,
-                                   timeout=protocol.worker_timeout())
+                                   timeout=protocol.worker_timeout(), keys_anchor=keys_anchor)
 
     label = "replay" if count == 1 else f"replay ({count} workers)"
     with progress.bar(label, total=len(jobs), unit="segment") as bar, \

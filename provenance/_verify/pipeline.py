@@ -30,7 +30,9 @@ KNOWN_FORMATS = {"batch": "prov.batch.v2", "noise": "prov.noise.v2", "stats": "p
                  "merged": "prov.merged-dir.v1"}
 # Later versions a run may name instead (issue #23: a v3 step keeps its example count in prov.stats.v2), and the
 # statistics format each step format needs (a v3 record with v1 statistics would commit its count nowhere).
-NEWER_FORMATS = {"step": (STEP_FORMAT_V3,), "stats": (STATS_FORMAT_V2,)}
+NEWER_FORMATS = {"step": (STEP_FORMAT_V3,), "stats": (STATS_FORMAT_V2,),
+                 # issue #23: sampler and noise keys fixed by the registration's block hash (prov.keys.v1)
+                 "noise": ("prov.noise.v3",), "sampler": ("prov.poisson.v2",)}
 STATS_FOR_STEP = {STEP_FORMAT: "prov.stats.v1", STEP_FORMAT_V3: STATS_FORMAT_V2}
 DEV_CHAIN_WARNING = ("its timestamps and block hashes are controlled by whoever runs it, so they prove nothing to a "
                      "third party")
@@ -156,6 +158,10 @@ def stage_run_manifest(ev: Evidence) -> None:
             if step_format in STATS_FOR_STEP and formats.get("stats") != STATS_FOR_STEP[step_format]:
                 raise CheckFailed(f"the run manifest pairs {step_format} step records with {formats.get('stats')} "
                                   "statistics", expected=STATS_FOR_STEP[step_format], found=formats.get("stats"))
+            if (formats.get("noise") == "prov.noise.v3") != (formats.get("sampler") == "prov.poisson.v2"):
+                raise CheckFailed("the run manifest keys only one of its sampler and noise by its registration block",
+                                  expected="prov.noise.v3 with prov.poisson.v2",
+                                  found=f"{formats.get('noise')} with {formats.get('sampler')}")
         training: dict[str, Any] = manifest["training"] if isinstance(manifest.get("training"), dict) else {}
         world = training.get("world_size", 1)
         if not canonical.is_count(world, 1) or world > MAX_WORLD_SIZE:

@@ -306,6 +306,9 @@ def privacy_statement(manifest: dict[str, Any], result: PrivacyResult) -> list[s
 
 def _keying(formats: dict[str, Any]) -> str:
     """How the sampler's keys were fixed (docs/verifier.md, Known limits)."""
+    if formats.get("sampler") == "prov.poisson.v2":
+        return (" and the hash of the block that included the run's registration (prov.keys.v1), which exists only "
+                "once the registration is on chain, so seeds ground before registering cannot choose the sample")
     return ("; the trainer chose that seed before registering, so a trainer grinding seeds is not excluded "
             "(known limit of this run's formats)")
 

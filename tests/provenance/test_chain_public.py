@@ -99,7 +99,10 @@ def mainnet_id_lab(tmp_path: Path, tiny_model_dir: Path, tiny_config: Callable[.
         monkeypatch.setenv("PROV_HOME", str(state))
         monkeypatch.setenv("PROV_PRIVATE_KEY", key)
         store = f"local:{state / 'store'}"
-        config.update_section("chain", {"rpc_url": node.rpc_url, "registry": registry.address, "chain_id": 1}, state)
+        # confirmations 0: the trainer waits for its registration to be final before step 0 (prov.keys.v1), and
+        # chain id 1 would otherwise mean the node's finalized tag, which this anvil does not advance in time
+        config.update_section("chain", {"rpc_url": node.rpc_url, "registry": registry.address, "chain_id": 1,
+                                        "confirmations": 0}, state)
         config.update_section("store", {"spec": store}, state)
         yield Lab(home, node.rpc_url, registry, store, tiny_model_dir, tiny_config)
     finally:

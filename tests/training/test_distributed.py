@@ -121,3 +121,32 @@ def test_kill_rank_0_then_resume(resume_nproc: int, two_process_run: Path, tmp_p
     for index in range(4):
         mine = hash_directory(run / "checkpoints" / f"{index:06d}").digest()
         assert mine == hash_directory(two_process_run / "checkpoints" / f"{index:06d}").digest(), index
+
+
+@pytest.mark.replay
+def test_an_anchored_two_process_run_shares_its_anchored_keys(tmp_path: Path, tiny_model_dir: Path,
+                                                              fixed_secrets: Any) -> None:
+    """prov.keys.v1 under torchrun: rank 0 records the registration block (keys.json) before step 0 and the other
+    rank derives the same sampling keys from it; one process replaying with that block rebuilds every checkpoint."""
+    from training.determinism import environment_for
+    from training.runinfo import read_manifest
+
+    run = tmp_path / "run"
+    args = _train_args(tmp_path, tiny_model_dir, fixed_secrets, run)
+    (tmp_path / "train.toml").write_text(CONFIG.replace("enabled = false", 'chain = "tester"\nfinalize = false'))
+    out = _prov(tmp_path, args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert read_manifest(run)["formats"]["sampler"] == "prov.poisson.v2" and (run / "keys.json").is_file()
+    request = request_for_run(run, base_model=tiny_model_dir, data=DEMO_DATA, out=tmp_path / "out")
+    assert request.keys_anchor is not None
+    path = tmp_path / "req.json"
+    path.write_text(json.dumps(request.to_json()))
+    env = {**_env(tmp_path), **environment_for(read_manifest(run))}
+    done = subprocess.run([sys.executable, "-m", "training.replay", "--request", str(path), "--result",
+                           str(tmp_path / "res.json")], env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    segments = json.loads((tmp_path / "res.json").read_text())["segments"]
+    assert [s["index"] for s in segments] == [0, 1, 2, 3]
+    for seg in segments:
+        assert seg["checkpoint_digest"] == str(hash_directory(run / "checkpoints" / f"{seg['index']:06d}").digest())
