@@ -370,7 +370,7 @@ if __name__ == "__main__":
     elif "--epsilon" in sys.argv:  # issue #23's rows alone
         from bench.bench_cold_verify import bench_cold_verify
 
-        show(bench_epsilon(steps=2_000 if "--quick" in sys.argv else 10_000, checkpoints=100)
-             + bench_cold_verify(rounds=1 if "--quick" in sys.argv else 5))
+        show(bench_epsilon(steps=2_000 if "--quick" in sys.argv else 10_000, checkpoints=100))
+        show(bench_cold_verify(rounds=1 if "--quick" in sys.argv else 5))
     else:
         show(run(quick="--quick" in sys.argv))
