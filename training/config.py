@@ -131,7 +131,10 @@ class AnchorConfig:
     enabled: bool = True
     chain: str | None = None  # "tester", an RPC URL, or None = the project config
     store: str | None = None  # "local", "kubo:<addr>", or None = the project config
-    register_timeout: float = 10.0
+    # seconds to wait before step 0 for the registration to be final: the run's sampling and noise keys derive from
+    # its block (prov.keys.v1). A dev chain answers at the receipt; a public chain's finality takes minutes
+    # (Ethereum's finalized tag ~13 min), so the default waits up to 30 min rather than stop the run.
+    register_timeout: float = 1800.0
     flush_timeout: float = 30.0
     finalize: bool = True  # when all steps are done: commit the merged weights' digest and close the run on chain
 

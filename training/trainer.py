@@ -218,6 +218,8 @@ def _anchored_keys(run_dir: Path, run: _Run, outbox: OutboxLike, progress: Progr
     if not outbox.enabled:
         raise UsageError(REGISTRATION_NEEDED.format(why="anchoring is off", run_dir=run_dir))
     waiter = getattr(outbox, "registration_block", None)
+    progress.message(f"waiting for the run's registration to be final (its block fixes the sampling and noise keys; "
+                     f"at most anchor.register_timeout = {run.anchor.register_timeout:g} s)")
     found = waiter(timeout=run.anchor.register_timeout) if waiter is not None else None
     if found is None:
         why = (f"the registration is not final on chain after anchor.register_timeout = "

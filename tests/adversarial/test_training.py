@@ -117,8 +117,13 @@ def test_a_copied_registration_cannot_take_the_run(lab: Lab) -> None:
     assert code == 0, report["checks"]
     assert report["run"]["owner"] == lab.registry.signer.address
     copy = next(c for c in report["claims"] if not c["selected"])
-    assert "a copied registration" in copy["note"] and copy["owner"] == thief.signer.address
+    assert copy["owner"] == thief.signer.address and not copy["selected"]
     assert isinstance(Digest.parse(report["subject"]["weights_digest"]), Digest)
+    # asked for the thief's run itself (as if its copy came first), the copy is examined and rejected
+    code, report = lab.verify(last_adapter(run), "--run", key.hex())
+    assert code != 0, report["checks"]
+    copy = next(c for c in report["claims"] if c["owner"] == thief.signer.address)
+    assert "a copied registration" in copy["note"] and not copy["selected"], report["claims"]
 
 
 def test_a_zero_step_checkpoint_is_refused_on_chain(lab: Lab) -> None:

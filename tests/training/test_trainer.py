@@ -50,7 +50,7 @@ def test_run_directory_layout_and_manifest(tiny_run: Any, fixed_secrets: Any) ->
     assert manifest["format"] == "prov.run.v2" and manifest["checkpoint_format"] == "prov.trainstate.v2"
     assert manifest["formats"] == {"batch": "prov.batch.v2", "noise": "prov.noise.v2", "stats": "prov.stats.v2",
                                    "step": "prov.step.v3", "trainstate": "prov.trainstate.v2",
-                                   "adapter": "prov.adapter.v2"}
+                                   "adapter": "prov.adapter.v2", "merged": "prov.merged-dir.v1"}
     assert manifest["owner"] is None  # anchoring off: nobody will register it
     assert manifest["training"]["world_size"] == 1 and manifest["training"]["batch"]["physical_batch_size"] == 0
     assert manifest["run_id"] == tiny_run.run_id == run_id_of(manifest)
