@@ -4,6 +4,7 @@ each fault fires exactly as many times as asked, and the proxy is transparent wh
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -68,9 +69,21 @@ def test_override_and_omit_rewrite_answers(rpc_proxy: RpcProxy) -> None:
 
 
 def test_reorg_replaces_blocks(rpc_proxy: RpcProxy) -> None:
-    rpc_proxy.mine(3)
-    number = rpc_proxy.block_number()
+    rpc_proxy.mine(2)
+    # the replaced block holds a transaction: its empty replacement cannot have the same hash (two empty blocks
+    # mined in the same second can)
+    account = rpc_proxy.rpc("eth_accounts", [])[0]
+    sent = rpc_proxy.rpc("eth_sendTransaction", [{"from": account, "to": account, "value": "0x1"}])
+    receipt = None
+    for _ in range(100):  # bounded: anvil mines it at once, but the receipt may lag the answer
+        receipt = rpc_proxy.rpc("eth_getTransactionReceipt", [sent])
+        if receipt is not None:
+            break
+        time.sleep(0.05)
+    assert receipt is not None, "anvil never mined the transaction"
+    number = int(receipt["blockNumber"], 16)
     before = rpc_proxy.rpc("eth_getBlockByNumber", [hex(number), False])["hash"]
-    rpc_proxy.reorg(2)
-    assert rpc_proxy.block_number() == number
+    head = rpc_proxy.block_number()
+    rpc_proxy.reorg(head - number + 1)
+    assert rpc_proxy.block_number() == head
     assert rpc_proxy.rpc("eth_getBlockByNumber", [hex(number), False])["hash"] != before
