@@ -3,11 +3,12 @@
 In DIR (default `./prov-demo`): start a local anvil with its state persisted in `DIR/.prov/chain` (or, if anvil is not
 installed, the in-process py-evm chain, saying so), deploy the registry, build the tiny model and copy the demo
 dataset, train a DP-SGD LoRA adapter with several checkpoints (anchored and stored through the outbox as it trains,
-local store in `DIR/.prov/store`), verify the final adapter with bitwise replay of sampled segments (terminal summary,
-`DIR/report.html`, `DIR/report.json`), then flip one byte of a copy of the adapter and show that verification fails,
+local store in `DIR/.prov/store`), copy the run's `final/` directory (the adapter as PEFT loads it) to `DIR/adapter`
+and verify it with bitwise replay of sampled segments (terminal summary, `DIR/report.html`, `DIR/report.json`), then
+flip one bit of a copy of the adapter weights and show that verification fails,
 and why; finally merge the adapter into the base model (`prov.merge.v1`, `DIR/merged-model`, whose digest the trainer
 committed when it finalised the run) and verify the merged model too. anvil is stopped at the end; its state stays, so
-`cd DIR && prov verify adapter_model.safetensors ...` later, in a new process, restarts it from that state and finds
+`cd DIR && prov verify adapter ...` later, in a new process, restarts it from that state and finds
 the same registry.
 """
 
@@ -151,22 +152,26 @@ def run_demo(out: Path, *, steps: int = 30, checkpoint_every: int = 10, replay: 
                         every=checkpoint_every, echo=echo)
         run_dir: Path = result.run_dir
         final = run_dir / "checkpoints" / f"{result.checkpoints[-1]:06d}" / "adapter_model.safetensors"
-        adapter = out / "adapter_model.safetensors"
-        shutil.copyfile(final, adapter)
+        # what people load: the run's final/ directory (adapter + adapter_config.json), as PEFT reads it
+        adapter = out / "adapter"
+        if adapter.exists():
+            shutil.rmtree(adapter)
+        shutil.copytree(run_dir / "final", adapter)
         echo(f"\ntrained   {result.steps} steps, checkpoints {result.checkpoints}, ε = {result.epsilon:.4g}; "
-             f"anchored: {result.anchored or not persistent}\nadapter   {adapter} (a copy of the final checkpoint's)")
+             f"anchored: {result.anchored or not persistent}\nadapter   {adapter} (the run's final/ directory: "
+             "the adapter as PEFT loads it)")
         # The demo plays the auditor: the verifier mixes a seed it draws itself into the segment draw (recorded in
         # the report), since on its own development chain the block hashes prove nothing.
         options = VerifyOptions(base_model=out / "model", data=out / "data.jsonl", secrets=run_dir / "secrets.json",
                                 replay=replay)
-        echo("\n== prov verify adapter_model.safetensors (with the data and secrets an auditor is given)\n")
+        echo("\n== prov verify adapter (the shipped directory, with the data and secrets an auditor is given)\n")
         _mine(registry, options.confirmations)  # the beacon block: mined after the run was finalised
         report = verify(adapter, registry=registry, store=store, options=options).to_json()
         write_html(report, out / "report.html")
         (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
         echo(render_text(report))
         tampered = out / "tampered-adapter.safetensors"
-        data = bytearray(adapter.read_bytes())
+        data = bytearray((adapter / "adapter_model.safetensors").read_bytes())
         data[-3] ^= 0x01  # one bit of one weight
         tampered.write_bytes(bytes(data))
         echo("\n== prov verify tampered-adapter.safetensors (one bit of one weight flipped)\n")
@@ -185,7 +190,7 @@ def run_demo(out: Path, *, steps: int = 30, checkpoint_every: int = 10, replay: 
     if persistent:
         rel = run_dir.relative_to(out)
         echo(f"\nVerify again later, in a new process (anvil restarts from its saved state):\n"
-             f"  cd {out} && prov verify adapter_model.safetensors --base-model model --data data.jsonl "
+             f"  cd {out} && prov verify adapter --base-model model --data data.jsonl "
              f"--secrets {rel}/secrets.json --report report.html\n"
              f"  cd {out} && prov verify merged-model --base-model model")
     return 0 if ok else 1
