@@ -7,8 +7,10 @@ portable determinism profile, checkpoints, step log and finalisation; the stock 
 Interleaved (stock, prov, stock, ...), median of `rounds`; the ratio is prov / stock (issue target <= 1.05 at 90+
 steps). Two rows: wall time, and CPU time (user + sys of the child process and its threads) — on a shared, loaded
 machine wall time is mostly the wait for a core (both sides alike), CPU time is what each side really spent.
-`--quick`: 24 steps, one round. `--prov-tree DIR`: time the `prov` of another source tree (e.g. an older commit
-exported with `git archive`) against the same stock loop, for before/after rows.
+`--quick`: 24 steps, one round. `--small`: the issue's setting, the `small` model (~86M parameters, `prov init-model
+--size small`) at 90 steps with 32-token sequences (as `bench_train --small`), one round unless `--rounds N`.
+`--prov-tree DIR`: time the `prov` of another source tree (e.g. an older commit exported with `git archive`) against
+the same stock loop, for before/after rows.
 """
 
 from __future__ import annotations
@@ -78,11 +80,11 @@ model._module.save_pretrained(out)
 '''
 
 
-def _setup(root: Path) -> tuple[Path, Path]:
+def _setup(root: Path, size: str) -> tuple[Path, Path]:
     from training.data import DEMO_DATA
-    from training.tiny import build_tiny_model
+    from training.tiny import build_model
 
-    return build_tiny_model(root / "model"), DEMO_DATA
+    return build_model(root / "model", size=size), DEMO_DATA
 
 
 def _child_cpu() -> float:
@@ -90,12 +92,13 @@ def _child_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def bench_stock(root: Path, *, steps: int, rounds: int, prov_tree: Path = ROOT) -> list[dict[str, Any]]:
-    model, data = _setup(root)
+def bench_stock(root: Path, *, steps: int, rounds: int, prov_tree: Path = ROOT, size: str = "tiny",
+                seq: int = SEQ) -> list[dict[str, Any]]:
+    model, data = _setup(root, size)
     script = root / "stock.py"
     script.write_text(STOCK, encoding="utf-8")
     config = root / "prov.toml"
-    config.write_text(f'[model]\npath = "{model}"\n[data]\npath = "{data}"\nmax_length = {SEQ}\n'
+    config.write_text(f'[model]\npath = "{model}"\n[data]\npath = "{data}"\nmax_length = {seq}\n'
                       f'[lora]\nr = {RANK}\nalpha = {ALPHA}\ndropout = 0.0\ntarget_modules = ["q_proj", "v_proj"]\n'
                       f"[dp]\nnoise_multiplier = {SIGMA}\nmax_grad_norm = {CLIP}\naccountant = \"prv\"\n"
                       f'[optimizer]\nname = "adamw"\nlr = {LR}\n'
@@ -108,7 +111,7 @@ def bench_stock(root: Path, *, steps: int, rounds: int, prov_tree: Path = ROOT) 
         count[0] += 1
         t0, c0 = time.perf_counter(), _child_cpu()
         subprocess.run([sys.executable, str(script), str(model), str(data), str(root / f"stock-{count[0]}"),
-                        str(THREADS), str(steps), str(BATCH), str(SEQ), str(SIGMA), str(CLIP), str(LR), str(RANK),
+                        str(THREADS), str(steps), str(BATCH), str(seq), str(SIGMA), str(CLIP), str(LR), str(RANK),
                         str(ALPHA)], env=env, check=True, capture_output=True, cwd=root)
         return time.perf_counter() - t0, _child_cpu() - c0
 
@@ -126,7 +129,7 @@ def bench_stock(root: Path, *, steps: int, rounds: int, prov_tree: Path = ROOT) 
         stocks.append(stock())
         provs.append(prov())
     tree = "" if prov_tree == ROOT else f", prov from {prov_tree}"
-    note = (f"(tiny model, batch {BATCH} x {SEQ} tokens, LoRA r {RANK} q/v, σ {SIGMA}, C {CLIP}, AdamW, "
+    note = (f"({size} model, batch {BATCH} x {seq} tokens, LoRA r {RANK} q/v, σ {SIGMA}, C {CLIP}, AdamW, "
             f"{THREADS} thread; prov: anchoring on the in-process chain, portable profile, "
             f"{max(1, steps // 4)}-step checkpoints, finalisation; median of {rounds}{tree}; all runs ")
     name = f"`prov train` ({steps} steps, whole process) vs stock Opacus PrivacyEngine (Poisson) + PEFT LoRA loop"
@@ -143,6 +146,19 @@ def run(quick: bool = False, prov_tree: Path = ROOT) -> list[dict[str, Any]]:
         return bench_stock(Path(tmp), steps=24 if quick else 96, rounds=1 if quick else 3, prov_tree=prov_tree)
 
 
+def run_small(rounds: int = 1, prov_tree: Path = ROOT) -> list[dict[str, Any]]:
+    """The issue's target setting: the small model at 90 steps (32-token sequences, as bench_train --small)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return bench_stock(Path(tmp), steps=90, rounds=rounds, prov_tree=prov_tree, size="small", seq=32)
+
+
+def _arg(flag: str) -> str | None:
+    return sys.argv[sys.argv.index(flag) + 1] if flag in sys.argv else None
+
+
 if __name__ == "__main__":
-    tree = Path(sys.argv[sys.argv.index("--prov-tree") + 1]).resolve() if "--prov-tree" in sys.argv else ROOT
-    show(run(quick="--quick" in sys.argv, prov_tree=tree))
+    tree = Path(_arg("--prov-tree") or ROOT).resolve()
+    if "--small" in sys.argv:
+        show(run_small(rounds=int(_arg("--rounds") or 1), prov_tree=tree))
+    else:
+        show(run(quick="--quick" in sys.argv, prov_tree=tree))
