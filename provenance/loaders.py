@@ -84,7 +84,10 @@ def loader_problems(root: Path, *, links: str = "inside") -> list[str]:
             continue
         if not entry.is_file():
             problems.append(f"{name} is not a regular file")
-    names = {p.name for p in root.iterdir() if p.is_file() and not is_documentation(p.name)}
+    # a weights file counts whatever its name: one named like documentation or hidden (README.safetensors,
+    # .x.safetensors) is never loaded, yet a digest over the directory's weights would hash it as the model's
+    names = {p.name for p in root.iterdir()
+             if p.is_file() and (not is_documentation(p.name) or p.name.endswith(".safetensors"))}
     if ADAPTER_CONFIG in names:
         problems.append(f"{ADAPTER_CONFIG}: with PEFT installed, transformers loads the model it names and applies "
                         "an adapter instead")

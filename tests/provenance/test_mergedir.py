@@ -87,3 +87,28 @@ def test_loader_problems_name_what_makes_transformers_read_elsewhere(tiny_model_
     assert "generation_config.json is a symbolic link" in found
     assert "leaving the directory" in " ".join(loader_problems(copy, links="inside"))
     assert "generation_config" not in " ".join(loader_problems(copy, links="any"))
+
+
+@pytest.mark.parametrize("name", ["README.safetensors", ".moved.safetensors", "LICENSE.safetensors"])
+def test_weights_under_a_documentation_or_hidden_name_are_refused(tiny_model_dir: Path, tmp_path: Path,
+                                                                  name: str) -> None:
+    """A tensor moved out of model.safetensors into a file named like documentation (or hidden) keeps the digest of
+    the directory's weights, which hashes every *.safetensors file, but transformers never loads that file and
+    re-initialises the tensor: the layout check names it (found in review)."""
+    import shutil
+
+    from provenance._verify.subject import load_subject
+    from provenance.safetensors import read_header, read_tensors, tensor_digest_of_files
+    from tests.fixtures.merge import encode
+
+    copy = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, copy)
+    source = copy / "model.safetensors"
+    honest = tensor_digest_of_files(load_subject(copy).files)
+    tensors = read_tensors(source.read_bytes())
+    moved = sorted(tensors)[0]
+    metadata = read_header(source).metadata
+    source.write_bytes(encode({k: v for k, v in tensors.items() if k != moved}, metadata))
+    (copy / name).write_bytes(encode({moved: tensors[moved]}, metadata))
+    assert tensor_digest_of_files(load_subject(copy).files) == honest  # the tensor digest alone cannot tell
+    assert f"{name} beside model.safetensors: never loaded" in " | ".join(loader_problems(copy, links="none"))
