@@ -53,15 +53,20 @@ _PEFT_NAME = re.compile(r"base_model\.model\.(?P<path>.+)\.lora_(?P<side>[AB])\.
 # (mantissa bits, exponent of the smallest normal, largest finite value) of the half-precision formats
 _HALF = {"F16": (10, -14, 65504.0), "BF16": (7, -126, float.fromhex("0x1.fep127"))}
 # Adapter settings that do not change what merging computes: which modules are targets is read from the tensors,
-# dropout and inference flags do not touch weights.
-_INERT = frozenset({"auto_mapping", "base_model_name_or_path", "ensure_weight_tying", "exclude_modules",
-                    "inference_mode", "layers_pattern", "layers_to_transform", "lora_alpha", "lora_dropout",
-                    "megatron_core", "peft_type", "peft_version", "qalora_group_size", "r", "revision",
-                    "target_modules", "task_type"})
+# dropout and inference flags do not touch weights. Not inert, although they name no weight: layers_to_transform,
+# layers_pattern and exclude_modules make PEFT skip targets (dropping their trained tensors without an error) and
+# revision picks another base-model revision: set, they are refused below like any unknown setting.
+_INERT = frozenset({"auto_mapping", "base_model_name_or_path", "ensure_weight_tying", "inference_mode",
+                    "lora_alpha", "lora_dropout", "megatron_core", "peft_type", "peft_version", "qalora_group_size",
+                    "r", "target_modules", "task_type"})
 _REFUSED = {"use_dora": "DoRA rescales each weight column", "use_rslora": "rsLoRA scales by alpha / sqrt(r)",
             "rank_pattern": "per-module ranks", "alpha_pattern": "per-module alphas",
             "lora_bias": "LoRA biases", "modules_to_save": "fully trained module copies",
-            "fan_in_fan_out": "transposed (Conv1D) weights", "loftq_config": "LoftQ rewrites the base weights"}
+            "fan_in_fan_out": "transposed (Conv1D) weights", "loftq_config": "LoftQ rewrites the base weights",
+            "layers_to_transform": "PEFT adapts only these layers and drops the other layers' trained tensors",
+            "layers_pattern": "PEFT matches layers by this pattern and may drop trained tensors",
+            "exclude_modules": "PEFT skips these targets and drops their trained tensors",
+            "revision": "AutoPeftModelForCausalLM loads this revision of the base model"}
 
 
 class AdapterError(UsageError):

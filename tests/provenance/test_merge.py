@@ -213,6 +213,9 @@ def test_nan_and_infinity_survive() -> None:
     ({"init_lora_weights": "pissa"}, "init_lora_weights"), ({"peft_type": "IA3"}, "peft_type"),
     ({"alora_invocation_tokens": [1, 2]}, "alora_invocation_tokens"), ({"r": 0}, "r must"),
     ({"lora_alpha": "16"}, "lora_alpha"), ({"loftq_config": {"loftq_bits": 4}}, "loftq_config"),
+    # PEFT honours these when loading (skipped targets, another base revision): found in review
+    ({"layers_to_transform": [0]}, "layers_to_transform"), ({"layers_pattern": "layers"}, "layers_pattern"),
+    ({"exclude_modules": ["v_proj"]}, "exclude_modules"), ({"revision": "other"}, "revision"),
 ])
 def test_unsupported_settings_are_refused_in_one_line(override: dict[str, Any], named: str) -> None:
     with pytest.raises(AdapterError) as info:
