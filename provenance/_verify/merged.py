@@ -95,16 +95,19 @@ def stage_record(ev: Evidence, registry: RegistryReader, store: StoreReader, *, 
     with checks.run("record"):
         if ev.subject.path.is_dir():
             case.here = mergedir.of_directory(ev.subject.path, ev.tensor_digest)
-        for committed, files in _lookups(ev, case):
-            found = _finalisation_claims(ev, registry, committed)
-            if not found:
-                continue
+        # Every lookup's claims are candidates together, so the claim the file's metadata names ranks first: a
+        # stranger finalising its own run with this directory's manifest must not take a file committed another way.
+        lookups = _lookups(ev, case)
+        files_of = dict(lookups)
+        found = [claim for committed, _ in lookups for claim in _finalisation_claims(ev, registry, committed)]
+        if found:
             summary = adopt_claim(ev, found, registry, store, metadata=ev.subject.metadata, expected_run=expected_run)
             final = ev.history.finalization
-            if final is None or final.merged_tensor_digest != committed:
+            if final is None or final.merged_tensor_digest not in files_of:
                 raise CheckFailed("the selected run's finalisation does not commit these merged weights (an "
-                                  "inconsistent node)", expected=committed,
+                                  "inconsistent node)", expected=lookups[0][0],
                                   found=None if final is None else final.merged_tensor_digest)
+            committed, files = final.merged_tensor_digest, files_of[final.merged_tensor_digest]
             case.finalization, case.committed_files = final, files
             case.committed_tensors = committed if files is None else files.tensors
             if case.committed_tensors != ev.tensor_digest:

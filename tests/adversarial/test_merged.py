@@ -156,3 +156,34 @@ def test_a_current_run_finalised_with_the_tensors_alone(lab: Lab, tmp_path: Path
     code, report = lab.verify(shipped.path, "--base-model", str(lab.model), "--replay", "0")
     assert code == 1 and "merged_files" in failed_checks(report), report["checks"]
     assert check_of(report, "merge")["status"] == "passed", report["checks"]
+
+
+def test_a_strangers_finalisation_of_the_victims_directory_manifest(lab: Lab, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The victim's run was finalised the older way (tensors only). A stranger finalises a run of its own with the
+    digest of the victim's published merged directory's manifest (no front-running needed). Every lookup's claims
+    are candidates together, so the claim the directory's metadata names is the one verified: the victim's run,
+    never the stranger's with its ε and data (found in review: the first lookup with any claim used to decide)."""
+    from provenance import mergedir
+    from training import trainer
+
+    honest_finalize = trainer.finalize_run
+    _dishonest_finalisation(monkeypatch)  # tensors only, as before prov.merged-dir.v1
+    _as_before_merged_dir(monkeypatch)
+    victim = lab.train("victim")
+    lab.finalize(victim)
+    shipped = write_merged(lab.model, _last(victim), tmp_path / "shipped")
+    target = mergedir.of_directory(shipped.path, shipped.tensor_digest).digest()  # what the directory binds
+
+    def stranger_finalize(run_dir: Path, outbox: Any, **_: Any) -> Any:
+        outbox.enqueue_finalize(target)
+        return target
+
+    monkeypatch.setattr(trainer, "finalize_run", stranger_finalize)
+    stranger = lab.train("stranger", **{"training.seed": 7})
+    lab.finalize(stranger)
+    monkeypatch.setattr(trainer, "finalize_run", honest_finalize)
+    code, report = lab.verify(shipped.path)
+    victim_id = json.loads((victim / "run.json").read_bytes())["run_id"]
+    assert code == 0 and report["run"]["run_id"] == victim_id, (report["run"], report["claims"])
+    assert len(report["claims"]) == 2 and any(not c["selected"] for c in report["claims"])
