@@ -34,6 +34,7 @@ from provenance._verify.checks import CheckFailed, CheckInconclusive
 from provenance.cid import CidMismatch
 from provenance.errors import ChainError, ProvenanceError, StoreError
 from provenance.hashing import Digest
+from provenance.limits import BudgetExceeded
 from provenance.manifest import decode_run_manifest, run_id_of
 from provenance.ports import RegistryReader, StoreReader
 
@@ -138,6 +139,9 @@ def _candidate_problem(record: Any, history: Any, data: bytes) -> tuple[dict[str
     return manifest, None
 
 
+NOT_FETCHED = "its stored adapter is larger than this check fetches"
+
+
 def _stored_problem(claim: Claim, store: StoreReader) -> str | None:
     """Why this claim's stored checkpoint does not hold the adapter the claim is about, or None when it does.
 
@@ -157,7 +161,7 @@ def _stored_problem(claim: Claim, store: StoreReader) -> str | None:
         try:
             data = store.get_bytes(entry, max_size=ADAPTER_LIMIT)
         except ContentTooLarge:
-            return None  # not fetched whole here; the selected claim's checkpoint is still checked in full
+            return NOT_FETCHED  # ranked after the claims checked here; the selected one is still checked in full
         if claim.match == "weights":
             holds = Digest.of(data) == record.weights_digest
         else:
@@ -188,9 +192,9 @@ def _examine(claim: Claim, registry: RegistryReader, store: StoreReader) -> tupl
     if manifest is None:
         return history, None, str(problem)
     stored = _stored_problem(claim, store)
-    if stored is not None:
+    if stored is not None and stored != NOT_FETCHED:
         return history, None, stored
-    return history, manifest, ""
+    return history, manifest, stored or ""  # NOT_FETCHED: consistent as far as it was checked
 
 
 def select(found: list[Claim], *, metadata: Mapping[str, str], registry: RegistryReader, store: StoreReader,
@@ -205,6 +209,7 @@ def select(found: list[Claim], *, metadata: Mapping[str, str], registry: Registr
     rejected: list[str] = []
     valid: list[tuple[tuple[Any, ...], int, Any, dict[str, Any]]] = []
     unreadable: ProvenanceError | None = None
+    named_unreadable: ProvenanceError | None = None  # then no claim the metadata does not name may be chosen
     examined = skipped = 0
     started = time.monotonic()
     for position in sorted(range(len(found)), key=lambda i: _rank(found[i], metadata)):
@@ -227,7 +232,11 @@ def select(found: list[Claim], *, metadata: Mapping[str, str], registry: Registr
         try:
             history, manifest, problem = _examine(claim, registry, store)
         except (StoreError, CidMismatch) as exc:
+            if isinstance(exc, BudgetExceeded):
+                raise  # the auditor's byte budget is spent: could not verify (raise --max-bytes), not a choice
             unreadable = unreadable or exc
+            if named:
+                named_unreadable = named_unreadable or exc
             found[position] = Claim(record, claim.match, note=f"could not be read ({_one_line(exc)})")
             continue
         if manifest is None:
@@ -235,8 +244,8 @@ def select(found: list[Claim], *, metadata: Mapping[str, str], registry: Registr
             rejected.append(f"run key {record.run_key.hex()[:12]}…: {problem}")
             continue
         _, _, block, index = _rank(claim, metadata)
-        key = (0 if named else 1, 0 if isinstance(manifest.get("owner"), str) else 1, claim.match != "weights",
-               block, index)
+        key = (0 if named else 1, 1 if problem == NOT_FETCHED else 0, 0 if isinstance(manifest.get("owner"), str)
+               else 1, claim.match != "weights", block, index)
         valid.append((key, position, history, manifest))
         valid.sort(key=lambda item: item[0])
     if not valid:
@@ -250,6 +259,10 @@ def select(found: list[Claim], *, metadata: Mapping[str, str], registry: Registr
                               found=", ".join(sorted({c.record.run_id.hex() for c in found})))
         raise CheckFailed("every on-chain claim of this file belongs to a run that is not what it says it is",
                           expected="a consistent registration by the manifest's owner", found="; ".join(rejected))
+    if named_unreadable is not None and valid[0][0][0] != 0:
+        # the run the file names could not be read: another claim that merely holds the same file must not
+        # be shown as its lineage
+        raise named_unreadable
     _, position, history, manifest = valid[0]
     record = found[position].record
     found[position] = Claim(record, found[position].match, selected=True)

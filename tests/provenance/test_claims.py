@@ -176,3 +176,80 @@ def test_claims_the_metadata_names_are_bounded_too(monkeypatch: pytest.MonkeyPat
         claimsmod.select(found, metadata={"prov.run_id": "07" * 32, "prov.checkpoint": "0"}, registry=registry,
                          store=store, expected_run=None)
     assert store.reads == 4
+
+
+# --- found in review: what an unreadable or unchecked candidate may not decide -------------------------------------
+
+def test_a_named_claim_that_cannot_be_read_is_not_replaced_by_another() -> None:
+    """The run the file's metadata names cannot be read (its store is down); a stranger's consistent claim on the
+    same file must not be shown as the file's lineage: the verdict is "could not verify"."""
+    from provenance.safetensors import tensor_digest_of_bytes
+
+    adapter = _safetensors(b"\x01" * 16)
+    tensors = tensor_digest_of_bytes(adapter)
+    honest, stranger = manifest_bytes(HONEST), manifest_bytes(STRANGER)
+    registry = FakeRegistry({b"S" * 32: History(Registration(STRANGER, "cidS", Digest.of(stranger))),
+                             b"H" * 32: History(Registration(HONEST, "cidH", Digest.of(honest)))})
+
+    class Store(ExplodingStore):
+        def list_directory(self, cid: str) -> dict[str, str]:
+            return {"adapter_model.safetensors": {"ckS": "adS", "ckH": "adH"}[cid]}
+
+    # the stranger's run is consistent and its stored checkpoint holds the same (public) adapter
+    store = Store({"cidS": stranger, "adS": adapter, "adH": adapter}, bad={"cidH"})
+    found = [claimsmod.Claim(Claimed(b"S" * 32, run_id_in(stranger), 1, 5, STRANGER, manifest_cid="ckS",
+                                     tensor_digest=tensors), "tensors"),
+             claimsmod.Claim(Claimed(b"H" * 32, run_id_in(honest), 3, 9, HONEST, manifest_cid="ckH",
+                                     tensor_digest=tensors), "tensors")]
+    meta = {"prov.run_id": run_id_in(honest).hex(), "prov.checkpoint": "3"}
+    with pytest.raises(StoreUnavailable):
+        claimsmod.select(found, metadata=meta, registry=registry, store=store, expected_run=None)
+    assert not any(c.selected for c in found)
+
+
+def test_a_spent_byte_budget_stops_the_search() -> None:
+    """Candidates that spend the auditor's byte budget end the search at once (could not verify; raise
+    --max-bytes), instead of leaving the honest claim unread behind them."""
+    from provenance.limits import BudgetExceeded
+
+    class Spent(FakeStore):
+        reads = 0
+
+        def get_bytes(self, cid: str, *, max_size: int | None = None) -> bytes:
+            Spent.reads += 1
+            raise BudgetExceeded("the verification's byte budget is spent")
+
+    found, registry, blobs = world(b"\xff", n=5)
+    with pytest.raises(BudgetExceeded):
+        claimsmod.select(found, metadata={}, registry=registry, store=Spent(blobs), expected_run=None)
+    assert Spent.reads == 1
+
+
+def test_a_claim_whose_adapter_was_not_fetched_ranks_after_one_that_was_checked() -> None:
+    """A stranger's earlier, owner-binding claim whose stored adapter is too large to fetch for the holds-the-file
+    check is not preferred to the honest claim whose stored adapter was checked to hold the file."""
+    from provenance.safetensors import tensor_digest_of_bytes
+    from provenance.store import ContentTooLarge
+
+    adapter = _safetensors(b"\x01" * 16)
+    tensors = tensor_digest_of_bytes(adapter)
+    honest, stranger = manifest_bytes(HONEST), manifest_bytes(STRANGER)
+    registry = FakeRegistry({b"S" * 32: History(Registration(STRANGER, "cidS", Digest.of(stranger))),
+                             b"H" * 32: History(Registration(HONEST, "cidH", Digest.of(honest)))})
+
+    class Store(FakeStore):
+        def list_directory(self, cid: str) -> dict[str, str]:
+            return {"adapter_model.safetensors": {"ckS": "adS", "ckH": "adH"}[cid]}
+
+        def get_bytes(self, cid: str, *, max_size: int | None = None) -> bytes:
+            if cid == "adS":
+                raise ContentTooLarge(f"{cid}: larger than {max_size} bytes")
+            return super().get_bytes(cid, max_size=max_size)
+
+    store = Store({"cidS": stranger, "cidH": honest, "adH": adapter})
+    found = [claimsmod.Claim(Claimed(b"S" * 32, run_id_in(stranger), 1, 5, STRANGER, manifest_cid="ckS",
+                                     tensor_digest=tensors), "tensors"),
+             claimsmod.Claim(Claimed(b"H" * 32, run_id_in(honest), 3, 9, HONEST, manifest_cid="ckH",
+                                     tensor_digest=tensors), "tensors")]
+    chosen = claimsmod.select(found, metadata={}, registry=registry, store=store, expected_run=None)
+    assert chosen.record.run_key == b"H" * 32
