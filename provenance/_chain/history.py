@@ -32,6 +32,7 @@ class Event:
     block_number: int
     log_index: int
     tx_hash: str
+    block_hash: bytes | None = None  # the block the node says the log is in (kept to cross-check that block)
 
 
 class EventReader:
@@ -106,8 +107,9 @@ class EventReader:
         except Exception as exc:  # malformed data from the node: never a traceback
             raise InconsistentChain(f"the node returned a malformed {name} log in block {log['blockNumber']}: "
                                     f"{' '.join(str(exc).split())[:120]}") from None
+        block_hash = log.get("blockHash") if hasattr(log, "get") else None
         return Event(name, dict(decoded["args"]), int(log["blockNumber"]), int(log["logIndex"]),
-                     "0x" + bytes(log["transactionHash"]).hex())
+                     "0x" + bytes(log["transactionHash"]).hex(), bytes(block_hash) if block_hash else None)
 
 
 class _Refused(Exception):
@@ -322,5 +324,6 @@ class HistoryBuilder:
             noise_seed_commitment=Digest(bytes(a["noiseSeedCommitment"])), manifest_cid=a["manifestCid"],
             checkpoint_count=st.checkpoint_count, log_size=st.log_size, epsilon_micro=st.epsilon_micro,
             finalized=st.finalized, tx_hash=event.tx_hash, block_number=event.block_number,
-            block_timestamp=self.timestamp(event.block_number), run_key=self.run_key, head=self.state.head)
+            block_timestamp=self.timestamp(event.block_number), run_key=self.run_key, head=self.state.head,
+            block_hash=event.block_hash)
         return RunHistory(record, tuple(self.checkpoints), tuple(self.writers), self.finalization)

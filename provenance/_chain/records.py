@@ -97,6 +97,7 @@ class RunRecord:
     block_timestamp: int
     run_key: bytes = b""
     head: bytes | None = None
+    block_hash: bytes | None = None  # of the block that included the registration, as its log says (v2 and later)
 
     def __post_init__(self) -> None:
         if not self.run_key:  # version 1 (and records built by hand): the run id is the key

@@ -14,7 +14,7 @@ from provenance._verify import data as datachecks
 from provenance._verify import replay as rp
 from provenance._verify.checks import CheckFailed, CheckInconclusive, Checks, Status
 from provenance._verify.pipeline import Evidence
-from provenance.errors import ProvenanceError
+from provenance.errors import ChainError, ProvenanceError
 from provenance.ports import RegistryReader, StoreReader
 from provenance.records import STEP_FORMAT, STEP_FORMAT_V3
 from provenance.secrets import Secrets, keys_anchored
@@ -87,6 +87,12 @@ def _keys_anchor(ev: Evidence, registry: RegistryReader | None) -> bytes | None:
     if info is None:
         raise CheckInconclusive(f"the node did not return block {ev.run.block_number}, which includes the run's "
                                 "registration: this run's sampling keys derive from its hash (prov.keys.v1)")
+    logged = getattr(ev.run, "block_hash", None)
+    if logged is not None and bytes(logged) != bytes(info.hash):
+        # the node contradicts itself: its answer decides nothing about the run (could not verify, never FAILED)
+        raise ChainError(f"the node's block {ev.run.block_number} has hash 0x{bytes(info.hash).hex()}, but "
+                                f"the run's registration log says it is in block 0x{bytes(logged).hex()}: ask "
+                                "another node")
     return bytes(info.hash)
 
 

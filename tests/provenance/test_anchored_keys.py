@@ -89,3 +89,32 @@ def test_replay_request_carries_the_anchor() -> None:
     assert parse_request(base | {"keys_anchor": "0x" + BLOCK.hex()}).keys_anchor == BLOCK
     with pytest.raises(FormatError, match="keys_anchor"):
         parse_request(base | {"keys_anchor": "0x1234"})
+
+
+def test_the_keys_anchor_is_the_registration_logs_block_or_the_node_is_not_trusted() -> None:
+    """The verifier reads the registration block's hash from the chain; a node whose block disagrees with the block
+    hash its own registration log gave is contradicting itself: a chain error (could not verify), never a FAILED
+    steps check on an honest run (found in review)."""
+    from types import SimpleNamespace
+
+    from provenance._chain.reader import BlockInfo
+    from provenance._verify.auditor import _keys_anchor
+    from provenance.errors import ChainError
+    from provenance.secrets import ANCHORED_FORMATS
+
+    manifest = {"formats": dict(ANCHORED_FORMATS)}
+    logged = b"\x11" * 32
+
+    class Node:
+        def __init__(self, block_hash: bytes) -> None:
+            self.block_hash = block_hash
+
+        def block(self, number: int) -> BlockInfo:
+            return BlockInfo(number, self.block_hash, 0)
+
+    ev = SimpleNamespace(manifest=manifest, run=SimpleNamespace(block_number=7, block_hash=logged))
+    assert _keys_anchor(ev, Node(logged)) == logged  # type: ignore[arg-type]
+    with pytest.raises(ChainError, match="registration log"):
+        _keys_anchor(ev, Node(b"\x22" * 32))  # type: ignore[arg-type]
+    older = SimpleNamespace(manifest=manifest, run=SimpleNamespace(block_number=7, block_hash=None))
+    assert _keys_anchor(older, Node(b"\x22" * 32)) == b"\x22" * 32  # type: ignore[arg-type]
