@@ -9,8 +9,9 @@ steps). Two rows: wall time, and CPU time (user + sys of the child process and i
 machine wall time is mostly the wait for a core (both sides alike), CPU time is what each side really spent.
 `--quick`: 24 steps, one round. `--small`: the issue's setting, the `small` model (~86M parameters, `prov init-model
 --size small`) at 90 steps with 32-token sequences (as `bench_train --small`), one round unless `--rounds N`.
-`--prov-tree DIR`: time the `prov` of another source tree (e.g. an older commit exported with `git archive`) against
-the same stock loop, for before/after rows.
+`--profile native` (with `--small`): prov with this CPU's own kernels, as the stock loop runs, instead of the portable
+AVX2 profile that lets other machines replay bit for bit. `--prov-tree DIR`: time the `prov` of another source
+tree (e.g. an older commit exported with `git archive`) against the same stock loop, for before/after rows.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def _child_cpu() -> float:
 
 
 def bench_stock(root: Path, *, steps: int, rounds: int, prov_tree: Path = ROOT, size: str = "tiny",
-                seq: int = SEQ) -> list[dict[str, Any]]:
+                seq: int = SEQ, profile: str = "portable") -> list[dict[str, Any]]:
     model, data = _setup(root, size)
     script = root / "stock.py"
     script.write_text(STOCK, encoding="utf-8")
@@ -103,7 +104,8 @@ def bench_stock(root: Path, *, steps: int, rounds: int, prov_tree: Path = ROOT, 
                       f"[dp]\nnoise_multiplier = {SIGMA}\nmax_grad_norm = {CLIP}\naccountant = \"prv\"\n"
                       f'[optimizer]\nname = "adamw"\nlr = {LR}\n'
                       f"[training]\nsteps = {steps}\nbatch_size = {BATCH}\nthreads = {THREADS}\n"
-                      f"checkpoint_every = {max(1, steps // 4)}\n[anchor]\nchain = \"tester\"\n", encoding="utf-8")
+                      f"checkpoint_every = {max(1, steps // 4)}\n[anchor]\nchain = \"tester\"\n"
+                      f'[determinism]\nprofile = "{profile}"\n', encoding="utf-8")
     env = {**os.environ, "PROV_HOME": str(root / "home"), "OMP_NUM_THREADS": str(THREADS)}
     count = [0]
 
@@ -130,7 +132,7 @@ def bench_stock(root: Path, *, steps: int, rounds: int, prov_tree: Path = ROOT, 
         provs.append(prov())
     tree = "" if prov_tree == ROOT else f", prov from {prov_tree}"
     note = (f"({size} model, batch {BATCH} x {seq} tokens, LoRA r {RANK} q/v, σ {SIGMA}, C {CLIP}, AdamW, "
-            f"{THREADS} thread; prov: anchoring on the in-process chain, portable profile, "
+            f"{THREADS} thread; prov: anchoring on the in-process chain, {profile} profile, "
             f"{max(1, steps // 4)}-step checkpoints, finalisation; median of {rounds}{tree}; all runs ")
     name = f"`prov train` ({steps} steps, whole process) vs stock Opacus PrivacyEngine (Poisson) + PEFT LoRA loop"
     rows = []
@@ -146,10 +148,11 @@ def run(quick: bool = False, prov_tree: Path = ROOT) -> list[dict[str, Any]]:
         return bench_stock(Path(tmp), steps=24 if quick else 96, rounds=1 if quick else 3, prov_tree=prov_tree)
 
 
-def run_small(rounds: int = 1, prov_tree: Path = ROOT) -> list[dict[str, Any]]:
+def run_small(rounds: int = 1, prov_tree: Path = ROOT, profile: str = "portable") -> list[dict[str, Any]]:
     """The issue's target setting: the small model at 90 steps (32-token sequences, as bench_train --small)."""
     with tempfile.TemporaryDirectory() as tmp:
-        return bench_stock(Path(tmp), steps=90, rounds=rounds, prov_tree=prov_tree, size="small", seq=32)
+        return bench_stock(Path(tmp), steps=90, rounds=rounds, prov_tree=prov_tree, size="small", seq=32,
+                           profile=profile)
 
 
 def _arg(flag: str) -> str | None:
@@ -159,6 +162,6 @@ def _arg(flag: str) -> str | None:
 if __name__ == "__main__":
     tree = Path(_arg("--prov-tree") or ROOT).resolve()
     if "--small" in sys.argv:
-        show(run_small(rounds=int(_arg("--rounds") or 1), prov_tree=tree))
+        show(run_small(rounds=int(_arg("--rounds") or 1), prov_tree=tree, profile=_arg("--profile") or "portable"))
     else:
         show(run(quick="--quick" in sys.argv, prov_tree=tree))
