@@ -52,6 +52,42 @@ def world(stranger_manifest: bytes, *, n: int = 1) -> tuple[list[claimsmod.Claim
     return found, FakeRegistry(runs), {"cidH": honest, "cidS": stranger_manifest}
 
 
+class TwoRunsStore(ExplodingStore):
+    """The stores of two runs' checkpoints: `ckS` (the stranger's) holds adapter `adS`, `ckH` (the honest run's)
+    holds `adH`; CIDs in `too_large` are refused as larger than the fetch limit."""
+
+    too_large: frozenset[str] = frozenset()
+
+    def list_directory(self, cid: str) -> dict[str, str]:
+        return {"adapter_model.safetensors": {"ckS": "adS", "ckH": "adH"}[cid]}
+
+    def get_bytes(self, cid: str, *, max_size: int | None = None) -> bytes:
+        if cid in self.too_large:
+            from provenance.store import ContentTooLarge
+
+            raise ContentTooLarge(f"{cid}: larger than {max_size} bytes")
+        return super().get_bytes(cid, max_size=max_size)
+
+
+def two_runs(adapters: dict[str, bytes], *, bad: frozenset[str] = frozenset(),
+             too_large: frozenset[str] = frozenset()) -> tuple[list[claimsmod.Claim], FakeRegistry, TwoRunsStore]:
+    """A stranger's claim (block 5) and the honest run's (block 9), both by the tensor digest of the honest stored
+    adapter `adapters["adH"]`, each run consistent and binding its owner."""
+    from provenance.safetensors import tensor_digest_of_bytes
+
+    tensors = tensor_digest_of_bytes(adapters["adH"])
+    honest, stranger = manifest_bytes(HONEST), manifest_bytes(STRANGER)
+    registry = FakeRegistry({b"S" * 32: History(Registration(STRANGER, "cidS", Digest.of(stranger))),
+                             b"H" * 32: History(Registration(HONEST, "cidH", Digest.of(honest)))})
+    store = TwoRunsStore({"cidS": stranger, "cidH": honest, **adapters}, bad=set(bad))
+    store.too_large = too_large
+    found = [claimsmod.Claim(Claimed(b"S" * 32, run_id_in(stranger), 1, 5, STRANGER, manifest_cid="ckS",
+                                     tensor_digest=tensors), "tensors"),
+             claimsmod.Claim(Claimed(b"H" * 32, run_id_in(honest), 3, 9, HONEST, manifest_cid="ckH",
+                                     tensor_digest=tensors), "tensors")]
+    return found, registry, store
+
+
 @pytest.mark.parametrize(("manifest", "reason"), [
     (b"\xff\xfe not utf-8 {", "malformed"),
     (b"[" * 200_000 + b"]" * 200_000, "malformed"),  # deeper than any parser's stack: refused by a linear scan
@@ -68,24 +104,7 @@ def test_a_malformed_stranger_manifest_is_rejected_and_the_honest_claim_selected
 def test_a_claim_whose_stored_checkpoint_does_not_hold_the_file_is_rejected() -> None:
     """#20: a stranger commits the victim's tensor digest over a checkpoint holding its own adapter; the victim's
     metadata-stripped copy matches both by tensors only, and the stranger's claim is earlier."""
-    from provenance.safetensors import tensor_digest_of_bytes
-
-    victim_adapter = _safetensors(b"\x01" * 16)
-    stranger_adapter = _safetensors(b"\x02" * 16)
-    tensors = tensor_digest_of_bytes(victim_adapter)
-    honest, stranger = manifest_bytes(HONEST), manifest_bytes(STRANGER)
-    registry = FakeRegistry({b"S" * 32: History(Registration(STRANGER, "cidS", Digest.of(stranger))),
-                             b"H" * 32: History(Registration(HONEST, "cidH", Digest.of(honest)))})
-
-    class Store(FakeStore):
-        def list_directory(self, cid: str) -> dict[str, str]:
-            return {"adapter_model.safetensors": {"ckS": "adS", "ckH": "adH"}[cid]}
-
-    store = Store({"cidS": stranger, "cidH": honest, "adS": stranger_adapter, "adH": victim_adapter})
-    found = [claimsmod.Claim(Claimed(b"S" * 32, run_id_in(stranger), 1, 5, STRANGER, manifest_cid="ckS",
-                                     tensor_digest=tensors), "tensors"),
-             claimsmod.Claim(Claimed(b"H" * 32, run_id_in(honest), 3, 9, HONEST, manifest_cid="ckH",
-                                     tensor_digest=tensors), "tensors")]
+    found, registry, store = two_runs({"adS": _safetensors(b"\x02" * 16), "adH": _safetensors(b"\x01" * 16)})
     chosen = claimsmod.select(found, metadata={}, registry=registry, store=store, expected_run=None)
     assert chosen.record.run_key == b"H" * 32
     assert "does not hold the adapter it claims" in found[0].note
@@ -183,25 +202,10 @@ def test_claims_the_metadata_names_are_bounded_too(monkeypatch: pytest.MonkeyPat
 def test_a_named_claim_that_cannot_be_read_is_not_replaced_by_another() -> None:
     """The run the file's metadata names cannot be read (its store is down); a stranger's consistent claim on the
     same file must not be shown as the file's lineage: the verdict is "could not verify"."""
-    from provenance.safetensors import tensor_digest_of_bytes
-
     adapter = _safetensors(b"\x01" * 16)
-    tensors = tensor_digest_of_bytes(adapter)
-    honest, stranger = manifest_bytes(HONEST), manifest_bytes(STRANGER)
-    registry = FakeRegistry({b"S" * 32: History(Registration(STRANGER, "cidS", Digest.of(stranger))),
-                             b"H" * 32: History(Registration(HONEST, "cidH", Digest.of(honest)))})
-
-    class Store(ExplodingStore):
-        def list_directory(self, cid: str) -> dict[str, str]:
-            return {"adapter_model.safetensors": {"ckS": "adS", "ckH": "adH"}[cid]}
-
     # the stranger's run is consistent and its stored checkpoint holds the same (public) adapter
-    store = Store({"cidS": stranger, "adS": adapter, "adH": adapter}, bad={"cidH"})
-    found = [claimsmod.Claim(Claimed(b"S" * 32, run_id_in(stranger), 1, 5, STRANGER, manifest_cid="ckS",
-                                     tensor_digest=tensors), "tensors"),
-             claimsmod.Claim(Claimed(b"H" * 32, run_id_in(honest), 3, 9, HONEST, manifest_cid="ckH",
-                                     tensor_digest=tensors), "tensors")]
-    meta = {"prov.run_id": run_id_in(honest).hex(), "prov.checkpoint": "3"}
+    found, registry, store = two_runs({"adS": adapter, "adH": adapter}, bad=frozenset({"cidH"}))
+    meta = {"prov.run_id": found[1].record.run_id.hex(), "prov.checkpoint": "3"}
     with pytest.raises(StoreUnavailable):
         claimsmod.select(found, metadata=meta, registry=registry, store=store, expected_run=None)
     assert not any(c.selected for c in found)
@@ -228,28 +232,6 @@ def test_a_spent_byte_budget_stops_the_search() -> None:
 def test_a_claim_whose_adapter_was_not_fetched_ranks_after_one_that_was_checked() -> None:
     """A stranger's earlier, owner-binding claim whose stored adapter is too large to fetch for the holds-the-file
     check is not preferred to the honest claim whose stored adapter was checked to hold the file."""
-    from provenance.safetensors import tensor_digest_of_bytes
-    from provenance.store import ContentTooLarge
-
-    adapter = _safetensors(b"\x01" * 16)
-    tensors = tensor_digest_of_bytes(adapter)
-    honest, stranger = manifest_bytes(HONEST), manifest_bytes(STRANGER)
-    registry = FakeRegistry({b"S" * 32: History(Registration(STRANGER, "cidS", Digest.of(stranger))),
-                             b"H" * 32: History(Registration(HONEST, "cidH", Digest.of(honest)))})
-
-    class Store(FakeStore):
-        def list_directory(self, cid: str) -> dict[str, str]:
-            return {"adapter_model.safetensors": {"ckS": "adS", "ckH": "adH"}[cid]}
-
-        def get_bytes(self, cid: str, *, max_size: int | None = None) -> bytes:
-            if cid == "adS":
-                raise ContentTooLarge(f"{cid}: larger than {max_size} bytes")
-            return super().get_bytes(cid, max_size=max_size)
-
-    store = Store({"cidS": stranger, "cidH": honest, "adH": adapter})
-    found = [claimsmod.Claim(Claimed(b"S" * 32, run_id_in(stranger), 1, 5, STRANGER, manifest_cid="ckS",
-                                     tensor_digest=tensors), "tensors"),
-             claimsmod.Claim(Claimed(b"H" * 32, run_id_in(honest), 3, 9, HONEST, manifest_cid="ckH",
-                                     tensor_digest=tensors), "tensors")]
+    found, registry, store = two_runs({"adH": _safetensors(b"\x01" * 16)}, too_large=frozenset({"adS"}))
     chosen = claimsmod.select(found, metadata={}, registry=registry, store=store, expected_run=None)
     assert chosen.record.run_key == b"H" * 32
