@@ -105,6 +105,12 @@ def _short(text: str) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def short_repr(value: Any) -> str:
+    """`repr(value)` cut to 60 characters, for naming an untrusted value in a one-line error."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _too_deep(data: bytes) -> bool:
     """Whether `[`/`{` outside strings nest deeper than MAX_DEPTH: a linear scan, no recursion, no parsing.
 

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any, BinaryIO
 
 from provenance._store.dag import default_mode
+from provenance.canonical import short_repr
 from provenance.cid import MAX_BLOCK_SIZE, Cid, decode_varint, encode_varint, verify_block
 from provenance.errors import FormatError, UsageError
 from provenance.fsutil import atomic_output
@@ -146,7 +147,7 @@ class CarReader:
         if header["version"] == 2:
             raise self._fail("this is a CAR v2 file; prov reads CAR v1 (convert it with `car` or Kubo)")
         if header["version"] != 1:
-            raise self._fail(f"unsupported CAR version {_short(header['version'])}")
+            raise self._fail(f"unsupported CAR version {short_repr(header['version'])}")
         roots = header.get("roots")
         if not isinstance(roots, list) or not all(isinstance(r, Cid) for r in roots):
             raise self._fail("CAR header roots must be a list of CIDs")
@@ -186,11 +187,6 @@ def read_car(
     """Roots and all blocks (verified) of a small CAR file, in file order; a bigger one is refused."""
     with CarReader(path, max_bytes=max_bytes, max_blocks=max_blocks) as reader:
         return reader.roots, list(reader)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _cbor_decode(buf: bytes, pos: int, depth: int) -> tuple[Any, int]:

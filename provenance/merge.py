@@ -35,6 +35,7 @@ import numpy as np
 
 from provenance import canonical, mergedir
 from provenance.basemodel import check_model_dir, model_file_names
+from provenance.canonical import short_repr
 from provenance.errors import FormatError, UsageError
 from provenance.hashing import Digest
 from provenance.records import encode_safetensors
@@ -109,13 +110,13 @@ def read_adapter_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> L
         if key in _INERT or key in ("bias", "init_lora_weights") or value in (None, False, {}, [], ""):
             continue
         why = _REFUSED.get(key, "a setting this recipe does not define")
-        raise AdapterError(f"adapter config: {key} = {_short(value)} ({why}) is not supported by {MERGE_FORMAT}, "
+        raise AdapterError(f"adapter config: {key} = {short_repr(value)} ({why}) is not supported by {MERGE_FORMAT}, "
                            "which merges plain LoRA only")
     r, alpha = doc.get("r"), doc.get("lora_alpha")
     if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
-        raise AdapterError(f"adapter config: r must be a positive integer, got {_short(r)}")
+        raise AdapterError(f"adapter config: r must be a positive integer, got {short_repr(r)}")
     if not isinstance(alpha, int | float) or isinstance(alpha, bool) or not np.isfinite(alpha) or alpha <= 0:
-        raise AdapterError(f"adapter config: lora_alpha must be a positive number, got {_short(alpha)}")
+        raise AdapterError(f"adapter config: lora_alpha must be a positive number, got {short_repr(alpha)}")
     return LoraRecipe(r, float(alpha), float(alpha) / float(r))
 
 
@@ -287,11 +288,6 @@ def _read(stream: BinaryIO, start: int, size: int, name: str) -> bytes:
     if len(data) != size:
         raise FormatError(f"tensor {name!r}: the file shrank while it was read")
     return data
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # --- the two entry points -----------------------------------------------------------------------------------------

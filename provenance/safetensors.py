@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from provenance import canonical
+from provenance.canonical import short_repr
 from provenance.errors import FormatError, UsageError
 from provenance.hashing import Digest
 
@@ -140,7 +141,7 @@ def _metadata(value: Any, source: str) -> dict[str, str]:
 
 
 def _tensor(name: str, info: Any, data_size: int, source: str) -> TensorInfo:
-    where = f"{source}: safetensors entry {_short(name)}"
+    where = f"{source}: safetensors entry {short_repr(name)}"
     offsets = info.get("data_offsets") if isinstance(info, dict) else None
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(canonical.is_count(o) for o in offsets)):
         raise FormatError(f"{where} has no valid data_offsets")
@@ -148,7 +149,7 @@ def _tensor(name: str, info: Any, data_size: int, source: str) -> TensorInfo:
         raise FormatError(f"{where} must have exactly dtype, shape and data_offsets")
     dtype, shape = info["dtype"], info["shape"]
     if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
-        raise FormatError(f"{where} has unknown dtype {_short(dtype)}")
+        raise FormatError(f"{where} has unknown dtype {short_repr(dtype)}")
     if not isinstance(shape, list) or not all(canonical.is_count(d) for d in shape):
         raise FormatError(f"{where} has a shape that is not a list of non-negative integers")
     begin, end = offsets
@@ -156,7 +157,7 @@ def _tensor(name: str, info: Any, data_size: int, source: str) -> TensorInfo:
         raise FormatError(f"{where}: data_offsets [{begin}, {end}] run backwards")
     elements = _elements(shape, limit=8 * data_size)
     if elements is None:
-        raise FormatError(f"{where}: shape {_short(shape)} holds more elements than the file has bits")
+        raise FormatError(f"{where}: shape {short_repr(shape)} holds more elements than the file has bits")
     bits = elements * DTYPE_BITS[dtype]
     if bits % 8:
         raise FormatError(f"{where}: {dtype} × {shape} is not a whole number of bytes")
@@ -186,15 +187,10 @@ def _check_layout(tensors: list[TensorInfo], *, data_start: int, data_size: int,
     for info in sorted(tensors, key=lambda t: (t.begin, t.end)):
         if info.begin != position:
             what = "overlaps the previous tensor" if info.begin < position else f"leaves a gap at byte {position}"
-            raise FormatError(f"{source}: safetensors entry {_short(info.name)} {what}")
+            raise FormatError(f"{source}: safetensors entry {short_repr(info.name)} {what}")
         position = info.end
     if position != data_size:
         raise FormatError(f"{source}: invalid safetensors file: {data_size - position} bytes after its last tensor")
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @contextlib.contextmanager
@@ -244,7 +240,7 @@ def tensor_digest_of_files(paths: Iterable[str | os.PathLike[str]]) -> Digest:
             header = header_of(stream, size=os.fstat(stream.fileno()).st_size, source=str(path))
             for info in header.tensors:
                 if info.name in owner:
-                    raise FormatError(f"tensor {_short(info.name)} is in both {owner[info.name][3]} and {path}")
+                    raise FormatError(f"tensor {short_repr(info.name)} is in both {owner[info.name][3]} and {path}")
                 owner[info.name] = (stream, header, info, str(path))
         if not files:
             raise UsageError("a tensor digest needs at least one safetensors file")
@@ -304,6 +300,6 @@ def read_tensors(data: bytes, *, source: str = "safetensors bytes") -> dict[str,
         elif info.dtype in _NUMPY_DTYPES:
             out[info.name] = np.frombuffer(raw, dtype=_NUMPY_DTYPES[info.dtype]).reshape(info.shape)
         else:
-            raise FormatError(f"{source}: tensor {_short(info.name)} has dtype {info.dtype}, which prov cannot read "
-                              "as numbers")
+            raise FormatError(f"{source}: tensor {short_repr(info.name)} has dtype {info.dtype}, which prov cannot "
+                              "read as numbers")
     return out

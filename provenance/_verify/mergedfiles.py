@@ -11,12 +11,12 @@ and the report says so. Any other difference is FAILED, naming the file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from provenance import mergedir
 from provenance._verify.checks import CheckFailed, Status
 from provenance._verify.pipeline import Evidence
 from provenance.basemodel import TOKENIZER_FILES, base_model_manifest
+from provenance.canonical import short_repr
 from provenance.loaders import loader_problems, read_json
 from provenance.safetensors import read_header
 
@@ -119,7 +119,7 @@ def _json_difference(base: Path, given: Path, *, dtype: str | None) -> str | Non
             a.pop(key, None), b.pop(key, None)
     for key in sorted(set(a) | set(b)):
         if a.get(key) != b.get(key):
-            return f"{key}: {_short(b.get(key))}, the base model's {_short(a.get(key))}"
+            return f"{key}: {short_repr(b.get(key))}, the base model's {short_repr(a.get(key))}"
     return None
 
 
@@ -127,8 +127,3 @@ def _weights_dtype(weights: tuple[Path, ...]) -> str | None:
     """The one floating-point dtype of every floating tensor of the model (None when mixed)."""
     found = {t.dtype for path in weights for t in read_header(path).tensors if t.dtype in DTYPE_NAMES}
     return DTYPE_NAMES[found.pop()] if len(found) == 1 else None
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
