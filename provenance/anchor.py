@@ -105,7 +105,11 @@ class Outbox(Rechecking):
         self.target = target
         self._lock_fd = lock_fd
         self._cond = threading.Condition()
+        # one user of the chain and store clients at a time: the in-process test chain (py-evm) is not thread-safe,
+        # and the trainer's thread asks for the registration block while the worker sends the next job
+        self._client_lock = threading.RLock()
         self._thread: threading.Thread | None = None
+        self._started = threading.Event()  # the worker's first re-check is done: `pending()` is what is owed
         self._stop = False
         self._registry: Any = registry_client
         self._store: Any = store_client
@@ -241,7 +245,10 @@ class Outbox(Rechecking):
             self._thread.start()
 
     def _loop(self) -> None:
-        self._recheck_quietly()  # a resumed run: re-send what a reorganisation dropped, before anything new
+        try:
+            self._recheck_quietly()  # a resumed run: re-send what a reorganisation dropped, before anything new
+        finally:
+            self._started.set()
         while True:
             with self._cond:
                 if self._stop:
@@ -262,7 +269,8 @@ class Outbox(Rechecking):
             return False
         job.attempts += 1
         try:
-            self._send(job)
+            with self._client_lock:
+                self._send(job)
         except Exception as exc:  # recorded, never raised into training
             message = " ".join(str(exc).split()) or type(exc).__name__
             if _is_transient(exc):
@@ -274,8 +282,12 @@ class Outbox(Rechecking):
                 job.state, job.error = "failed", message
             self._save(job)
             return False
-        job.state, job.error = "done", ""
-        job.final = self._final_at_receipt()
+        try:
+            with self._client_lock:
+                final = self._final_at_receipt()
+        except Exception:  # the node could not say which rule it follows: re-checking decides finality later
+            final = False
+        job.state, job.error, job.final = "done", "", final
         self._save(job)
         self.last_error = ""
         self._backoff = 1.0
@@ -293,9 +305,14 @@ class Outbox(Rechecking):
                 self._cond.wait(timeout=min(left, 0.2))
         return True
 
+    def _await_first_recheck(self, deadline: float) -> None:
+        if self._thread is not None:
+            self._started.wait(timeout=max(0.0, deadline - time.monotonic()))
+
     def flush(self, timeout: float) -> bool:
         """Send everything pending (in this thread when no worker runs). True when all is anchored."""
         deadline = time.monotonic() + timeout
+        self._await_first_recheck(deadline)  # what a reorganisation dropped is pending only once re-checked
         while time.monotonic() < deadline:
             jobs = self.pending()
             if not jobs:

@@ -113,6 +113,7 @@ class Rechecking:
     _confirmations: int | None
     _finality: Finality | None
     _registry: Any
+    _client_lock: Any
 
     def jobs(self) -> list[Any]:
         raise NotImplementedError
@@ -124,6 +125,9 @@ class Rechecking:
         raise NotImplementedError
 
     def _clients(self) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def _await_first_recheck(self, deadline: float) -> None:
         raise NotImplementedError
 
     def wait_final(self, timeout: float, *, poll: float = 5.0) -> bool:
@@ -145,14 +149,19 @@ class Rechecking:
         (at once on a development chain), re-checked so a reorganisation that dropped it is waited out; None when
         not final before `timeout`. The keys of a `prov.keys.v1` run derive from this hash (provenance.secrets)."""
         deadline = time.monotonic() + timeout
+        self._await_first_recheck(deadline)  # a registration a reorganisation dropped is not taken for final
         while True:
             job = next((j for j in self.jobs() if j.kind == "register"), None)
             if job is not None and job.state == "done" and not job.final and self.target.chain is not None:
                 self._recheck_quietly()
                 job = next((j for j in self.jobs() if j.kind == "register"), None)
             if job is not None and job.state == "done" and job.final and job.block > 0:
-                _, registry = self._clients()
-                info = registry.block(int(job.block))
+                try:
+                    with self._client_lock:
+                        _, registry = self._clients()
+                        info = registry.block(int(job.block))
+                except Exception as exc:  # a node that cannot answer now: asked again until the deadline
+                    self.last_error, info = " ".join(str(exc).split()) or type(exc).__name__, None
                 if info is not None:
                     return bytes(info.hash), int(info.number)
             if time.monotonic() >= deadline or (job is not None and job.state == "failed"):
@@ -173,6 +182,10 @@ class Rechecking:
             raise ChainError("this run anchored to the in-process test chain (--chain tester), which existed only "
                              "inside the process that trained it: nothing can be re-checked or verified against it; "
                              "train again on a chain that persists (`prov chain up`)")
+        with self._client_lock:  # never beside the worker's send (provenance.anchor.Outbox)
+            return self._recheck()
+
+    def _recheck(self) -> list[Any]:
         _, registry = self._clients()
         keys = [j.run_key for j in self.jobs() if j.kind == "register" and j.run_key]
         if not keys:

@@ -43,6 +43,7 @@ class OutboxLike(Protocol):
     @property
     def enabled(self) -> bool: ...
     def flush(self, *, timeout: float) -> bool: ...
+    def start(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -81,6 +82,9 @@ class NullOutbox:
 
     def flush(self, *, timeout: float) -> bool:
         return True
+
+    def start(self) -> None:
+        pass
 
     def close(self) -> None:
         return None
@@ -132,8 +136,10 @@ def expected_owner(config: AnchorConfig) -> str | None:
         return None
 
 
-def open_outbox(run_dir: Path, config: AnchorConfig, *, reuse_target: bool = False) -> OutboxLike:
-    """The run's outbox with its sending thread started, or a NullOutbox when anchoring is disabled.
+def open_outbox(run_dir: Path, config: AnchorConfig, *, reuse_target: bool = False,
+                start: bool = True) -> OutboxLike:
+    """The run's outbox with its sending thread started (unless `start` is False: the caller calls `start()` once
+    it has done its own imports), or a NullOutbox when anchoring is disabled.
 
     `reuse_target` (resume): keep the destination recorded in `outbox/target.json` when the run was started.
     """
@@ -143,7 +149,8 @@ def open_outbox(run_dir: Path, config: AnchorConfig, *, reuse_target: bool = Fal
 
     chain, registry, store = resolve_target(config)
     outbox = Outbox.open(run_dir, chain=chain, registry=registry, store=store, reuse_target=reuse_target)
-    outbox.start()
+    if start:
+        outbox.start()
     return outbox
 
 

@@ -151,7 +151,9 @@ def _continue(run_dir: Path, *, quiet: bool, anchor: AnchorConfig | None, stream
         progress.message(f"warning: {line}")
     ckpt.clear_partial(run_dir)
     complete = ckpt.complete_checkpoints(run_dir)
-    outbox = open_outbox(run_dir, run.anchor, reuse_target=not fresh and run.anchor == run.local_anchor)
+    # the sending thread starts once the engine is loaded: its chain client's imports (web3, py-evm) never run
+    # beside the engine's (transformers, peft), so neither thread can see a module the other is half-way importing
+    outbox = open_outbox(run_dir, run.anchor, reuse_target=not fresh and run.anchor == run.local_anchor, start=False)
     outbox.enqueue_run(run_id=bytes.fromhex(manifest["run_id"]), manifest_path=run_dir / "run.json")
     log = StepLog.open(run_dir, repair=True)
     stats = StatsLog(run_dir)
@@ -173,6 +175,7 @@ def _continue(run_dir: Path, *, quiet: bool, anchor: AnchorConfig | None, stream
             complete = [0]
         if collective is not None:
             _check_same_weights(engine, collective)
+        outbox.start()
     except BaseException:
         log.close()
         stats.close()

@@ -128,3 +128,34 @@ def test_an_outbox_on_the_vanished_in_process_chain_is_not_rechecked(world: tupl
         with pytest.raises(ChainError, match="existed only inside the process that trained it"):
             box.recheck()
         assert [j.state for j in box.jobs()] == ["done", "done"]
+
+
+def test_a_flush_waits_for_the_workers_first_recheck(world: tuple[Any, Any, Path, bytes],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resumed trainer starts the worker and, with no step left to take, flushes at once: the flush must not call
+    the run anchored before the worker's first re-check has found what a reorganisation dropped (and re-sent it)."""
+    import threading
+
+    registry, store, run_dir, run_id = world
+    tester = registry.web3.provider.ethereum_tester
+    with Outbox.open(run_dir, chain="tester", registry_client=registry, store_client=store) as box:
+        enqueue_all(box, run_dir, run_id, 1)
+        assert box.flush(timeout=60)
+        fork = tester.take_snapshot()
+        enqueue_all(box, run_dir, run_id, 3)
+        assert box.flush(timeout=60)
+        tester.revert_to_snapshot(fork)
+    release = threading.Event()
+    slow = Outbox._recheck_quietly
+
+    def recheck_later(self: Outbox) -> None:
+        release.wait(timeout=2.0)  # a node slow to answer the resumed worker's first question
+        slow(self)
+
+    monkeypatch.setattr(Outbox, "_recheck_quietly", recheck_later)
+    with Outbox.open(run_dir, chain="tester", registry_client=registry, store_client=store) as box:
+        box.start()
+        assert [j.state for j in box.jobs()] == ["done"] * 4  # nothing known dropped yet
+        assert box.flush(timeout=60)
+        assert [j.drops for j in box.jobs()] == [0, 0, 1, 1] and [j.state for j in box.jobs()] == ["done"] * 4
+    assert [c.index for c in registry.run(bytes.fromhex(box.jobs()[0].run_key)).checkpoints] == [0, 1, 2]

@@ -26,9 +26,10 @@ def _train_anchored(env: VerifyEnv, out: Path, tiny_config: Callable[..., Any], 
     from provenance.anchor import Outbox
     from training import trainer
 
-    def open_outbox(run_dir: Path, config: Any, *, reuse_target: bool = False) -> Any:
+    def open_outbox(run_dir: Path, config: Any, *, reuse_target: bool = False, start: bool = True) -> Any:
         box = Outbox.open(run_dir, chain="tester", registry_client=env.registry, store_client=env.store)
-        box.start()
+        if start:
+            box.start()
         return box
 
     monkeypatch.setattr(trainer, "open_outbox", open_outbox)
