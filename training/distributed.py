@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _write_result(result_path, {"error": str(exc), "exit_code": exc.exit_code})
         print(f"prov: error: rank {rank}: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:  # a bug or a library's failure: its traceback goes to launch.log, one line to the user
+        traceback.print_exc()
+        message = (f"rank {rank} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} (traceback in "
+                   f"{args.run_dir / 'launch.log'}; continue with `prov train --resume {args.run_dir}`)")
+        _write_result(result_path, {"error": message, "exit_code": 1})
+        print(f"prov: error: {message}", file=sys.stderr)
+        return 1
     finally:
         if stream is not None:
             stream.close()

@@ -47,6 +47,12 @@ def _prov(base: Path, args: list[str], *, fault: str | None = None) -> subproces
                           text=True, timeout=600, check=False)
 
 
+def _launch_log(run: Path) -> str:
+    """The end of torchrun's output (the failing rank's traceback), for an assertion message."""
+    path = run / "launch.log"
+    return "\n--- launch.log ---\n" + path.read_text(errors="replace")[-6000:] if path.is_file() else ""
+
+
 def _train_args(base: Path, model: Path, secrets: Any, run: Path) -> list[str]:
     config = base / "train.toml"
     config.write_text(CONFIG)
@@ -62,7 +68,7 @@ def two_process_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Pa
     base = tmp_path_factory.mktemp("torchrun")
     run = base / "run"
     out = _prov(base, [*_train_args(base, tiny_model_dir, fixed_secrets, run), "--json"])
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, out.stderr[-3000:] + _launch_log(run)
     summary = json.loads(out.stdout)
     assert summary["steps"] == 5 and summary["checkpoints"] == 4
     return run
@@ -115,12 +121,22 @@ def test_kill_rank_0_then_resume(resume_nproc: int, two_process_run: Path, tmp_p
     assert killed.returncode == 2 and killed.stderr.startswith("prov: error: torchrun exited")
     assert killed.stderr.count("\n") == 1, killed.stderr
     resumed = _prov(tmp_path, ["train", "--resume", str(run), "--nproc", str(resume_nproc), "--quiet"])
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.returncode == 0, resumed.stderr[-3000:] + _launch_log(run)
     for name in ("run.json", "steps.jsonl", "stats.jsonl"):
         assert (run / name).read_bytes() == (two_process_run / name).read_bytes(), name
     for index in range(4):
         mine = hash_directory(run / "checkpoints" / f"{index:06d}").digest()
         assert mine == hash_directory(two_process_run / "checkpoints" / f"{index:06d}").digest(), index
+
+
+def test_a_rank_that_fails_says_why_in_one_line(tmp_path: Path, tiny_model_dir: Path, fixed_secrets: Any) -> None:
+    """An unexpected exception in a rank (not a prov error): the user gets its type and message in one line naming
+    launch.log, which holds the traceback, instead of torchrun's summary."""
+    run = tmp_path / "run"
+    out = _prov(tmp_path, _train_args(tmp_path, tiny_model_dir, fixed_secrets, run), fault="raise:step:1")
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith("prov: error: rank 0 failed: RuntimeError: injected fault at step 1 (traceback in ")
+    assert "launch.log" in out.stderr and "Traceback (most recent call last)" in (run / "launch.log").read_text()
 
 
 @pytest.mark.replay
@@ -135,7 +151,7 @@ def test_an_anchored_two_process_run_shares_its_anchored_keys(tmp_path: Path, ti
     args = _train_args(tmp_path, tiny_model_dir, fixed_secrets, run)
     (tmp_path / "train.toml").write_text(CONFIG.replace("enabled = false", 'chain = "tester"\nfinalize = false'))
     out = _prov(tmp_path, args)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, out.stderr[-3000:] + _launch_log(run)
     assert read_manifest(run)["formats"]["sampler"] == "prov.poisson.v2" and (run / "keys.json").is_file()
     request = request_for_run(run, base_model=tiny_model_dir, data=DEMO_DATA, out=tmp_path / "out")
     assert request.keys_anchor is not None
