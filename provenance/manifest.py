@@ -6,7 +6,8 @@ with its SHA-256 and size. The **checkpoint digest** is the RFC 6962 root over l
 part of a checkpoint without revealing the others. `checkpoint_digest()` is the only place it is computed.
 
 Run manifest `prov.run.v2` (v1 still read): canonical JSON of the run's configuration commitments; its digest
-(`run_manifest_digest()`) is the run's config commitment. v2 adds `formats` and `owner` (docs/formats.md).
+(`run_manifest_digest()`) is the run's config commitment. v2 adds `formats` and `owner` (docs/formats.md); a run
+trained with canaries (`prov train --canaries M`) also has an optional `canaries` section (provenance.canaries).
 """
 
 from __future__ import annotations
@@ -179,6 +180,10 @@ def validate_run_manifest(document: Any, *, source: str = "run manifest") -> dic
         if not isinstance(document.get("formats"), dict) or not (owner is None or isinstance(owner, str)):
             raise FormatError(f"{source}: a {RUN_FORMAT_V2} manifest needs `formats` (an object) and `owner` "
                               "(an address or null)")
+    if "canaries" in document:  # only runs trained with `--canaries M` (M > 0) have it (provenance.canaries)
+        from provenance.canaries import check_section
+
+        check_section(document["canaries"], source=source)
     for key in ("digest",):
         Digest.parse(document["base_model"].get(key, ""))
     Digest.parse(document["dataset"].get("root", ""))

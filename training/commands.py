@@ -1,5 +1,5 @@
 """The trainer's commands in the `prov` command line: `prov train` (new run, `--resume`, `--nproc N` under torchrun),
-`prov init-model --size tiny|small` and `prov demo` (the main job).
+`prov init-model --size tiny|small`, `prov demo` (the main job) and `prov audit-dp` (the canaries' empirical ε).
 
 They live with the trainer, not in `provenance.cli`: the library never imports the trainer, and the CLI finds these
 commands through the `prov.commands` entry point (pyproject.toml). Each is a thin wrapper over one library call;
@@ -40,6 +40,8 @@ from provenance.errors import UsageError
 @click.option("--max-grad-norm", type=float, help="Per-sample clipping norm C.")
 @click.option("--accountant", type=click.Choice(["prv", "rdp"]), help="Privacy accountant.")
 @click.option("--non-private", is_flag=True, help="Train without DP (recorded as non-private), for comparison.")
+@click.option("--canaries", type=int, help="Add this many random canary records (each trained on with probability "
+              "1/2) for `prov audit-dp` (default 0: none, the run is unchanged).")
 @click.option("--lr", type=float, help="Learning rate.")
 @click.option("--lora-r", type=int, help="LoRA rank.")
 @click.option("--threads", type=int, help="Torch threads (recorded; replay must use the same).")
@@ -186,4 +188,32 @@ def init_command(path: Path, force: bool) -> None:
     click.echo(f"wrote {path}: edit [model] path and [data] path, then `prov train {path}`")
 
 
-COMMANDS = [train_command, init_model_command, demo_command, init_command]
+@click.command("audit-dp")
+@click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
+@click.option("--model", type=click.Path(path_type=Path), help="Base model directory (default: the run's local.json).")
+@click.option("--confidence", type=float, default=0.95, show_default=True, help="Confidence of the lower bound.")
+@click.option("--guesses", type=int, help="Canaries guessed on each side (default: a quarter of them).")
+@click.option("--json", "as_json", is_flag=True, help="Print a prov.dp-audit.v1 document.")
+def audit_dp_command(run_dir: Path, model: Path | None, confidence: float, guesses: int | None,
+                     as_json: bool) -> None:
+    """Empirical lower bound on ε from the canaries of one run (`prov train --canaries M`), beside the proven ε.
+
+    Exits 1 when the bound exceeds the proven ε (the run's DP claim is contradicted). A lower bound from one run
+    cannot prove privacy: a small one is what a correctly private run shows.
+
+    \b
+    Example:
+      prov train config.toml --canaries 64 --out run && prov audit-dp run
+    """
+    from training.audit import audit_run
+
+    result = audit_run(run_dir, model_dir=model, confidence=confidence, guesses=guesses)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
+    else:
+        click.echo(result.verdict_line())
+    if not result.consistent:
+        raise click.exceptions.Exit(1)
+
+
+COMMANDS = [train_command, init_model_command, demo_command, init_command, audit_dp_command]

@@ -140,6 +140,12 @@ class AnchorConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    # canary records for the one-run empirical DP audit (`prov audit-dp`); 0: none, and nothing about the run changes
+    canaries: int = 0
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -150,6 +156,7 @@ class TrainConfig:
     training: TrainingSettings = field(default_factory=TrainingSettings)
     determinism: DeterminismConfig = field(default_factory=DeterminismConfig)
     anchor: AnchorConfig = field(default_factory=AnchorConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     out: str | None = None
 
     def committed_json(self) -> dict[str, Any]:
@@ -304,6 +311,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _choice(cfg.determinism.profile, PROFILES, "determinism.profile")
     _positive(cfg.anchor.register_timeout, "anchor.register_timeout", allow_zero=True)
     _positive(cfg.anchor.flush_timeout, "anchor.flush_timeout", allow_zero=True)
+    _positive(cfg.audit.canaries, "audit.canaries", allow_zero=True)
     return cfg
 
 
@@ -395,6 +403,7 @@ CLI_FIELDS = {
     "profile": "determinism.profile",
     "chain": "anchor.chain",
     "store": "anchor.store",
+    "canaries": "audit.canaries",
 }
 PATH_FIELDS = ("model.path", "data.path", "out")
 
@@ -403,6 +412,8 @@ def cli_overrides(options: Mapping[str, Any], *, non_private: bool = False, no_a
     """The dotted overrides `prov train`'s options stand for (None = not given); refuses contradictory options."""
     if options.get("noise_multiplier") is not None and options.get("target_epsilon") is not None:
         raise UsageError("give --noise-multiplier or --target-epsilon, not both")
+    if options.get("canaries") is not None and options["canaries"] < 0:
+        raise UsageError(f"--canaries: must be >= 0 (0 = no canaries), got {options['canaries']}")
     unknown = sorted(set(options) - set(CLI_FIELDS))
     if unknown:
         raise UsageError(f"unknown training option {unknown[0]!r}")

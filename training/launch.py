@@ -54,6 +54,9 @@ def resume_settings(run_dir: Path, *, options: Mapping[str, Any], no_anchor: boo
     Only `--no-anchor`, `--chain`, `--store`, `--nproc` and `--quiet` may be given: everything else is recorded.
     `--nproc` may be the recorded world size W or 1 (one process computes the W shards in order: the same bits).
     """
+    if options.get("canaries") is not None:
+        raise UsageError("--canaries: a run's canaries are drawn when it starts; --resume continues with the ones "
+                         "it recorded (if any)")
     given = [name for name, value in options.items() if value is not None and name not in RESUME_OPTIONS]
     if given or extra_given:
         raise UsageError("--resume continues a run with its recorded settings; only --no-anchor, --chain, --store, "

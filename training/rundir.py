@@ -3,8 +3,10 @@ per run.
 
 `prepare_run(cfg)` loads and hashes the base model and the data (salted dataset root), resolves the plan, records
 the determinism settings in effect, and writes `secrets.json` (0600), `local.json` and `run.json` (`prov.run.v2`)
-into a new directory. Training then continues the run from there (`training.trainer`), in this process or on every
-rank of a torchrun run (`training.distributed`), exactly as a resume would: a new run is a run with no checkpoint.
+into a new directory (with `audit.canaries` M > 0 also `canaries.json` (0600) and `data.jsonl`, the data the run
+trains on: the user's records followed by the member canaries; provenance.canaries). Training then continues the
+run from there (`training.trainer`), in this process or on every rank of a torchrun run (`training.distributed`),
+exactly as a resume would: a new run is a run with no checkpoint.
 Torch is imported only for the determinism settings, after `prov train` has applied the profile.
 """
 
@@ -18,14 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from provenance.basemodel import base_model_summary, check_model_dir
+from provenance.canaries import CANARIES_NAME, DATA_NAME, CanarySet, augment, draw, write_jsonl
 from provenance.config import subdir
-from provenance.dataset import dataset_summary
+from provenance.dataset import Records, dataset_summary
 from provenance.errors import UsageError
 from provenance.hashing import Digest
 from provenance.secrets import SECRETS_NAME, Secrets
 from training import determinism
 from training.anchoring import expected_owner
-from training.config import AnchorConfig, TrainConfig
+from training.config import AnchorConfig, TrainConfig, with_overrides
 from training.data import data_path, records_for_config
 from training.runinfo import build_manifest, write_local, write_manifest
 
@@ -152,6 +155,9 @@ def prepare_run(cfg: TrainConfig, *, secrets: Secrets | None = None, inputs: Inp
     from training.plan import resolve
 
     inputs = inputs or read_inputs(cfg)
+    canaries = None
+    if cfg.audit.canaries > 0:  # drawn before anything is committed: the dataset root covers the members
+        cfg, inputs, canaries = _with_canaries(cfg, inputs)
     secrets = secrets or Secrets.generate()
     threads = determinism.apply_threads(cfg.training.threads)
     plan = resolve(cfg, dataset_size=len(inputs.examples))
@@ -167,9 +173,28 @@ def prepare_run(cfg: TrainConfig, *, secrets: Secrets | None = None, inputs: Inp
         determinism=run_settings(cfg, threads=threads),
         owner=run_owner(cfg.anchor),
         anchored_keys=cfg.anchor.enabled,  # prov.keys.v1: sampling/noise keys fixed by the registration block
+        canaries=None if canaries is None else canaries.manifest_section(),
     )
     run_dir = _new_run_dir(Path(cfg.out) if cfg.out else None, manifest["run_id"])
     secrets.save(run_dir / SECRETS_NAME)
-    write_local(run_dir, model_dir=inputs.model_dir, data_path=inputs.data_path, anchor=cfg.anchor)
+    data_file = inputs.data_path
+    if canaries is not None:
+        canaries.save(run_dir / CANARIES_NAME)
+        data_file = run_dir / DATA_NAME
+        assert isinstance(inputs.examples, Records)  # _with_canaries made them
+        write_jsonl(data_file, inputs.examples)
+    write_local(run_dir, model_dir=inputs.model_dir, data_path=data_file, anchor=cfg.anchor)
     write_manifest(run_dir, manifest)
     return run_dir
+
+
+def _with_canaries(cfg: TrainConfig, inputs: Inputs) -> tuple[TrainConfig, Inputs, CanarySet]:
+    """`audit.canaries` fresh canaries of the dataset's kind; the run trains on the user's records followed by the
+    members, written as `RUN/data.jsonl` (the config's data format becomes jsonl, so the manifest says how to read
+    it: resume, replay and `prov verify --data RUN/data.jsonl` read it like any run's data)."""
+    records = inputs.examples
+    if not isinstance(records, Records):
+        raise UsageError("canaries need a dataset read from a file")
+    canaries = draw(cfg.audit.canaries, kind=records.kind, max_length=cfg.data.max_length)
+    cfg = with_overrides(cfg, {"data.format": "jsonl"})
+    return cfg, Inputs(inputs.model_dir, Path(DATA_NAME), augment(records, canaries)), canaries

@@ -3,7 +3,9 @@
 Run directory (default `<state_dir>/runs/<run_id[:16]>`): `run.json` (`prov.run.v2`, canonical JSON),
 `secrets.json` (0600), `stats.jsonl` (0600: the private per-step statistics), `local.json` (this machine's paths and
 anchoring settings: not committed, needed by `--resume`), `steps.jsonl` (the step log), `checkpoints/<index:06d>/`,
-and `outbox/` (owned by `provenance.anchor`). A torchrun run also keeps `launch.log` (the launcher's output).
+and `outbox/` (owned by `provenance.anchor`). A torchrun run also keeps `launch.log` (the launcher's output). A run
+trained with canaries (`prov train --canaries M`) keeps `canaries.json` (0600, private) and `data.jsonl` (its
+training data: the user's records, then the member canaries), and its manifest has a `canaries` section.
 
 `prov.run.v2` (docs/formats.md) adds to v1: `formats` (the format names of batch, noise, stats, step and
 trainstate), `owner` (the account that will register the run, or null when not known at start),
@@ -48,10 +50,12 @@ def run_id_of(body: dict[str, Any]) -> str:
 
 def build_manifest(*, base_model: dict[str, Any], dataset: dict[str, Any], secrets: dict[str, str],
                    training: dict[str, Any], config: dict[str, Any], software: dict[str, str],
-                   determinism: dict[str, Any], owner: str | None, anchored_keys: bool = False) -> dict[str, Any]:
+                   determinism: dict[str, Any], owner: str | None, anchored_keys: bool = False,
+                   canaries: dict[str, Any] | None = None) -> dict[str, Any]:
     """Assemble the prov.run.v2 document and fill in its run id. `anchored_keys` (anchored runs, issue #23): the
     sampler's and the noise's keys derive from the registration's block hash (`prov.poisson.v2`, `prov.noise.v3`,
-    provenance.secrets); a run started with anchoring off keeps `prov.noise.v2` (pre-registration grinding possible)."""
+    provenance.secrets); a run started with anchoring off keeps `prov.noise.v2` (pre-registration grinding possible).
+    `canaries` (runs trained with `--canaries M`, M > 0): the canaries' commitment section; absent otherwise."""
     body: dict[str, Any] = {
         "base_model": base_model,
         "checkpoint_format": STATE_FORMAT,
@@ -65,6 +69,8 @@ def build_manifest(*, base_model: dict[str, Any], dataset: dict[str, Any], secre
         "software": {"versions": software},
         "training": training,
     }
+    if canaries is not None:
+        body["canaries"] = canaries
     body["run_id"] = run_id_of(body)
     return body
 
