@@ -49,10 +49,10 @@ class AuditResult:
         found = (f"empirical ε >= {self.epsilon_lower:.2f} ({self.confidence:.0%} confidence; {self.canaries} "
                  f"canaries, {self.guesses} guesses, {self.correct} correct)")
         if self.epsilon_proven is None:
-            return f"{found}; non-private run: no proven ε to compare (δ = {self.delta:.3g} used)"
-        against = f"against the proven ε <= {self.epsilon_proven:.2f} (δ = {self.delta:.3g})"
+            return f"{found}; non-private run: no proven ε to compare (δ = {_short(self.delta)} used)"
+        against = f"against the proven ε <= {self.epsilon_proven:.2f} (δ = {_short(self.delta)})"
         return f"{found} {against}: consistent" if self.consistent else \
-            f"INCONSISTENT: {found} exceeds the proven ε <= {self.epsilon_proven:.2f} (δ = {self.delta:.3g}): " \
+            f"INCONSISTENT: {found} exceeds the proven ε <= {self.epsilon_proven:.2f} (δ = {_short(self.delta)}): " \
             "the run's DP claim is contradicted"
 
     def to_json(self) -> dict[str, Any]:
@@ -62,6 +62,15 @@ class AuditResult:
                 "run_id": self.run_id, "scores": self.scores, "step": self.step,
                 "verdict": "no-claim" if self.epsilon_proven is None else
                 "consistent" if self.consistent else "inconsistent"}
+
+
+def _short(x: float) -> str:
+    """3 significant digits, exponents without padding (1e-5, not 1e-05)."""
+    text = f"{x:.3g}"
+    if "e" not in text:
+        return text
+    mantissa, exponent = text.split("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def audit_run(run_dir: Path, *, model_dir: Path | None = None, confidence: float = 0.95,

@@ -23,8 +23,6 @@ from provenance.manifest import hash_directory
 from training.data import DEMO_DATA
 from training.runinfo import read_manifest
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def canary_run(tmp_path_factory: pytest.TempPathFactory, tiny_config: Callable[..., Any], fixed_secrets: Any) -> Path:
@@ -44,6 +42,7 @@ def canary_run(tmp_path_factory: pytest.TempPathFactory, tiny_config: Callable[.
     return out
 
 
+@pytest.mark.slow
 def test_zero_canaries_change_nothing(tiny_run: Any, tiny_config: Callable[..., Any], fixed_secrets: Any,
                                       isolated_state: Path, tmp_path: Path) -> None:
     from training.rundir import prepare_run
@@ -55,6 +54,7 @@ def test_zero_canaries_change_nothing(tiny_run: Any, tiny_config: Callable[..., 
     assert json.loads((run / "local.json").read_bytes())["data"] == str(DEMO_DATA.resolve())
 
 
+@pytest.mark.slow
 def test_a_canary_run_trains_on_the_data_then_its_members(canary_run: Path, fixed_secrets: Any) -> None:
     canaries = load(canary_run / CANARIES_NAME)
     manifest = read_manifest(canary_run)
@@ -68,6 +68,7 @@ def test_a_canary_run_trains_on_the_data_then_its_members(canary_run: Path, fixe
     assert manifest["dataset"]["size"] == manifest["training"]["dataset_size"] == len(user) + len(canaries.members())
 
 
+@pytest.mark.slow
 def test_audit_reports_a_bound_below_the_proven_epsilon(canary_run: Path, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["audit-dp", str(canary_run)]) == 0
@@ -82,6 +83,7 @@ def test_audit_reports_a_bound_below_the_proven_epsilon(canary_run: Path, tmp_pa
     assert all(c.record["text"][:20] not in text for c in load(canary_run / CANARIES_NAME).canaries)
 
 
+@pytest.mark.slow
 def test_a_tampered_or_missing_canaries_file_is_refused(canary_run: Path, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     from provenance.canaries import draw
@@ -105,6 +107,7 @@ def test_a_tampered_or_missing_canaries_file_is_refused(canary_run: Path, tmp_pa
         assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_bad_options_are_one_line_errors(tiny_run: Any, canary_run: Path, tiny_model_dir: Path, isolated_state: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     cases = [
@@ -120,6 +123,7 @@ def test_bad_options_are_one_line_errors(tiny_run: Any, canary_run: Path, tiny_m
         assert err.startswith("prov: error: ") and expected in err and err.count("\n") == 1, err
 
 
+@pytest.mark.slow
 @pytest.mark.replay
 def test_nothing_published_holds_a_canary(canary_run: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     from provenance.report import publishable
@@ -148,6 +152,7 @@ def test_nothing_published_holds_a_canary(canary_run: Path, tiny_model_dir: Path
     assert all(not hits for hits in found.values()), found
 
 
+@pytest.mark.slow
 @pytest.mark.replay
 def test_a_canary_run_resumes_and_replays(canary_run: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     from training.determinism import environment_for
@@ -179,6 +184,7 @@ def test_a_canary_run_resumes_and_replays(canary_run: Path, tiny_model_dir: Path
         assert seg["checkpoint_digest"] == str(hash_directory(run / "checkpoints" / f"{seg['index']:06d}").digest())
 
 
+@pytest.mark.slow
 def test_a_non_private_run_that_memorises_shows_a_positive_bound(tiny_config: Callable[..., Any], tmp_path: Path,
                                                                  isolated_state: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
@@ -199,3 +205,17 @@ def test_a_non_private_run_that_memorises_shows_a_positive_bound(tiny_config: Ca
     assert doc["guesses"] == 32 and doc["correct"] >= 28 and doc["epsilon_lower_bound"] > 1.0
     assert main(["audit-dp", str(tmp_path / "run")]) == 0
     assert "non-private run: no proven ε" in capsys.readouterr().out
+
+
+def test_a_bound_above_the_proven_epsilon_is_inconsistent_and_exits_1(monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from training import audit
+
+    result = audit.AuditResult("ab" * 32, 3, 6, 64, 32, 32, 0.95, 1e-5, 2.31, 0.61, {"mean": 0.1})
+    monkeypatch.setattr(audit, "audit_run", lambda *args, **kwargs: result)
+    assert main(["audit-dp", "anywhere"]) == 1
+    line = capsys.readouterr().out
+    assert line.startswith("INCONSISTENT: empirical ε >= 2.31 (95% confidence; 64 canaries, 32 guesses, 32 correct)")
+    assert "exceeds the proven ε <= 0.61 (δ = 1e-5)" in line and line.count("\n") == 1
+    assert main(["audit-dp", "anywhere", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["verdict"] == "inconsistent"
