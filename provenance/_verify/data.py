@@ -90,13 +90,17 @@ def check_dataset(*, manifest: Mapping[str, Any], run: Any, secrets: Secrets, ex
     if str(Digest.of(secrets.dataset_key)) != expected_key:
         raise CheckFailed("the dataset key given does not open the run's commitment", expected=expected_key,
                           found=Digest.of(secrets.dataset_key))
+    # a run trained with canaries (`prov train --canaries M`) trained on its RUN/data.jsonl: the user's records, then
+    # the member canaries; the user's own file alone is not its training set
+    hint = ("; this run was trained with canaries: give its data.jsonl (the trainer's records followed by the member "
+            "canaries) as --data") if manifest.get("canaries") is not None else ""
     declared = manifest["dataset"].get("size")
     if declared != len(examples):
-        raise CheckFailed("the data given does not have the committed number of examples", expected=declared,
+        raise CheckFailed(f"the data given does not have the committed number of examples{hint}", expected=declared,
                           found=len(examples))
     found = dataset_root(examples, secrets.dataset_key)
     if found != run.dataset_root:
-        raise CheckFailed("the data given is not the committed training set (its salted root differs)",
+        raise CheckFailed(f"the data given is not the committed training set (its salted root differs){hint}",
                           expected=run.dataset_root, found=found)
     summary = f"{len(examples)} examples; the salted root matches the commitment"
     note = duplicate_note(examples)

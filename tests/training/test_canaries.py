@@ -150,6 +150,12 @@ def test_nothing_published_holds_a_canary(canary_run: Path, tiny_model_dir: Path
     # and the scan every run passes (statistics, data, secrets) passes for this one too
     found = {kind: [n[:40] for n in items if n in haystack] for kind, items in forbidden(run, tiny_model_dir).items()}
     assert all(not hits for hits in found.values()), found
+    # handed the trainer's own records instead of the run's data.jsonl, the auditor is told which file to give
+    wrong = env.verify(last(run) / "adapter_model.safetensors", replay="0",
+                       **{**data_options(run, tiny_model_dir), "data": DEMO_DATA})
+    assert wrong["verdict"] == "failed"
+    detail = json.dumps([c for c in wrong["checks"] if c["id"] == "dataset"])
+    assert "trained with canaries: give its data.jsonl" in detail, detail
 
 
 @pytest.mark.slow
