@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from provenance import limits
+from provenance.errors import one_line
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_ATTEMPTS = 4  # the first try and three retries
@@ -72,12 +73,12 @@ def post(session: Any, url: str, *, timeout: float, max_bytes: int, what: str, d
         except requests.exceptions.Timeout:
             raise HttpFailure(f"no answer to {what} within {limit:.1f}s", timed_out=True) from None
         except requests.exceptions.ConnectionError as exc:
-            text = " ".join(str(exc).split())
+            text = one_line(exc)
             if "timed out" in text.lower():
                 raise HttpFailure(f"no answer to {what} within {limit:.1f}s", timed_out=True) from None
             raise HttpFailure("connection refused" if "refused" in text.lower() else text[:160]) from None
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            text = " ".join(str(exc).split())
+            text = one_line(exc)
             if isinstance(exc, urllib3.exceptions.TimeoutError) or "timed out" in text.lower():
                 raise HttpFailure(f"no answer to {what} within {limit:.1f}s", timed_out=True) from None
             raise HttpFailure(text[:160] or type(exc).__name__) from None

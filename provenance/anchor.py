@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from provenance import canonical
-from provenance.errors import ProvenanceError, UsageError
+from provenance.errors import ProvenanceError, UsageError, one_line
 from provenance.finality import Rechecking
 from provenance.fsutil import atomic_write
 from provenance.hashing import Digest, hash_file
@@ -272,7 +272,7 @@ class Outbox(Rechecking):
             with self._client_lock:
                 self._send(job)
         except Exception as exc:  # recorded, never raised into training
-            message = " ".join(str(exc).split()) or type(exc).__name__
+            message = one_line(exc)
             if _is_transient(exc):
                 self.last_error = message
                 self._next_try = time.monotonic() + self._backoff

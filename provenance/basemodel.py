@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from provenance import canonical
-from provenance.errors import FormatError, UsageError
+from provenance.errors import FormatError, UsageError, one_line
 from provenance.hashing import hash_file
 from provenance.loaders import loader_problems
 from provenance.manifest import CheckpointManifest, FileEntry
@@ -149,4 +149,4 @@ def load_tokenizer(directory: str | os.PathLike[str]) -> Any:
     try:
         return AutoTokenizer.from_pretrained(root, local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
-        raise UsageError(f"{root}: cannot load its tokenizer: {' '.join(str(exc).split())[:300]}") from None
+        raise UsageError(f"{root}: cannot load its tokenizer: {one_line(exc, 300)}") from None

@@ -46,7 +46,7 @@ import numpy as np
 
 from provenance import canonical, merkle
 from provenance.dataset import KIND_FIELDS, KINDS, Example, Records, example_record
-from provenance.errors import FormatError, UsageError
+from provenance.errors import FormatError, UsageError, one_line
 from provenance.hashing import Digest
 
 BATCH_FORMAT = "prov.batch.v2"
@@ -176,7 +176,7 @@ def _render(tokenizer: Any, conversation: list[dict[str, str]], *, generation_pr
     try:
         text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=generation_prompt)
     except Exception as exc:  # jinja2 TemplateError, or raise_exception() in the template itself
-        detail = " ".join(str(exc).split())[:200]
+        detail = one_line(exc, 200)
         raise FormatError(f"dataset example {index}: the chat template failed: {detail}") from None
     if not isinstance(text, str):
         raise FormatError(f"dataset example {index}: the chat template rendered {type(text).__name__}, not text")

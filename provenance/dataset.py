@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, overload
 
 from provenance import canonical, merkle
-from provenance.errors import FormatError, UsageError
+from provenance.errors import FormatError, UsageError, one_line
 from provenance.hashing import Digest
 
 DATASET_FORMAT = "prov.dataset.v1"
@@ -303,7 +303,7 @@ def _parquet_rows(p: Path, fields: Fields) -> Iterator[tuple[str, Any]]:
     except FormatError:
         raise
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ValueError... for damaged files
-        detail = " ".join(str(exc).split())[:200]
+        detail = one_line(exc, 200)
         raise FormatError(f"{p}: not a readable parquet file ({detail})") from None
     for number, row in enumerate(rows, start=1):
         yield f"{p} row {number}", {k: v for k, v in row.items() if v is not None}

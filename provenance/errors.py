@@ -31,6 +31,16 @@ EXIT_ERROR = 2
 EXIT_INCONCLUSIVE = 3
 
 
+def one_line(value: object, limit: int | None = None) -> str:
+    """An error (or any text) as one line: whitespace runs folded to one space, an empty exception message shown as
+    the exception's type, cut to `limit` characters when given. For text an untrusted party chose, escape it too
+    (`provenance.canonical.escape_controls`)."""
+    text = " ".join(str(value).split())
+    if not text and isinstance(value, BaseException):
+        text = type(value).__name__
+    return text if limit is None else text[:limit]
+
+
 class ProvenanceError(Exception):
     """Base of every error prov raises on purpose. Its message is one line that says what to do."""
 

@@ -17,7 +17,7 @@ from provenance._export import annex as _annex
 from provenance._export import card as _card
 from provenance._export import render as _render
 from provenance._export.annex import AnnexIV
-from provenance.errors import FormatError, ProvenanceError, UsageError
+from provenance.errors import FormatError, ProvenanceError, UsageError, one_line
 from provenance.hashing import Digest
 from provenance.report import publishable, scrub
 
@@ -94,7 +94,7 @@ def load_report(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise UsageError(f"{path}: no such report file") from None
     except (OSError, FormatError) as exc:
-        raise FormatError(f"{path}: not a JSON verify report ({' '.join(str(exc).split())})") from None
+        raise FormatError(f"{path}: not a JSON verify report ({one_line(exc)})") from None
     return publishable(data)
 
 

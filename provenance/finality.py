@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from provenance._chain.keys import DEV_CHAIN_IDS, answers_as_dev_node
+from provenance.errors import one_line
 
 DEFAULT_CONFIRMATIONS = 12
 # Chains whose blocks are not settled by a `finalized` tag a provider answers, and that reorganise deeper than the
@@ -161,7 +162,7 @@ class Rechecking:
                         _, registry = self._clients()
                         info = registry.block(int(job.block))
                 except Exception as exc:  # a node that cannot answer now: asked again until the deadline
-                    self.last_error, info = " ".join(str(exc).split()) or type(exc).__name__, None
+                    self.last_error, info = one_line(exc), None
                 if info is not None:
                     return bytes(info.hash), int(info.number)
             if time.monotonic() >= deadline or (job is not None and job.state == "failed"):
@@ -217,7 +218,7 @@ class Rechecking:
         try:
             self.recheck()
         except Exception as exc:  # recorded, never raised into training: the jobs keep their remembered state
-            self.last_error = " ".join(str(exc).split()) or type(exc).__name__
+            self.last_error = one_line(exc)
 
     def _rule(self, registry: Any) -> Any:
         """The chain's finality rule (provenance.finality.policy), decided once: `confirmations` given to `open`,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from provenance import canonical, config
-from provenance.errors import FormatError, ProvenanceError, UsageError
+from provenance.errors import FormatError, ProvenanceError, UsageError, one_line
 from provenance.keys import ENV_PASSWORD, check_name, password_from_env
 
 DEFAULT_KEY = "trainer"
@@ -191,7 +191,7 @@ def sign_model(path: Path, *, key: str = DEFAULT_KEY, password: str | None = Non
         signing.Config().use_elliptic_key_signer(private_key=found.private_path, password=secret) \
             .set_hashing_config(_hashing_config()).sign(path, out)
     except (OSError, ValueError) as exc:
-        raise UsageError(f"{path}: cannot sign ({' '.join(str(exc).split())})") from None
+        raise UsageError(f"{path}: cannot sign ({one_line(exc)})") from None
     statement = read_signature(out)[1]
     return Signed(out, found.key_id, signed_files(statement, path))
 

@@ -33,7 +33,7 @@ from provenance._verify.privacy import cross_check_opacus
 from provenance._verify.replay import DEFAULT_CONFIRMATIONS
 from provenance._verify.reporting import build_report
 from provenance._verify.subject import load_subject
-from provenance.errors import EXIT_ERROR, EXIT_FAILED, EXIT_INCONCLUSIVE, EXIT_OK, ProvenanceError, UsageError
+from provenance.errors import EXIT_ERROR, EXIT_FAILED, EXIT_INCONCLUSIVE, EXIT_OK, ProvenanceError, UsageError, one_line
 from provenance.ports import RegistryReader, StoreReader
 from provenance.report import seal, validate_report
 from provenance.secrets import keys_anchored
@@ -255,6 +255,6 @@ def _attestations(ev: pipeline.Evidence, registry: RegistryReader, options: Veri
             return None
         found = attestations_for(client, record=ev.record, run_key=ev.record.run_key, trusted=trusted)
     except ProvenanceError as exc:  # informative only: never let it abort the lineage verdict
-        ev.notes.append(f"attestations: could not be read ({' '.join(str(exc).split())})")
+        ev.notes.append(f"attestations: could not be read ({one_line(exc)})")
         return None
     return [a.to_json() for a in found]

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from provenance.errors import ProvenanceError, UsageError
+from provenance.errors import ProvenanceError, UsageError, one_line
 from training.config import AnchorConfig, _build
 from training.runinfo import read_manifest
 
@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except Exception as exc:  # a bug or a library's failure: its traceback goes to launch.log, one line to the user
         traceback.print_exc()
-        message = (f"rank {rank} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} (traceback in "
+        message = (f"rank {rank} failed: {type(exc).__name__}: {one_line(exc, 300)} (traceback in "
                    f"{args.run_dir / 'launch.log'}; continue with `prov train --resume {args.run_dir}`)")
         _write_result(result_path, {"error": message, "exit_code": 1})
         print(f"prov: error: {message}", file=sys.stderr)

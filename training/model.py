@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from provenance.basemodel import check_model_dir
-from provenance.errors import UsageError
+from provenance.errors import UsageError, one_line
 from training.config import LoraSettings
 
 
@@ -52,7 +52,7 @@ def load_base_model(directory: str | os.PathLike[str], *, dtype: str = "float32"
             attn_implementation=attn_implementation,
         )
     except (OSError, ValueError, KeyError) as exc:
-        raise UsageError(f"{root}: cannot load as a causal LM: {' '.join(str(exc).split())[:300]}") from None
+        raise UsageError(f"{root}: cannot load as a causal LM: {one_line(exc, 300)}") from None
     model.eval()  # dropout in the base model off; LoRA dropout is switched on by the engine
     return model, tokenizer
 

@@ -46,7 +46,7 @@ from typing import Any
 from provenance import canonical
 from provenance.basemodel import base_model_manifest
 from provenance.dataset import dataset_root
-from provenance.errors import FormatError, ProvenanceError, UsageError
+from provenance.errors import FormatError, ProvenanceError, UsageError, one_line
 from provenance.hashing import Digest
 from provenance.manifest import MANIFEST_NAME, CheckpointManifest
 from provenance.secrets import Secrets, keys_anchored, load_anchor
@@ -299,14 +299,14 @@ def replay(request: ReplayRequest) -> dict[str, Any]:
         try:
             segments.append(replayer.segment(seg))
         except ProvenanceError as exc:
-            segments.append({"error": " ".join(str(exc).split()), "index": seg.index})
+            segments.append({"error": one_line(exc), "index": seg.index})
         except Exception as exc:  # a crafted checkpoint (wrong shapes, dtypes) must fail its segment, not the worker
             short = resource_shortage(exc)
             if short is not None:  # this machine's limits: the segment is undecided, not failed
                 segments.append({"error": f"this machine ran out of {short} ({type(exc).__name__})",
                                  "index": seg.index, "resource": True})
             else:
-                segments.append({"error": f"cannot replay: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
+                segments.append({"error": f"cannot replay: {type(exc).__name__}: {one_line(exc, 300)}",
                                  "index": seg.index})
     shards = replayer.engine.shard_threads  # how the shards really ran (rank order after a fallback)
     replayer.environment["shard_threads"] = len(shards.maths) if shards is not None and shards.active else 1
@@ -339,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = replay(request)
         write_result(args.result, result)
     except ProvenanceError as exc:
-        print(f"replay: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"replay: error: {one_line(exc)}", file=sys.stderr)
         return 2
     return 0
 

@@ -17,7 +17,7 @@ from typing import Any
 from provenance._chain import heads
 from provenance._chain.errors import InconsistentChain
 from provenance._chain.records import CheckpointRecord, Finalization, RunHistory, RunRecord, RunState, WriterChange
-from provenance.errors import ChainError
+from provenance.errors import ChainError, one_line
 from provenance.hashing import Digest
 
 EVENTS = ("RunRegistered", "WriterAuthorized", "WriterRevoked", "CheckpointCommitted", "RunFinalized")
@@ -92,7 +92,7 @@ class EventReader:
         except Web3RPCError as exc:  # typically a provider capping the block range or the number of results
             error = (getattr(exc, "rpc_response", None) or {}).get("error")
             text = error.get("message") if isinstance(error, dict) and isinstance(error.get("message"), str) else exc
-            reason = " ".join(str(text).split())[:160]
+            reason = one_line(text, 160)
             raise _Refused(reason, _named_cap(reason)) from None
 
     def _decode(self, log: Any) -> Event:
@@ -106,7 +106,7 @@ class EventReader:
             decoded = getattr(self.contract.events, name)().process_log(log)
         except Exception as exc:  # malformed data from the node: never a traceback
             raise InconsistentChain(f"the node returned a malformed {name} log in block {log['blockNumber']}: "
-                                    f"{' '.join(str(exc).split())[:120]}") from None
+                                    f"{one_line(exc, 120)}") from None
         block_hash = log.get("blockHash") if hasattr(log, "get") else None
         return Event(name, dict(decoded["args"]), int(log["blockNumber"]), int(log["logIndex"]),
                      "0x" + bytes(log["transactionHash"]).hex(), bytes(block_hash) if block_hash else None)

@@ -27,7 +27,7 @@ from provenance._chain.errors import (
     WrongChainId,
 )
 from provenance.canonical import restore_recursion_limit
-from provenance.errors import ChainError, UsageError
+from provenance.errors import ChainError, UsageError, one_line
 
 TESTER = "tester"
 GAS_MARGIN = 1.1  # estimates are exact for this contract; the margin absorbs state changes before mining
@@ -43,7 +43,7 @@ def rpc_errors(rpc_url: str) -> Iterator[None]:
     try:
         yield
     except (OSError, ProviderConnectionError, RequestTimedOut, BadResponseFormat) as exc:
-        reason = _one_line(exc)
+        reason = one_line(exc)
         if isinstance(exc, OSError) and "Connection refused" in reason:
             reason = "connection refused"
         raise RpcUnreachable(f"cannot reach the chain at {rpc_url}: {reason[:160]} "
@@ -59,10 +59,6 @@ def wrap_rpc(method: Callable[P, R]) -> Callable[P, R]:
             return method(*args, **kwargs)
 
     return wrapper
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 REQUEST_TIMEOUT = 30.0  # wall-clock seconds for one JSON-RPC request, however slowly the node drips its answer
@@ -238,7 +234,7 @@ class Transport:
                     tx_hash = eth.send_raw_transaction(raw)
                     break
                 except (Web3RPCError, ValueError) as exc:  # eth-tester raises ValidationError (a ValueError)
-                    text = _one_line(exc).lower()
+                    text = one_line(exc).lower()
                     if attempt == 1 and "nonce" in text and ("low" in text or "expected" in text):
                         continue  # another client with this key sent first: count again
                     raise self._classify(exc, what, signer) from None
@@ -272,7 +268,7 @@ class Transport:
         decoded = self.decoder.from_exception(exc)
         if decoded is not None:
             return decoded
-        text = _one_line(exc)
+        text = one_line(exc)
         if "insufficient funds" in text.lower() or "cannot afford" in text.lower():
             return self._insufficient(signer, what, None)
         return ChainError(f"{what}: the node refused the transaction: {text[:200]}")

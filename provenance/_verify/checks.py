@@ -18,6 +18,7 @@ from provenance.errors import (
     StoreError,
     UsageError,
     VerificationError,
+    one_line,
 )
 
 
@@ -138,19 +139,19 @@ class Checks:
                 message = message.split(" (expected ")[0]
             self.failed(check_id, message, expected=exc.expected, found=exc.found)
         except CheckInconclusive as exc:
-            self.inconclusive(check_id, " ".join(str(exc).split()))
+            self.inconclusive(check_id, one_line(exc))
         except (StoreError, ChainError) as exc:
             self._unreachable(check_id, exc)
         except UsageError:
             raise  # the auditor's own input (a missing file, a bad option): a one-line error, not a verdict
         except FormatError as exc:
-            self.failed(check_id, f"published content does not parse: {' '.join(str(exc).split())}")
+            self.failed(check_id, f"published content does not parse: {one_line(exc)}")
         except (ProvenanceError, ArithmeticError, LookupError, TypeError, ValueError, AttributeError) as exc:
             self.failed(check_id, f"the content could not be checked ({type(exc).__name__}: "
-                                  f"{' '.join(str(exc).split())[:200]})")
+                                  f"{one_line(exc, 200)})")
 
     def _unreachable(self, check_id: str, exc: ProvenanceError) -> None:
-        self.not_run(check_id, f"could not run: {' '.join(str(exc).split())}")
+        self.not_run(check_id, f"could not run: {one_line(exc)}")
         if self.reach_error is None:
             self.reach_error = exc
 

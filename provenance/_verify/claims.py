@@ -32,7 +32,7 @@ from typing import Any
 
 from provenance._verify.checks import CheckFailed, CheckInconclusive
 from provenance.cid import CidMismatch
-from provenance.errors import ChainError, ProvenanceError, StoreError
+from provenance.errors import ChainError, ProvenanceError, StoreError, one_line
 from provenance.hashing import Digest
 from provenance.limits import BudgetExceeded
 from provenance.manifest import decode_run_manifest, run_id_of
@@ -116,10 +116,6 @@ def _rank(claim: Claim, metadata: Mapping[str, str]) -> tuple[int, int, int, int
     return (0 if named else 1, 0 if claim.match == "weights" else 1, record.block_number, record.index)
 
 
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    return (" ".join(str(exc).split()) or type(exc).__name__)[:limit]
-
-
 def _candidate_problem(record: Any, history: Any, data: bytes) -> tuple[dict[str, Any] | None, str | None]:
     """(manifest, None) when this claim's run is consistent; (None, why) when it is not the trainer's run."""
     run = history.registration
@@ -129,7 +125,7 @@ def _candidate_problem(record: Any, history: Any, data: bytes) -> tuple[dict[str
         manifest = decode_run_manifest(data, source=f"run manifest {run.manifest_cid}")
         expected_id = run_id_of(manifest)
     except _CONTENT_FAULTS as exc:  # published by whoever registered it: this candidate only
-        return None, f"its run manifest is malformed ({_one_line(exc)})"
+        return None, f"its run manifest is malformed ({one_line(exc, 200)})"
     if manifest.get("run_id") != expected_id or manifest["run_id"] != record.run_id.hex():
         return None, "its run id is not the hash of its manifest (a manifest forged to borrow another run's id)"
     owner = manifest.get("owner")
@@ -169,7 +165,7 @@ def _stored_problem(claim: Claim, store: StoreReader) -> str | None:
     except (StoreError, CidMismatch, ChainError):
         raise
     except _CONTENT_FAULTS as exc:
-        return f"its stored checkpoint cannot be read as a checkpoint ({_one_line(exc)})"
+        return f"its stored checkpoint cannot be read as a checkpoint ({one_line(exc, 200)})"
     if not holds:
         what = "file digest" if claim.match == "weights" else "tensor digest"
         return (f"its stored checkpoint does not hold the adapter it claims (the stored {ADAPTER_FILE} has another "
@@ -187,7 +183,7 @@ def _examine(claim: Claim, registry: RegistryReader, store: StoreReader) -> tupl
     except (StoreError, CidMismatch, ChainError):
         raise
     except _CONTENT_FAULTS as exc:  # a CID that is not one, a directory: what the registrant published
-        return history, None, f"its run manifest cannot be fetched as a file ({_one_line(exc)})"
+        return history, None, f"its run manifest cannot be fetched as a file ({one_line(exc, 200)})"
     manifest, problem = _candidate_problem(record, history, data)
     if manifest is None:
         return history, None, str(problem)
@@ -237,7 +233,7 @@ def select(found: list[Claim], *, metadata: Mapping[str, str], registry: Registr
             unreadable = unreadable or exc
             if named:
                 named_unreadable = named_unreadable or exc
-            found[position] = Claim(record, claim.match, note=f"could not be read ({_one_line(exc)})")
+            found[position] = Claim(record, claim.match, note=f"could not be read ({one_line(exc, 200)})")
             continue
         if manifest is None:
             found[position] = Claim(record, claim.match, note=f"rejected: {problem}")

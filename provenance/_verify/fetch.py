@@ -15,7 +15,7 @@ from typing import Any
 
 from provenance import limits
 from provenance._verify.checks import CheckFailed
-from provenance.errors import FormatError
+from provenance.errors import FormatError, one_line
 from provenance.fsutil import atomic_output
 from provenance.hashing import Digest
 from provenance.manifest import MANIFEST_NAME, CheckpointManifest
@@ -94,7 +94,7 @@ def fetch_listed(store: Any, record: Any, target: Path) -> CheckpointManifest:
         try:
             found = _stream(store, cid, target / entry.path, size=entry.size)
         except FormatError as exc:  # a DAG that does not hold to its declared size: the trainer's content
-            raise CheckFailed(f"the stored {entry.path} does not parse: {' '.join(str(exc).split())}") from None
+            raise CheckFailed(f"the stored {entry.path} does not parse: {one_line(exc)}") from None
         if found != entry.digest:
             raise CheckFailed(f"the stored {entry.path} is not the committed file", expected=entry.digest,
                               found=found)

@@ -20,7 +20,7 @@ from typing import Any
 
 from provenance import canonical
 from provenance._verify.checks import CheckFailed
-from provenance.errors import FormatError
+from provenance.errors import FormatError, one_line
 from provenance.hashing import Digest
 from provenance.manifest import ADAPTER_FORMAT, MANIFEST_NAME, CheckpointManifest, FileEntry
 
@@ -111,7 +111,7 @@ def _check_manifest_file(data: bytes, checkpoint_digest: Digest) -> None:
     try:
         found = CheckpointManifest.decode(data, source=MANIFEST_NAME).digest()
     except FormatError as exc:
-        raise CheckFailed(f"{MANIFEST_NAME} here does not parse ({' '.join(str(exc).split())[:160]})",
+        raise CheckFailed(f"{MANIFEST_NAME} here does not parse ({one_line(exc, 160)})",
                           expected=checkpoint_digest, found="an unreadable manifest") from None
     if found != checkpoint_digest:
         raise CheckFailed(f"{MANIFEST_NAME} here describes another checkpoint than the committed one",
@@ -143,7 +143,7 @@ def check_base_name(config: bytes, manifest: Mapping[str, Any] | None) -> str | 
     try:
         found = canonical.load_json(config, source=ADAPTER_CONFIG)
     except (ValueError, FormatError) as exc:
-        raise CheckFailed(f"the committed {ADAPTER_CONFIG} does not parse ({' '.join(str(exc).split())[:160]})",
+        raise CheckFailed(f"the committed {ADAPTER_CONFIG} does not parse ({one_line(exc, 160)})",
                           expected="a JSON object", found="unreadable") from None
     name = found.get("base_model_name_or_path") if isinstance(found, dict) else None
     if not isinstance(want, str) or name != want:
@@ -170,10 +170,10 @@ def check_lora_settings(config: bytes, manifest: Mapping[str, Any] | None) -> No
         read_adapter_config(doc)
     except UsageError as exc:  # merge.AdapterError: a setting plain LoRA does not have
         raise CheckFailed(f"the committed {ADAPTER_CONFIG} is not the plain LoRA the trainer writes: "
-                          f"{' '.join(str(exc).split())[:200]}", expected="plain LoRA",
+                          f"{one_line(exc, 200)}", expected="plain LoRA",
                           found="another adapter") from None
     except (ValueError, FormatError) as exc:
-        raise CheckFailed(f"the committed {ADAPTER_CONFIG} does not parse ({' '.join(str(exc).split())[:160]})",
+        raise CheckFailed(f"the committed {ADAPTER_CONFIG} does not parse ({one_line(exc, 160)})",
                           expected="a JSON object", found="unreadable") from None
     targets = doc.get("target_modules")
     pairs = (("r", doc.get("r"), lora.get("r")), ("lora_alpha", doc.get("lora_alpha"), lora.get("alpha")),

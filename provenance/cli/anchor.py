@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from provenance.errors import UsageError
+from provenance.errors import UsageError, one_line
 
 
 def _run_dir(run_dir: Path | None) -> Path:
@@ -50,7 +50,7 @@ def _recheck(box: Any) -> str:
     try:
         box.recheck()
     except ProvenanceError as exc:
-        return " ".join(str(exc).split())
+        return one_line(exc)
     return ""
 
 
