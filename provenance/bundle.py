@@ -33,7 +33,7 @@ from provenance.errors import FormatError, UsageError
 BUNDLE_FORMAT = "prov.bundle.v1"
 MAX_COORDINATES = 64 << 10  # the coordinates document is small; refuse anything pretending otherwise
 KIT_MARKER = "PRIVATE-AUDITOR-KIT.txt"
-KIT_FILES = ("secrets.json", "stats.jsonl")
+KIT_FILES = ("secrets.json", "stats.jsonl", "data.jsonl")  # data.jsonl: a canary run's training set
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _RUN_ID = re.compile(r"^[0-9a-f]{64}$")
@@ -167,8 +167,9 @@ def write_bundle(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], *
 
 
 def write_kit(run_dir: str | os.PathLike[str], kit_dir: str | os.PathLike[str]) -> list[Path]:
-    """Copy the run's private auditor kit (secrets.json, stats.jsonl) into `kit_dir` (created 0700, files 0600),
-    with a marker file saying it is private. Never part of the bundle."""
+    """Copy the run's private auditor kit (secrets.json, stats.jsonl, and for a run trained with canaries its
+    data.jsonl: the trainer's records followed by the member canaries, the data such a run is verified with) into
+    `kit_dir` (created 0700, files 0600), with a marker file saying it is private. Never part of the bundle."""
     source, dest = Path(run_dir), Path(kit_dir)
     missing = [name for name in KIT_FILES if not (source / name).is_file()]
     if "secrets.json" in missing:
@@ -188,8 +189,9 @@ def write_kit(run_dir: str | os.PathLike[str], kit_dir: str | os.PathLike[str]) 
     marker = dest / KIT_MARKER
     marker.write_text("PRIVATE: the auditor kit of one prov run. secrets.json holds the dataset key and the DP "
                       "noise seed\n(publishing the seed would let anyone subtract the noise and undo differential "
-                      "privacy); stats.jsonl\nholds per-step loss. Hand it only to the auditor, over a private "
-                      "channel. Never publish it.\n", encoding="utf-8")
+                      "privacy); stats.jsonl\nholds per-step loss; data.jsonl, when present, is the run's training "
+                      "data (canaries included).\nHand it only to the auditor, over a private channel. Never "
+                      "publish it.\n", encoding="utf-8")
     os.chmod(marker, 0o600)
     return [*written, marker]
 

@@ -54,6 +54,10 @@ def test_the_private_kit_is_its_own_marked_directory(tmp_path: Path) -> None:
     assert "Never publish it" in (tmp_path / "kit" / "PRIVATE-AUDITOR-KIT.txt").read_text()
     with pytest.raises(UsageError, match="not empty"):
         write_kit(run, tmp_path / "kit")
+    (run / "data.jsonl").write_text('{"text":"a"}\n')  # a run trained with canaries: its training set goes too
+    files = write_kit(run, tmp_path / "kit-canaries")
+    assert sorted(p.name for p in files) == ["PRIVATE-AUDITOR-KIT.txt", "data.jsonl", "secrets.json", "stats.jsonl"]
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files)
     (run / "secrets.json").unlink()
     with pytest.raises(UsageError, match=r"no secrets\.json"):
         write_kit(run, tmp_path / "kit2")
