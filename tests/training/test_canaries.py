@@ -5,11 +5,8 @@ canaries' commitment, resumes and replays like any run, and its audit bounds ε 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import stat
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,7 @@ from provenance.canaries import CANARIES_NAME, DATA_NAME, load
 from provenance.cli import main
 from provenance.dataset import load_records
 from provenance.manifest import hash_directory
+from tests.fixtures.training import assert_rebuilds, prov_home, replay_run
 from training.data import DEMO_DATA
 from training.runinfo import read_manifest
 
@@ -30,15 +28,8 @@ def canary_run(tmp_path_factory: pytest.TempPathFactory, tiny_config: Callable[.
     from training.trainer import train
 
     out = tmp_path_factory.mktemp("canary-run") / "run"
-    old = os.environ.get("PROV_HOME")
-    os.environ["PROV_HOME"] = str(out.parent / "prov-home")
-    try:
+    with prov_home(out.parent / "prov-home"):
         train(tiny_config(out, **{"audit.canaries": 16}), secrets=fixed_secrets, quiet=True)
-    finally:
-        if old is None:
-            os.environ.pop("PROV_HOME", None)
-        else:
-            os.environ["PROV_HOME"] = old
     return out
 
 
@@ -161,8 +152,6 @@ def test_nothing_published_holds_a_canary(canary_run: Path, tiny_model_dir: Path
 @pytest.mark.slow
 @pytest.mark.replay
 def test_a_canary_run_resumes_and_replays(canary_run: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
-    from training.determinism import environment_for
-    from training.replay import request_for_run
     from training.trainer import resume
 
     run = tmp_path / "run"
@@ -175,19 +164,8 @@ def test_a_canary_run_resumes_and_replays(canary_run: Path, tiny_model_dir: Path
     assert hash_directory(run / "checkpoints" / "000003").digest() == \
         hash_directory(canary_run / "checkpoints" / "000003").digest()
     assert resumed.run_id == read_manifest(canary_run)["run_id"]
-    request = request_for_run(run, base_model=tiny_model_dir, data=run / DATA_NAME, out=tmp_path / "out")
-    path = tmp_path / "req.json"
-    path.write_text(json.dumps(request.to_json()))
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    env.update(environment_for(read_manifest(run)))
-    out = subprocess.run([sys.executable, "-m", "training.replay", "--request", str(path), "--result",
-                          str(tmp_path / "res.json")], env=env, capture_output=True, text=True, timeout=600,
-                         check=False)
-    assert out.returncode == 0, out.stderr
-    segments = json.loads((tmp_path / "res.json").read_text())["segments"]
-    assert [s["index"] for s in segments] == [0, 1, 2, 3]
-    for seg in segments:
-        assert seg["checkpoint_digest"] == str(hash_directory(run / "checkpoints" / f"{seg['index']:06d}").digest())
+    _, result = replay_run(run, base_model=tiny_model_dir, data=run / DATA_NAME, work=tmp_path)
+    assert_rebuilds(run, result, [0, 1, 2, 3])
 
 
 @pytest.mark.slow

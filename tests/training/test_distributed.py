@@ -16,8 +16,8 @@ import pytest
 from provenance.manifest import hash_directory
 from provenance.records import StepRecordV3
 from provenance.steplog import StepLog, verify_log
+from tests.fixtures.training import assert_rebuilds, replay_run
 from training.data import DEMO_DATA
-from training.replay import request_for_run
 
 pytestmark = [pytest.mark.slow]
 
@@ -91,26 +91,15 @@ def test_a_two_process_run_is_recorded_as_one(two_process_run: Path) -> None:
 @pytest.mark.replay
 def test_every_segment_replays_bit_for_bit_in_one_process(two_process_run: Path, tiny_model_dir: Path,
                                                           tmp_path: Path) -> None:
-    from training.determinism import environment_for
     from training.runinfo import read_manifest
 
-    request = request_for_run(two_process_run, base_model=tiny_model_dir, data=DEMO_DATA, out=tmp_path / "out")
-    path = tmp_path / "req.json"
-    path.write_text(json.dumps(request.to_json()))
-    env = {**_env(tmp_path), **environment_for(read_manifest(two_process_run))}
-    out = subprocess.run([sys.executable, "-m", "training.replay", "--request", str(path), "--result",
-                          str(tmp_path / "res.json")], env=env, capture_output=True, text=True, timeout=600,
-                         check=False)
-    assert out.returncode == 0, out.stderr
-    result = json.loads((tmp_path / "res.json").read_text())
+    _, result = replay_run(two_process_run, base_model=tiny_model_dir, data=DEMO_DATA, work=tmp_path,
+                           env=_env(tmp_path))
     assert result["environment"]["threads"] == 1
     # the two ranks' shards were computed concurrently on this machine's cores (LoRA dropout on: own generators)
     assert result["environment"]["shard_threads"] == min(2, len(os.sched_getaffinity(0)))
     assert result["environment"]["cpu_capability"] == read_manifest(two_process_run)["determinism"]["cpu_capability"]
-    for seg in result["segments"]:
-        committed = hash_directory(two_process_run / "checkpoints" / f"{seg['index']:06d}").digest()
-        assert seg["checkpoint_digest"] == str(committed), seg["index"]
-    assert [s["index"] for s in result["segments"]] == [0, 1, 2, 3]
+    assert_rebuilds(two_process_run, result, [0, 1, 2, 3])
 
 
 @pytest.mark.parametrize("resume_nproc", [2, 1])
@@ -144,7 +133,6 @@ def test_an_anchored_two_process_run_shares_its_anchored_keys(tmp_path: Path, ti
                                                               fixed_secrets: Any) -> None:
     """prov.keys.v1 under torchrun: rank 0 records the registration block (keys.json) before step 0 and the other
     rank derives the same sampling keys from it; one process replaying with that block rebuilds every checkpoint."""
-    from training.determinism import environment_for
     from training.runinfo import read_manifest
 
     run = tmp_path / "run"
@@ -153,16 +141,6 @@ def test_an_anchored_two_process_run_shares_its_anchored_keys(tmp_path: Path, ti
     out = _prov(tmp_path, args)
     assert out.returncode == 0, out.stderr[-3000:] + _launch_log(run)
     assert read_manifest(run)["formats"]["sampler"] == "prov.poisson.v2" and (run / "keys.json").is_file()
-    request = request_for_run(run, base_model=tiny_model_dir, data=DEMO_DATA, out=tmp_path / "out")
+    request, result = replay_run(run, base_model=tiny_model_dir, data=DEMO_DATA, work=tmp_path, env=_env(tmp_path))
     assert request.keys_anchor is not None
-    path = tmp_path / "req.json"
-    path.write_text(json.dumps(request.to_json()))
-    env = {**_env(tmp_path), **environment_for(read_manifest(run))}
-    done = subprocess.run([sys.executable, "-m", "training.replay", "--request", str(path), "--result",
-                           str(tmp_path / "res.json")], env=env, capture_output=True, text=True, timeout=600,
-                          check=False)
-    assert done.returncode == 0, done.stderr
-    segments = json.loads((tmp_path / "res.json").read_text())["segments"]
-    assert [s["index"] for s in segments] == [0, 1, 2, 3]
-    for seg in segments:
-        assert seg["checkpoint_digest"] == str(hash_directory(run / "checkpoints" / f"{seg['index']:06d}").digest())
+    assert_rebuilds(run, result, [0, 1, 2, 3])
