@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from provenance.errors import UsageError
+from provenance.errors import ProvenanceError, UsageError
 
 
 def fsync_dir(path: Path) -> None:
@@ -54,6 +54,18 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, durable: bool = T
     """Write `data` to `path` atomically (see `atomic_output`)."""
     with atomic_output(path, mode=mode, durable=durable) as out:
         out.write(data)
+
+
+def read_input(path: Path, *, missing: str = "no such file", unreadable: str = "cannot read",
+               error: type[ProvenanceError] = UsageError) -> bytes:
+    """A whole (small) file the user named; a missing or unreadable one is one line naming the path, of type
+    `error`: `PATH: <missing>` or `PATH: <unreadable> (<reason>)` (say there how to make the file if it helps)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: {missing}") from None
+    except OSError as exc:
+        raise error(f"{path}: {unreadable} ({exc.strerror or exc})") from None
 
 
 @contextlib.contextmanager

@@ -28,6 +28,7 @@ from provenance import canonical, config
 from provenance._attest import bls
 from provenance._chain.records import TxInfo
 from provenance.errors import FormatError, UsageError
+from provenance.fsutil import read_input
 
 KEY_FORMAT = "prov.bls-key.v1"
 ENV_PASSWORD = "PROV_KEY_PASSWORD"
@@ -127,12 +128,9 @@ def new_key(name: str, password: str, *, path: Path | None = None, home: Path | 
 
 
 def _read(path: Path) -> dict[str, Any]:
+    data = read_input(path, missing="no such key file (create one with `prov keys new NAME`)", error=KeyFileError)
     try:
-        document = canonical.load_json(path.read_bytes(), source=f"{path} (key file)")
-    except FileNotFoundError:
-        raise KeyFileError(f"{path}: no such key file (create one with `prov keys new NAME`)") from None
-    except OSError as exc:
-        raise KeyFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        document = canonical.load_json(data, source=f"{path} (key file)")
     except ValueError:
         raise KeyFileError(f"{path}: not a JSON key file") from None
     if not isinstance(document, dict) or not isinstance(document.get("prov"), dict) \

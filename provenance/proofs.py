@@ -32,7 +32,7 @@ import numpy as np
 from provenance import batches, canonical, merkle
 from provenance.dataset import KINDS, detect_kind, example_record
 from provenance.errors import FormatError, ProofError, UsageError, VerificationError
-from provenance.fsutil import atomic_write
+from provenance.fsutil import atomic_write, read_input
 from provenance.hashing import Digest
 from provenance.manifest import run_id_of, run_manifest_digest, validate_run_manifest
 from provenance.ports import RegistryReader, RunHistory
@@ -205,12 +205,7 @@ class ExampleProof:
     @classmethod
     def read(cls, path: Path) -> ExampleProof:
         """Parse a proof file; anything but a well-formed v1 proof is a one-line error (exit 2)."""
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise UsageError(f"{path}: no such proof file") from None
-        except OSError as exc:
-            raise UsageError(f"{path}: cannot read the proof file ({exc.strerror})") from None
+        data = read_input(path, missing="no such proof file", unreadable="cannot read the proof file")
         if data[:1] == b"\x80":
             raise FormatError(f"{path}: looks like a Python pickle; prov never unpickles (a proof is JSON)")
         return cls.from_json(canonical.decode(data, source=str(path), max_size=MAX_PROOF_BYTES), source=str(path))

@@ -23,6 +23,7 @@ from typing import Any
 
 from provenance import canonical, config
 from provenance.errors import FormatError, ProvenanceError, UsageError, one_line
+from provenance.fsutil import read_input
 from provenance.keys import ENV_PASSWORD, check_name, password_from_env
 
 DEFAULT_KEY = "trainer"
@@ -114,12 +115,8 @@ def show_signing_key(name_or_path: str = DEFAULT_KEY, *, home: Path | None = Non
 def load_public_pem(path: Path) -> bytes:
     """A P-256 public key (PEM), checked to be one."""
     serialization, ec = _crypto()
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise SigningKeyError(f"{path}: no such public key (create a key with `prov signing-key new`)") from None
-    except OSError as exc:
-        raise SigningKeyError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    data = read_input(path, missing="no such public key (create a key with `prov signing-key new`)",
+                      error=SigningKeyError)
     try:
         key = serialization.load_pem_public_key(data)
     except ValueError:
@@ -137,13 +134,8 @@ def load_private_key(name_or_path: str = DEFAULT_KEY, password: str | None = Non
     password = password_from_env() if password is None else password
     if password is None:
         raise SigningKeyError(f"{private_path}: set {ENV_PASSWORD} to the signing key's password")
-    try:
-        data = private_path.read_bytes()
-    except FileNotFoundError:
-        raise SigningKeyError(f"{private_path}: no such signing key (create one with `prov signing-key new`)") \
-            from None
-    except OSError as exc:
-        raise SigningKeyError(f"{private_path}: cannot read ({exc.strerror or exc})") from None
+    data = read_input(private_path, missing="no such signing key (create one with `prov signing-key new`)",
+                      error=SigningKeyError)
     try:
         key = serialization.load_pem_private_key(data, password.encode("utf-8"))
     except (ValueError, TypeError):

@@ -24,6 +24,7 @@ from typing import Any
 from provenance.batches import MAX_WORLD_SIZE
 from provenance.dataset import FORMATS, KINDS, Fields
 from provenance.errors import ConfigError, UsageError
+from provenance.fsutil import read_input
 from provenance.schedule import SCHEDULE_FORMATS, SCHEDULE_V2
 
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent / "data" / "default.toml"  # what `prov init` writes
@@ -326,12 +327,7 @@ def load_config(path: str | Path | None) -> TrainConfig:
     if path is None:
         return validate(TrainConfig())
     p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: config file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read config ({exc.strerror})") from None
+    raw = read_input(p, missing="config file not found", unreadable="cannot read config", error=ConfigError)
     suffix = p.suffix.lower()
     try:
         if suffix == ".toml":

@@ -144,3 +144,27 @@ def test_an_anchored_two_process_run_shares_its_anchored_keys(tmp_path: Path, ti
     request, result = replay_run(run, base_model=tiny_model_dir, data=DEMO_DATA, work=tmp_path, env=_env(tmp_path))
     assert request.keys_anchor is not None
     assert_rebuilds(run, result, [0, 1, 2, 3])
+
+
+@pytest.mark.replay
+def test_a_two_process_canary_run_trains_on_its_members_and_replays(tmp_path: Path, tiny_model_dir: Path,
+                                                                    fixed_secrets: Any) -> None:
+    """`--canaries M` under torchrun: the launcher draws the canaries once while preparing the run, both ranks read
+    the same RUN/data.jsonl (the user's records then the members), and one process replaying with that file
+    rebuilds every checkpoint; `prov audit-dp` then reads the run like a one-process one."""
+    from provenance.canaries import CANARIES_NAME, DATA_NAME, load
+    from provenance.dataset import load_records
+    from training.runinfo import read_manifest
+
+    run = tmp_path / "run"
+    out = _prov(tmp_path, [*_train_args(tmp_path, tiny_model_dir, fixed_secrets, run), "--canaries", "8"])
+    assert out.returncode == 0, out.stderr[-3000:] + _launch_log(run)
+    canaries = load(run / CANARIES_NAME)
+    manifest = read_manifest(run)
+    assert manifest["training"]["world_size"] == 2 and manifest["canaries"] == canaries.manifest_section()
+    assert list(load_records(run / DATA_NAME)) == [*load_records(DEMO_DATA), *canaries.members()]
+    _, result = replay_run(run, base_model=tiny_model_dir, data=run / DATA_NAME, work=tmp_path, env=_env(tmp_path))
+    assert_rebuilds(run, result, [0, 1, 2, 3])
+    audit = _prov(tmp_path, ["audit-dp", str(run), "--json"])
+    assert audit.returncode == 0, audit.stderr
+    assert json.loads(audit.stdout)["canaries"] == 8
