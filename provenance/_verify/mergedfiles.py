@@ -28,7 +28,7 @@ DTYPE_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bf
 
 def stage_files(ev: Evidence, base_model: Path | None) -> None:
     """Run `merged_files` (see the module docstring). A run finalised with the tensors alone binds the other files
-    only through --base-model; without it the check does not run and the report says the files are not bound."""
+    only through --base-model; without it the check is inconclusive (the files are not bound), never passed."""
     checks, case = ev.checks, ev.merged
     if case.here is None:
         checks.not_run(FILES_CHECK, "a lone weights file: the config, tokenizer and generation files a loader reads "
@@ -67,11 +67,12 @@ def stage_files(ev: Evidence, base_model: Path | None) -> None:
             checks.passed(FILES_CHECK, f"nothing redirects the loader, and the files beside the weights ({names}) "
                                        + " and ".join(compared))
             return
-        checks.not_run(FILES_CHECK, "the run's finalisation commits the merged tensors only (prov.merge.v1, before "
-                                    f"prov.merged-dir.v1): the files a loader reads beside them ({names}) are not "
-                                    "bound; pass --base-model to compare them with the registered base model's")
-        ev.warnings.append("config.json, the tokenizer and generation files of this merged model are not bound by "
-                           "any commitment (the run's finalisation predates prov.merged-dir.v1): pass --base-model")
+        # Never VERIFIED with files a loader reads unbound: whatever the manifest says of itself (a current run
+        # can write its manifest without `formats.merged`), the base model's files are then the only binding.
+        checks.inconclusive(FILES_CHECK, "the run's finalisation commits the merged tensors only (prov.merge.v1, "
+                                         f"before prov.merged-dir.v1): the files a loader reads beside them ({names}) "
+                                         "are not bound by any commitment; pass --base-model to compare them with "
+                                         "the registered base model's")
 
 
 def _fail_on(differences: list[str], whose: str) -> None:

@@ -43,7 +43,8 @@ def _dishonest_finalisation(monkeypatch: pytest.MonkeyPatch, *, model: Path | No
 
 def _as_before_merged_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     """Write the run manifest as prov did before prov.merged-dir.v1 (no `formats.merged`): such a run's
-    finalisation committed the merged tensors alone, and still verifies at the tensor level."""
+    finalisation committed the merged tensors alone, which verify only with --base-model binding the files beside
+    them (without it: INCONCLUSIVE). A current trainer can write the same manifest, so nothing more is trusted."""
     from training import runinfo
 
     monkeypatch.setattr(runinfo, "FORMATS", {k: v for k, v in runinfo.FORMATS.items() if k != "merged"})
@@ -106,11 +107,11 @@ def test_a_merge_of_another_adapter_committed_for_this_run(lab: Lab, tmp_path: P
     run_id = json.loads((run / "run.json").read_bytes())["run_id"]
     assert read_header(shipped.path / "model.safetensors").metadata["prov.run_id"] == run_id
     code, report = lab.verify(shipped.path)
-    assert code == 0 and "not recomputed" in check_of(report, "merge")["summary"]
-    # committed the older way (tensors only): the files beside them are not bound, and the report says so (#20)
-    assert check_of(report, "merged_files")["status"] == "not_run"
-    assert "are not bound" in check_of(report, "merged_files")["summary"]
-    assert any("not bound by any commitment" in w for w in report["warnings"]), report["warnings"]
+    assert "not recomputed" in check_of(report, "merge")["summary"]
+    # committed the older way (tensors only): the files beside them are bound by nothing, so never VERIFIED (#20)
+    assert code == 3 and report["verdict"] == "inconclusive", report["checks"]
+    assert check_of(report, "merged_files")["status"] == "inconclusive"
+    assert "not bound by any commitment" in check_of(report, "merged_files")["summary"]
     assert any("--base-model to recompute" in item for item in report["not_checked"])
     code, report = lab.verify(shipped.path, "--base-model", str(lab.model), "--replay", "0")
     assert code == 1 and failed_checks(report) == ["merge"], report["checks"]
@@ -185,5 +186,9 @@ def test_a_strangers_finalisation_of_the_victims_directory_manifest(lab: Lab, tm
     monkeypatch.setattr(trainer, "finalize_run", honest_finalize)
     code, report = lab.verify(shipped.path)
     victim_id = json.loads((victim / "run.json").read_bytes())["run_id"]
-    assert code == 0 and report["run"]["run_id"] == victim_id, (report["run"], report["claims"])
+    # the victim's claim; its files beside the tensors are bound by nothing without the base model (inconclusive)
+    assert code == 3 and report["run"]["run_id"] == victim_id, (report["run"], report["claims"])
+    assert check_of(report, "merged_files")["status"] == "inconclusive", report["checks"]
     assert len(report["claims"]) == 2 and any(not c["selected"] for c in report["claims"])
+    code, report = lab.verify(shipped.path, "--base-model", str(lab.model), "--replay", "0")
+    assert code == 0 and report["run"]["run_id"] == victim_id, (report["run"], report["claims"])
