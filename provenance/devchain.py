@@ -62,13 +62,16 @@ def down(*, home: Path | None = None) -> int | None:
     return pid if stopped else None
 
 
-def ensure_running(*, home: Path | None = None) -> LocalChain | None:
+def ensure_running(*, home: Path | None = None, url: str | None = None) -> LocalChain | None:
     """If the project's chain is its own local anvil (`prov chain up`, `prov demo`), make sure it runs: restart it
     from its saved state on its recorded port when it is down, so a later command finds the same registry.
-    Returns the node (`already_running` tells whether it was restarted), or None when the project has no local
-    chain."""
+    `url`: the chain a command is about to use (a run's recorded target); only the project's own anvil at that URL
+    is restarted. Returns the node (`already_running` tells whether it was restarted), or None when the project has
+    no local chain (or `url` is another chain)."""
     section = config.get_section(SECTION, home)
     if not (section.get("local") and section.get("rpc_url")):
+        return None
+    if url is not None and url.rstrip("/") != str(section["rpc_url"]).rstrip("/"):
         return None
     return up(home=home, port=urlparse(section["rpc_url"]).port or 8545)
 

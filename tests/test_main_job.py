@@ -67,3 +67,16 @@ def _main_job_and_later(out: Path) -> None:
     down = _chain_down(out)
     assert down.returncode == 0, down.stderr
     assert _ours_running(out) == []
+
+    # the README's next steps for the trainer, in a new shell: each restarts the run's anvil when it is down
+    run, car = next((out / ".prov" / "runs").iterdir()), out / "run.car"
+    for command in (["anchor", "status", str(run)], ["bundle", str(run), "--out", str(car)]):
+        step = subprocess.run([sys.executable, "-m", "provenance", *command], cwd=out, capture_output=True, text=True,
+                              timeout=300, check=False)
+        assert step.returncode == 0, (command, step.stderr[-2000:])
+        restarted = "restarted the project's anvil from its saved state" in step.stderr
+        assert restarted == (command[0] == "anchor"), (command, step.stderr)  # bundle finds it still up
+    assert "anchored 6/6" in subprocess.run([sys.executable, "-m", "provenance", "anchor", "status", str(run)],
+                                            cwd=out, capture_output=True, text=True, timeout=300).stdout
+    assert car.stat().st_size > 0
+    assert _chain_down(out).returncode == 0 and _ours_running(out) == []

@@ -35,6 +35,21 @@ _CONFIRMATIONS = click.option(
          "node's finalized block or the chain's default; config chain.confirmations).")
 
 
+def _open(run_dir: Path | None, **kwargs: Any) -> Any:
+    """The run's outbox, reusing its recorded target; that chain restarted first when it is the project's anvil."""
+    from provenance import canonical
+    from provenance.anchor import Outbox
+    from provenance.cli._local import ensure_local_chain
+
+    directory = _run_dir(run_dir)
+    target = directory / "outbox" / "target.json"
+    if target.is_file():
+        recorded = canonical.decode(target.read_bytes(), source=str(target))
+        if isinstance(recorded, dict) and isinstance(recorded.get("chain"), str):
+            ensure_local_chain(recorded["chain"])
+    return Outbox.open(directory, reuse_target=True, **kwargs)
+
+
 def _label(job: Any) -> str:
     """A job's state as a user reads it: final, sent (awaiting finality), dropped, pending or failed."""
     if job.state == "done":
@@ -61,9 +76,7 @@ def _recheck(box: Any) -> str:
 def status(run_dir: Path | None, as_json: bool, confirmations: int | None) -> None:
     """Show each anchoring job of a run, re-checked against what the registry stores now: final, sent (awaiting
     finality), dropped by a chain reorganisation, pending (with its last error) or failed."""
-    from provenance.anchor import Outbox
-
-    with Outbox.open(_run_dir(run_dir), reuse_target=True, confirmations=confirmations) as box:
+    with _open(run_dir, confirmations=confirmations) as box:
         unchecked = _recheck(box)
         jobs = box.jobs()
         if as_json:
@@ -89,9 +102,7 @@ def status(run_dir: Path | None, as_json: bool, confirmations: int | None) -> No
 def flush(run_dir: Path | None, timeout: float, wait_final: bool, confirmations: int | None) -> None:
     """Re-check what was sent against the chain, then send every pending or dropped anchoring job in order,
     retrying until done or the timeout. Exit 1 if some remain."""
-    from provenance.anchor import Outbox
-
-    with Outbox.open(_run_dir(run_dir), reuse_target=True, wait_lock=5.0, confirmations=confirmations) as box:
+    with _open(run_dir, wait_lock=5.0, confirmations=confirmations) as box:
         unchecked = _recheck(box)
         if unchecked:
             click.echo(f"not re-checked against the chain: {unchecked}", err=True)
@@ -106,9 +117,7 @@ def flush(run_dir: Path | None, timeout: float, wait_final: bool, confirmations:
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to keep retrying.")
 def finalize(run_dir: Path | None, timeout: float) -> None:
     """Close a finished run on chain (after its pending anchors): nothing can be committed to it afterwards."""
-    from provenance.anchor import Outbox
-
-    with Outbox.open(_run_dir(run_dir), reuse_target=True, wait_lock=5.0) as box:
+    with _open(run_dir, wait_lock=5.0) as box:
         box.enqueue_finalize()
         done = box.flush(timeout=timeout)
         click.echo(f"{box.run_dir}: {box.status_line()}")

@@ -38,11 +38,15 @@ def bundle_command(run_dir: Path, out: Path, kit: Path | None, store_spec: str |
     """
     from provenance import canonical
     from provenance.bundle import write_bundle, write_kit
+    from provenance.cli._local import ensure_local_chain
     from provenance.store import open_store
 
     target = run_dir / "outbox" / "target.json"
-    if store_spec is None and target.is_file():
-        store_spec = canonical.decode(target.read_bytes(), source=str(target)).get("store")
+    recorded = canonical.decode(target.read_bytes(), source=str(target)) if target.is_file() else {}
+    if store_spec is None and isinstance(recorded, dict):
+        store_spec = recorded.get("store")
+    if rpc_url is None and isinstance(recorded, dict) and isinstance(recorded.get("chain"), str):
+        ensure_local_chain(recorded["chain"])  # the run's chain is this project's anvil: restarted if down
     with open_store(store_spec) as store:
         summary = write_bundle(run_dir, out, store=store, rpc_url=rpc_url, rpc_hint=rpc_hint)
     kit_files = write_kit(run_dir, kit) if kit is not None else []

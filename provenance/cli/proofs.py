@@ -15,15 +15,12 @@ import click
 
 def _registry(rpc_url: str | None, registry: str | None) -> Any:
     """The registry a command reads: --rpc/--registry, else the project config's (its own anvil restarted if down)."""
-    from provenance import devchain
     from provenance.chain import connect
+    from provenance.cli._local import ensure_local_chain
     from provenance.errors import UsageError
 
     if rpc_url is None:
-        node = devchain.ensure_running()
-        if node is not None and not node.already_running:
-            click.echo(f"note: restarted the project's anvil from its saved state at {node.rpc_url} "
-                       f"(pid {node.pid}; stop it with `prov chain down`)", err=True)
+        ensure_local_chain()
     client = connect(rpc_url, registry=registry)
     if client.address is None:
         raise UsageError("no registry address: pass --registry or run `prov chain deploy` in this project")

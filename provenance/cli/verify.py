@@ -131,7 +131,9 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
                             jobs=jobs, opacus_epsilon=opacus_epsilon, auditor=auditor, command=_command_line(),
                             trust_auditors=trust_auditors)
     if rpc_url is None:
-        _ensure_local_chain()
+        from provenance.cli._local import ensure_local_chain
+
+        ensure_local_chain()
     with limits.active(limits.Budget(timeout=timeout) if timeout is not None else None):
         client = connect(rpc_url, registry=registry)
     if client.address is None:
@@ -208,16 +210,6 @@ def _open_bundle(bundle: Path, *, rpc_url: str | None, store_spec: str | None, c
     pins = pins_for(coords, chain_id=chain_id, genesis_hash=genesis, registry=registry,
                     expected_registry=expected_registry)
     return pins, f"local:{tmp}"
-
-
-def _ensure_local_chain() -> None:
-    """Restart the project's own anvil from its saved state if it is down (see provenance.devchain), saying so."""
-    from provenance import devchain
-
-    node = devchain.ensure_running()
-    if node is not None and not node.already_running:
-        click.echo(f"note: restarted the project's anvil from its saved state at {node.rpc_url} "
-                   f"(pid {node.pid}; stop it with `prov chain down`)", err=True)
 
 
 COMMANDS = [verify_command]
