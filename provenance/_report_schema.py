@@ -155,7 +155,7 @@ _SCHEMA: dict[str, Any] = {
     "verdict_text": str, "next_steps": _List(str), "generated_at": _TIME, "prov_version": str,
     "subject": {"path": _FILE_NAME, "kind": _Enum("adapter", "adapter_dir", "checkpoint", "merged"),
                 "weights_digest": _Opt(_DIGEST), "tensor_digest": _Opt(_DIGEST), "run_id": _Opt(_HEX),
-                "checkpoint": _Opt(int)},
+                "checkpoint": _Opt(int), "files": _Added(_List({"path": _FILE_NAME, "digest": _DIGEST}))},
     "chain": {"chain_id": _Opt(int), "genesis_hash": _Opt(_HASH), "registry": _Opt(_ADDRESS),
               "registry_version": _Opt(_Enum(1, 2, 3)), "rpc": _Opt(_RPC), "dev_chain": _Opt(str),
               "expected_chain_id": _Opt(int), "expected_registry": _Opt(_ADDRESS)},

@@ -140,18 +140,56 @@ def verify_for_export(path: Path, *, registry: Any, store: Any, options: Any = N
 
 def model_subjects(report: Any, path: Path | None = None) -> list[dict[str, Any]]:
     """The model's files as in-toto ResourceDescriptors (name, sha256): every file of `path` an OpenSSF model
-    signature of it covers; without `path`, the report's file and weights digest. A `path` whose weights are not
-    the verified ones is refused."""
+    signature of it covers; without `path`, the report's file and weights digest.
+
+    Every subject a loader reads must be a file the verdict bound, with the digest it bound (`subject.files`: a
+    verified report says the lineage of exactly those): a changed config, an extra weights file or a directory that
+    merely contains the verified adapter is refused. A directory must hold every bound file; files no loader reads
+    (documentation, hidden files, `prov-merged.json`) may be subjects, as a model signature covers them too. Reports
+    written before `subject.files` bind the weights file alone."""
     from provenance._export import statements
 
     data = require_verified(report)
     if path is None:
         return statements.subjects_of_report(data)
     subjects = statements.subjects_of(path)
-    weights = data["subject"]["weights_digest"].removeprefix("sha256:")
-    if data["subject"]["kind"] != "merged" and not any(s["digest"]["sha256"] == weights for s in subjects):
-        raise NotExportable(f"{path}: holds no file with the verified weights digest sha256:{weights}", exit_code=1)
+    subject = data["subject"]
+    weights = str(subject["weights_digest"]).removeprefix("sha256:")
+    listed = subject.get("files")
+    bound = ({f["path"]: str(f["digest"]).removeprefix("sha256:") for f in listed} if isinstance(listed, list)
+             else {str(subject["path"]): weights})
+    if not path.is_dir():  # a file: the verified weights themselves
+        if subjects[0]["digest"]["sha256"] != weights:
+            raise NotExportable(f"{path}: not the verified file (its digest is not the verified weights digest "
+                                f"sha256:{weights})", exit_code=1)
+        return subjects
+    for item in subjects:
+        name = item["name"]
+        if bound.get(name) == item["digest"]["sha256"] or (name not in bound and _unread(name)):
+            continue
+        why = "differs from the verified file of that name" if name in bound else "is not a file the verdict binds"
+        raise NotExportable(f"{path / name}: {why}; export the verified model itself (the report binds "
+                            f"{_names(bound)})", exit_code=1)
+    missing = sorted(set(bound) - {item["name"] for item in subjects})
+    if missing:
+        raise NotExportable(f"{path}: lacks {', '.join(missing)} of the verified files: export the verified model "
+                            "itself", exit_code=1)
     return subjects
+
+
+def _names(bound: dict[str, str]) -> str:
+    names = sorted(bound)
+    return ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+
+
+def _unread(name: str) -> bool:
+    """A file no supported loader reads (provenance.loaders): in a hidden folder, documentation, or prov's own
+    merged-directory manifest (checked against the chain by the verifier, never loaded)."""
+    from provenance import mergedir
+    from provenance.loaders import is_documentation
+
+    top = name.split("/", 1)[0]
+    return is_documentation(top) or name == mergedir.MANIFEST_FILE
 
 
 def intoto_statements(report: Any, *, path: Path | None = None) -> dict[str, dict[str, Any]]:

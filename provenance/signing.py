@@ -243,8 +243,12 @@ def verify_model(path: Path, signature: Path, public_key: Path) -> None:
 def verified_files(subject: Any) -> dict[str, str]:
     """name -> sha256 hex of the files the verifier bound for `subject` (provenance._verify.subject.Subject): a
     directory's files a loader reads (compared with the committed checkpoint), a lone adapter file and the
-    adapter_config.json bound beside it, a merged model's weights files, or the one file."""
+    adapter_config.json bound beside it, a merged directory's weights and every other file a loader reads (bound by
+    `merged_files` when the verdict is VERIFIED), or the one file. Files no loader reads (documentation, prov's own
+    `prov-merged.json`) are not bound and not listed."""
+    from provenance import mergedir
     from provenance.hashing import hash_file
+    from provenance.loaders import WEIGHT_INDEX
     from provenance.manifest import hash_directory
 
     path = Path(subject.path)
@@ -257,7 +261,12 @@ def verified_files(subject: Any) -> dict[str, str]:
     if not path.is_dir():
         return {path.name: str(subject.weights_digest).removeprefix("sha256:")}
     if subject.kind == "merged":
-        return {Path(f).relative_to(path).as_posix(): hash_file(Path(f)).value.hex() for f in subject.files}
+        digests = getattr(subject, "file_digests", ()) or tuple(hash_file(Path(f)) for f in subject.files)
+        bound = {Path(f).relative_to(path).as_posix(): d.value.hex() for f, d in zip(subject.files, digests,
+                                                                                         strict=True)}
+        # the shard index is bound through the layout check (it may name no file outside the hashed weights)
+        index = [WEIGHT_INDEX] if (path / WEIGHT_INDEX).is_file() else []
+        return bound | {name: hash_file(path / name).value.hex() for name in [*mergedir.bound_names(path), *index]}
     return {f.path: f.digest.value.hex() for f in hash_directory(path).files}
 
 

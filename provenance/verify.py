@@ -148,11 +148,25 @@ def verify(path: str | Path, *, registry: RegistryReader, store: StoreReader, op
     body = build_report(ev, verdict=verdict, exit_code=code, registry=registry, store=store,
                         generated_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
                         prov_version=__version__, report_format=REPORT_FORMAT, options=options)
+    _bound_files(body, subject)
     _signature(body, subject, options)
     seal(body)  # the report id: a digest of everything above
     validate_report(body)  # a report that does not match docs/report-schema.md is never returned
     return Report(verdict, code, body["level"], body,
                   manifest=ev.manifest if ev.checks.ok("run_manifest") else None)
+
+
+def _bound_files(body: dict[str, Any], subject: Any) -> None:
+    """`subject.files`: each file the verdict binds, by name and digest (provenance.signing.verified_files), so an
+    export from the saved report can refuse a model path holding anything else a loader reads (#25)."""
+    from provenance.signing import verified_files
+
+    try:
+        bound = verified_files(subject)
+    except (ProvenanceError, OSError):  # a file changed or vanished meanwhile: the report lists nothing it bound
+        bound = {}
+    body["subject"]["files"] = [{"path": name, "digest": f"sha256:{digest}"} for name, digest in sorted(bound.items())
+                                if "/" not in name]
 
 
 def _signature(body: dict[str, Any], subject: Any, options: VerifyOptions) -> None:

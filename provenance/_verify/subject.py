@@ -45,6 +45,7 @@ class Subject:
     metadata: dict[str, str] = field(default_factory=dict)
     checkpoint_digest: Digest | None = None
     files: tuple[Path, ...] = ()  # a merged model's safetensors files, sorted by name
+    file_digests: tuple[Digest, ...] = ()  # a merged model: each of `files`' SHA-256, in the same order
     # adapter, adapter_dir, checkpoint: the files around the weights a loader reads, to compare with the committed
     # checkpoint's (None: a file not named as PEFT names it, so no loader reads anything beside it)
     fileset: loaders.FileSet | None = None
@@ -70,7 +71,8 @@ def load_subject(path: Path) -> Subject:
         return _merged_directory(path)
     header = read_header(path)
     if path.name != ADAPTER_FILE and header.tensors and not is_adapter_header(header):
-        return Subject(path, "merged", path, hash_file(path), dict(header.metadata), files=(path,))
+        digest = hash_file(path)
+        return Subject(path, "merged", path, digest, dict(header.metadata), files=(path,), file_digests=(digest,))
     fileset = _companions(path.parent) if path.name == ADAPTER_FILE else None
     return Subject(path, "adapter", path, hash_file(path), dict(header.metadata), fileset=fileset)
 
@@ -209,8 +211,7 @@ def _merged_directory(path: Path) -> Subject:
         if is_adapter_header(read_header(weights_file)):
             raise UsageError(f"{weights_file}: holds LoRA adapter tensors; verify the adapter file itself")
     metadata = read_safetensors_metadata(weights[0])
-    if len(weights) == 1:
-        digest = hash_file(weights[0])
-    else:
-        digest = CheckpointManifest(tuple(FileEntry(w.name, hash_file(w), w.stat().st_size) for w in weights)).digest()
-    return Subject(path, "merged", weights[0], digest, metadata, files=tuple(weights))
+    entries = tuple(FileEntry(w.name, hash_file(w), w.stat().st_size) for w in weights)
+    digest = entries[0].digest if len(weights) == 1 else CheckpointManifest(entries).digest()
+    return Subject(path, "merged", weights[0], digest, metadata, files=tuple(weights),
+                   file_digests=tuple(e.digest for e in entries))

@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import pytest
 
 from provenance import exports, signing
 from provenance._export import statements
+from provenance._verify.checks import TITLES as CHECK_TITLES
 from provenance._verify.subject import load_subject
 from provenance.cli import cli, main
 from provenance.cli.export import export_group
@@ -84,10 +86,13 @@ def prov(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 def verified_report(adapter: Path) -> dict[str, Any]:
-    """The sample verified report, about this adapter file."""
+    """The sample verified report, about this adapter file, listing the files it binds as `prov verify` does (the
+    file and the adapter_config.json beside it)."""
     report = sample_report()
     report["subject"]["weights_digest"] = str(hash_file(adapter))
     report["subject"]["path"] = adapter.name
+    report["subject"]["files"] = [{"path": name, "digest": f"sha256:{digest}"}
+                                  for name, digest in sorted(signing.verified_files(load_subject(adapter)).items())]
     return report
 
 
@@ -317,10 +322,67 @@ def test_a_changed_statement_or_another_key_fails_dsse(home: Path, adapter_dir: 
         Envelope.from_dict(envelope).verify([key], 1)
 
 
-def test_statements_refuse_files_that_are_not_the_verified_ones(adapter_dir: Path) -> None:
-    report = sample_report()  # its weights digest is not this adapter's
-    with pytest.raises(NotExportable, match="no file with the verified weights digest"):
-        exports.intoto_statements(report, path=adapter_dir)
+def test_statements_refuse_files_that_are_not_the_verified_ones(adapter_dir: Path, tmp_path: Path) -> None:
+    """Every export speaks for exactly the files the verdict bound (`subject.files`): a directory that merely holds
+    the verified adapter beside a forged config or other weights, a copy missing a bound file, or another file is
+    refused; documentation beside them may be a subject (no loader reads it)."""
+    with pytest.raises(NotExportable, match="the report binds"):
+        exports.intoto_statements(sample_report(), path=adapter_dir)  # its digests are not this adapter's
+    report = verified_report(adapter_dir / "adapter_model.safetensors")
+    (adapter_dir / "README.md").write_text("# model card\n")
+    assert {s["name"] for s in exports.model_subjects(report, adapter_dir)} == \
+        {"README.md", "adapter_config.json", "adapter_model.safetensors"}
+    forged = tmp_path / "forged"
+    for attack in ("config", "extra-weights", "missing", "subfolder"):
+        shutil.rmtree(forged, ignore_errors=True)
+        shutil.copytree(adapter_dir, forged)
+        if attack == "config":
+            (forged / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 400}))
+        elif attack == "extra-weights":
+            (forged / "model.safetensors").write_bytes(safetensors_bytes(BASE))
+        elif attack == "missing":
+            (forged / "adapter_config.json").unlink()
+        else:
+            (forged / "sub").mkdir()
+            (forged / "sub" / "adapter_model.safetensors").write_bytes(safetensors_bytes(ADAPTER))
+        with pytest.raises(NotExportable) as info:
+            exports.model_subjects(report, forged)
+        assert info.value.exit_code == 1 and "export the verified model itself" in str(info.value), attack
+        with pytest.raises(NotExportable):
+            exports.cyclonedx_bom(report, path=forged)
+    with pytest.raises(NotExportable, match="not the verified file"):
+        exports.model_subjects(report, adapter_dir / "adapter_config.json")
+    # a report written before subject.files binds the weights file alone: nothing else of a directory goes with it
+    legacy = copy.deepcopy(report)
+    del legacy["subject"]["files"]
+    assert exports.model_subjects(legacy, adapter_dir / "adapter_model.safetensors")[0]["name"] == \
+        "adapter_model.safetensors"
+    with pytest.raises(NotExportable, match=r"adapter_config\.json: is not a file the verdict binds"):
+        exports.model_subjects(legacy, adapter_dir)
+
+
+def test_a_merged_report_binds_the_directory_a_loader_reads(tmp_path: Path) -> None:
+    """A merged model: the weights and every other file a loader reads (config, tokenizer) are bound, the shard
+    index too; a directory with another config.json or other weights is refused."""
+    model = tmp_path / "merged"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(safetensors_bytes(BASE))
+    (model / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_act": "silu"}))
+    (model / "tokenizer.json").write_text("{}")
+    (model / "prov-merged.json").write_text("{}")
+    subject = load_subject(model)
+    bound = signing.verified_files(subject)
+    assert set(bound) == {"model.safetensors", "config.json", "tokenizer.json"}
+    report = sample_report()
+    report["subject"] |= {"kind": "merged", "path": model.name, "weights_digest": str(subject.weights_digest),
+                          "files": [{"path": n, "digest": f"sha256:{d}"} for n, d in sorted(bound.items())]}
+    at = next(i for i, c in enumerate(report["checks"]) if c["id"] == "checkpoint") + 1
+    report["checks"].insert(at, {"id": "merge", "title": CHECK_TITLES["merge"], "status": "passed",
+                                 "summary": "recomputed", "expected": None, "found": None})
+    assert {s["name"] for s in exports.model_subjects(report, model)} == {*bound, "prov-merged.json"}
+    (model / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_act": "relu"}))
+    with pytest.raises(NotExportable, match=r"config\.json: differs from the verified file"):
+        exports.intoto_statements(report, path=model)
 
 
 def test_cli_in_toto_takes_the_adapter_file_and_signs(home: Path, adapter_dir: Path, tmp_path: Path,
