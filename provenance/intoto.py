@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from provenance import canonical
-from provenance.errors import UsageError
-from provenance.manifest import MANIFEST_NAME, hash_directory, validate_run_manifest
+from provenance.errors import UsageError, VerificationError
+from provenance.fsutil import read_input
+from provenance.manifest import MANIFEST_NAME, hash_directory, run_manifest_digest, validate_run_manifest
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
@@ -56,11 +57,8 @@ def find_run_manifest(checkpoint: Path) -> Path:
 
 
 def load_run_manifest(path: Path) -> dict[str, Any]:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return validate_run_manifest(canonical.decode(data, source=str(path)), source=str(path))
+    """A run.json, checked to be a run manifest (against the chain by `slsa_statement` when it reads one)."""
+    return validate_run_manifest(canonical.decode(read_input(path), source=str(path)), source=str(path))
 
 
 def model_signing_manifest(checkpoint: Path, *, name: str | None = None) -> dict[str, Any]:
@@ -160,6 +158,15 @@ def slsa_statement(checkpoint: Path, *, run_manifest: Path | None = None, regist
     weights = hash_file(adapter)
     files = hash_directory(checkpoint)
     record, run = _anchors(registry, weights, manifest) if registry is not None else (None, None)
+    if registry is not None:  # the statement speaks for the chain's record, never for local files alone
+        if record is None:
+            raise VerificationError(f"{adapter}: no checkpoint of run {manifest['run_id'][:12]}… on this registry "
+                                    "claims this file's weights; export the anchored file (`prov verify` it first), "
+                                    "or use --offline for the trainer's unchecked claim")
+        if run is not None and run.manifest_digest != run_manifest_digest(manifest):
+            raise VerificationError("the run manifest is not the one registered on chain for its run (changed "
+                                    "after registration): export with the run's own run.json",
+                                    expected=str(run.manifest_digest), found=str(run_manifest_digest(manifest)))
     builder = f"{BUILDER_PREFIX}@{record.committer}" if record is not None else BUILDER_PREFIX
     metadata: dict[str, Any] = {"invocationId": manifest["run_id"]}
     if run is not None and record is not None:

@@ -223,6 +223,9 @@ def export_intoto(checkpoint: Path | None, run_manifest: Path | None, offline: b
     else:
         if not checkpoint.exists():
             raise UsageError(f"{checkpoint}: no such file or directory")
+        if offline:
+            click.echo("note: --offline: the SLSA statement is built from the local run.json and files, not checked "
+                       "against the chain's record", err=True)
         statement, files = intoto.export(checkpoint, run_manifest=run_manifest, offline=offline, rpc_url=rpc_url,
                                          registry=registry, model_signing=model_signing is not None)
         intoto.write_json(sealed(statement), out)

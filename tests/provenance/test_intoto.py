@@ -15,6 +15,7 @@ import pytest
 
 from provenance import canonical, intoto
 from provenance.chain import connect
+from provenance.errors import VerificationError
 from provenance.hashing import Digest, hash_file
 from provenance.manifest import hash_directory
 from tests.fixtures.attest import MANIFEST, check_statement
@@ -48,9 +49,9 @@ def test_slsa_statement_from_local_files_matches_the_schemas(run_dir: Path) -> N
     assert deps[0]["digest"]["sha256"] == Digest.of(b"base").value.hex()
 
 
-def _claim(reg: Any, run_id: str, ck: Path, *, log_root: Digest) -> bytes:
-    """Register `run_id` for `reg`'s signer and commit `ck` as its checkpoint 0; the run key."""
-    key = reg.register_run(run_id, manifest_digest=Digest.of(canonical.encode(MANIFEST)),
+def _claim(reg: Any, run_id: str, ck: Path, *, log_root: Digest, manifest: dict[str, Any] = MANIFEST) -> bytes:
+    """Register `run_id` (with `manifest`) for `reg`'s signer and commit `ck` as its checkpoint 0; the run key."""
+    key = reg.register_run(run_id, manifest_digest=Digest.of(canonical.encode(manifest)),
                            base_model_digest=Digest.of(b"base"), dataset_root=Digest.of(b"dataset"),
                            noise_seed_commitment=Digest.of(b"noise"), manifest_cid="bafy-run").run_key
     reg.commit_checkpoint(key, index=0, weights_digest=hash_file(ck / intoto.ADAPTER_FILE),
@@ -89,9 +90,9 @@ def test_a_copied_run_id_is_not_taken_for_the_manifests_owner(tmp_path: Path) ->
     (ck / intoto.ADAPTER_FILE).write_bytes(b"adapter weights")
     copier = reg.with_signer(reg.dev_keys()[2])
     _claim(copier, RUN_ID, ck, log_root=Digest.of(b"copied"))
-    assert intoto.slsa_statement(ck, registry=reg)["predicate"]["runDetails"]["builder"]["id"] == \
-        intoto.BUILDER_PREFIX  # only the copier's claim: no anchor for this manifest's run
-    _claim(reg, RUN_ID, ck, log_root=Digest.of(b"log"))
+    with pytest.raises(VerificationError, match="no checkpoint of run"):  # only the copier's claim: refused
+        intoto.slsa_statement(ck, registry=reg)
+    _claim(reg, RUN_ID, ck, log_root=Digest.of(b"log"), manifest=manifest)
     st = intoto.slsa_statement(ck, registry=reg)
     assert st["predicate"]["runDetails"]["builder"]["id"].endswith(owner)
     names = {b["name"]: b for b in st["predicate"]["runDetails"]["byproducts"]}
@@ -122,3 +123,26 @@ def test_the_validator_rejects_broken_statements(run_dir: Path, mutate: Any) -> 
     mutate(st)
     with pytest.raises((AssertionError, ValueError)):
         check_statement(st, "slsa-provenance-v1.schema.json")
+
+
+def test_slsa_refuses_a_file_or_manifest_the_chain_does_not_hold(run_dir: Path) -> None:
+    """With a chain, the statement speaks for its record: a changed adapter file (no claim of this run holds its
+    weights) or a run.json changed after registration is refused, exit 1; --offline builds the trainer's own
+    unchecked claim from the local files."""
+    ck = run_dir / "checkpoints" / "000"
+    reg = connect("tester", use_config=False)
+    reg.deploy()
+    _claim(reg, RUN_ID, ck, log_root=Digest.of(b"log"))
+    assert intoto.slsa_statement(ck, registry=reg)["predicate"]["runDetails"]["builder"]["id"].endswith(
+        reg.signer.address)
+    (ck / intoto.ADAPTER_FILE).write_bytes(b"tampered weights")
+    with pytest.raises(VerificationError) as info:
+        intoto.slsa_statement(ck, registry=reg)
+    assert info.value.exit_code == 1 and "claims this file's weights" in str(info.value)
+    offline = intoto.slsa_statement(ck)["subject"][0]["digest"]["sha256"]
+    assert offline == hash_file(ck / intoto.ADAPTER_FILE).value.hex()
+    (ck / intoto.ADAPTER_FILE).write_bytes(b"adapter weights")
+    changed = {**MANIFEST, "dataset": {**MANIFEST["dataset"], "size": 65}}
+    (run_dir / "run.json").write_bytes(canonical.encode(changed))
+    with pytest.raises(VerificationError, match="not the one registered on chain"):
+        intoto.slsa_statement(ck, registry=reg)
