@@ -2,17 +2,19 @@
 
 `requests` alone bounds each socket read, not a request: a server sending one byte every few seconds keeps it
 waiting forever, and a 1 GiB answer is read whole into memory. Here every request has a wall-clock deadline
-(checked between reads, each read at most one `recv`), a cap on the answer's size (checked while reading, and up
+(checked between reads of the body, each read at most one `recv`; a request still in its status line or headers at
+the deadline is given up by its caller, `_by_deadline`), a cap on the answer's size (checked while reading, and up
 front against Content-Length), no transparent decompression (a gzip bomb is not expanded), and a bounded number of
 retries with backoff on 429 and 5xx (honouring a short Retry-After), all within the same deadline.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from provenance import limits
 from provenance.errors import one_line
@@ -22,6 +24,9 @@ MAX_ATTEMPTS = 4  # the first try and three retries
 BACKOFF = 0.25  # seconds before the first retry; doubled each time
 MAX_RETRY_AFTER = 5.0  # a Retry-After longer than this is not waited for
 _READ = 1 << 16
+GRACE = 0.5  # seconds past the deadline before a request stuck in its headers is given up (the body's own checks
+# fire first)
+_T = TypeVar("_T")
 
 
 class HttpFailure(Exception):
@@ -64,24 +69,28 @@ def post(session: Any, url: str, *, timeout: float, max_bytes: int, what: str, d
         left = deadline - time.monotonic()
         if left <= 0:
             raise HttpFailure(f"no answer to {what} within {limit:.1f}s", timed_out=True)
-        try:
-            with session.post(url, data=data, params=params, headers=sent_headers, stream=True,
-                              timeout=(min(left, 10.0), left)) as response:
-                status = int(response.status_code)
-                body = _read(response, deadline=deadline, max_bytes=max_bytes, what=what, limit=limit)
-                retry_after = response.headers.get("Retry-After")
-        except requests.exceptions.Timeout:
-            raise HttpFailure(f"no answer to {what} within {limit:.1f}s", timed_out=True) from None
-        except requests.exceptions.ConnectionError as exc:
-            text = one_line(exc)
-            if "timed out" in text.lower():
+
+        def attempt_once(left: float = left) -> tuple[int, bytes, str | None]:
+            try:
+                with session.post(url, data=data, params=params, headers=sent_headers, stream=True,
+                                  timeout=(min(left, 10.0), left)) as response:
+                    status = int(response.status_code)
+                    body = _read(response, deadline=deadline, max_bytes=max_bytes, what=what, limit=limit)
+                    return status, body, response.headers.get("Retry-After")
+            except requests.exceptions.Timeout:
                 raise HttpFailure(f"no answer to {what} within {limit:.1f}s", timed_out=True) from None
-            raise HttpFailure("connection refused" if "refused" in text.lower() else text[:160]) from None
-        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            text = one_line(exc)
-            if isinstance(exc, urllib3.exceptions.TimeoutError) or "timed out" in text.lower():
-                raise HttpFailure(f"no answer to {what} within {limit:.1f}s", timed_out=True) from None
-            raise HttpFailure(text[:160] or type(exc).__name__) from None
+            except requests.exceptions.ConnectionError as exc:
+                text = one_line(exc)
+                if "timed out" in text.lower():
+                    raise HttpFailure(f"no answer to {what} within {limit:.1f}s", timed_out=True) from None
+                raise HttpFailure("connection refused" if "refused" in text.lower() else text[:160]) from None
+            except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                text = one_line(exc)
+                if isinstance(exc, urllib3.exceptions.TimeoutError) or "timed out" in text.lower():
+                    raise HttpFailure(f"no answer to {what} within {limit:.1f}s", timed_out=True) from None
+                raise HttpFailure(text[:160] or type(exc).__name__) from None
+
+        status, body, retry_after = _by_deadline(attempt_once, deadline=deadline, what=what, limit=limit)
         answered = status == 500 and body.lstrip()[:1] in (b"{", b"[")  # an error the node chose to give (JSON)
         if status not in RETRY_STATUSES or answered or not retry:
             return Answer(status, body)
@@ -93,6 +102,30 @@ def post(session: Any, url: str, *, timeout: float, max_bytes: int, what: str, d
                               "rate-limiting: try again later or use another node", status=status, body=body[:300])
         time.sleep(wait)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _by_deadline(call: Callable[[], _T], *, deadline: float, what: str, limit: float) -> _T:
+    """`call()` in a worker thread, given up at the deadline: the socket timeout bounds each read, and `_read`
+    checks the deadline between reads of the body, but a node dripping its status line and headers a byte at a time
+    is inside `requests` until they end. Given up, the thread (a daemon) is left to end with the connection; the
+    caller gets the timeout now."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # handed to the caller's thread as is
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, name="prov-http", daemon=True)
+    worker.start()
+    worker.join(max(0.0, deadline - time.monotonic()) + GRACE)
+    if worker.is_alive():
+        raise HttpFailure(f"{what} was still answering after {limit:.1f}s (a slow or stalling node)",
+                          timed_out=True, stalled=True)
+    if "error" in box:
+        raise box["error"]
+    return cast(_T, box["value"])
 
 
 def _read(response: Any, *, deadline: float, max_bytes: int, what: str, limit: float) -> bytes:

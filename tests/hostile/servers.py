@@ -4,6 +4,7 @@ Loopback only, one thread each, every loop bounded (a drip sends at most `drip_b
 `flood_bytes`), so a test that goes wrong cannot hang the suite. Each behaviour is one `mode`:
 
 - `drip`: headers at once, then one byte every `drip_every` seconds (a slow-drip attack on the deadline);
+- `headdrip`: the status line and headers themselves a byte at a time (`drip_bytes` of them), never the body;
 - `flood`: a 200 answer far larger than any honest one (with `declare` also its Content-Length);
 - `deep`: JSON nested `depth` deep (a C-stack attack on the parser);
 - `notjson`: a 200 answer that is HTML;
@@ -94,6 +95,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b" ")
             self.wfile.flush()
             time.sleep(b.drip_every)
+
+    def _headdrip(self, b: Behaviour, body: bytes) -> None:
+        """The status line and headers themselves, one byte every `drip_every` seconds (then nothing more)."""
+        head = b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-Pad-%d: %s\r\n" % (i, b"x" * 40) for i in range(b.drip_bytes))
+        for byte in head[: b.drip_bytes]:
+            self.wfile.write(bytes([byte]))
+            self.wfile.flush()
+            time.sleep(b.drip_every)
+        self.close_connection = True
 
     def _flood(self, b: Behaviour, body: bytes) -> None:
         self.send_response(200)

@@ -37,6 +37,14 @@ def test_a_slow_drip_node_is_cut_off_at_the_deadline(adapter: Path) -> None:
     assert url in line and ("still answering" in line or "deadline" in line)
 
 
+@pytest.mark.slow
+def test_a_node_dripping_its_headers_is_cut_off_at_the_deadline(adapter: Path) -> None:
+    """Every socket read returns within its timeout, so only a deadline on the whole request ends it (#22)."""
+    with serve(Behaviour(mode="headdrip", drip_every=0.5, drip_bytes=200)) as url:
+        line = verify_against(url, adapter, "--timeout", "4")
+    assert url in line and "still answering" in line
+
+
 @pytest.mark.parametrize("declare", [512 << 20, None], ids=["declared", "undeclared"])
 def test_a_512_mib_answer_is_refused_by_size(adapter: Path, declare: int | None) -> None:
     with serve(Behaviour(mode="flood", declare=declare, flood_bytes=96 << 20)) as url:
