@@ -202,6 +202,21 @@ class Outbox(Rechecking):
         merged = "" if merged_tensor_digest is None else str(merged_tensor_digest)
         self._enqueue("finalize", -1, self.run_dir / "run.json", merged=merged)
 
+    def retry_failed(self) -> list[str]:
+        """Put the jobs that stopped anchoring (a refusal: no funds, a wrong key or registry, a revert) back in the
+        queue, in order, for an operator who fixed the cause; sending stays idempotent, so nothing is committed
+        twice. Returns their names. `prov anchor flush` and `finalize` call it; training never does."""
+        again = []
+        with self._cond:
+            for job in self.jobs():
+                if job.state == "failed":
+                    job.state, job.cid = "pending", ""  # stored again as it is now (content-addressed: same CID)
+                    self._save(job)
+                    again.append(job.name)
+            self._next_try = 0.0
+            self._cond.notify_all()
+        return again
+
     # --- status -------------------------------------------------------------------------------------
 
     @property

@@ -31,6 +31,8 @@ from provenance.errors import ChainError, UsageError, one_line
 
 TESTER = "tester"
 GAS_MARGIN = 1.1  # estimates are exact for this contract; the margin absorbs state changes before mining
+# what nodes answer to a transaction they already hold (geth/erigon, nethermind, besu, parity-style)
+ALREADY_KNOWN = ("already known", "known transaction", "already imported", "transaction already exists")
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -235,6 +237,11 @@ class Transport:
                     break
                 except (Web3RPCError, ValueError) as exc:  # eth-tester raises ValidationError (a ValueError)
                     text = one_line(exc).lower()
+                    if any(known in text for known in ALREADY_KNOWN):
+                        # a re-send (a gateway lost the first answer, and it or the HTTP layer sent it again): the
+                        # node holds this very transaction, so wait for it by its hash
+                        tx_hash = self.web3.keccak(raw)
+                        break
                     if attempt == 1 and "nonce" in text and ("low" in text or "expected" in text):
                         continue  # another client with this key sent first: count again
                     raise self._classify(exc, what, signer) from None

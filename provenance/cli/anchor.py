@@ -50,6 +50,12 @@ def _open(run_dir: Path | None, **kwargs: Any) -> Any:
     return Outbox.open(directory, reuse_target=True, **kwargs)
 
 
+def _retry_failed(box: Any) -> None:
+    again = box.retry_failed()
+    if again:
+        click.echo(f"retrying what stopped anchoring: {', '.join(again)}", err=True)
+
+
 def _label(job: Any) -> str:
     """A job's state as a user reads it: final, sent (awaiting finality), dropped, pending or failed."""
     if job.state == "done":
@@ -100,9 +106,10 @@ def status(run_dir: Path | None, as_json: bool, confirmations: int | None) -> No
               "a reorganisation drops meanwhile).")
 @_CONFIRMATIONS
 def flush(run_dir: Path | None, timeout: float, wait_final: bool, confirmations: int | None) -> None:
-    """Re-check what was sent against the chain, then send every pending or dropped anchoring job in order,
-    retrying until done or the timeout. Exit 1 if some remain."""
+    """Re-check what was sent against the chain, then send every pending, dropped or failed (after you fixed the
+    cause: funds, key, registry) anchoring job in order, retrying until done or the timeout. Exit 1 if some remain."""
     with _open(run_dir, wait_lock=5.0, confirmations=confirmations) as box:
+        _retry_failed(box)
         unchecked = _recheck(box)
         if unchecked:
             click.echo(f"not re-checked against the chain: {unchecked}", err=True)
@@ -118,6 +125,7 @@ def flush(run_dir: Path | None, timeout: float, wait_final: bool, confirmations:
 def finalize(run_dir: Path | None, timeout: float) -> None:
     """Close a finished run on chain (after its pending anchors): nothing can be committed to it afterwards."""
     with _open(run_dir, wait_lock=5.0) as box:
+        _retry_failed(box)
         box.enqueue_finalize()
         done = box.flush(timeout=timeout)
         click.echo(f"{box.run_dir}: {box.status_line()}")

@@ -139,6 +139,33 @@ def test_a_conflicting_commit_stops_the_queue(tmp_path: Path, clients) -> None:
         assert "already committed with other values" in box.status_line()
 
 
+def test_a_stopped_queue_is_retried_once_the_cause_is_fixed(tmp_path: Path, clients) -> None:
+    """`prov anchor flush` retries what stopped anchoring (retry_failed): checkpoint 0's directory is restored after
+    a conflict stopped the queue, and the re-sent job finds its commitment on chain (idempotent: sent once)."""
+    registry, store = clients
+    run_dir, run_id = make_run(tmp_path, checkpoints=1)
+    adapter = run_dir / "checkpoints" / "000000" / "adapter_model.safetensors"
+    honest = adapter.read_bytes()
+    with Outbox.open(run_dir, chain="tester", registry_client=registry, store_client=store) as box:
+        box.enqueue_run(run_id=run_id, manifest_path=run_dir / "run.json")
+        box.enqueue_checkpoint(index=0, checkpoint_dir=run_dir / "checkpoints" / "000000")
+        assert box.flush(timeout=60)
+        first_tx = box.jobs()[-1].tx
+        assert first_tx
+        adapter.write_bytes(adapter_bytes(99))
+        job_file = sorted((run_dir / "outbox" / "jobs").glob("*.json"))[-1]
+        doc = json.loads(job_file.read_bytes())
+        job_file.write_bytes(canonical.encode({**doc, "state": "pending", "cid": ""}))
+        assert box.flush(timeout=30) is False and box.jobs()[-1].state == "failed"
+        assert box.retry_failed() == ["checkpoint 0"]  # retried before the cause is fixed: it stops again
+        assert box.flush(timeout=30) is False and box.jobs()[-1].state == "failed"
+        adapter.write_bytes(honest)  # the operator fixes the cause
+        assert box.retry_failed() == ["checkpoint 0"]
+        assert box.flush(timeout=30) is True, box.status_line()
+        assert box.jobs()[-1].state == "done" and box.status_line().startswith("anchored 2/2")
+    assert box.jobs()[-1].tx == first_tx  # the commitment made before, found again, not a second one
+
+
 def test_finalize_is_queued_last_and_idempotent(tmp_path: Path, clients) -> None:
     registry, store = clients
     run_dir, run_id = make_run(tmp_path, checkpoints=2)

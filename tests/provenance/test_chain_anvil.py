@@ -215,3 +215,26 @@ def test_a_real_version_1_run_is_read_by_the_v1_reader(tmp_path: Path) -> None:
             reader.finalize_run(run_id)
     finally:
         node.stop()
+
+
+def test_a_resent_transaction_the_node_already_holds_is_waited_for(owner: chain.Registry,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway loses the answer to a transaction the node accepted and the same signed bytes are sent again: a
+    geth-like node answers "already known". The client waits for that transaction by its hash: the run is
+    registered once, and the error never stops an outbox for good."""
+    from web3.exceptions import Web3RPCError
+
+    eth = owner.web3.eth
+    real = eth.send_raw_transaction
+    sent: list[bytes] = []
+
+    def resent(raw: Any) -> Any:
+        real(raw)  # the node accepts it; the answer is lost, and the re-send is refused as a duplicate
+        sent.append(bytes(raw))
+        raise Web3RPCError("{'code': -32000, 'message': 'already known'}")
+
+    monkeypatch.setattr(eth, "send_raw_transaction", resent)
+    run_id = chain.new_run_id()
+    tx = owner.register_run(run_id, **run_values())
+    assert len(sent) == 1 and tx.tx_hash == owner.web3.keccak(sent[0]).to_0x_hex()
+    assert owner.run(tx.run_key).registration.owner == owner.signer.address

@@ -137,3 +137,33 @@ def test_a_run_on_an_already_deployed_v2_registry_still_verifies(lab: Lab, rpc_p
     assert (code, report["verdict"]) == (0, "verified"), failed_checks(report)
     assert report["chain"]["registry_version"] == 2 and report["chain"]["registry"] == v2.address
     assert any("v2 ProvenanceRegistry" in n for n in report["not_checked"])
+
+
+def test_an_honest_run_anchors_through_a_faulty_provider(lab: Lab, rpc_proxy: RpcProxy) -> None:
+    """The trainer's own node is the faulty one: a gateway that loses the answer to a transaction the node accepted
+    (HTTP 502 after forwarding, and a dropped connection), rate limits on receipts. Nothing recorded is lost or sent
+    twice, `prov anchor status` says anchored, and the run verifies through the same provider."""
+    import json
+    import subprocess
+    import sys
+
+    from provenance import config
+
+    config.update_section("chain", {"rpc_url": rpc_proxy.url}, lab.home / ".prov")  # the trainer's provider
+    rpc_proxy.status(502, n=2, method="eth_sendRawTransaction", after=True)
+    rpc_proxy.drop(n=1, method="eth_sendRawTransaction", after=True)
+    rpc_proxy.status(429, n=3, method="eth_getTransactionReceipt")
+    run = lab.train("faulty")
+    lab.finalize(run)
+    status = subprocess.run([sys.executable, "-m", "provenance", "anchor", "status", str(run), "--json"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert status.returncode == 0, status.stderr
+    jobs = json.loads(status.stdout)["jobs"]
+    assert jobs and all(j["label"] == "final" for j in jobs), jobs
+    commits = [log for log in rpc_proxy.rpc("eth_getLogs", [{
+        "address": lab.registry.address, "fromBlock": "0x0", "toBlock": "latest", "topics": [checkpoint_topic(lab)]}])]
+    assert len(commits) == sum(j["kind"] == "checkpoint" for j in jobs)  # each commitment on chain exactly once
+    sends = [m for m, _ in rpc_proxy.calls].count("eth_sendRawTransaction")
+    assert sends >= len(jobs) + 2, (sends, len(jobs))  # the 502s were real transactions, sent again
+    code, report = through(lab, rpc_proxy).verify(last_adapter(run))
+    assert (code, report["verdict"]) == (0, "verified"), failed_checks(report)
