@@ -21,6 +21,14 @@ from provenance.hashing import Digest
 from provenance.manifest import MANIFEST_NAME, CheckpointManifest
 
 MAX_MANIFEST = 16 << 20  # a checkpoint manifest is one line per file: kilobytes
+STATE_FILE = "state.json"
+SEGMENT_FILE = "steps.jsonl"
+MANIFEST_LIMIT = 1 << 20  # a checkpoint manifest lists a handful of files
+# Fixed caps on what a checkpoint's small files may declare (an honest state.json is a few KiB; a step-log
+# segment ~300 bytes a step, so 64 MiB holds 200,000 steps between two checkpoints): a manifest declaring a
+# 2 GiB state.json fails before anything is fetched (here and in the lineage check), instead of the verifier
+# streaming it to disk or allocating it.
+KIND_LIMITS = {STATE_FILE: 16 << 20, SEGMENT_FILE: 64 << 20, MANIFEST_NAME: MANIFEST_LIMIT}
 
 
 def can_fetch_listed(store: Any) -> bool:
@@ -79,6 +87,11 @@ def fetch_listed(store: Any, record: Any, target: Path) -> CheckpointManifest:
     if manifest.digest() != record.checkpoint_digest:
         raise CheckFailed("the stored checkpoint is not the committed one", expected=record.checkpoint_digest,
                           found=manifest.digest())
+    for entry in manifest.files:  # refused before a byte of them is fetched: no trainer writes one this big
+        cap = KIND_LIMITS.get(entry.path)
+        if cap is not None and entry.size > cap:
+            raise CheckFailed(f"the committed manifest declares {entry.path} at {entry.size} bytes, more than any "
+                              "trainer writes", expected=f"at most {cap} bytes", found=f"{entry.size} bytes")
     target.mkdir(parents=True)
     (target / MANIFEST_NAME).write_bytes(raw)
     for entry in manifest.files:

@@ -15,20 +15,14 @@ from typing import Any
 
 from provenance import canonical, merkle
 from provenance._verify.checks import CheckFailed
+from provenance._verify.fetch import KIND_LIMITS, MANIFEST_LIMIT, SEGMENT_FILE, STATE_FILE
 from provenance.hashing import Digest
 from provenance.manifest import MANIFEST_NAME, CheckpointManifest
 from provenance.records import AnyStepRecord
 from provenance.steplog import parse_records
 
-STATE_FILE = "state.json"
-SEGMENT_FILE = "steps.jsonl"
 ADAPTER_FILE = "adapter_model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
-MANIFEST_LIMIT = 1 << 20  # a checkpoint manifest lists a handful of files
-# Fixed caps on what a checkpoint's small files may declare (an honest state.json is a few KiB; a step-log
-# segment ~300 bytes a step, so 64 MiB holds 200,000 steps between two checkpoints): a manifest declaring a
-# 2 GiB state.json fails before anything is fetched, instead of the verifier allocating it.
-KIND_LIMITS = {STATE_FILE: 16 << 20, SEGMENT_FILE: 64 << 20, MANIFEST_NAME: MANIFEST_LIMIT}
 TRAINSTATE_FORMATS = ("prov.trainstate.v1", "prov.trainstate.v2")
 CHECKPOINT_FILES = frozenset({ADAPTER_FILE, "adapter_config.json", OPTIMIZER_FILE, STATE_FILE, SEGMENT_FILE})
 

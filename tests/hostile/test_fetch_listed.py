@@ -17,7 +17,7 @@ from provenance._verify.checks import CheckFailed
 from provenance._verify.fetch import fetch_listed
 from provenance.cid import Cid, parse_cid
 from provenance.hashing import Digest
-from provenance.manifest import MANIFEST_NAME, hash_directory
+from provenance.manifest import MANIFEST_NAME, CheckpointManifest, FileEntry, hash_directory
 from tests.fixtures.store import CHUNK, BlockMap
 
 TWO_GIB_CHUNKS = (2 << 30) // CHUNK // 174 + 1  # links of 174-chunk nodes a 2 GiB (and a bit) file needs
@@ -113,6 +113,28 @@ def test_a_listed_file_served_at_another_size_is_refused_before_reading(tmp_path
         fetch_listed(store, record, tmp_path / "out")
     assert "state.json" in str(info.value) and "refused before reading" in str(info.value)
     assert not (tmp_path / "out" / "state.json").exists() and _bytes_under(tmp_path / "out") < 1 << 20
+
+
+def test_a_committed_manifest_declaring_a_2_gib_state_is_refused_before_fetching(tmp_path: Path) -> None:
+    """The trainer commits a checkpoint whose own manifest declares a 2 GiB state.json (the DAG holds one): the
+    commitment is consistent, so only the per-kind cap stops it, before a byte of it is fetched or written."""
+    folder = _checkpoint(tmp_path)
+    store = CountingStore(tmp_path / "store")
+    honest = store.put_directory(folder)
+    blocks = BlockMap()
+    bomb, size = _two_gib(blocks)
+    committed = hash_directory(folder)
+    manifest = CheckpointManifest(tuple(FileEntry(e.path, Digest.of(b"declared"), size) if e.path == "state.json"
+                                        else e for e in committed.files))
+    manifest_cid = blocks.raw(manifest.encode())
+    car.write_car(tmp_path / "bomb.car", [bomb, manifest_cid], blocks.blocks.items())
+    store.import_car(tmp_path / "bomb.car")
+    hostile, _ = _hostile_listing(store, honest, tmp_path, **{"state.json": bomb, MANIFEST_NAME: manifest_cid})
+    store.asked.clear()
+    with pytest.raises(CheckFailed) as info:
+        fetch_listed(store, Record(3, hostile, manifest.digest()), tmp_path / "out")
+    assert "declares state.json at" in str(info.value) and "more than any trainer writes" in str(info.value)
+    assert bomb not in store.asked and not (tmp_path / "out").exists()
 
 
 def test_a_manifest_that_is_not_the_committed_one_fails_first(tmp_path: Path) -> None:
