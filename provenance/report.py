@@ -92,11 +92,12 @@ def _scrub_report(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def _clean(value: Any) -> Any:
-    """A copy with unsafe characters in its text shown as escapes (`\\x1b`, `\\u202e`)."""
+    """A copy with unsafe characters in its text shown as escapes (`\\x1b`, `\\u202e`), in keys too (a manifest's
+    `formats` names are the trainer's)."""
     if isinstance(value, str):
         return _UNSAFE.sub(lambda m: ascii(m.group())[1:-1], value)
     if isinstance(value, dict):
-        return {key: _clean(item) for key, item in value.items()}
+        return {_clean(key) if isinstance(key, str) else key: _clean(item) for key, item in value.items()}
     return [_clean(item) for item in value] if isinstance(value, list) else value
 
 

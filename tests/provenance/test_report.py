@@ -391,6 +391,7 @@ def test_untrusted_text_cannot_drive_the_terminal_or_reorder_text(render: Callab
     report["verdict_text"] = "x\x1b[2J\x1b[H\nVERIFIED — all good"
     report["run"]["base_model"]["name"] = "Qwen\u202efdp.exe"
     report["checks"][4]["summary"] = "bell\x07 and\rcarriage"
+    report["run"]["formats"]["step\u202e\x1b[2J"] = "prov.step.v3"  # keys are the trainer's too
     out = render(report)
     assert not any(ch in out for ch in "\x1b\x07\r\u202e")
     assert "x\\x1b[2J\\x1b[H\\nVERIFIED" in out and "Qwen\\u202efdp.exe" in out
