@@ -20,6 +20,7 @@ from provenance._verify.checks import CheckFailed, CheckInconclusive, Checks
 from provenance._verify.privacy import PrivacyResult, check_privacy
 from provenance._verify.subject import ADAPTER_FILE, Subject
 from provenance.batches import MAX_WORLD_SIZE
+from provenance.errors import ProvenanceError, one_line
 from provenance.hashing import Digest
 from provenance.manifest import ADAPTER_FORMAT, hash_directory
 from provenance.ports import RegistryReader, StoreReader
@@ -309,10 +310,15 @@ def stage_base_model(ev: Evidence, base_model: Path | None) -> None:
         from provenance.basemodel import check_model_dir
 
         found = base_model_manifest(base_model, configs=False).digest()  # hashed before any config is parsed
-        # The configs, through the bounded reader only (#22): a loader redirect is the auditor's input error (one
-        # line naming the key) whatever the digest; transformers itself reads them only after the digest passed.
-        check_model_dir(base_model)
-        if found != ev.run.base_model_digest:
+        if found != ev.run.base_model_digest:  # a directory that is not the run's: none of its configs is read
             raise CheckFailed("the base model given is not the one this run registered",
                               expected=ev.run.base_model_digest, found=found)
+        # The registered base's configs, through the bounded reader only (#22), before transformers reads them: a
+        # loader redirect or an unreadable config there is the trainer's choice of base model, so a check result.
+        try:
+            check_model_dir(base_model)
+        except ProvenanceError as exc:
+            raise CheckFailed(f"the registered base model cannot be loaded as committed: {one_line(exc)}",
+                              expected="a base model a loader reads from its hashed files only",
+                              found=one_line(exc, 300)) from None
         checks.passed("base_model", f"{base_model.name} has the registered digest")

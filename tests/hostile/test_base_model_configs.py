@@ -17,7 +17,7 @@ pytest.importorskip("torch", reason="needs a trained run: install the train extr
 
 from provenance import loaders
 from provenance.basemodel import base_model_manifest
-from provenance.errors import FormatError, UsageError
+from provenance.errors import FormatError
 from provenance.report import render_text
 from tests.fixtures.verify import VerifyEnv, check, data_options, last
 
@@ -59,7 +59,8 @@ def test_another_models_tokenizer_is_never_loaded(tmp_path: Path, tiny_run: Any,
     assert "batch contents" in check(report, "steps")["summary"]
 
 
-def test_a_deep_config_is_one_line(tmp_path: Path, tiny_run: Any, tiny_model_dir: Path) -> None:
+def test_a_deep_config_in_another_directory_is_never_parsed(tmp_path: Path, tiny_run: Any, tiny_model_dir: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     hostile = tmp_path / "base"
     shutil.copytree(tiny_model_dir, hostile)
     (hostile / "config.json").write_bytes(DEEP)
@@ -67,9 +68,14 @@ def test_a_deep_config_is_one_line(tmp_path: Path, tiny_run: Any, tiny_model_dir
     run = env.copy(tiny_run.run_dir)
     env.anchor(run)
     options = {**data_options(run, tiny_model_dir), "base_model": hostile, "replay": "0"}
-    with pytest.raises(UsageError) as info:
-        env.verify(last(run) / "adapter_model.safetensors", **options)
-    assert "config.json" in str(info.value) and "nested deeper" in str(info.value) and "\n" not in str(info.value)
+    parsed: list[Path] = []
+    real = loaders.read_json
+    monkeypatch.setattr(loaders, "read_json", lambda path, *a, **k: parsed.append(Path(path)) or real(path, *a, **k))
+    report = env.verify(last(run) / "adapter_model.safetensors", **options)
+    # not the registered directory: a report that says so, and its config.json was never parsed (#22)
+    assert report["verdict"] == "failed" and check(report, "base_model")["status"] == "failed"
+    assert "not the one this run registered" in check(report, "base_model")["summary"]
+    assert hostile / "config.json" not in parsed
 
 
 def test_the_registered_models_configs_are_still_checked(tiny_model_dir: Path, tmp_path: Path) -> None:
