@@ -21,7 +21,8 @@ from pathlib import Path
 
 from provenance.errors import ChainUnavailable, StoreError, UsageError
 
-__all__ = ["Budget", "BudgetExceeded", "DeadlineExceeded", "active", "budget_for", "current", "request_timeout"]
+__all__ = ["Budget", "BudgetExceeded", "DeadlineExceeded", "active", "budget_for", "current", "request_timeout",
+           "within_outer"]
 
 
 class BudgetExceeded(StoreError):
@@ -110,6 +111,17 @@ def current() -> Budget | None:
     """The innermost active budget (None outside any)."""
     with _stack_lock:
         return _stack[-1] if _stack else None
+
+
+def within_outer(timeout: float | None) -> float | None:
+    """`timeout`, shortened to what the active budget's deadline leaves: `prov verify --timeout T` starts its clock
+    when it connects, so the verification inside gets what is left of T, not T again."""
+    outer = current()
+    left = None if outer is None else outer.seconds_left()
+    if left is None:
+        return timeout
+    left = max(left, 1e-3)  # already past: the first request then fails at once, naming the deadline
+    return left if timeout is None else min(timeout, left)
 
 
 @contextlib.contextmanager

@@ -114,7 +114,8 @@ def verify(path: str | Path, *, registry: RegistryReader, store: StoreReader, op
                                    options.beacon, options.confirmations, jobs=options.jobs)
     remembering = getattr(registry, "remembering", contextlib.nullcontext)  # each run's history read once
     budget = limits.Budget(max_bytes=options.max_bytes if options.max_bytes is not None else
-                           limits.budget_for(subject.files or (subject.adapter,)), timeout=options.timeout)
+                           limits.budget_for(subject.files or (subject.adapter,)),
+                           timeout=limits.within_outer(options.timeout))
     from provenance import progress
     from provenance._verify.checks import TITLES
 

@@ -134,14 +134,15 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
         from provenance.cli._local import ensure_local_chain
 
         ensure_local_chain()
-    with limits.active(limits.Budget(timeout=timeout) if timeout is not None else None):
-        client = connect(rpc_url, registry=registry)
-    if client.address is None:
-        raise UsageError("no registry address: pass --registry or run `prov chain deploy` in this project")
     from provenance import progress
 
-    with open_store(store_spec) as store, progress.silenced(as_json):  # bars: stderr, terminals, not --json
-        result = verify(path, registry=client, store=store, options=options)
+    # one --timeout for the whole command: connecting, then the verification in what is left of it
+    with limits.active(limits.Budget(timeout=timeout) if timeout is not None else None):
+        client = connect(rpc_url, registry=registry)
+        if client.address is None:
+            raise UsageError("no registry address: pass --registry or run `prov chain deploy` in this project")
+        with open_store(store_spec) as store, progress.silenced(as_json):  # bars: stderr, terminals, not --json
+            result = verify(path, registry=client, store=store, options=options)
     report = result.to_json()
     if public:
         from provenance.report import publishable

@@ -155,3 +155,15 @@ def test_an_over_long_destination_is_one_line(tmp_path: Path) -> None:
     cid = LocalStore(store, durable=False).put_bytes(b"hello")
     line = assert_bounded(run_prov("store", "--store", f"local:{store}", "get", cid, str(tmp_path / ("n" * 300))))
     assert "shorter" in line
+
+
+def test_a_verification_inside_a_deadline_gets_only_what_is_left() -> None:
+    """`prov verify --timeout T` counts connecting too: the verification's own budget ends at the outer deadline."""
+    assert limits.within_outer(30.0) == 30.0 and limits.within_outer(None) is None
+    with limits.active(limits.Budget(timeout=5.0)):
+        time.sleep(0.2)
+        inner = limits.within_outer(30.0)
+        assert inner is not None and 4.0 < inner < 4.9
+        assert limits.within_outer(1.0) == 1.0
+        left = limits.within_outer(None)
+        assert left is not None and left < 4.9
