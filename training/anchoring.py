@@ -114,9 +114,9 @@ def resolve_target(config: AnchorConfig) -> tuple[str, str | None, str]:
 
 def expected_owner(config: AnchorConfig) -> str | None:
     """The account the outbox will register the run from, when it is known without asking the network (recorded
-    as the manifest's `owner`): `$PROV_PRIVATE_KEY`'s address, or anvil's dev account 0 on the project's local
-    chain (chain id 31337 in the project config). None when anchoring is off or the key is only known later (the
-    in-process tester chain, a keystore given to `prov anchor flush`)."""
+    as the manifest's `owner`): the keystore's (`--keystore`/`$PROV_KEYSTORE`) or `$PROV_PRIVATE_KEY`'s address, or
+    anvil's dev account 0 on the project's local chain (chain id 31337 in the project config). None when anchoring
+    is off or the key is only known later (the in-process tester chain)."""
     if not config.enabled:
         return None
     from provenance._chain import keys
@@ -126,7 +126,7 @@ def expected_owner(config: AnchorConfig) -> str | None:
     chain, _, _ = resolve_target(config)
     section = get_section("chain")
     chain_id = section.get("chain_id") if chain == section.get("rpc_url") else None
-    if chain == "tester" and not os.environ.get(keys.ENV_KEY):
+    if chain == "tester" and not (os.environ.get(keys.ENV_KEY) or os.environ.get(keys.ENV_KEYSTORE)):
         return None
     try:
         return keys.resolve(None, chain_id=chain_id).address

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,12 +53,16 @@ from provenance.errors import UsageError
 @click.option("--no-anchor", is_flag=True, help="Do not anchor or pin (provenance is still recorded locally).")
 @click.option("--secrets", "secrets_file", type=click.Path(path_type=Path),
               help="Use these secrets (prov.secrets.v1 JSON) instead of fresh random ones.")
+@click.option("--keystore", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Sign the run's anchors with this keystore (password in $PROV_KEYSTORE_PASSWORD); sets "
+                   "$PROV_KEYSTORE for the run (default: $PROV_PRIVATE_KEY, or a local chain's dev account).")
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
               help="Continue the run in this directory from its last complete checkpoint.")
 @click.option("--quiet", is_flag=True, help="No progress output (the summary is still printed).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def train_command(config: Path | None, non_private: bool, no_anchor: bool, secrets_file: Path | None,
-                  resume_dir: Path | None, quiet: bool, as_json: bool, **options: Any) -> None:
+                  keystore: Path | None, resume_dir: Path | None, quiet: bool, as_json: bool,
+                  **options: Any) -> None:
     """Fine-tune a LoRA adapter with DP-SGD, recording provenance as it trains.
 
     With no arguments, trains the tiny demo model (`prov init-model --tiny` first) on the bundled demo data.
@@ -71,6 +76,8 @@ def train_command(config: Path | None, non_private: bool, no_anchor: bool, secre
     """
     from training.launch import train_from_cli
 
+    if keystore is not None:  # read wherever the run's signer is resolved: here, the outbox, torchrun's ranks
+        os.environ["PROV_KEYSTORE"] = str(keystore.resolve())
     with _warnings_as_notes():
         result = train_from_cli(config, options=options, non_private=non_private, no_anchor=no_anchor,
                                 secrets_file=secrets_file, resume_dir=resume_dir, quiet=quiet or as_json)

@@ -1,5 +1,6 @@
-"""Signing keys: from an argument, the `PROV_PRIVATE_KEY` environment variable, an encrypted keystore file
-(password in `PROV_KEYSTORE_PASSWORD`), or — only on a local dev chain — its well-known dev accounts.
+"""Signing keys: from an argument, an encrypted keystore file (`--keystore FILE` or `PROV_KEYSTORE`, password in
+`PROV_KEYSTORE_PASSWORD`), the `PROV_PRIVATE_KEY` environment variable, or — only on a local dev chain — its
+well-known dev accounts.
 
 A key is never logged or printed: `Signer` shows only its address and where the key came from.
 """
@@ -17,6 +18,7 @@ from provenance import canonical
 from provenance._chain.errors import SignerError
 
 ENV_KEY = "PROV_PRIVATE_KEY"
+ENV_KEYSTORE = "PROV_KEYSTORE"  # a keystore file to sign with (`--keystore FILE` of train and anchor sets it)
 ENV_KEYSTORE_PASSWORD = "PROV_KEYSTORE_PASSWORD"
 # Anvil's and Hardhat's default chain id, and their public dev mnemonic (known to everyone: local use only).
 LOCAL_CHAIN_ID = 31337
@@ -163,7 +165,8 @@ def resolve(
     dev_key: bytes | None = None,
     web3: Any = None,
 ) -> Signer:
-    """The signer to use, first match wins: `key`, `keystore`, `$PROV_PRIVATE_KEY`, then — only on a local dev
+    """The signer to use, first match wins: `key`, `keystore`, `$PROV_KEYSTORE`, `$PROV_PRIVATE_KEY`, then — only on
+    a local dev
     chain — `dev_key` (the in-process chain's funded key) or anvil's dev account 0. A well-known development key
     is refused unless the chain is a local development chain (`check_chain`; pass the node as `web3`)."""
     signer = _resolve(key, keystore=keystore, chain_id=chain_id, dev_key=dev_key)
@@ -184,6 +187,8 @@ def _resolve(
         return from_private_key(key, source="the key argument")
     if keystore is not None:
         return from_keystore(keystore)
+    if os.environ.get(ENV_KEYSTORE):
+        return from_keystore(os.environ[ENV_KEYSTORE])
     env = os.environ.get(ENV_KEY)
     if env:
         return from_private_key(env.strip(), source=f"${ENV_KEY}")
@@ -192,6 +197,7 @@ def _resolve(
     if chain_id == LOCAL_CHAIN_ID:
         return dev_signer(0)
     raise SignerError(
-        f"no signing key: set {ENV_KEY}, or pass --keystore FILE with {ENV_KEYSTORE_PASSWORD} set "
+        f"no signing key: set {ENV_KEY}, or pass --keystore FILE (or set {ENV_KEYSTORE}) with "
+        f"{ENV_KEYSTORE_PASSWORD} set "
         f"(dev accounts are used only on a local chain, id {LOCAL_CHAIN_ID})"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,17 @@ def _run_dir(run_dir: Path | None) -> Path:
 @click.group("anchor")
 def anchor_group() -> None:
     """Inspect and finish the anchoring of a training run (store + registry)."""
+
+
+_KEYSTORE = click.option(
+    "--keystore", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+    help="Sign with this keystore (password in $PROV_KEYSTORE_PASSWORD; default: $PROV_KEYSTORE, "
+         "$PROV_PRIVATE_KEY, or a local chain's dev account). It must be the run's owner.")
+
+
+def _use_keystore(keystore: Path | None) -> None:
+    if keystore is not None:  # the outbox resolves its signer from the environment, as the trainer's does
+        os.environ["PROV_KEYSTORE"] = str(keystore.resolve())
 
 
 _CONFIRMATIONS = click.option(
@@ -105,9 +117,12 @@ def status(run_dir: Path | None, as_json: bool, confirmations: int | None) -> No
 @click.option("--wait-final", is_flag=True, help="Also wait until every commitment is final (re-sending any that "
               "a reorganisation drops meanwhile).")
 @_CONFIRMATIONS
-def flush(run_dir: Path | None, timeout: float, wait_final: bool, confirmations: int | None) -> None:
+@_KEYSTORE
+def flush(run_dir: Path | None, timeout: float, wait_final: bool, confirmations: int | None,
+          keystore: Path | None) -> None:
     """Re-check what was sent against the chain, then send every pending, dropped or failed (after you fixed the
     cause: funds, key, registry) anchoring job in order, retrying until done or the timeout. Exit 1 if some remain."""
+    _use_keystore(keystore)
     with _open(run_dir, wait_lock=5.0, confirmations=confirmations) as box:
         _retry_failed(box)
         unchecked = _recheck(box)
@@ -122,8 +137,10 @@ def flush(run_dir: Path | None, timeout: float, wait_final: bool, confirmations:
 @anchor_group.command("finalize")
 @click.argument("run_dir", required=False, type=click.Path(path_type=Path))
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to keep retrying.")
-def finalize(run_dir: Path | None, timeout: float) -> None:
+@_KEYSTORE
+def finalize(run_dir: Path | None, timeout: float, keystore: Path | None) -> None:
     """Close a finished run on chain (after its pending anchors): nothing can be committed to it afterwards."""
+    _use_keystore(keystore)
     with _open(run_dir, wait_lock=5.0) as box:
         _retry_failed(box)
         box.enqueue_finalize()

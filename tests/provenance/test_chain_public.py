@@ -167,3 +167,29 @@ def test_an_honest_run_anchors_through_a_faulty_provider(lab: Lab, rpc_proxy: Rp
     assert sends >= len(jobs) + 2, (sends, len(jobs))  # the 502s were real transactions, sent again
     code, report = through(lab, rpc_proxy).verify(last_adapter(run))
     assert (code, report["verdict"]) == (0, "verified"), failed_checks(report)
+
+
+def test_a_run_anchored_with_a_keystore_names_its_account(lab: Lab, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`prov train --keystore FILE` (here `$PROV_KEYSTORE`, which the option sets) signs with the keystore's account:
+    it is the manifest's owner before step 0 and the registering account; `prov anchor flush --keystore` takes the
+    same file."""
+    import json
+
+    from provenance._chain import keys
+    from provenance.cli import main
+    from tests.fixtures.chain import _anvil_dev_keys
+
+    store = tmp_path / "signer.json"
+    address = keys.write_keystore(store, _anvil_dev_keys()[1], "pw", scrypt_n=2)
+    monkeypatch.setenv("PROV_KEYSTORE", str(store))
+    monkeypatch.setenv("PROV_KEYSTORE_PASSWORD", "pw")
+    run = lab.train("keystore")
+    manifest = json.loads((run / "run.json").read_bytes())
+    assert manifest["owner"] == address != lab.registry.signer.address
+    jobs = [json.loads(p.read_bytes()) for p in sorted((run / "outbox" / "jobs").glob("*.json"))]
+    assert lab.registry.run(bytes.fromhex(jobs[0]["run_key"])).registration.owner == address
+    monkeypatch.delenv("PROV_KEYSTORE")
+    assert main(["anchor", "flush", str(run), "--keystore", str(store), "--timeout", "30"]) == 0
+    code, report = lab.verify(last_adapter(run))
+    assert (code, report["verdict"]) == (0, "verified"), failed_checks(report)
