@@ -113,8 +113,9 @@ def run_settings(cfg: TrainConfig, *, threads: int) -> dict[str, Any]:
 
 
 NO_OWNER = ("anchoring is on, but which account will register this run cannot be told before step 0 ({why}): set "
-            "PROV_PRIVATE_KEY to the key that anchors it (or pass --keystore FILE), start the chain (`prov chain up`), or train with "
-            "--no-anchor. A run whose manifest names no owner can be registered first by anyone who copies it")
+            "PROV_PRIVATE_KEY to the key that anchors it (or pass --keystore FILE), start the chain (`prov chain "
+            "up`), or train with --no-anchor. A run whose manifest names no owner can be registered first by anyone "
+            "who copies it")
 TESTER_KEY = (1).to_bytes(32, "big")  # eth-tester's funded account 0: the in-process chain's signer without a key
 
 
