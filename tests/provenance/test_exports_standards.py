@@ -597,6 +597,19 @@ def test_verify_reports_the_signature_of_a_real_run_and_exports_from_it(home: Pa
     assert props["prov:signature.valid"] == "true" and props["prov:signature.key_id"] == done.key_id
     lineage = exports.intoto_statements(report, path=ck)["lineage"]["predicate"]
     assert lineage["model_signature"]["valid"] is True and lineage["model_signature"]["covers"] == "exact"
+    # from the saved report, the GPAI form reads the run manifest from the project's store (no --store needed)
+    from provenance import config
+    from provenance.cli import main as prov_main
+
+    saved, form = tmp_path / "audit.json", tmp_path / "gpai.json"
+    saved.write_text(json.dumps(report))
+    args = ["export", "gpai", "--report", str(saved), "--model", str(ck), "--base-compute", "1e21", "--out", str(form)]
+    assert prov_main(args) == 0
+    lacking = form.read_text().count("needs the run manifest")
+    assert lacking >= 2  # this project's store does not hold it yet
+    config.update_section("store", {"spec": f"local:{tmp_path / 'store'}"}, home)
+    assert prov_main(args) == 0
+    assert form.read_text().count("needs the run manifest") == 1  # the FLOPs also need the base model's size
     # the adapter file alone: no signature beside it, so the report has none
     assert env.verify(ck / "adapter_model.safetensors", replay="0")["signature"] is None
     # a signature over the weights only, given explicitly, does not cover the checkpoint's other files
