@@ -721,6 +721,12 @@ def test_the_privacy_statement_names_unit_sampler_accountants_and_what_is_not_co
                   "σ = 1.0", "10 steps", "δ = 1e-05", "PLD", "RDP", "committed by the trainer (rdp, opacus)",
                   "several records", "public schedule", "exact example count"):
         assert words in text, (words, text)
+    assert "known limit of this run's formats" in text and "grinding seeds is not excluded" in text  # sampler v1
+    anchored = check_privacy(manifest={**manifest, "formats": {"step": "prov.step.v3", "sampler": "prov.poisson.v2"}},
+                             states=states([0, 10], eps), committed_micro=micro(eps))
+    text = " ".join(anchored.statement)
+    assert "the block that included the run's registration (prov.keys.v1)" in text and "known limit" not in text
+    assert "exact example count" not in text  # step v3 records publish no count
     # A non-private run states nothing of the kind.
     none = check_privacy(manifest={"training": {"dp": {"mode": "non-private"}}}, states=states([0]),
                          committed_micro=[2**64 - 1])
