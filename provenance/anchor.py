@@ -82,6 +82,20 @@ class Job:
                                               "cid", "tx", "block", "run_key", "merged", "final", "drops")}
 
 
+def awaiting_finality(run_dir: Path) -> int:
+    """How many of a run's sent commitments are not final yet (read from its job files; 0 when none or no
+    outbox): "anchored" then means sent, and `prov anchor status` says when each is final."""
+    count = 0
+    for path in sorted((run_dir / OUTBOX / "jobs").glob("*.json")):
+        try:
+            doc = canonical.decode(path.read_bytes(), source=str(path))
+        except (OSError, ProvenanceError):
+            continue
+        if isinstance(doc, dict) and doc.get("state") == "done" and not doc.get("final"):
+            count += 1
+    return count
+
+
 class PermanentAnchorError(ProvenanceError):
     """The chain or store refused a job in a way retrying cannot fix."""
 

@@ -99,6 +99,12 @@ def train_command(config: Path | None, non_private: bool, no_anchor: bool, secre
     anchoring_off = no_anchor or result.run_dir is None or not (Path(result.run_dir) / "outbox" /
                                                                 "target.json").exists()
     anchored = "yes" if result.anchored else "no (anchoring off)" if anchoring_off else "pending (prov anchor flush)"
+    if result.anchored and result.run_dir is not None:
+        from provenance.anchor import awaiting_finality
+
+        waiting = awaiting_finality(Path(result.run_dir))
+        if waiting:  # sent and mined, not yet final on this chain: a reorganisation may still drop them
+            anchored = f"yes (sent; {waiting} awaiting finality: `prov anchor status {result.run_dir}`)"
     click.echo(f"run {result.run_id}\n  dir      {result.run_dir}\n  steps    {result.steps}, "
                f"{len(result.checkpoints)} checkpoints, {eps}\n  adapter  {result.weights}\n"
                f"  anchored {anchored}")

@@ -203,3 +203,19 @@ def test_a_manifest_naming_another_owner_is_not_registered_from_this_key(tmp_pat
             box.status_line())
     with pytest.raises(chain.UnknownRun):
         registry.run(registry.run_key(run_id))
+
+
+def test_awaiting_finality_counts_sent_commitments_not_yet_final(tmp_path: Path) -> None:
+    """What `prov train` prints after "anchored yes": sent and mined, but not final on a chain with confirmations."""
+    from provenance.anchor import Job, awaiting_finality
+
+    assert awaiting_finality(tmp_path) == 0  # no outbox
+    jobs = tmp_path / "outbox" / "jobs"
+    jobs.mkdir(parents=True)
+    for job in (Job(0, "register", -1, "run.json", state="done", final=True),
+                Job(1, "checkpoint", 0, "checkpoints/000000", state="done", final=False),
+                Job(2, "checkpoint", 1, "checkpoints/000001", state="pending")):
+        job.file(jobs).write_bytes(canonical.encode(job.to_json()))
+    assert awaiting_finality(tmp_path) == 1
+    (jobs / "000003-checkpoint.json").write_bytes(b"\x80 not json")  # unreadable: not counted, never raised
+    assert awaiting_finality(tmp_path) == 1
