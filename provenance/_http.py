@@ -107,8 +107,10 @@ def post(session: Any, url: str, *, timeout: float, max_bytes: int, what: str, d
 def _by_deadline(call: Callable[[], _T], *, deadline: float, what: str, limit: float) -> _T:
     """`call()` in a worker thread, given up at the deadline: the socket timeout bounds each read, and `_read`
     checks the deadline between reads of the body, but a node dripping its status line and headers a byte at a time
-    is inside `requests` until they end. Given up, the thread (a daemon) is left to end with the connection; the
-    caller gets the timeout now."""
+    is inside `requests` until they end. Given up, the thread (a daemon) is left to end with the connection (it holds
+    one pooled connection meanwhile; urllib3's pool is thread-safe, and later requests open others); the caller gets
+    the timeout now. A node that keeps dripping headers keeps that thread alive: a cost bounded by one thread per
+    given-up request, paid only against a node that stalls on purpose."""
     box: dict[str, Any] = {}
 
     def run() -> None:

@@ -163,6 +163,10 @@ def model_subjects(report: Any, path: Path | None = None) -> list[dict[str, Any]
             raise NotExportable(f"{path}: not the verified file (its digest is not the verified weights digest "
                                 f"sha256:{weights})", exit_code=1)
         return subjects
+    if not isinstance(listed, list):
+        raise NotExportable(f"{path}: this report predates subject.files (the list of files a verdict binds), so "
+                            f"only its weights file can be exported with it: give {subject['path']} itself, or "
+                            "verify again with this prov", exit_code=1)
     for item in subjects:
         name = item["name"]
         if bound.get(name) == item["digest"]["sha256"] or (name not in bound and _unread(name)):
@@ -183,13 +187,14 @@ def _names(bound: dict[str, str]) -> str:
 
 
 def _unread(name: str) -> bool:
-    """A file no supported loader reads (provenance.loaders): in a hidden folder, documentation, or prov's own
-    merged-directory manifest (checked against the chain by the verifier, never loaded)."""
+    """A file no supported loader reads (provenance.loaders): in a hidden folder, top-level documentation, or prov's
+    own merged-directory manifest (checked against the chain by the verifier, never loaded)."""
     from provenance import mergedir
     from provenance.loaders import is_documentation
 
-    top = name.split("/", 1)[0]
-    return is_documentation(top) or name == mergedir.MANIFEST_FILE
+    if "/" in name:  # a sub-folder: PEFT reads one with subfolder=, so only hidden folders (.git/, .cache/) are unread
+        return name.startswith(".")
+    return is_documentation(name) or name == mergedir.MANIFEST_FILE
 
 
 def intoto_statements(report: Any, *, path: Path | None = None) -> dict[str, dict[str, Any]]:

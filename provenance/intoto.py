@@ -108,8 +108,11 @@ def _dependencies(manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _byproducts(checkpoint_manifest: Any, manifest: dict[str, Any], record: Any, run: Any,
                 chain_id: int | None, registry: str | None) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = [{"name": "checkpoint-manifest", "digest": _sha(checkpoint_manifest.digest()),
-                                    "mediaType": "application/vnd.prov.checkpoint.v1+json"}]
+    items: list[dict[str, Any]] = []
+    # the local directory's files: listed when offline (the trainer's claim) or when they are the committed checkpoint
+    if record is None or checkpoint_manifest.digest() == record.checkpoint_digest:
+        items.append({"name": "checkpoint-manifest", "digest": _sha(checkpoint_manifest.digest()),
+                      "mediaType": "application/vnd.prov.checkpoint.v1+json"})
     if record is not None:
         items.append({"name": "step-log", "digest": _sha(record.log_root),
                       "annotations": {"tree_size": record.log_size, "merkle": "rfc6962"}})

@@ -21,8 +21,7 @@ from pathlib import Path
 
 from provenance.errors import ChainUnavailable, StoreError, UsageError
 
-__all__ = ["Budget", "BudgetExceeded", "DeadlineExceeded", "active", "budget_for", "current", "request_timeout",
-           "within_outer"]
+__all__ = ["Budget", "BudgetExceeded", "DeadlineExceeded", "active", "budget_for", "current", "request_timeout"]
 
 
 class BudgetExceeded(StoreError):
@@ -82,6 +81,14 @@ class Budget:
         if over:
             raise self._over(n, what)
 
+    def within(self, outer: Budget | None) -> Budget:
+        """This budget, ending no later than `outer`'s deadline (and then naming `outer`'s timeout): `prov verify
+        --timeout T` starts its clock when it connects, so the verification inside gets what is left of T."""
+        if outer is not None and outer.deadline is not None and (self.deadline is None
+                                                                 or outer.deadline < self.deadline):
+            self.deadline, self.timeout = outer.deadline, outer.timeout
+        return self
+
     def check_time(self, what: str) -> None:
         """Raise once the deadline has passed."""
         if self.deadline is not None and time.monotonic() >= self.deadline:
@@ -111,17 +118,6 @@ def current() -> Budget | None:
     """The innermost active budget (None outside any)."""
     with _stack_lock:
         return _stack[-1] if _stack else None
-
-
-def within_outer(timeout: float | None) -> float | None:
-    """`timeout`, shortened to what the active budget's deadline leaves: `prov verify --timeout T` starts its clock
-    when it connects, so the verification inside gets what is left of T, not T again."""
-    outer = current()
-    left = None if outer is None else outer.seconds_left()
-    if left is None:
-        return timeout
-    left = max(left, 1e-3)  # already past: the first request then fails at once, naming the deadline
-    return left if timeout is None else min(timeout, left)
 
 
 @contextlib.contextmanager

@@ -240,12 +240,12 @@ def verify_model(path: Path, signature: Path, public_key: Path) -> None:
 # --- what `prov verify` reports about a signature beside the model --------------------------------------------
 
 
-def verified_files(subject: Any) -> dict[str, str]:
+def verified_files(subject: Any, *, beside: Any = None) -> dict[str, str]:
     """name -> sha256 hex of the files the verifier bound for `subject` (provenance._verify.subject.Subject): a
     directory's files a loader reads (compared with the committed checkpoint), a lone adapter file and the
     adapter_config.json bound beside it, a merged directory's weights and every other file a loader reads (bound by
-    `merged_files` when the verdict is VERIFIED), or the one file. Files no loader reads (documentation, prov's own
-    `prov-merged.json`) are not bound and not listed."""
+    `merged_files` when the verdict is VERIFIED; `beside`: those files as the check hashed them, else hashed here), or
+    the one file. Files no loader reads (documentation, prov's own `prov-merged.json`) are not bound, not listed."""
     from provenance import mergedir
     from provenance.hashing import hash_file
     from provenance.loaders import WEIGHT_INDEX
@@ -266,6 +266,9 @@ def verified_files(subject: Any) -> dict[str, str]:
                                                                                          strict=True)}
         # the shard index is bound through the layout check (it may name no file outside the hashed weights)
         index = [WEIGHT_INDEX] if (path / WEIGHT_INDEX).is_file() else []
+        if beside is not None:
+            others = {e.path: e.digest.value.hex() for e in beside}
+            return bound | others | {name: hash_file(path / name).value.hex() for name in index}
         return bound | {name: hash_file(path / name).value.hex() for name in [*mergedir.bound_names(path), *index]}
     return {f.path: f.digest.value.hex() for f in hash_directory(path).files}
 

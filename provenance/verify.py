@@ -115,7 +115,7 @@ def verify(path: str | Path, *, registry: RegistryReader, store: StoreReader, op
     remembering = getattr(registry, "remembering", contextlib.nullcontext)  # each run's history read once
     budget = limits.Budget(max_bytes=options.max_bytes if options.max_bytes is not None else
                            limits.budget_for(subject.files or (subject.adapter,)),
-                           timeout=limits.within_outer(options.timeout))
+                           timeout=options.timeout).within(limits.current())
     from provenance import progress
     from provenance._verify.checks import TITLES
 
@@ -149,7 +149,8 @@ def verify(path: str | Path, *, registry: RegistryReader, store: StoreReader, op
     body = build_report(ev, verdict=verdict, exit_code=code, registry=registry, store=store,
                         generated_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
                         prov_version=__version__, report_format=REPORT_FORMAT, options=options)
-    _bound_files(body, subject)
+    if verdict == "verified":
+        _bound_files(body, subject, ev)
     _signature(body, subject, options)
     seal(body)  # the report id: a digest of everything above
     validate_report(body)  # a report that does not match docs/report-schema.md is never returned
@@ -157,17 +158,19 @@ def verify(path: str | Path, *, registry: RegistryReader, store: StoreReader, op
                   manifest=ev.manifest if ev.checks.ok("run_manifest") else None)
 
 
-def _bound_files(body: dict[str, Any], subject: Any) -> None:
-    """`subject.files`: each file the verdict binds, by name and digest (provenance.signing.verified_files), so an
+def _bound_files(body: dict[str, Any], subject: Any, ev: pipeline.Evidence) -> None:
+    """`subject.files` of a verified report: each file the verdict binds, by name and the digest the checks compared
+    (provenance.signing.verified_files; a merged directory's other files as `merged_files` hashed them), so an
     export from the saved report can refuse a model path holding anything else a loader reads (#25)."""
     from provenance.signing import verified_files
 
+    here = ev.merged.here if ev.merged is not None else None
     try:
-        bound = verified_files(subject)
+        bound = verified_files(subject, beside=None if here is None else here.files)
     except (ProvenanceError, OSError):  # a file changed or vanished meanwhile: the report lists nothing it bound
         bound = {}
     body["subject"]["files"] = [{"path": name, "digest": f"sha256:{digest}"} for name, digest in sorted(bound.items())
-                                if "/" not in name]
+                                if "/" not in name and "\\" not in name]
 
 
 def _signature(body: dict[str, Any], subject: Any, options: VerifyOptions) -> None:

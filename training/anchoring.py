@@ -132,7 +132,10 @@ def expected_owner(config: AnchorConfig) -> str | None:
         return keys.resolve(None, chain_id=chain_id).address
     except keys.WellKnownKey:
         raise  # a dev key for a chain that is not a dev chain: refused before training, not at registration
-    except SignerError:
+    except SignerError as exc:
+        if os.environ.get(keys.ENV_KEYSTORE) or os.environ.get(keys.ENV_KEY):
+            # a key was given and does not open (wrong password, unreadable keystore): never another owner instead
+            raise UsageError(f"the signing key for this run's anchors: {exc}") from None
         return None
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ from provenance.errors import ChainError, UsageError, one_line
 TESTER = "tester"
 GAS_MARGIN = 1.1  # estimates are exact for this contract; the margin absorbs state changes before mining
 # what nodes answer to a transaction they already hold (geth/erigon, nethermind, besu, parity-style)
-ALREADY_KNOWN = ("already known", "known transaction", "already imported", "transaction already exists")
+ALREADY_KNOWN = re.compile(r"(?<![a-z])(already known|known transaction|already imported|transaction already exists)")
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -237,7 +238,7 @@ class Transport:
                     break
                 except (Web3RPCError, ValueError) as exc:  # eth-tester raises ValidationError (a ValueError)
                     text = one_line(exc).lower()
-                    if any(known in text for known in ALREADY_KNOWN):
+                    if ALREADY_KNOWN.search(text):
                         # a re-send (a gateway lost the first answer, and it or the HTTP layer sent it again): the
                         # node holds this very transaction, so wait for it by its hash
                         tx_hash = self.web3.keccak(raw)

@@ -42,7 +42,8 @@ def bundle_command(run_dir: Path, out: Path, kit: Path | None, store_spec: str |
     from provenance.store import open_store
 
     target = run_dir / "outbox" / "target.json"
-    recorded = canonical.decode(target.read_bytes(), source=str(target)) if target.is_file() else {}
+    needed = (store_spec is None or rpc_url is None) and target.is_file()
+    recorded = canonical.decode(target.read_bytes(), source=str(target)) if needed else {}
     if store_spec is None and isinstance(recorded, dict):
         store_spec = recorded.get("store")
     if rpc_url is None and isinstance(recorded, dict) and isinstance(recorded.get("chain"), str):

@@ -77,13 +77,16 @@ def _report(checkpoint: Path | None, report_path: Path | None, *, manifest_path:
     if report_path is not None:
         report = exports.require_verified(exports.load_report(report_path))
         if fetch:
-            from provenance.errors import FormatError, StoreError, UsageError
-            from provenance.store import open_store
+            from provenance.cid import parse_cid
+            from provenance.errors import FormatError, StoreUnavailable
+            from provenance.store import BlockNotFound, open_store
 
             try:  # --store, else the project's store; checked against the registered digest either way
+                parse_cid(str(report["run"]["manifest_cid"]))  # a report naming no usable CID: nothing to fetch
                 with open_store(verify["store_spec"]) as store:
                     manifest = exports.fetch_manifest(store, report)
-            except (StoreError, FormatError, UsageError):  # a manifest that is not the verified one still fails
+            except (BlockNotFound, StoreUnavailable, FormatError):  # served bytes that are not the verified
+                # manifest (CidMismatch, a digest mismatch) or an exhausted budget still fail
                 if verify["store_spec"] is not None:
                     raise
                 # not in this project's store (an auditor's machine): the export says what it lacks without it

@@ -158,12 +158,17 @@ def test_an_over_long_destination_is_one_line(tmp_path: Path) -> None:
 
 
 def test_a_verification_inside_a_deadline_gets_only_what_is_left() -> None:
-    """`prov verify --timeout T` counts connecting too: the verification's own budget ends at the outer deadline."""
-    assert limits.within_outer(30.0) == 30.0 and limits.within_outer(None) is None
-    with limits.active(limits.Budget(timeout=5.0)):
-        time.sleep(0.2)
-        inner = limits.within_outer(30.0)
-        assert inner is not None and 4.0 < inner < 4.9
-        assert limits.within_outer(1.0) == 1.0
-        left = limits.within_outer(None)
-        assert left is not None and left < 4.9
+    """`prov verify --timeout T` counts connecting too: the verification's own budget ends at the outer deadline, and
+    its error names the T the user gave."""
+    alone = limits.Budget(timeout=30.0).within(None)
+    assert alone.timeout == 30.0 and alone.seconds_left() is not None
+    outer = limits.Budget(timeout=5.0)
+    time.sleep(0.2)
+    inner = limits.Budget(max_bytes=10, timeout=30.0).within(outer)
+    assert inner.deadline == outer.deadline and inner.timeout == 5.0 and inner.max_bytes == 10
+    assert limits.Budget(timeout=1.0).within(outer).timeout == 1.0  # an earlier inner deadline stays
+    assert limits.Budget().within(outer).deadline == outer.deadline
+    past = limits.Budget(timeout=0.01)
+    time.sleep(0.05)
+    with pytest.raises(limits.DeadlineExceeded, match=r"0\.01s deadline"):
+        limits.Budget(timeout=30.0).within(past).check_time("reading")

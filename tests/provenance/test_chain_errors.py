@@ -230,3 +230,37 @@ def test_the_chain_client_never_imports_the_workflows_above_it() -> None:
                 continue
             bad = [n for n in names if any(n == f or n.startswith(f + ".") for f in forbidden)]
             assert not bad, f"{path.name} line {node.lineno} imports {bad}"
+
+
+@pytest.mark.parametrize(("answer", "known"), [
+    ("{'code': -32000, 'message': 'already known'}", True),  # geth, erigon
+    ("known transaction: 0x5f1c", True),  # parity-style
+    ("Transaction already imported", True),  # besu
+    ("Unknown transaction type", False),  # py-evm's refusal of a typed transaction: a real error
+    ("nonce too low", False),
+])
+def test_a_resend_the_node_already_holds_is_told_apart(answer: str, known: bool) -> None:
+    from provenance._chain.transport import ALREADY_KNOWN
+
+    assert bool(ALREADY_KNOWN.search(answer.lower())) is known
+
+
+def test_a_configured_key_that_does_not_open_is_never_replaced_by_another_owner(
+        isolated_state: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A keystore given with the wrong password: the run's owner cannot be the keystore's account, and must not
+    silently become the local chain's dev account (a later flush with the right key would then be refused)."""
+    from provenance.config import update_section
+    from training.anchoring import expected_owner
+    from training.config import AnchorConfig
+
+    update_section("chain", {"rpc_url": "http://127.0.0.1:8545", "chain_id": 31337}, home=isolated_state)
+    assert expected_owner(AnchorConfig()) == keys.dev_signer(0).address  # no key given: the local dev account
+    store = tmp_path / "k.json"
+    keys.write_keystore(store, b"\x11" * 32, "right", scrypt_n=2)
+    monkeypatch.setenv("PROV_KEYSTORE", str(store))
+    monkeypatch.setenv("PROV_KEYSTORE_PASSWORD", "wrong")
+    with pytest.raises(UsageError, match="wrong password") as info:
+        expected_owner(AnchorConfig())
+    assert "\n" not in str(info.value) and "right" not in str(info.value)
+    monkeypatch.setenv("PROV_KEYSTORE_PASSWORD", "right")
+    assert expected_owner(AnchorConfig()) == keys.from_keystore(store).address

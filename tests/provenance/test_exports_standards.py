@@ -326,14 +326,16 @@ def test_statements_refuse_files_that_are_not_the_verified_ones(adapter_dir: Pat
     """Every export speaks for exactly the files the verdict bound (`subject.files`): a directory that merely holds
     the verified adapter beside a forged config or other weights, a copy missing a bound file, or another file is
     refused; documentation beside them may be a subject (no loader reads it)."""
+    other = verified_report(adapter_dir / "adapter_model.safetensors")
+    other["subject"]["files"][-1]["digest"] = "sha256:" + "ab" * 32  # the report bound other weights
     with pytest.raises(NotExportable, match="the report binds"):
-        exports.intoto_statements(sample_report(), path=adapter_dir)  # its digests are not this adapter's
+        exports.intoto_statements(other, path=adapter_dir)
     report = verified_report(adapter_dir / "adapter_model.safetensors")
     (adapter_dir / "README.md").write_text("# model card\n")
     assert {s["name"] for s in exports.model_subjects(report, adapter_dir)} == \
         {"README.md", "adapter_config.json", "adapter_model.safetensors"}
     forged = tmp_path / "forged"
-    for attack in ("config", "extra-weights", "missing", "subfolder"):
+    for attack in ("config", "extra-weights", "missing", "subfolder", "doc-named-folder"):
         shutil.rmtree(forged, ignore_errors=True)
         shutil.copytree(adapter_dir, forged)
         if attack == "config":
@@ -342,6 +344,9 @@ def test_statements_refuse_files_that_are_not_the_verified_ones(adapter_dir: Pat
             (forged / "model.safetensors").write_bytes(safetensors_bytes(BASE))
         elif attack == "missing":
             (forged / "adapter_config.json").unlink()
+        elif attack == "doc-named-folder":  # PEFT reads sub-folders (subfolder=), whatever their name
+            (forged / "README").mkdir()
+            (forged / "README" / "adapter_model.safetensors").write_bytes(safetensors_bytes(ADAPTER))
         else:
             (forged / "sub").mkdir()
             (forged / "sub" / "adapter_model.safetensors").write_bytes(safetensors_bytes(ADAPTER))
@@ -357,7 +362,7 @@ def test_statements_refuse_files_that_are_not_the_verified_ones(adapter_dir: Pat
     del legacy["subject"]["files"]
     assert exports.model_subjects(legacy, adapter_dir / "adapter_model.safetensors")[0]["name"] == \
         "adapter_model.safetensors"
-    with pytest.raises(NotExportable, match=r"adapter_config\.json: is not a file the verdict binds"):
+    with pytest.raises(NotExportable, match=r"predates subject\.files"):
         exports.model_subjects(legacy, adapter_dir)
 
 
@@ -586,6 +591,7 @@ def test_verify_reports_the_signature_of_a_real_run_and_exports_from_it(home: Pa
     done = signing.sign_model(ck)
     report = env.verify(ck, replay="0", signature_key=public_key(home))
     assert report["verdict"] == "verified", report["checks"]
+    assert {f["path"] for f in report["subject"]["files"]} == set(done.files)  # what the verdict bound
     section = report["signature"]
     assert section["valid"] is True and section["covers"] == "exact" and section["file"] == f"{ck.name}.sig"
     assert not [w for w in report["warnings"] if "model signature" in w]
@@ -617,4 +623,8 @@ def test_verify_reports_the_signature_of_a_real_run_and_exports_from_it(home: Pa
     signing.sign_model(ck / "adapter_model.safetensors", signature=only)
     partial = env.verify(ck, replay="0", signature=only, signature_key=public_key(home))
     assert partial["signature"]["covers"] == "partial" and partial["signature"]["valid"] is False
+    # a report that is not verified binds nothing, so it lists no files (and nothing can be exported from it)
+    (ck / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 64}))
+    failed = env.verify(ck, replay="0")
+    assert failed["verdict"] == "failed" and "files" not in failed["subject"]
     assert any("model signature weights.sig" in w for w in partial["warnings"])

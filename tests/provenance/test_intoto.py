@@ -135,6 +135,11 @@ def test_slsa_refuses_a_file_or_manifest_the_chain_does_not_hold(run_dir: Path) 
     _claim(reg, RUN_ID, ck, log_root=Digest.of(b"log"))
     assert intoto.slsa_statement(ck, registry=reg)["predicate"]["runDetails"]["builder"]["id"].endswith(
         reg.signer.address)
+    names = [b["name"] for b in intoto.slsa_statement(ck, registry=reg)["predicate"]["runDetails"]["byproducts"]]
+    assert "checkpoint-manifest" in names  # the local directory is the committed checkpoint
+    (ck / "optimizer.safetensors").write_bytes(b"another optimizer state")  # the weights still claimed
+    names = [b["name"] for b in intoto.slsa_statement(ck, registry=reg)["predicate"]["runDetails"]["byproducts"]]
+    assert "checkpoint-manifest" not in names and "checkpoint" in names  # only the chain's record of it
     (ck / intoto.ADAPTER_FILE).write_bytes(b"tampered weights")
     with pytest.raises(VerificationError) as info:
         intoto.slsa_statement(ck, registry=reg)
