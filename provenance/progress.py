@@ -101,10 +101,10 @@ def bar(description: str, *, total: int | None = None, unit: str = "it", initial
 
 @contextlib.contextmanager
 def polled(description: str, *, total: int | None, count: Callable[[], int], unit: str = "it",
-           stream: TextIO | None = None) -> Iterator[Bar]:
+           stream: TextIO | None = None, unit_scale: bool = False) -> Iterator[Bar]:
     """A bar for work that reports no events of its own (verification stages): a daemon thread reads `count()` a
     few times a second and moves the bar to it. No thread when bars are off."""
-    handle = start(description, total=total, unit=unit, stream=stream)
+    handle = start(description, total=total, unit=unit, stream=stream, unit_scale=unit_scale)
     if not handle.active:
         yield handle
         return
@@ -124,4 +124,5 @@ def polled(description: str, *, total: int | None, count: Callable[[], int], uni
     finally:
         stop.set()
         thread.join()
+        handle.advance(count() - shown[0])  # the bar ends at the real count, however quick the work was
         handle.close()

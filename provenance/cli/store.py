@@ -74,12 +74,14 @@ def put_command(ctx: click.Context, path: Path, no_pin: bool) -> None:
 @click.pass_context
 def get_command(ctx: click.Context, cid: str, dest: Path, max_size: int | None) -> None:
     """Fetch CID into DEST (a file, or a new directory), verifying every block."""
-    from provenance import limits
+    from provenance import limits, progress
 
     budget = limits.Budget(max_bytes=max_size, what="fetch", bytes_option="--max-size")
     with _open(ctx) as store, limits.active(budget):
-        kind, _ = store.stat(cid)
-        with _busy(f"store get {cid[:16]}…"):
+        kind, size = store.stat(cid)
+        # bytes read so far (every block is charged to the budget), out of a file's declared size: rate and ETA
+        with progress.polled(f"store get {cid[:16]}…", total=size if kind == "file" else None,
+                             count=lambda: budget.used, unit="B", unit_scale=True):
             count = store.get(cid, dest)
     what = f"{count} files" if kind == "directory" else f"{count} bytes"
     click.echo(f"wrote {dest} ({what}, verified against {cid})", err=True)

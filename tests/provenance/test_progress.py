@@ -77,3 +77,23 @@ def test_training_progress_is_a_bar_on_a_terminal_and_lines_with_eta_otherwise(
     silent = io.StringIO()
     Progress(total=10, stream=silent, quiet=True).update(5, 1.0)
     assert silent.getvalue() == ""
+
+
+def test_store_get_shows_bytes_out_of_the_declared_size(tmp_path: object, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A store transfer's bar counts the bytes read (every block is charged to the fetch's budget) against the
+    file's declared size, so it has a rate and an ETA."""
+    from pathlib import Path
+
+    from provenance.cli import main
+
+    root = Path(str(tmp_path))
+    monkeypatch.setenv(progress.ENV, "1")  # bars on, though captured output is not a terminal
+    source = root / "weights.bin"
+    source.write_bytes(bytes(range(256)) * 1200)  # 300 KiB: several blocks
+    assert main(["store", "--store", f"local:{root / 'store'}", "put", str(source)]) == 0
+    cid = capsys.readouterr().out.strip()
+    assert main(["store", "--store", f"local:{root / 'store'}", "get", cid, str(root / "out.bin")]) == 0
+    err = capsys.readouterr().err
+    assert "store get" in err and "/300k" in err and "B/s" in err, err  # bytes of the declared size, a rate
+    assert (root / "out.bin").read_bytes() == source.read_bytes()
