@@ -51,7 +51,7 @@ def _open(run_dir: Path | None, **kwargs: Any) -> Any:
     """The run's outbox, reusing its recorded target; that chain restarted first when it is the project's anvil."""
     from provenance import canonical
     from provenance.anchor import Outbox
-    from provenance.cli._local import ensure_local_chain
+    from provenance.cli.chain import ensure_local_chain
 
     directory = _run_dir(run_dir)
     target = directory / "outbox" / "target.json"

@@ -38,7 +38,7 @@ def bundle_command(run_dir: Path, out: Path, kit: Path | None, store_spec: str |
     """
     from provenance import canonical
     from provenance.bundle import write_bundle, write_kit
-    from provenance.cli._local import ensure_local_chain
+    from provenance.cli.chain import ensure_local_chain
     from provenance.store import open_store
 
     target = run_dir / "outbox" / "target.json"

@@ -77,4 +77,17 @@ def status_command(as_json: bool) -> None:
             click.echo(f"{key}: {report[key]}")
 
 
+def ensure_local_chain(url: str | None = None) -> None:
+    """Restart the project's own anvil from its saved state if it is down (provenance.devchain), saying so on
+    stderr: the one place `prov verify`, `bundle`, `anchor ...` and `prove-example` do it, so they work in a new
+    shell after a reboot. `url`: the chain the command will use when it is not the project config's (only the
+    project's anvil at that URL restarts)."""
+    from provenance import devchain
+
+    node = devchain.ensure_running(url=url)
+    if node is not None and not node.already_running:
+        click.echo(f"note: restarted the project's anvil from its saved state at {node.rpc_url} "
+                   f"(pid {node.pid}; stop it with `prov chain down`)", err=True)
+
+
 COMMANDS = [chain_group]

@@ -16,7 +16,7 @@ import click
 def _registry(rpc_url: str | None, registry: str | None) -> Any:
     """The registry a command reads: --rpc/--registry, else the project config's (its own anvil restarted if down)."""
     from provenance.chain import connect
-    from provenance.cli._local import ensure_local_chain
+    from provenance.cli.chain import ensure_local_chain
     from provenance.errors import UsageError
 
     if rpc_url is None:

@@ -131,7 +131,7 @@ def verify_command(path: Path, rpc_url: str | None, registry: str | None, store_
                             jobs=jobs, opacus_epsilon=opacus_epsilon, auditor=auditor, command=_command_line(),
                             trust_auditors=trust_auditors)
     if rpc_url is None:
-        from provenance.cli._local import ensure_local_chain
+        from provenance.cli.chain import ensure_local_chain
 
         ensure_local_chain()
     from provenance import progress

@@ -62,5 +62,6 @@ def test_cli_export_in_toto_offline(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["export", "in-toto", str(ck), "--offline", "--model-signing",
                                       str(tmp_path / "files.json")])
     assert result.exit_code == 0, result.output
-    check_statement(json.loads(result.output), "slsa-provenance-v1.schema.json")
+    check_statement(json.loads(result.stdout), "slsa-provenance-v1.schema.json")
+    assert "not checked against the chain" in result.stderr  # --offline: the trainer's unchecked claim, said so
     check_statement(json.loads((tmp_path / "files.json").read_text()), "model-signing-v1.schema.json")
