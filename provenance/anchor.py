@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from provenance import canonical
-from provenance.errors import ProvenanceError, UsageError, one_line
+from provenance.errors import FormatError, ProvenanceError, UsageError, one_line
 from provenance.finality import Rechecking
 from provenance.fsutil import atomic_write
 from provenance.hashing import Digest, hash_file
@@ -80,6 +80,17 @@ class Job:
     def to_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("seq", "kind", "index", "path", "state", "attempts", "error",
                                               "cid", "tx", "block", "run_key", "merged", "final", "drops")}
+
+
+def recorded_target(run_dir: Path) -> Target | None:
+    """The destination a run's outbox recorded when it was opened (`outbox/target.json`), or None before that."""
+    path = run_dir / OUTBOX / "target.json"
+    if not path.exists():
+        return None
+    doc = canonical.decode(path.read_bytes(), source=str(path))
+    if not isinstance(doc, dict):
+        raise FormatError(f"{path}: not an outbox target (a JSON object)")
+    return Target(chain=doc.get("chain"), registry=doc.get("registry"), store=doc.get("store"))
 
 
 def awaiting_finality(run_dir: Path) -> int:
@@ -155,13 +166,12 @@ class Outbox(Rechecking):
             raise UsageError(f"{root}: not a run directory")
         box = root / OUTBOX
         (box / "jobs").mkdir(parents=True, exist_ok=True)
-        target_file = box / "target.json"
-        if reuse_target and target_file.exists():
-            doc = canonical.decode(target_file.read_bytes(), source=str(target_file))
-            target = Target(chain=doc.get("chain"), registry=doc.get("registry"), store=doc.get("store"))
+        recorded = recorded_target(root) if reuse_target else None
+        if recorded is not None:
+            target = recorded
         else:
             target = Target(chain=chain, registry=registry, store=store)
-            atomic_write(target_file, canonical.encode(
+            atomic_write(box / "target.json", canonical.encode(
                 {"chain": target.chain, "registry": target.registry, "store": target.store}))
         fd = os.open(box / "lock", os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + wait_lock

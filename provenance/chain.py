@@ -78,7 +78,7 @@ from provenance._chain.history import (
     deployment_block,
     follow_pointers,
 )
-from provenance._chain.keys import Signer
+from provenance._chain.keys import Signer, use_keystore
 from provenance._chain.legacy import LegacyReads
 from provenance._chain.reader import BlockInfo, ChainInfo, ClientBase, RegistryReader, RunKey
 from provenance._chain.records import (
@@ -111,6 +111,7 @@ __all__ = [
     "TransactionDropped", "TransactionError", "TransactionFailed", "TransactionTimeout", "TxInfo", "Unauthorized",
     "UnknownCheckpoint", "UnknownRun", "WeightsAlreadyCommitted", "WriterChange", "WrongChainId", "connect",
     "epsilon_from_micro", "epsilon_to_micro", "new_run_id", "parse_run_id", "registry_version", "run_key_of",
+    "use_keystore",
 ]
 
 VERSION = 3

@@ -156,8 +156,6 @@ def model_subjects(report: Any, path: Path | None = None) -> list[dict[str, Any]
     subject = data["subject"]
     weights = str(subject["weights_digest"]).removeprefix("sha256:")
     listed = subject.get("files")
-    bound = ({f["path"]: str(f["digest"]).removeprefix("sha256:") for f in listed} if isinstance(listed, list)
-             else {str(subject["path"]): weights})
     if not path.is_dir():  # a file: the verified weights themselves
         if subjects[0]["digest"]["sha256"] != weights:
             raise NotExportable(f"{path}: not the verified file (its digest is not the verified weights digest "
@@ -167,6 +165,7 @@ def model_subjects(report: Any, path: Path | None = None) -> list[dict[str, Any]
         raise NotExportable(f"{path}: this report predates subject.files (the list of files a verdict binds), so "
                             f"only its weights file can be exported with it: give {subject['path']} itself, or "
                             "verify again with this prov", exit_code=1)
+    bound = {f["path"]: str(f["digest"]).removeprefix("sha256:") for f in listed}
     for item in subjects:
         name = item["name"]
         if bound.get(name) == item["digest"]["sha256"] or (name not in bound and _unread(name)):

@@ -261,15 +261,14 @@ def verified_files(subject: Any, *, beside: Any = None) -> dict[str, str]:
     if not path.is_dir():
         return {path.name: str(subject.weights_digest).removeprefix("sha256:")}
     if subject.kind == "merged":
-        digests = getattr(subject, "file_digests", ()) or tuple(hash_file(Path(f)) for f in subject.files)
-        bound = {Path(f).relative_to(path).as_posix(): d.value.hex() for f, d in zip(subject.files, digests,
-                                                                                         strict=True)}
+        weights = {Path(f).relative_to(path).as_posix(): d.value.hex()
+                   for f, d in zip(subject.files, subject.file_digests, strict=True)}
+        others = ({e.path: e.digest.value.hex() for e in beside} if beside is not None else
+                  {name: hash_file(path / name).value.hex() for name in mergedir.bound_names(path)})
         # the shard index is bound through the layout check (it may name no file outside the hashed weights)
-        index = [WEIGHT_INDEX] if (path / WEIGHT_INDEX).is_file() else []
-        if beside is not None:
-            others = {e.path: e.digest.value.hex() for e in beside}
-            return bound | others | {name: hash_file(path / name).value.hex() for name in index}
-        return bound | {name: hash_file(path / name).value.hex() for name in [*mergedir.bound_names(path), *index]}
+        index = ({WEIGHT_INDEX: hash_file(path / WEIGHT_INDEX).value.hex()} if (path / WEIGHT_INDEX).is_file()
+                 else {})
+        return weights | others | index
     return {f.path: f.digest.value.hex() for f in hash_directory(path).files}
 
 

@@ -19,7 +19,6 @@ or `--chain tester` explicitly, which warns that the chain is throw-away). With 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -126,14 +125,14 @@ def expected_owner(config: AnchorConfig) -> str | None:
     chain, _, _ = resolve_target(config)
     section = get_section("chain")
     chain_id = section.get("chain_id") if chain == section.get("rpc_url") else None
-    if chain == "tester" and not (os.environ.get(keys.ENV_KEY) or os.environ.get(keys.ENV_KEYSTORE)):
+    if chain == "tester" and not keys.key_given():
         return None
     try:
         return keys.resolve(None, chain_id=chain_id).address
     except keys.WellKnownKey:
         raise  # a dev key for a chain that is not a dev chain: refused before training, not at registration
     except SignerError as exc:
-        if os.environ.get(keys.ENV_KEYSTORE) or os.environ.get(keys.ENV_KEY):
+        if keys.key_given():
             # a key was given and does not open (wrong password, unreadable keystore): never another owner instead
             raise UsageError(f"the signing key for this run's anchors: {exc}") from None
         return None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,7 +76,9 @@ def train_command(config: Path | None, non_private: bool, no_anchor: bool, secre
     from training.launch import train_from_cli
 
     if keystore is not None:  # read wherever the run's signer is resolved: here, the outbox, torchrun's ranks
-        os.environ["PROV_KEYSTORE"] = str(keystore.resolve())
+        from provenance.chain import use_keystore
+
+        use_keystore(keystore)
     with _warnings_as_notes():
         result = train_from_cli(config, options=options, non_private=non_private, no_anchor=no_anchor,
                                 secrets_file=secrets_file, resume_dir=resume_dir, quiet=quiet or as_json)

@@ -157,6 +157,17 @@ def check_chain(signer: Signer, *, chain_id: int | None, web3: Any = None) -> Si
         f"anyone can sign with it, so it is refused on {where}; use your own key ({ENV_KEY} or --keystore FILE)")
 
 
+def use_keystore(path: str | os.PathLike[str]) -> None:
+    """Sign with this keystore wherever a signer is resolved from now on: this process and the ones it starts (the
+    outbox's worker, torchrun's ranks) read `$PROV_KEYSTORE` (`--keystore FILE` of train and anchor)."""
+    os.environ[ENV_KEYSTORE] = str(Path(path).resolve())
+
+
+def key_given() -> bool:
+    """Whether the environment names a signing key (`$PROV_KEYSTORE` or `$PROV_PRIVATE_KEY`)."""
+    return bool(os.environ.get(ENV_KEYSTORE) or os.environ.get(ENV_KEY))
+
+
 def resolve(
     key: str | bytes | Signer | None = None,
     *,
@@ -166,9 +177,9 @@ def resolve(
     web3: Any = None,
 ) -> Signer:
     """The signer to use, first match wins: `key`, `keystore`, `$PROV_KEYSTORE`, `$PROV_PRIVATE_KEY`, then — only on
-    a local dev
-    chain — `dev_key` (the in-process chain's funded key) or anvil's dev account 0. A well-known development key
-    is refused unless the chain is a local development chain (`check_chain`; pass the node as `web3`)."""
+    a local dev chain — `dev_key` (the in-process chain's funded key) or anvil's dev account 0. A well-known
+    development key is refused unless the chain is a local development chain (`check_chain`; pass the node as
+    `web3`)."""
     signer = _resolve(key, keystore=keystore, chain_id=chain_id, dev_key=dev_key)
     return check_chain(signer, chain_id=chain_id, web3=web3) if (chain_id is not None or web3 is not None) \
         else signer

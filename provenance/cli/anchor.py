@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,9 @@ _KEYSTORE = click.option(
 
 def _use_keystore(keystore: Path | None) -> None:
     if keystore is not None:  # the outbox resolves its signer from the environment, as the trainer's does
-        os.environ["PROV_KEYSTORE"] = str(keystore.resolve())
+        from provenance.chain import use_keystore
+
+        use_keystore(keystore)
 
 
 _CONFIRMATIONS = click.option(
@@ -49,16 +50,13 @@ _CONFIRMATIONS = click.option(
 
 def _open(run_dir: Path | None, **kwargs: Any) -> Any:
     """The run's outbox, reusing its recorded target; that chain restarted first when it is the project's anvil."""
-    from provenance import canonical
-    from provenance.anchor import Outbox
+    from provenance.anchor import Outbox, recorded_target
     from provenance.cli.chain import ensure_local_chain
 
     directory = _run_dir(run_dir)
-    target = directory / "outbox" / "target.json"
-    if target.is_file():
-        recorded = canonical.decode(target.read_bytes(), source=str(target))
-        if isinstance(recorded, dict) and isinstance(recorded.get("chain"), str):
-            ensure_local_chain(recorded["chain"])
+    target = recorded_target(directory)
+    if target is not None and target.chain is not None:
+        ensure_local_chain(target.chain)
     return Outbox.open(directory, reuse_target=True, **kwargs)
 
 

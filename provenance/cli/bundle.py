@@ -36,18 +36,16 @@ def bundle_command(run_dir: Path, out: Path, kit: Path | None, store_spec: str |
       prov bundle runs/r1 --out r1.car
       prov bundle runs/r1 --out r1.car --kit r1-private-kit
     """
-    from provenance import canonical
+    from provenance.anchor import recorded_target
     from provenance.bundle import write_bundle, write_kit
     from provenance.cli.chain import ensure_local_chain
     from provenance.store import open_store
 
-    target = run_dir / "outbox" / "target.json"
-    needed = (store_spec is None or rpc_url is None) and target.is_file()
-    recorded = canonical.decode(target.read_bytes(), source=str(target)) if needed else {}
-    if store_spec is None and isinstance(recorded, dict):
-        store_spec = recorded.get("store")
-    if rpc_url is None and isinstance(recorded, dict) and isinstance(recorded.get("chain"), str):
-        ensure_local_chain(recorded["chain"])  # the run's chain is this project's anvil: restarted if down
+    target = recorded_target(run_dir) if store_spec is None or rpc_url is None else None
+    if store_spec is None and target is not None:
+        store_spec = target.store
+    if rpc_url is None and target is not None and target.chain is not None:
+        ensure_local_chain(target.chain)  # the run's chain is this project's anvil: restarted if down
     with open_store(store_spec) as store:
         summary = write_bundle(run_dir, out, store=store, rpc_url=rpc_url, rpc_hint=rpc_hint)
     kit_files = write_kit(run_dir, kit) if kit is not None else []
